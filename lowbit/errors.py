@@ -1,0 +1,23 @@
+"""The one error type that the CLI turns into a clear message and exit code 2."""
+
+
+class LowbitError(Exception):
+    """A problem with the user's input or environment, with the fix spelled out.
+
+    Parameters
+    ----------
+    message : str
+        What is wrong, naming the offending value.
+    hint : str, optional
+        How to fix it.
+    """
+
+    def __init__(self, message, hint=None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self):
+        if self.hint:
+            return f"{self.message}\n  fix: {self.hint}"
+        return self.message

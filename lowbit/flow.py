@@ -1,0 +1,153 @@
+"""The end-to-end flow: train -> export -> check -> compile -> simulate -> synthesize.
+
+Each step is a function the CLI calls; ``run_demo`` chains them at two foldings.
+"""
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .errors import LowbitError
+from .files import atomic_write_bytes, atomic_write_text, ensure_writable_dir
+
+DEFAULT_HIDDEN = (64, 64)
+DEFAULT_EPOCHS = 30
+DEFAULT_THERMOMETER_LEVELS = 4
+
+
+def load_dataset(name, seed=0):
+    """A dataset and its input encoding, by name."""
+    from .model.data import Thermometer, load_digits_split
+
+    if name != "digits":
+        raise LowbitError(f"unknown dataset {name!r}", "supported datasets: digits")
+    ds = load_digits_split(seed=seed)
+    return ds, Thermometer.uniform(DEFAULT_THERMOMETER_LEVELS, ds.max_value)
+
+
+def train_checkpoint(path, *, dataset="digits", hidden=DEFAULT_HIDDEN, epochs=DEFAULT_EPOCHS,
+                     seed=0, progress=True):
+    """Train a binary (bipolar weights and activations) MLP and write its checkpoint atomically."""
+    from .model.checkpoint import save_checkpoint
+    from .model.mlp import LowbitMLP
+    from .model.train import evaluate, train
+
+    if not hidden or any(h < 1 for h in hidden):
+        raise LowbitError(f"hidden widths must be positive integers, not {list(hidden)}")
+    if epochs < 1:
+        raise LowbitError(f"epochs must be at least 1, not {epochs}")
+    ds, enc = load_dataset(dataset, seed)
+    x_train, x_test = enc(ds.x_train), enc(ds.x_test)
+    model = LowbitMLP(x_train.shape[1], list(hidden), ds.classes, "bipolar")
+    losses = train(model, x_train, ds.y_train, epochs=epochs, seed=seed, progress=progress)
+    acc, _ = evaluate(model, x_test, ds.y_test)
+    metrics = {"test_accuracy": acc, "final_loss": losses[-1], "epochs": epochs}
+    save_checkpoint(path, model, formats={"weights": "bipolar", "activations": "bipolar"},
+                    input_encoding=enc.to_dict(),
+                    extra={"dataset": {"name": dataset, "seed": seed}, "metrics": metrics})
+    return metrics
+
+
+def export_checkpoint(ckpt):
+    """Load a checkpoint, export it to the IR and check the IR against PyTorch on the test split."""
+    from .compiler.check import compare_with_torch
+    from .compiler.export import export_model
+    from .model.checkpoint import load_checkpoint
+
+    model, meta = load_checkpoint(ckpt)
+    graph = export_model(model, {"input": meta["input"], "dataset": meta.get("dataset"),
+                                 "formats": meta["formats"]})
+    ds, enc = load_dataset(meta["dataset"]["name"], meta["dataset"]["seed"])
+    check = compare_with_torch(model, graph, enc(ds.x_test), ds.y_test)
+    if check["export_errors"] or any(check["activation_mismatches"].values()):
+        raise LowbitError(f"the IR does not reproduce the PyTorch model: {check}",
+                          "this is a bug in lowbit's export; please report it with the checkpoint")
+    return graph, check
+
+
+def fold(graph, *, folding=None, target_cycles=None):
+    """Apply a hand-given folding spec, or the cheapest folding meeting ``target_cycles``."""
+    from .compiler.folding import apply_folding, fold_for_cycles, most_folded, parse_folding
+
+    if folding is not None and target_cycles is not None:
+        raise LowbitError("give either a folding or a target, not both")
+    if folding is not None:
+        return apply_folding(graph, parse_folding(folding, graph))
+    if target_cycles is not None:
+        return fold_for_cycles(graph, target_cycles)
+    return most_folded(graph)
+
+
+def compile_checkpoint(ckpt, out_dir, *, folding=None, target_cycles=None):
+    """Checkpoint -> build folder (Verilog, manifest.json, graph.npz). Returns the manifest."""
+    from .compiler.codegen import write_build
+
+    graph, check = export_checkpoint(ckpt)
+    graph = fold(graph, folding=folding, target_cycles=target_cycles)
+    return write_build(graph, out_dir), check
+
+
+def load_build(build_dir):
+    from .compiler.serialize import load_graph
+
+    build_dir = Path(build_dir)
+    manifest_path = build_dir / "manifest.json"
+    if not manifest_path.is_file():
+        raise LowbitError(f"{str(build_dir)!r} is not a build folder (no manifest.json)",
+                          "create one with 'lowbit compile CKPT -o BUILD'")
+    manifest = json.loads(manifest_path.read_text())
+    return manifest, load_graph(build_dir / "graph.npz"), build_dir / f"{manifest['top']}.v"
+
+
+def simulate_build(build_dir, *, dataset=None, limit=None, stalls=True, seed=0, timing_items=8,
+                   progress=True):
+    """Run the dataset's test split through the build's Verilog in Verilator; compare every word.
+
+    Returns a plain dict: images, mismatches, IR and hardware accuracy, measured and predicted
+    cycles per inference and latency.
+    """
+    manifest, graph, verilog = load_build(build_dir)
+    from .hw.payload import VectorFormat
+    from .sim.runner import StallConfig, run_stream
+
+    ds_meta = graph.meta.get("dataset") or {"name": "digits", "seed": 0}
+    ds, enc = load_dataset(dataset or ds_meta["name"], ds_meta["seed"])
+    x, y = enc(ds.x_test), ds.y_test
+    if limit is not None:
+        if limit < 1:
+            raise LowbitError(f"--limit must be at least 1, not {limit}")
+        x, y = x[:limit], y[:limit]
+    in_fmt = VectorFormat(**manifest["ports"]["i"]["format"])
+    out_fmt = VectorFormat(**manifest["ports"]["o"]["format"])
+    expected = graph.hardware_output(x)
+    stall = StallConfig(seed=seed) if stalls else None
+    result = run_stream(verilog, manifest["top"], in_fmt.pack(x), out_fmt.pack(expected),
+                        timing_items=min(timing_items, len(x)), stall=stall, seed=seed,
+                        progress=progress)
+    hw = out_fmt.unpack(result.outputs)
+    for node in graph.host_nodes:
+        hw = node.reference(hw)
+    ir_pred = graph.predict(x)
+    intervals = sorted(set(result.interval))
+    return {
+        "images": int(len(x)),
+        "mismatches": int(result.mismatches),
+        "ir_accuracy": float((ir_pred == y).mean()),
+        "hw_accuracy": float((hw[:, 0] == y).mean()) if len(hw) == len(y) else 0.0,
+        "cycles_predicted": manifest["cycles_per_inference"],
+        "cycles_measured": intervals[0] if len(intervals) == 1 else intervals,
+        "latency_predicted": manifest["latency_cycles"],
+        "latency_measured": result.latency,
+        "idle_fraction_in": result.in_idle_fraction,
+        "idle_fraction_out": result.out_idle_fraction,
+        "sim_seconds": result.seconds,
+    }
+
+
+def synth_build(build_dir, family="xilinx"):
+    from .boards.synth import synthesize
+
+    manifest, _, verilog = load_build(build_dir)
+    return synthesize(Path(verilog), manifest["top"], family)

@@ -1,0 +1,97 @@
+"""The formats registry: every weight and activation format lowbit knows, in one place.
+
+Training (model/), the IR (compiler/), the hardware lanes (hw/) and the estimator (boards/) all look
+formats up here by name, so a format is described once: its level set, its storage cost, how the
+hardware encodes it and which arithmetic lane multiplies by it.
+"""
+
+import math
+from dataclasses import dataclass
+
+from .errors import LowbitError
+
+__all__ = ["WeightFormat", "ActivationFormat", "WEIGHT_FORMATS", "weight_format", "activation_format"]
+
+
+@dataclass(frozen=True)
+class WeightFormat:
+    """A weight format.
+
+    Parameters
+    ----------
+    name : str
+        Registry key, as used on the command line (``--format``).
+    levels : tuple of int
+        The integer level set a weight takes before its scale is applied.
+    encoding : str
+        How a weight is stored in hardware memory.
+    scale : str
+        Scale granularity: ``"none"`` (folded into thresholds), ``"tensor"`` or ``"channel"``.
+    lane : str
+        The arithmetic lane in hw/ that multiplies by this format.
+    """
+
+    name: str
+    levels: tuple
+    encoding: str
+    scale: str
+    lane: str
+    description: str = ""
+
+    @property
+    def bits_per_weight(self):
+        """Information content, log2 of the level count (1.58 for ternary)."""
+        return math.log2(len(self.levels))
+
+    @property
+    def storage_bits(self):
+        """Bits one weight occupies in hardware memory."""
+        return max(1, math.ceil(math.log2(len(self.levels))))
+
+
+@dataclass(frozen=True)
+class ActivationFormat:
+    """An activation format: ``bipolar`` (one bit encodes ±1) or unsigned/signed k-bit integers."""
+
+    name: str
+    kind: str  # "bipolar", "uint" or "int"
+    bits: int
+
+    @property
+    def levels(self):
+        if self.kind == "bipolar":
+            return (-1, 1)
+        if self.kind == "uint":
+            return tuple(range(2 ** self.bits))
+        return tuple(range(-2 ** (self.bits - 1), 2 ** (self.bits - 1)))
+
+
+WEIGHT_FORMATS = {
+    f.name: f for f in [
+        WeightFormat(
+            name="bipolar", levels=(-1, 1), encoding="1 bit: 1 = +1, 0 = -1", scale="none",
+            lane="xnor-popcount",
+            description="Binary ±1 weights (BinaryNet); per-channel scales fold into thresholds."),
+    ]
+}
+
+
+def weight_format(name):
+    """Look up a weight format by name, with an error that lists the known ones."""
+    try:
+        return WEIGHT_FORMATS[name]
+    except KeyError:
+        raise LowbitError(f"unknown weight format {name!r}",
+                          f"use one of: {', '.join(WEIGHT_FORMATS)}") from None
+
+
+def activation_format(spec):
+    """Parse an activation format: ``"bipolar"``, ``"uK"`` (unsigned K-bit) or ``"sK"`` (signed), K = 1..8."""
+    if spec == "bipolar":
+        return ActivationFormat("bipolar", "bipolar", 1)
+    if isinstance(spec, str) and len(spec) >= 2 and spec[0] in "us" and spec[1:].isdigit():
+        bits = int(spec[1:])
+        if 1 <= bits <= 8:
+            return ActivationFormat(spec, "uint" if spec[0] == "u" else "int", bits)
+    raise LowbitError(f"unknown activation format {spec!r}",
+                      "use 'bipolar', 'u1'..'u8' (unsigned k-bit) or 's2'..'s8' (signed k-bit)")

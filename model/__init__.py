@@ -1,0 +1,1 @@
+"""lowbit.model."""

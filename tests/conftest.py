@@ -1,0 +1,19 @@
+import pytest
+
+
+@pytest.fixture(scope="session")
+def digits_checkpoint(tmp_path_factory):
+    """The default binary MLP trained once on digits (64-64, 30 epochs, seed 0), shared by the suite."""
+    from lowbit.flow import train_checkpoint
+
+    path = tmp_path_factory.mktemp("ckpt") / "model.pt"
+    metrics = train_checkpoint(path, progress=False)
+    return path, metrics
+
+
+@pytest.fixture(scope="session")
+def digits_graph(digits_checkpoint):
+    from lowbit.flow import export_checkpoint
+
+    graph, check = export_checkpoint(digits_checkpoint[0])
+    return graph, check

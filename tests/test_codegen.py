@@ -1,0 +1,43 @@
+import json
+
+import pytest
+
+from lowbit.compiler.codegen import TOP_NAME, generate_verilog, write_build
+from lowbit.compiler.folding import fold_for_cycles, most_folded
+from lowbit.errors import LowbitError
+
+
+def test_verilog_is_byte_identical_across_runs(digits_graph):
+    graph = fold_for_cycles(digits_graph[0], 256)
+    a, _ = generate_verilog(graph)
+    b, _ = generate_verilog(graph)
+    assert a == b
+    assert f"module {TOP_NAME}(" in a
+
+
+def test_build_folder_and_manifest(tmp_path, digits_graph):
+    graph = most_folded(digits_graph[0])
+    manifest = write_build(graph, tmp_path / "b")
+    files = sorted(p.name for p in (tmp_path / "b").iterdir())
+    assert files == ["graph.npz", "lowbit_top.v", "manifest.json"]
+    on_disk = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert on_disk == json.loads(json.dumps(manifest))
+    shapes = [(l["mh"], l["mw"], l["pe"], l["simd"]) for l in manifest["layers"]]
+    assert shapes == [(64, 256, 1, 1), (64, 64, 1, 1), (10, 64, 1, 1)]
+    assert manifest["cycles_per_inference"] == 64 * 256
+    assert manifest["latency_cycles"] == sum(l["cycles_per_item"] + 2 for l in manifest["layers"])
+    assert manifest["ports"]["i"]["payload_bits"] == 256
+    assert manifest["ports"]["o"]["format"] == {"kind": "int", "bits": 8, "count": 10}
+    assert [h["op"] for h in manifest["host"]] == ["affine", "argmax"]
+    assert list(tmp_path.iterdir()) == [tmp_path / "b"]  # no temporary folders left
+
+
+def test_failed_build_leaves_nothing(tmp_path, digits_graph, monkeypatch):
+    import lowbit.compiler.codegen as codegen
+
+    def broken(path, graph):
+        raise LowbitError("disk full")
+    monkeypatch.setattr(codegen, "save_graph", broken)
+    with pytest.raises(LowbitError, match="disk full"):
+        write_build(most_folded(digits_graph[0]), tmp_path / "b")
+    assert list(tmp_path.iterdir()) == []
