@@ -9,7 +9,6 @@ Ops that end with the ``host`` flag run on the host after the hardware (the last
 and the argmax); everything before them becomes hardware.
 """
 
-import math
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -377,11 +376,3 @@ class Graph:
 
     def cycles_per_inference(self):
         return max(m.cycles() for m in self.matmuls())
-
-
-def ceil_div(a, b):
-    return -(-a // b)
-
-
-def log2_ceil(n):
-    return max(0, math.ceil(math.log2(n))) if n > 1 else 0

@@ -110,8 +110,13 @@ def plot_report(rows, path):
     width = 0.25
     for k, (key, name) in enumerate((("luts", "LUT"), ("ffs", "FF"), ("brams", "BRAM"))):
         xs = [i + (k - 1) * width for i in range(len(rows))]
-        ax1.bar(xs, [max(r[key], 0.5) for r in rows], width, label=name)
+        values = [r[key] for r in rows]
+        # A zero has no bar on a log axis; its label still says 0.
+        ax1.bar(xs, [v if v > 0 else float("nan") for v in values], width, label=name)
+        for x, v in zip(xs, values):
+            ax1.annotate(f"{v:g}", (x, max(v, 1)), ha="center", va="bottom", fontsize=8)
     ax1.set_yscale("log")
+    ax1.set_ylim(0.5, max(r["luts"] for r in rows) * 3)
     ax1.set_xticks(range(len(rows)), labels)
     ax1.set_title(f"Resources ({rows[0]['_detail']['synth_device']})")
     ax1.legend()
@@ -121,6 +126,7 @@ def plot_report(rows, path):
                      textcoords="offset points", xytext=(6, 4), fontsize=8)
     ax2.set_xscale("log")
     ax2.set_yscale("log")
+    ax2.margins(x=0.4, y=0.4)
     ax2.set_xlabel("LUTs")
     ax2.set_ylabel("inferences/s at 100 MHz")
     ax2.set_title("Throughput vs area (simulated cycles)")

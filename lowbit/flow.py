@@ -4,13 +4,9 @@ Each step is a function the CLI calls; ``run_demo`` chains them at two foldings.
 """
 
 import json
-import time
 from pathlib import Path
 
-import numpy as np
-
 from .errors import LowbitError
-from .files import atomic_write_bytes, atomic_write_text, ensure_writable_dir
 
 DEFAULT_HIDDEN = (64, 64)
 DEFAULT_EPOCHS = 30
@@ -32,7 +28,7 @@ def train_checkpoint(path, *, dataset="digits", hidden=DEFAULT_HIDDEN, epochs=DE
     """Train a binary (bipolar weights and activations) MLP and write its checkpoint atomically."""
     from .model.checkpoint import save_checkpoint
     from .model.mlp import LowbitMLP
-    from .model.train import evaluate, train
+    from .model.train import evaluate, set_seed, train
 
     if not hidden or any(h < 1 for h in hidden):
         raise LowbitError(f"hidden widths must be positive integers, not {list(hidden)}")
@@ -40,6 +36,7 @@ def train_checkpoint(path, *, dataset="digits", hidden=DEFAULT_HIDDEN, epochs=DE
         raise LowbitError(f"epochs must be at least 1, not {epochs}")
     ds, enc = load_dataset(dataset, seed)
     x_train, x_test = enc(ds.x_train), enc(ds.x_test)
+    set_seed(seed)  # the initial weights too, not just the batches
     model = LowbitMLP(x_train.shape[1], list(hidden), ds.classes, "bipolar")
     losses = train(model, x_train, ds.y_train, epochs=epochs, seed=seed, progress=progress)
     acc, _ = evaluate(model, x_test, ds.y_test)
@@ -122,8 +119,9 @@ def simulate_build(build_dir, *, dataset=None, limit=None, stalls=True, seed=0, 
     in_fmt = VectorFormat(**manifest["ports"]["i"]["format"])
     out_fmt = VectorFormat(**manifest["ports"]["o"]["format"])
     expected = graph.hardware_output(x)
-    stall = StallConfig(seed=seed) if stalls else None
-    result = run_stream(verilog, manifest["top"], in_fmt.pack(x), out_fmt.pack(expected),
+    # Gaps up to twice the bottleneck's cycles, so that stalls really starve and block the pipeline.
+    stall = StallConfig(seed=seed, max_gap=2 * manifest["cycles_per_inference"]) if stalls else None
+    result = run_stream(verilog.read_text(), manifest["top"], in_fmt.pack(x), out_fmt.pack(expected),
                         timing_items=min(timing_items, len(x)), stall=stall, seed=seed,
                         progress=progress)
     hw = out_fmt.unpack(result.outputs)

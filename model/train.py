@@ -15,6 +15,8 @@ def set_seed(seed):
 def train(model, x_train, y_train, *, epochs=40, batch_size=64, lr=0.01, seed=0, progress=True):
     """Train ``model`` on encoded inputs with Adam and cross-entropy.
 
+    The progress bar shows on a terminal and stays quiet in logs.
+
     Returns the list of per-epoch mean training losses.
     """
     set_seed(seed)
@@ -24,7 +26,7 @@ def train(model, x_train, y_train, *, epochs=40, batch_size=64, lr=0.01, seed=0,
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
     losses = []
-    bar = tqdm(range(epochs), desc="train", unit="epoch", disable=not progress, leave=False)
+    bar = tqdm(range(epochs), desc="train", unit="epoch", disable=None if progress else True, leave=False)
     for _ in bar:
         model.train()
         order = torch.randperm(len(x), generator=gen)

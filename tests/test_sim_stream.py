@@ -1,0 +1,286 @@
+"""Stream testbench: Amaranth stream components in Verilator under cocotb, with random stalls."""
+
+import random
+import shutil
+import time
+
+import pytest
+from amaranth import Module, Signal, unsigned
+from amaranth.back import verilog
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from lowbit.errors import LowbitError
+from lowbit.sim import build, toolchain
+from lowbit.sim.runner import StallConfig, run_stream
+
+
+class AddMul(wiring.Component):
+    """``o = ((i + 3) * 5) mod 2**out_width``, a two-stage pipeline that stalls as a whole.
+
+    ``i.ready`` is ``~o.valid | o.ready``: it depends combinationally on ``o.ready``.
+
+    Latency: 2 cycles. Interval: 1 cycle.
+
+    Members
+    -------
+    i : In(stream.Signature(unsigned(in_width)))
+    o : Out(stream.Signature(unsigned(out_width)))
+    """
+
+    def __init__(self, in_width, out_width):
+        self._in_width = in_width
+        self._out_width = out_width
+        super().__init__({"i": In(stream.Signature(unsigned(in_width))),
+                          "o": Out(stream.Signature(unsigned(out_width)))})
+
+    latency = property(lambda self: 2)
+    interval = property(lambda self: 1)
+
+    def reference(self, word):
+        return (word + 3) * 5 % 2 ** self._out_width
+
+    def elaborate(self, platform):
+        m = Module()
+        v1 = Signal()
+        d1 = Signal(self._in_width + 1)
+        advance = ~self.o.valid | self.o.ready
+        m.d.comb += self.i.ready.eq(advance)
+        with m.If(advance):
+            m.d.sync += [v1.eq(self.i.valid), d1.eq(self.i.payload + 3),
+                         self.o.valid.eq(v1), self.o.payload.eq(d1 * 5)]
+        return m
+
+
+class Slow(wiring.Component):
+    """``o = (7 * i + 1) mod 2**width``, one item at a time, ``cycles`` cycles per item.
+
+    ``i.ready`` is high for one cycle in ``cycles`` (when idle, or when the result leaves), so it
+    toggles and depends combinationally on ``o.ready``.
+
+    Latency: ``cycles``. Interval: ``cycles``.
+
+    Members
+    -------
+    i : In(stream.Signature(unsigned(width)))
+    o : Out(stream.Signature(unsigned(width)))
+    """
+
+    def __init__(self, width, cycles):
+        self._width = width
+        self._cycles = cycles
+        super().__init__({"i": In(stream.Signature(unsigned(width))),
+                          "o": Out(stream.Signature(unsigned(width)))})
+
+    latency = property(lambda self: self._cycles)
+    interval = property(lambda self: self._cycles)
+
+    def reference(self, word):
+        return (7 * word + 1) % 2 ** self._width
+
+    def elaborate(self, platform):
+        m = Module()
+        busy = Signal()
+        count = Signal(range(self._cycles + 1))
+        data = Signal(self._width)
+        m.d.comb += [self.o.payload.eq(data),
+                     self.i.ready.eq(~busy & ~self.o.valid | self.o.valid & self.o.ready)]
+        with m.If(self.o.valid & self.o.ready):
+            m.d.sync += self.o.valid.eq(0)
+        with m.If(busy):
+            m.d.sync += count.eq(count - 1)
+            with m.If(count == 1):
+                m.d.sync += [busy.eq(0), self.o.valid.eq(1)]
+        with m.If(self.i.valid & self.i.ready):
+            m.d.sync += data.eq(self.i.payload * 7 + 1)
+            if self._cycles == 1:
+                m.d.sync += self.o.valid.eq(1)
+            else:
+                m.d.sync += [busy.eq(1), count.eq(self._cycles - 1)]
+        return m
+
+
+class Invert(wiring.Component):
+    """``o = ~i``, combinational: ``o.valid`` is ``i.valid`` and ``i.ready`` is ``o.ready``.
+
+    Latency: 0 cycles. Interval: 1 cycle. Amaranth emits no ``clk`` or ``rst`` for it.
+
+    Members
+    -------
+    i : In(stream.Signature(unsigned(width)))
+    o : Out(stream.Signature(unsigned(width)))
+    """
+
+    def __init__(self, width):
+        self._width = width
+        super().__init__({"i": In(stream.Signature(unsigned(width))),
+                          "o": Out(stream.Signature(unsigned(width)))})
+
+    latency = property(lambda self: 0)
+    interval = property(lambda self: 1)
+
+    def reference(self, word):
+        return word ^ (2 ** self._width - 1)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.d.comb += [self.o.valid.eq(self.i.valid), self.o.payload.eq(~self.i.payload),
+                     self.i.ready.eq(self.o.ready)]
+        return m
+
+
+def _verilog(component):
+    return verilog.convert(component, name="top", emit_src=False)
+
+
+def _vectors(component, width, n, seed):
+    rng = random.Random(seed)
+    inputs = [rng.getrandbits(width) for _ in range(n)]
+    return inputs, [component.reference(x) for x in inputs]
+
+
+@pytest.fixture(scope="module")
+def wide():
+    """AddMul with a 200-bit input and a 130-bit output, built once for the module."""
+    component = AddMul(200, 130)
+    text = _verilog(component)
+    sim = build.build_simulation(text, "top")
+    print(f"build: {sim.build_seconds:.1f} s, cached {sim.cached}")
+    return component, text
+
+
+@pytest.fixture(scope="module")
+def slow3():
+    component = Slow(8, 3)
+    return component, _verilog(component)
+
+
+def test_wide_stream_with_stalls_is_exact(wide):
+    component, text = wide
+    inputs, expected = _vectors(component, 200, 2000, seed=1)
+    r = run_stream(text, "top", inputs, expected, timing_items=32,
+                   stall=StallConfig(in_idle=0.5, out_stall=0.5, max_gap=4), seed=3)
+    assert r.mismatches == 0 and r.first_mismatches == []
+    # Every beat exactly once and in order: nothing lost, duplicated or reordered.
+    assert r.n_inputs == 2000 and r.n_outputs == 2000
+    assert r.outputs == expected
+    assert r.in_idle_fraction >= 0.3 and r.out_idle_fraction >= 0.3
+    assert r.latency == component.latency
+    assert r.interval == [component.interval] * 31
+    assert len(r.timing_input_cycles) == 32
+    # Python runs a few times per beat, never once per idle cycle.
+    assert r.wakes < 4 * r.beats
+
+
+def test_toggling_ready_with_stalls(slow3):
+    component, text = slow3
+    inputs, expected = _vectors(component, 8, 600, seed=2)
+    r = run_stream(text, "top", inputs, expected, timing_items=10,
+                   stall=StallConfig(in_idle=0.5, out_stall=0.5, max_gap=6), seed=4)
+    assert r.mismatches == 0 and r.outputs == expected
+    assert r.latency == component.latency
+    assert r.interval == [component.interval] * 9
+    assert r.timing_input_cycles[1] - r.timing_input_cycles[0] == component.interval
+
+
+def test_combinational_path_without_clock():
+    component = Invert(9)
+    inputs, expected = _vectors(component, 9, 500, seed=10)
+    r = run_stream(_verilog(component), "top", inputs, expected, timing_items=8,
+                   stall=StallConfig(in_idle=0.3, out_stall=0.6, max_gap=5), seed=11)
+    assert r.mismatches == 0 and r.outputs == expected
+    assert r.latency == component.latency
+    assert r.interval == [component.interval] * 7
+
+
+def test_one_wrong_word_is_one_mismatch(wide):
+    component, text = wide
+    inputs, expected = _vectors(component, 200, 200, seed=5)
+    expected[150] ^= 1 << 129
+    r = run_stream(text, "top", inputs, expected, timing_items=8, seed=6, progress=False)
+    assert (r.mismatches, r.wrong, r.missing, r.extra) == (1, 1, 0, 0)
+    [m] = r.first_mismatches
+    assert (m["phase"], m["kind"], m["index"]) == ("stalled", "wrong", 150)
+    assert int(m["expected"], 16) == expected[150]
+    assert int(m["got"], 16) == component.reference(inputs[150])
+
+
+def test_missing_and_extra_beats_are_reported(wide):
+    component, text = wide
+    inputs, expected = _vectors(component, 200, 50, seed=7)
+    r = run_stream(text, "top", inputs, expected + [123], timing_items=8, seed=8, progress=False)
+    assert (r.mismatches, r.missing, r.wrong, r.extra) == (1, 1, 0, 0)
+    assert r.first_mismatches[0]["kind"] == "missing"
+    assert r.first_mismatches[0]["index"] == 50
+    r = run_stream(text, "top", inputs, expected[:-1], timing_items=8, seed=8, progress=False)
+    assert (r.mismatches, r.extra, r.wrong, r.missing) == (1, 1, 0, 0)
+    assert r.first_mismatches[0]["index"] == 49
+
+
+def test_idle_cycles_do_not_wake_python():
+    """100 items at 10,000 cycles each: a million cycles, yet a few Python wake-ups per item."""
+    component = Slow(16, 10_000)
+    inputs, expected = _vectors(component, 16, 100, seed=9)
+    t0 = time.perf_counter()
+    r = run_stream(_verilog(component), "top", inputs, expected, timing_items=3,
+                   stall=StallConfig(seed=1))
+    assert r.mismatches == 0
+    assert r.latency == 10_000 and r.interval == [10_000, 10_000]
+    assert r.sim_cycles > 1_000_000
+    assert r.wakes < 12 * len(inputs)
+    assert r.seconds < 30, f"{r.sim_cycles} cycles took {r.seconds:.1f} s"
+    print(f"{r.sim_cycles} cycles, {r.wakes} wakes, {r.seconds:.2f} s "
+          f"(total {time.perf_counter() - t0:.1f} s)")
+
+
+def test_build_is_cached(wide):
+    _, text = wide
+    sim = build.build_simulation(text, "top")
+    assert sim.cached and sim.seconds < 1.0
+    assert (sim.build_dir / "top").is_file()
+
+
+def test_waves_are_a_separate_build(wide, tmp_path):
+    component, text = wide
+    inputs, expected = _vectors(component, 200, 20, seed=12)
+    r = run_stream(text, "top", inputs, expected, timing_items=4, workdir=tmp_path, waves=True,
+                   progress=False)
+    assert r.mismatches == 0
+    assert r.wave_file == tmp_path / "dump.vcd" and r.wave_file.stat().st_size > 0
+    assert build.build_simulation(text, "top", waves=True).key != \
+        build.build_simulation(text, "top").key
+
+
+def test_crashed_testbench_raises(wide):
+    _, text = wide
+    with pytest.raises(LowbitError, match="does not fit the 200-bit input payload"):
+        run_stream(text, "top", [1 << 200], [0], timing_items=0, progress=False)
+
+
+def test_missing_compiler_is_named(monkeypatch):
+    real_which = shutil.which
+    monkeypatch.delenv("CXX", raising=False)
+    monkeypatch.setattr(shutil, "which", lambda name, *a, **k: None if name == "g++"
+                        else real_which(name, *a, **k))
+    with pytest.raises(LowbitError, match=r"^g\+\+ not found on PATH") as info:
+        toolchain.verilator_env()
+    assert "apt-get install g++" in info.value.hint
+    with pytest.raises(LowbitError, match=r"g\+\+ not found"):
+        run_stream("module top; endmodule", "top", [1], [1])
+
+
+def test_missing_make_is_named(monkeypatch):
+    real_which = shutil.which
+    monkeypatch.setattr(shutil, "which", lambda name, *a, **k: None if name == "make"
+                        else real_which(name, *a, **k))
+    with pytest.raises(LowbitError, match=r"^make not found on PATH"):
+        toolchain.verilator_env()
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="Stall in_idle must be a probability"):
+        StallConfig(in_idle=1.5)
+    with pytest.raises(ValueError, match=r"inputs\[1\] must be a non-negative integer"):
+        run_stream("", "top", [1, -1], [1, 1])
+    with pytest.raises(ValueError, match="Number of items must be a positive divisor"):
+        run_stream("", "top", [1, 2, 3], [1], n_items=2)
