@@ -13,8 +13,9 @@ from amaranth.back import verilog
 from lowbit import __version__
 from lowbit.errors import LowbitError
 from lowbit.files import atomic_dir, atomic_write_text
-from lowbit.hw.mvtu import XnorPopcountMVTU
+from lowbit.hw.mvau import MatrixVectorUnit
 from lowbit.hw.network import DataflowTop
+from lowbit.hw.payload import VectorFormat
 
 from .ir import ArgMax, Folding, HostAffine, MatMul, MultiThreshold
 from .serialize import save_graph
@@ -47,8 +48,10 @@ def lower(graph):
     engines = []
     for mm, th in _layers(graph):
         f = mm.folding or Folding(1, 1)
-        thresholds = None if th is None else th.thresholds[:, 0]
-        engines.append(XnorPopcountMVTU(mm.weights, thresholds, pe=f.pe, simd=f.simd))
+        in_format = VectorFormat(mm.in_type.kind, mm.in_type.bits, mm.mw)
+        thresholds = None if th is None else th.thresholds
+        engines.append(MatrixVectorUnit(mm.weights, mm.weight_format, in_format, thresholds,
+                                        pe=f.pe, simd=f.simd))
     return DataflowTop(engines)
 
 
@@ -65,8 +68,9 @@ def build_manifest(graph, top, name=TOP_NAME):
     for (mm, th), engine in zip(_layers(graph), top.engines):
         layers.append({
             "name": mm.name,
-            "op": "mvtu",
-            "lane": "xnor-popcount",
+            "op": "mvau",
+            "lane": engine.lane,
+            "accumulator_bits": engine.accumulator_bits,
             "weight_format": mm.weight_format,
             "mh": mm.mh, "mw": mm.mw,
             "pe": engine.pe, "simd": engine.simd,

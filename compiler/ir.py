@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from lowbit.bounds import dot_bounds
 from lowbit.errors import LowbitError
 from lowbit.formats import weight_format
 
@@ -137,10 +138,6 @@ class MatMul:
             raise LowbitError(
                 f"{self.name}: weight [{h}, {w}] = {self.weights[h, w]} is not a level of format "
                 f"{fmt.name!r} {list(fmt.levels)}")
-        if self.in_type != BIPOLAR or fmt.name != "bipolar":
-            raise LowbitError(
-                f"{self.name}: MatMul of {fmt.name} weights with {self.in_type} inputs has no "
-                "hardware lane yet", "supported: bipolar weights with bipolar inputs")
         if self.folding is not None:
             check_folding(self.name, self.mh, self.mw, self.folding)
 
@@ -162,15 +159,12 @@ class MatMul:
 
     @property
     def bounds(self):
-        """Exact value range of the outputs, from the weights and the input type."""
-        w = self.weights
-        amax = max(abs(self.in_type.min), abs(self.in_type.max))
-        # Bipolar inputs: each product is +-|w|, so the row sum is bounded by sum |w|.
-        row = np.abs(w).sum(axis=1) * amax
-        return int(-row.max()), int(row.max())
+        """Exact value range of the outputs over every input of ``in_type``."""
+        return dot_bounds(self.weights, self.in_type.min, self.in_type.max)
 
     def reference(self, x):
-        """Golden model. For bipolar x and W: ``dot = 2 * popcount(XNOR(x, w)) - MW``."""
+        """Golden model, exact in int64. For bipolar x and W it is the XNOR-popcount identity
+        ``dot = 2 * popcount(XNOR(x, w)) - MW`` that the hardware's XNOR lane computes."""
         x = np.asarray(x, dtype=np.int64)
         return x @ self.weights.T
 

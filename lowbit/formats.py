@@ -66,12 +66,37 @@ class ActivationFormat:
         return tuple(range(-2 ** (self.bits - 1), 2 ** (self.bits - 1)))
 
 
+def _pow2_levels(bits):
+    """Zero and ±2**j for j = 0 .. 2**(bits-1) - 2: one sign bit and a (bits-1)-bit exponent code."""
+    mags = [1 << j for j in range(2 ** (bits - 1) - 1)]
+    return tuple(sorted({0, *mags, *(-m for m in mags)}))
+
+
 WEIGHT_FORMATS = {
     f.name: f for f in [
         WeightFormat(
             name="bipolar", levels=(-1, 1), encoding="1 bit: 1 = +1, 0 = -1", scale="none",
             lane="xnor-popcount",
             description="Binary ±1 weights (BinaryNet); per-channel scales fold into thresholds."),
+        WeightFormat(
+            name="binary01", levels=(0, 1), encoding="1 bit", scale="none", lane="and-popcount",
+            description="Binary normalized {0,1} weights; a per-example normalization follows."),
+        WeightFormat(
+            name="ternary", levels=(-1, 0, 1), encoding="2 bits two's complement", scale="tensor",
+            lane="add-sub-skip", description="1.58-bit ternary weights."),
+        WeightFormat(
+            name="levels5", levels=tuple(range(-2, 3)), encoding="3 bits two's complement",
+            scale="tensor", lane="lut-multiply", description="2.32-bit symmetric levels {-2..2}."),
+        WeightFormat(
+            name="levels9", levels=tuple(range(-4, 5)), encoding="4 bits two's complement",
+            scale="tensor", lane="lut-multiply", description="3.17-bit symmetric levels {-4..4}."),
+        WeightFormat(
+            name="levels17", levels=tuple(range(-8, 9)), encoding="5 bits two's complement",
+            scale="tensor", lane="lut-multiply", description="4.08-bit symmetric levels {-8..8}."),
+        WeightFormat(
+            name="pow2", levels=_pow2_levels(3), encoding="3 bits: sign, exponent code (0 = zero)",
+            scale="tensor", lane="shift",
+            description="Powers of two {0, ±1, ±2, ±4} times a scale (exponential PTQ, q = 1/2)."),
     ]
 }
 

@@ -8,6 +8,7 @@ records the cycle of every handshake on both sides.
 import random
 from dataclasses import dataclass
 
+from amaranth.hdl import Value
 from amaranth.sim import Simulator
 
 __all__ = ["AmaranthStreamResult", "run_amaranth_stream"]
@@ -37,11 +38,14 @@ def run_amaranth_stream(dut, inputs, *, n_outputs=None, stall=0.0, max_gap=4, se
     rng_in, rng_out = random.Random(seed), random.Random(seed + 1)
     res = AmaranthStreamResult([], [], [])
 
+    # Payloads may be data.View (array layouts); the bench moves their raw bits.
+    i_payload, o_payload = Value.cast(dut.i.payload), Value.cast(dut.o.payload)
+
     async def producer(ctx):
         for word in inputs:
             if stall and rng_in.random() < stall:
                 await ctx.tick().repeat(rng_in.randint(1, max_gap))
-            ctx.set(dut.i.payload, word)
+            ctx.set(i_payload, word)
             ctx.set(dut.i.valid, 1)
             await ctx.tick().until(dut.i.ready)
             ctx.set(dut.i.valid, 0)
@@ -52,8 +56,8 @@ def run_amaranth_stream(dut, inputs, *, n_outputs=None, stall=0.0, max_gap=4, se
                 ctx.set(dut.o.ready, 0)
                 await ctx.tick().repeat(rng_out.randint(1, max_gap))
             ctx.set(dut.o.ready, 1)
-            (payload,) = await ctx.tick().sample(dut.o.payload).until(dut.o.valid)
-            res.outputs.append(int(payload.as_value().value) if hasattr(payload, "as_value") else int(payload))
+            (payload,) = await ctx.tick().sample(o_payload).until(dut.o.valid)
+            res.outputs.append(int(payload))
         ctx.set(dut.o.ready, 0)
 
     async def monitor(ctx):

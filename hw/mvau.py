@@ -1,0 +1,289 @@
+"""Matrix-vector(-threshold) unit with PE x SIMD folding and one arithmetic lane per weight format.
+
+Each cycle the unit multiplies SIMD inputs by SIMD weights in each of PE rows (the lane, see
+hw/lanes.py), accumulates the partial sums over MW/SIMD cycles, and then either compares each row's
+dot product with its thresholds (MultiThreshold fused in) or emits the dot products themselves.
+"""
+
+import numpy as np
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from lowbit.bounds import dot_bounds, signed_bits
+from lowbit.formats import weight_format
+
+from .lanes import lane_for
+from .payload import VectorFormat
+
+__all__ = ["MatrixVectorUnit"]
+
+_INPUT_RANGES = {"bipolar": lambda bits: (-1, 1), "uint": lambda bits: (0, (1 << bits) - 1),
+                 "int": lambda bits: (-(1 << (bits - 1)), (1 << (bits - 1)) - 1)}
+
+
+class MatrixVectorUnit(wiring.Component):
+    """``y = W x`` over a stream of vectors, optionally followed by per-row thresholds.
+
+    Each input beat carries one whole vector of MW elements. The unit keeps it while it walks the
+    MH x MW weight matrix, PE rows and SIMD columns per cycle, and emits one output beat per input:
+    MH thresholded values (bipolar for one threshold per row, uint k for 2**k - 1) or the MH
+    signed dot products.
+
+    Timing: ``cycles_per_item = (MH / PE) * (MW / SIMD)``; the next input is accepted on the cycle
+    the current one issues its last step, so back-to-back vectors take exactly that many cycles.
+    ``latency = cycles_per_item + 2`` from input handshake to output handshake (one cycle of
+    weight read, one of accumulate and compare).
+
+    Accumulators are sized from the exact range of every row's dot product over all inputs of
+    ``in_format`` (see ``lowbit.bounds.dot_bounds``), so they cannot overflow.
+
+    Parameters
+    ----------
+    weights : array (MH, MW)
+        Integer weight levels of ``weight_format``.
+    weight_format : str
+        A name from ``lowbit.formats.WEIGHT_FORMATS``; it selects the lane.
+    in_format : VectorFormat
+        Input elements (``count`` must be MW): bipolar, uint k or int k.
+    thresholds : array (MH, L) or None
+        Dot-product thresholds, non-decreasing per row: output ``#{l : dot >= T[h, l]}``, or for
+        L = 1 bipolar ``+1 iff dot >= T``. ``None`` emits the dot products.
+    pe, simd : int
+        Folding: PE must divide MH and SIMD must divide MW.
+    weight_memory : {"memory", "const"}
+        ``"memory"``: weights (and thresholds) in ``amaranth.lib.memory`` ROMs, inferred as block
+        or distributed RAM. ``"const"``: baked into logic, allowed only when fully unrolled
+        (one step per vector), so synthesis can simplify by each constant weight.
+
+    Members
+    -------
+    i : In(stream.Signature(in_format.shape))
+    o : Out(stream.Signature(out_format.shape))
+
+    Raises
+    ------
+    ValueError
+        On a malformed matrix, input format or thresholds, a weight outside the format's levels,
+        a folding that does not divide, or ``"const"`` weights that are not fully unrolled.
+    """
+
+    def __init__(self, weights, weight_format_name, in_format, thresholds=None, *, pe=1, simd=1,
+                 weight_memory="memory"):
+        fmt = weight_format(weight_format_name)
+        w = np.asarray(weights)
+        if w.ndim != 2 or w.size == 0 or w.dtype.kind not in "iu":
+            raise ValueError(f"Weights must be a non-empty 2-D integer array, not {w.dtype} {w.shape}")
+        bad = ~np.isin(w, fmt.levels)
+        if bad.any():
+            h, c = np.argwhere(bad)[0]
+            raise ValueError(f"Weight [{h}, {c}] = {w[h, c]} is not a level of format {fmt.name!r}")
+        mh, mw = w.shape
+        if not isinstance(in_format, VectorFormat) or in_format.count != mw:
+            raise ValueError(f"Input format must be a VectorFormat of {mw} elements, not {in_format!r}")
+        for name, v, total in (("PE", pe, mh), ("SIMD", simd, mw)):
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, not {v!r}")
+            if total % v:
+                raise ValueError(f"{name} must divide {'MH' if name == 'PE' else 'MW'}={total}, not {v}")
+        if weight_memory not in ("memory", "const"):
+            raise ValueError(f"Weight memory must be 'memory' or 'const', not {weight_memory!r}")
+        if weight_memory == "const" and (mh // pe) * (mw // simd) != 1:
+            raise ValueError(f"Weight memory 'const' needs a fully unrolled unit (PE={mh}, SIMD={mw}), "
+                             f"not PE={pe}, SIMD={simd}")
+        self._weights = w.astype(np.int64)
+        self._format = fmt
+        self._lane = lane_for(fmt.name, in_format.kind, in_format.bits)
+        self._pe, self._simd, self._weight_memory = pe, simd, weight_memory
+        self._in_format = in_format
+
+        lo, hi = _INPUT_RANGES[in_format.kind](in_format.bits)
+        self._dot_range = dot_bounds(self._weights, lo, hi)
+        scale, offset = self._lane.scale, self._lane.offset(mw)
+        self._acc_range = tuple((d - offset) // scale for d in self._dot_range)
+
+        if thresholds is not None:
+            t = np.asarray(thresholds)
+            if t.ndim != 2 or t.shape[0] != mh or t.shape[1] < 1 or t.dtype.kind not in "iu":
+                raise ValueError(f"Thresholds must be an integer array of shape ({mh}, L), not "
+                                 f"{t.dtype} {t.shape}")
+            levels = t.shape[1]
+            if levels > 1 and ((levels + 1) & levels or np.any(np.diff(t, axis=1) < 0)):
+                raise ValueError("Thresholds must have 1 or 2**k - 1 non-decreasing levels per row")
+            # dot >= T  <=>  acc >= ceil((T - offset) / scale); clipped to one past the range ("never").
+            acc_t = -(-(t.astype(np.int64) - offset) // scale)
+            self._thresholds = np.clip(acc_t, self._acc_range[0], self._acc_range[1] + 1)
+            self._out_format = (VectorFormat("bipolar", 1, mh) if levels == 1
+                                else VectorFormat("uint", levels.bit_length(), mh))
+        else:
+            self._thresholds = None
+            self._out_format = VectorFormat("int", signed_bits(*self._dot_range), mh)
+        super().__init__({
+            "i": In(stream.Signature(in_format.shape)),
+            "o": Out(stream.Signature(self._out_format.shape)),
+        })
+
+    mh = property(lambda self: self._weights.shape[0])
+    mw = property(lambda self: self._weights.shape[1])
+    pe = property(lambda self: self._pe)
+    simd = property(lambda self: self._simd)
+    lane = property(lambda self: self._lane.kind)
+    weight_format = property(lambda self: self._format.name)
+    weight_memory = property(lambda self: self._weight_memory)
+    in_format = property(lambda self: self._in_format)
+    out_format = property(lambda self: self._out_format)
+    has_thresholds = property(lambda self: self._thresholds is not None)
+    dot_range = property(lambda self: self._dot_range)
+
+    @property
+    def neuron_folds(self):
+        return self.mh // self.pe
+
+    @property
+    def synapse_folds(self):
+        return self.mw // self.simd
+
+    @property
+    def cycles_per_item(self):
+        """Cycles between accepted inputs when neither side stalls."""
+        return self.neuron_folds * self.synapse_folds
+
+    @property
+    def latency(self):
+        """Cycles from an input handshake to its output handshake, with the output always ready."""
+        return self.cycles_per_item + 2
+
+    @property
+    def accumulator_bits(self):
+        return signed_bits(*self._acc_range)
+
+    @property
+    def weight_memory_bits(self):
+        return self.mh * self.mw * self._lane.weight_bits
+
+    def weight_words(self):
+        """Weight ROM: word ``nf * SF + sf``, field ``p * SIMD + s`` holds W[nf*PE+p, sf*SIMD+s]."""
+        nf, sf, pe, simd, wb = self.neuron_folds, self.synapse_folds, self.pe, self.simd, self._lane.weight_bits
+        enc = np.vectorize(self._lane.encode, otypes=[object])(self._weights)
+        blocks = enc.reshape(nf, pe, sf, simd).transpose(0, 2, 1, 3).reshape(nf * sf, pe * simd)
+        return [sum(int(v) << (k * wb) for k, v in enumerate(row)) for row in blocks]
+
+    def threshold_words(self):
+        """Threshold ROM: word ``nf``, field ``p * L + l`` holds threshold l of row nf*PE+p (accumulator domain)."""
+        tw = self._threshold_bits
+        mask = (1 << tw) - 1
+        flat = self._thresholds.reshape(self.neuron_folds, -1)
+        return [sum((int(v) & mask) << (k * tw) for k, v in enumerate(row)) for row in flat]
+
+    @property
+    def _threshold_bits(self):
+        return signed_bits(self._acc_range[0], self._acc_range[1] + 1)
+
+    def _rom(self, m, name, width, words):
+        """A read port (addr, en, data with one cycle of latency) onto a ROM, or a constant."""
+        if self._weight_memory == "const":
+            data = Signal(width, name=f"{name}_data")
+            m.d.comb += data.eq(Const(words[0], width))
+            return None, data
+        mem = memory.Memory(shape=unsigned(width), depth=len(words), init=words)
+        m.submodules[name] = mem
+        port = mem.read_port()
+        return port, port.data
+
+    def elaborate(self, platform):
+        m = Module()
+        nf_max, sf_max = self.neuron_folds - 1, self.synapse_folds - 1
+        pe, simd, lane = self.pe, self.simd, self._lane
+        xw = self.in_format.bits * simd
+        acc_shape = signed(self.accumulator_bits)
+
+        w_port, w_data = self._rom(m, "weights", pe * simd * lane.weight_bits, self.weight_words())
+        if self.has_thresholds:
+            levels, tw = self._thresholds.shape[1], self._threshold_bits
+            t_port, t_data = self._rom(m, "thresholds", pe * levels * tw, self.threshold_words())
+
+        # Issue stage: walks (nf, sf) over the current input vector.
+        active = Signal()
+        addr = Signal(range(self.cycles_per_item))
+        nf = Signal(range(nf_max + 1))
+        sf = Signal(range(sf_max + 1))
+        x_cur = Signal(self.in_format.width)
+        issue_last = Signal()
+        # Compute stage: one cycle behind, when the ROM data arrives.
+        c_valid, c_first, c_last_sf, c_last = Signal(), Signal(), Signal(), Signal()
+        c_nf = Signal(range(nf_max + 1))
+        x_slice = Signal(xw)
+        acc = [Signal(acc_shape, name=f"acc{p}") for p in range(pe)]
+        out_build = Signal(self.out_format.width)
+        # Result register: the output beat.
+        r_valid = Signal()
+        r_data = Signal(self.out_format.width)
+
+        # The whole pipeline holds while a finished result cannot be stored.
+        advance = Signal()
+        m.d.comb += [
+            advance.eq(~(c_valid & c_last & r_valid & ~self.o.ready)),
+            issue_last.eq(active & (addr == self.cycles_per_item - 1)),
+            self.i.ready.eq(advance & (~active | issue_last)),
+            self.o.valid.eq(r_valid),
+            self.o.payload.eq(r_data),
+        ]
+        for port, address in ((w_port, addr), (t_port if self.has_thresholds else None, nf)):
+            if port is not None:
+                m.d.comb += [port.addr.eq(address), port.en.eq(advance)]
+
+        with m.If(self.o.valid & self.o.ready):
+            m.d.sync += r_valid.eq(0)
+
+        with m.If(advance):
+            m.d.sync += [
+                c_valid.eq(active),
+                c_first.eq(sf == 0),
+                c_last_sf.eq(sf == sf_max),
+                c_last.eq(issue_last),
+                c_nf.eq(nf),
+                x_slice.eq(x_cur.word_select(sf, xw)),
+            ]
+            with m.If(active):
+                m.d.sync += addr.eq(Mux(issue_last, 0, addr + 1))
+                with m.If(sf == sf_max):
+                    m.d.sync += [sf.eq(0), nf.eq(Mux(nf == nf_max, 0, nf + 1))]
+                with m.Else():
+                    m.d.sync += sf.eq(sf + 1)
+            with m.If(self.i.valid & self.i.ready):
+                m.d.sync += [x_cur.eq(self.i.payload), active.eq(1)]
+            with m.Elif(issue_last):
+                m.d.sync += active.eq(0)
+
+            with m.If(c_valid):
+                group = []
+                wbits = simd * lane.weight_bits
+                for p in range(pe):
+                    total = Signal(acc_shape, name=f"total{p}")
+                    partial = lane.partial(w_data[p * wbits:(p + 1) * wbits], x_slice, simd)
+                    m.d.comb += total.eq(Mux(c_first, 0, acc[p]) + partial)
+                    m.d.sync += acc[p].eq(total)
+                    if self.has_thresholds:
+                        fields = [t_data[(p * levels + l) * tw:(p * levels + l + 1) * tw].as_signed()
+                                  for l in range(levels)]
+                        reached = [total >= f for f in fields]
+                        if levels == 1:
+                            group.append(reached[0])
+                        else:
+                            count = Signal(self.out_format.bits, name=f"count{p}")
+                            m.d.comb += count.eq(sum(reached))
+                            group.append(count)
+                    else:
+                        dot = Signal(signed(self.out_format.bits), name=f"dot{p}")
+                        m.d.comb += dot.eq(lane.scale * total + lane.offset(self.mw))
+                        group.append(dot)
+                group = Cat(*group)
+                with m.If(c_last_sf):
+                    m.d.sync += out_build.word_select(c_nf, len(group)).eq(group)
+                    with m.If(c_last):
+                        m.d.sync += [
+                            r_data.eq(out_build),
+                            r_data.word_select(c_nf, len(group)).eq(group),
+                            r_valid.eq(1),
+                        ]
+        return m

@@ -1,0 +1,214 @@
+import gc
+import re
+import warnings
+
+import numpy as np
+import pytest
+from amaranth.hdl import UnusedElaboratable
+
+from lowbit.compiler.ir import BIPOLAR, MatMul, MultiThreshold, ValueType
+from lowbit.formats import WEIGHT_FORMATS
+from lowbit.hw.mvau import MatrixVectorUnit
+from lowbit.hw.network import DataflowTop
+from lowbit.hw.payload import VectorFormat
+from lowbit.sim.amaranth_stream import run_amaranth_stream
+from lowbit.sim.both import run_both
+
+rng = np.random.default_rng(7)
+MH, MW = 8, 12
+W = rng.choice([-1, 1], size=(MH, MW))
+# Thresholds span the whole range, including "always +1" (<= -MW) and "never" (> MW).
+T = np.array([-MW - 3, -MW, -4, 0, 1, 5, MW, MW + 2])[:, None]
+X = rng.choice([-1, 1], size=(60, MW))
+BIP = VectorFormat("bipolar", 1, MW)
+INPUTS = {"bipolar": ValueType("bipolar", 1), "uint3": ValueType("uint", 3), "int4": ValueType("int", 4)}
+
+
+def raises_exactly(exc, message, build):
+    """``build()`` raises ``exc`` with exactly ``message``; the half-built component is not reported unused."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnusedElaboratable)
+        with pytest.raises(exc, match=f"^{re.escape(message)}$") as info:
+            build()
+        del info
+        gc.collect()
+
+
+def case(fmt_name, in_name, levels, n=30, seed=0):
+    """Random weights of a format, inputs of a type, thresholds with ``levels`` levels (or None)."""
+    r = np.random.default_rng(seed)
+    fmt, vt = WEIGHT_FORMATS[fmt_name], INPUTS[in_name]
+    w = r.choice(fmt.levels, size=(MH, MW))
+    x = r.integers(vt.min, vt.max + 1, size=(n, MW))
+    if vt.kind == "bipolar":
+        x = np.where(x >= 0, 1, -1)
+    mm = MatMul("m", w, fmt_name, vt)
+    if levels is None:
+        return w, x, vt, None, mm.reference(x)
+    lo, hi = mm.bounds
+    t = np.sort(r.integers(lo - 1, hi + 2, size=(MH, levels)), axis=1)
+    out = BIPOLAR if levels == 1 else ValueType("uint", 2)
+    return w, x, vt, t, MultiThreshold("t", t, mm.out_type, out).reference(mm.reference(x))
+
+
+def unit(w, fmt_name, vt, t, **kw):
+    return MatrixVectorUnit(w, fmt_name, VectorFormat(vt.kind, vt.bits, w.shape[1]), t, **kw)
+
+
+def test_construction_and_properties():
+    u = MatrixVectorUnit(W, "bipolar", BIP, T, pe=2, simd=4)
+    assert (u.mh, u.mw, u.pe, u.simd, u.lane) == (8, 12, 2, 4, "xnor-popcount")
+    assert (u.neuron_folds, u.synapse_folds) == (4, 3)
+    assert u.cycles_per_item == 12
+    assert u.latency == 14
+    assert u.in_format == BIP
+    assert u.out_format == VectorFormat("bipolar", 1, 8)
+    raw = MatrixVectorUnit(W, "bipolar", BIP, None)
+    assert raw.out_format == VectorFormat("int", 5, 8)  # [-12, 12]
+    assert raw.accumulator_bits == 5  # popcounts 0..12, signed
+    levels = MatrixVectorUnit(W, "bipolar", BIP, np.sort(rng.integers(-5, 5, size=(MH, 3)), axis=1))
+    assert levels.out_format == VectorFormat("uint", 2, 8)
+
+
+def test_lane_per_format_and_input():
+    lanes = {(f, i): unit(*case(f, i, None)[:1], f, INPUTS[i], None).lane
+             for f in WEIGHT_FORMATS for i in ("bipolar", "int4")}
+    assert lanes[("bipolar", "bipolar")] == "xnor-popcount"
+    assert lanes[("bipolar", "int4")] == "add-sub"
+    assert lanes[("ternary", "int4")] == "add-sub-skip"
+    assert lanes[("binary01", "bipolar")] == "and-popcount"
+    assert lanes[("levels9", "int4")] == "lut-multiply"
+    assert lanes[("pow2", "int4")] == "shift"
+
+
+def test_weight_memory_layout():
+    u = MatrixVectorUnit(W, "bipolar", BIP, T, pe=2, simd=4)
+    words = u.weight_words()
+    assert len(words) == u.cycles_per_item
+    # word nf*SF+sf, bit p*SIMD+s holds W[nf*PE+p, sf*SIMD+s]
+    nf, sf, p, s = 3, 1, 1, 2
+    assert (words[nf * 3 + sf] >> (p * 4 + s)) & 1 == (W[nf * 2 + p, sf * 4 + s] == 1)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(pe=3), "PE must divide MH=8, not 3"),
+    (dict(simd=5), "SIMD must divide MW=12, not 5"),
+    (dict(pe=0), "PE must be a positive integer, not 0"),
+    (dict(simd="4"), "SIMD must be a positive integer, not '4'"),
+    (dict(weight_memory="rom"), "Weight memory must be 'memory' or 'const', not 'rom'"),
+    (dict(pe=2, weight_memory="const"),
+     "Weight memory 'const' needs a fully unrolled unit (PE=8, SIMD=12), not PE=2, SIMD=1"),
+])
+def test_bad_parameters(kwargs, message):
+    raises_exactly(ValueError, message, lambda: MatrixVectorUnit(W, "bipolar", BIP, T, **kwargs))
+
+
+def test_bad_weights_inputs_and_thresholds():
+    raises_exactly(ValueError, "Weight [0, 0] = 0 is not a level of format 'bipolar'",
+                   lambda: MatrixVectorUnit(np.zeros((2, 2), int), "bipolar", VectorFormat("bipolar", 1, 2)))
+    raises_exactly(ValueError, "Weights must be a non-empty 2-D integer array, not float64 (8, 12)",
+                   lambda: MatrixVectorUnit(W.astype(float), "bipolar", BIP))
+    raises_exactly(ValueError, "Input format must be a VectorFormat of 12 elements, not "
+                   "VectorFormat(kind='bipolar', bits=1, count=5)",
+                   lambda: MatrixVectorUnit(W, "bipolar", VectorFormat("bipolar", 1, 5)))
+    raises_exactly(ValueError, "Thresholds must be an integer array of shape (8, L), not float64 (8, 1)",
+                   lambda: MatrixVectorUnit(W, "bipolar", BIP, T.astype(float)))
+    raises_exactly(ValueError, "Thresholds must have 1 or 2**k - 1 non-decreasing levels per row",
+                   lambda: MatrixVectorUnit(W, "bipolar", BIP, np.zeros((MH, 2), int)))
+
+
+@pytest.mark.parametrize("fmt_name, in_name, levels, pe, simd", [
+    ("bipolar", "bipolar", 1, 1, 1), ("bipolar", "bipolar", None, 2, 3), ("bipolar", "bipolar", 3, 8, 12),
+    ("bipolar", "uint3", 1, 4, 4), ("bipolar", "int4", None, 2, 6),
+    ("binary01", "bipolar", None, 2, 4), ("binary01", "uint3", 1, 1, 3),
+    ("ternary", "bipolar", 1, 4, 2), ("ternary", "int4", None, 2, 4), ("ternary", "uint3", 3, 8, 12),
+    ("levels5", "int4", None, 2, 4), ("levels9", "bipolar", 1, 4, 6), ("levels17", "int4", 3, 1, 12),
+    ("pow2", "int4", None, 2, 4), ("pow2", "bipolar", 1, 8, 2),
+])
+def test_every_lane_matches_the_ir_with_stalls(fmt_name, in_name, levels, pe, simd):
+    w, x, vt, t, ref = case(fmt_name, in_name, levels, seed=pe * 100 + simd)
+    u = unit(w, fmt_name, vt, t, pe=pe, simd=simd)
+    res = run_amaranth_stream(u, u.in_format.pack(x), stall=0.4, seed=pe * 10 + simd)
+    assert res.outputs == u.out_format.pack(ref)
+
+
+@pytest.mark.parametrize("fmt_name, in_name", [
+    ("bipolar", "bipolar"), ("bipolar", "int4"), ("binary01", "uint3"), ("ternary", "int4"),
+    ("levels17", "int4"), ("levels17", "uint3"), ("pow2", "int4"),
+])
+def test_worst_case_inputs_do_not_overflow(fmt_name, in_name):
+    """Rows of all-largest and all-smallest weights, fed the inputs that reach each row's extremes."""
+    fmt, vt = WEIGHT_FORMATS[fmt_name], INPUTS[in_name]
+    lo_w, hi_w = min(fmt.levels), max(fmt.levels)
+    w = np.array([[hi_w] * MW, [lo_w] * MW, [hi_w, lo_w] * (MW // 2), [lo_w, hi_w] * (MW // 2)])
+    lo_x, hi_x = vt.min, vt.max
+    x = np.array([[hi_x] * MW, [lo_x] * MW, [hi_x, lo_x] * (MW // 2), [lo_x, hi_x] * (MW // 2)])
+    u = unit(w, fmt_name, vt, None, pe=2, simd=MW)
+    ref = MatMul("m", w, fmt_name, vt).reference(x)
+    assert ref.max() == u.dot_range[1] and ref.min() == u.dot_range[0]  # the extremes are reached
+    res = run_amaranth_stream(u, u.in_format.pack(x))
+    assert res.outputs == u.out_format.pack(ref)
+
+
+@pytest.mark.parametrize("thresholds", [T, None], ids=["threshold", "accumulate"])
+@pytest.mark.parametrize("pe, simd", [(1, 1), (2, 3), (8, 12)])
+def test_timing_without_stalls(thresholds, pe, simd):
+    u = MatrixVectorUnit(W, "bipolar", BIP, thresholds, pe=pe, simd=simd)
+    res = run_amaranth_stream(u, u.in_format.pack(X[:10]))
+    assert res.latency == u.latency
+    assert set(res.intervals) == {u.cycles_per_item}
+
+
+def test_const_weights_when_fully_unrolled():
+    w, x, vt, t, ref = case("ternary", "int4", 1, seed=5)
+    u = unit(w, "ternary", vt, t, pe=MH, simd=MW, weight_memory="const")
+    res = run_amaranth_stream(u, u.in_format.pack(x), stall=0.3)
+    assert res.outputs == u.out_format.pack(ref)
+
+
+@pytest.mark.parametrize("fmt_name, in_name, levels, pe, simd", [
+    ("bipolar", "bipolar", 1, 2, 3), ("ternary", "int4", None, 2, 4), ("levels5", "uint3", 3, 4, 6),
+    ("pow2", "bipolar", None, 8, 2), ("binary01", "int4", 1, 1, 12),
+])
+def test_same_vectors_in_verilator(fmt_name, in_name, levels, pe, simd):
+    w, x, vt, t, ref = case(fmt_name, in_name, levels, n=60, seed=pe + simd)
+    u = unit(w, fmt_name, vt, t, pe=pe, simd=simd)
+    expected = u.out_format.pack(ref)
+    both = run_both(u, u.in_format.pack(x), expected, seed=pe)
+    assert both.mismatches(expected) == 0
+    assert set(both.verilator.interval) == {u.cycles_per_item}
+    assert both.verilator.latency == both.amaranth_latency == u.latency
+
+
+def test_network_top_chains_engines():
+    w2 = rng.choice([-1, 1], size=(4, MH))
+    engines = [MatrixVectorUnit(W, "bipolar", BIP, T, pe=2, simd=3),
+               MatrixVectorUnit(w2, "bipolar", VectorFormat("bipolar", 1, MH), None, pe=1, simd=2)]
+    top = DataflowTop(engines)
+    assert top.cycles_per_item == max(e.cycles_per_item for e in engines) == 16
+    assert top.latency == engines[0].latency + engines[1].latency
+    first = MultiThreshold("t", T, MatMul("a", W).out_type).reference(MatMul("a", W).reference(X))
+    want = MatMul("b", w2).reference(first)
+    res = run_amaranth_stream(top, top.in_format.pack(X), stall=0.3)
+    assert res.outputs == top.out_format.pack(want)
+    clean = run_amaranth_stream(top, top.in_format.pack(X[:8]))
+    assert clean.latency == top.latency
+    assert set(clean.intervals) == {top.cycles_per_item}
+
+
+def test_network_rejects_mismatched_formats():
+    engines = [MatrixVectorUnit(W, "bipolar", BIP, T), MatrixVectorUnit(W, "bipolar", BIP, T)]
+    for e in engines:
+        e._MustUse__silence = True  # never elaborated, on purpose
+    raises_exactly(ValueError, "Engine 0 outputs VectorFormat(kind='bipolar', bits=1, count=8) but engine 1 "
+                   "takes VectorFormat(kind='bipolar', bits=1, count=12)", lambda: DataflowTop(engines))
+    raises_exactly(ValueError, "Engines must be a non-empty list, not []", lambda: DataflowTop([]))
+
+
+def test_payload_pack_unpack_round_trip():
+    for fmt in (VectorFormat("bipolar", 1, 70), VectorFormat("int", 7, 9), VectorFormat("uint", 3, 5)):
+        lo, hi = {"bipolar": (-1, 1), "int": (-64, 63), "uint": (0, 7)}[fmt.kind]
+        v = rng.integers(lo, hi + 1, size=(30, fmt.count))
+        if fmt.kind == "bipolar":
+            v = np.where(v >= 0, 1, -1)
+        assert np.array_equal(fmt.unpack(fmt.pack(v)), v)
