@@ -15,6 +15,7 @@ from lowbit.formats import weight_format
 
 from .lanes import lane_for
 from .payload import VectorFormat
+from .threshold import threshold_count
 
 __all__ = ["MatrixVectorUnit"]
 
@@ -266,12 +267,11 @@ class MatrixVectorUnit(wiring.Component):
                     if self.has_thresholds:
                         fields = [t_data[(p * levels + l) * tw:(p * levels + l + 1) * tw].as_signed()
                                   for l in range(levels)]
-                        reached = [total >= f for f in fields]
                         if levels == 1:
-                            group.append(reached[0])
+                            group.append(total >= fields[0])
                         else:
                             count = Signal(self.out_format.bits, name=f"count{p}")
-                            m.d.comb += count.eq(sum(reached))
+                            m.d.comb += count.eq(threshold_count(total, fields))
                             group.append(count)
                     else:
                         dot = Signal(signed(self.out_format.bits), name=f"dot{p}")
