@@ -52,10 +52,17 @@ class MatrixVectorUnit(wiring.Component):
         L = 1 bipolar ``+1 iff dot >= T``. ``None`` emits the dot products.
     pe, simd : int
         Folding: PE must divide MH and SIMD must divide MW.
-    weight_memory : {"memory", "const"}
-        ``"memory"``: weights (and thresholds) in ``amaranth.lib.memory`` ROMs, inferred as block
-        or distributed RAM. ``"const"``: baked into logic, allowed only when fully unrolled
-        (one step per vector), so synthesis can simplify by each constant weight.
+    copies : int
+        Tiled weights (Tiled Bit Networks): ``weights`` is the tile of R rows and the layer's
+        weight matrix is the tile repeated ``copies`` times, one scale per copy. Each tile row's dot
+        product is computed once and feeds its ``copies`` outputs (row ``i * R + r`` of copy i),
+        each with its own thresholds, into which the copy's scale is folded. Compute and weight
+        memory shrink by ``copies``; ``MH = copies * R``.
+    weight_memory : {"auto", "block", "lut", "const"}
+        ``"auto"``: weights (and thresholds) in ``amaranth.lib.memory`` ROMs that synthesis maps as
+        it sees fit; ``"block"`` / ``"lut"``: the same ROMs with a ``rom_style`` attribute
+        asking for block RAM or for logic (LUTs). ``"const"``: baked into logic, allowed only when fully
+        unrolled (one step per vector), so synthesis simplifies by each constant weight.
 
     Members
     -------
@@ -70,7 +77,7 @@ class MatrixVectorUnit(wiring.Component):
     """
 
     def __init__(self, weights, weight_format_name, in_format, thresholds=None, *, pe=1, simd=1,
-                 weight_memory="memory"):
+                 copies=1, weight_memory="auto"):
         fmt = weight_format(weight_format_name)
         w = np.asarray(weights)
         if w.ndim != 2 or w.size == 0 or w.dtype.kind not in "iu":
@@ -79,23 +86,28 @@ class MatrixVectorUnit(wiring.Component):
         if bad.any():
             h, c = np.argwhere(bad)[0]
             raise ValueError(f"Weight [{h}, {c}] = {w[h, c]} is not a level of format {fmt.name!r}")
-        mh, mw = w.shape
+        if not isinstance(copies, int) or isinstance(copies, bool) or copies < 1:
+            raise ValueError(f"Copies must be a positive integer, not {copies!r}")
+        rows, mw = w.shape
+        mh = rows * copies
         if not isinstance(in_format, VectorFormat) or in_format.count != mw:
             raise ValueError(f"Input format must be a VectorFormat of {mw} elements, not {in_format!r}")
-        for name, v, total in (("PE", pe, mh), ("SIMD", simd, mw)):
+        for name, v, total in (("PE", pe, rows), ("SIMD", simd, mw)):
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, not {v!r}")
             if total % v:
-                raise ValueError(f"{name} must divide {'MH' if name == 'PE' else 'MW'}={total}, not {v}")
-        if weight_memory not in ("memory", "const"):
-            raise ValueError(f"Weight memory must be 'memory' or 'const', not {weight_memory!r}")
-        if weight_memory == "const" and (mh // pe) * (mw // simd) != 1:
-            raise ValueError(f"Weight memory 'const' needs a fully unrolled unit (PE={mh}, SIMD={mw}), "
+                dim = ("MH" if copies == 1 else "the tile's rows") if name == "PE" else "MW"
+                raise ValueError(f"{name} must divide {dim}={total}, not {v}")
+        if weight_memory not in ("auto", "block", "lut", "const"):
+            raise ValueError("Weight memory must be 'auto', 'block', 'lut' or 'const', not "
+                             f"{weight_memory!r}")
+        if weight_memory == "const" and (rows // pe) * (mw // simd) != 1:
+            raise ValueError(f"Weight memory 'const' needs a fully unrolled unit (PE={rows}, SIMD={mw}), "
                              f"not PE={pe}, SIMD={simd}")
         self._weights = w.astype(np.int64)
         self._format = fmt
         self._lane = lane_for(fmt.name, in_format.kind, in_format.bits)
-        self._pe, self._simd, self._weight_memory = pe, simd, weight_memory
+        self._pe, self._simd, self._copies, self._weight_memory = pe, simd, copies, weight_memory
         self._in_format = in_format
 
         lo, hi = _INPUT_RANGES[in_format.kind](in_format.bits)
@@ -124,8 +136,10 @@ class MatrixVectorUnit(wiring.Component):
             "o": Out(stream.Signature(self._out_format.shape)),
         })
 
-    mh = property(lambda self: self._weights.shape[0])
+    rows = property(lambda self: self._weights.shape[0])
+    mh = property(lambda self: self._weights.shape[0] * self._copies)
     mw = property(lambda self: self._weights.shape[1])
+    copies = property(lambda self: self._copies)
     pe = property(lambda self: self._pe)
     simd = property(lambda self: self._simd)
     lane = property(lambda self: self._lane.kind)
@@ -138,7 +152,7 @@ class MatrixVectorUnit(wiring.Component):
 
     @property
     def neuron_folds(self):
-        return self.mh // self.pe
+        return self.rows // self.pe
 
     @property
     def synapse_folds(self):
@@ -146,7 +160,7 @@ class MatrixVectorUnit(wiring.Component):
 
     @property
     def cycles_per_item(self):
-        """Cycles between accepted inputs when neither side stalls."""
+        """Cycles between accepted inputs when neither side stalls: ``(R / PE) * (MW / SIMD)``."""
         return self.neuron_folds * self.synapse_folds
 
     @property
@@ -160,7 +174,7 @@ class MatrixVectorUnit(wiring.Component):
 
     @property
     def weight_memory_bits(self):
-        return self.mh * self.mw * self._lane.weight_bits
+        return self.rows * self.mw * self._lane.weight_bits
 
     def weight_words(self):
         """Weight ROM: word ``nf * SF + sf``, field ``p * SIMD + s`` holds W[nf*PE+p, sf*SIMD+s]."""
@@ -170,10 +184,12 @@ class MatrixVectorUnit(wiring.Component):
         return [sum(int(v) << (k * wb) for k, v in enumerate(row)) for row in blocks]
 
     def threshold_words(self):
-        """Threshold ROM: word ``nf``, field ``p * L + l`` holds threshold l of row nf*PE+p (accumulator domain)."""
+        """Threshold ROM: word ``nf``, field ``(i * PE + p) * L + l`` holds threshold l of output row
+        ``i * R + nf * PE + p`` (copy i), in the accumulator domain."""
         tw = self._threshold_bits
         mask = (1 << tw) - 1
-        flat = self._thresholds.reshape(self.neuron_folds, -1)
+        t = self._thresholds.reshape(self.copies, self.neuron_folds, self.pe, -1).transpose(1, 0, 2, 3)
+        flat = t.reshape(self.neuron_folds, -1)
         return [sum((int(v) & mask) << (k * tw) for k, v in enumerate(row)) for row in flat]
 
     @property
@@ -186,7 +202,11 @@ class MatrixVectorUnit(wiring.Component):
             data = Signal(width, name=f"{name}_data")
             m.d.comb += data.eq(Const(words[0], width))
             return None, data
-        mem = memory.Memory(shape=unsigned(width), depth=len(words), init=words)
+        style = self._weight_memory
+        # Yosys reads rom_style/ram_style; a ROM in LUTs is "logic" (LUT RAM needs a write port).
+        yosys_style = {"block": "block", "lut": "logic"}.get(style)
+        attrs = {"rom_style": yosys_style, "ram_style": yosys_style} if yosys_style else None
+        mem = memory.Memory(shape=unsigned(width), depth=len(words), init=words, attrs=attrs)
         m.submodules[name] = mem
         port = mem.read_port()
         return port, port.data
@@ -201,7 +221,8 @@ class MatrixVectorUnit(wiring.Component):
         w_port, w_data = self._rom(m, "weights", pe * simd * lane.weight_bits, self.weight_words())
         if self.has_thresholds:
             levels, tw = self._thresholds.shape[1], self._threshold_bits
-            t_port, t_data = self._rom(m, "thresholds", pe * levels * tw, self.threshold_words())
+            t_port, t_data = self._rom(m, "thresholds", self.copies * pe * levels * tw,
+                                       self.threshold_words())
 
         # Issue stage: walks (nf, sf) over the current input vector.
         active = Signal()
@@ -215,7 +236,8 @@ class MatrixVectorUnit(wiring.Component):
         c_nf = Signal(range(nf_max + 1))
         x_slice = Signal(xw)
         acc = [Signal(acc_shape, name=f"acc{p}") for p in range(pe)]
-        out_build = Signal(self.out_format.width)
+        copy_width = self.out_format.width // self.copies
+        out_build = [Signal(copy_width, name=f"out_build{i}") for i in range(self.copies)]
         # Result register: the output beat.
         r_valid = Signal()
         r_data = Signal(self.out_format.width)
@@ -257,33 +279,37 @@ class MatrixVectorUnit(wiring.Component):
                 m.d.sync += active.eq(0)
 
             with m.If(c_valid):
-                group = []
+                groups = [[] for _ in range(self.copies)]  # per copy, PE results
                 wbits = simd * lane.weight_bits
                 for p in range(pe):
                     total = Signal(acc_shape, name=f"total{p}")
                     partial = lane.partial(w_data[p * wbits:(p + 1) * wbits], x_slice, simd)
                     m.d.comb += total.eq(Mux(c_first, 0, acc[p]) + partial)
                     m.d.sync += acc[p].eq(total)
-                    if self.has_thresholds:
-                        fields = [t_data[(p * levels + l) * tw:(p * levels + l + 1) * tw].as_signed()
-                                  for l in range(levels)]
-                        if levels == 1:
-                            group.append(total >= fields[0])
-                        else:
-                            count = Signal(self.out_format.bits, name=f"count{p}")
-                            m.d.comb += count.eq(threshold_count(total, fields))
-                            group.append(count)
-                    else:
+                    if not self.has_thresholds:
                         dot = Signal(signed(self.out_format.bits), name=f"dot{p}")
                         m.d.comb += dot.eq(lane.scale * total + lane.offset(self.mw))
-                        group.append(dot)
-                group = Cat(*group)
+                    # One dot product, every copy's output: compute once.
+                    for i in range(self.copies):
+                        if not self.has_thresholds:
+                            groups[i].append(dot)
+                            continue
+                        base = (i * pe + p) * levels
+                        fields = [t_data[(base + l) * tw:(base + l + 1) * tw].as_signed()
+                                  for l in range(levels)]
+                        if levels == 1:
+                            groups[i].append(total >= fields[0])
+                        else:
+                            count = Signal(self.out_format.bits, name=f"count{i}_{p}")
+                            m.d.comb += count.eq(threshold_count(total, fields))
+                            groups[i].append(count)
                 with m.If(c_last_sf):
-                    m.d.sync += out_build.word_select(c_nf, len(group)).eq(group)
+                    for i, group in enumerate(groups):
+                        group = Cat(*group)
+                        m.d.sync += out_build[i].word_select(c_nf, len(group)).eq(group)
                     with m.If(c_last):
-                        m.d.sync += [
-                            r_data.eq(out_build),
-                            r_data.word_select(c_nf, len(group)).eq(group),
-                            r_valid.eq(1),
-                        ]
+                        m.d.sync += [r_data.eq(Cat(*out_build)), r_valid.eq(1)]
+                        for i, group in enumerate(groups):
+                            group = Cat(*group)
+                            m.d.sync += r_data.word_select(i * self.neuron_folds + c_nf, len(group)).eq(group)
         return m

@@ -95,7 +95,9 @@ def test_weight_memory_layout():
     (dict(simd=5), "SIMD must divide MW=12, not 5"),
     (dict(pe=0), "PE must be a positive integer, not 0"),
     (dict(simd="4"), "SIMD must be a positive integer, not '4'"),
-    (dict(weight_memory="rom"), "Weight memory must be 'memory' or 'const', not 'rom'"),
+    (dict(weight_memory="rom"), "Weight memory must be 'auto', 'block', 'lut' or 'const', not 'rom'"),
+    (dict(copies=0), "Copies must be a positive integer, not 0"),
+    (dict(copies=2, pe=3), "PE must divide the tile's rows=8, not 3"),
     (dict(pe=2, weight_memory="const"),
      "Weight memory 'const' needs a fully unrolled unit (PE=8, SIMD=12), not PE=2, SIMD=1"),
 ])
@@ -212,3 +214,51 @@ def test_payload_pack_unpack_round_trip():
         if fmt.kind == "bipolar":
             v = np.where(v >= 0, 1, -1)
         assert np.array_equal(fmt.unpack(fmt.pack(v)), v)
+
+
+@pytest.mark.parametrize("levels, pe, simd", [(1, 1, 4), (1, 4, 12), (3, 2, 3), (None, 2, 6)])
+def test_tiled_copies_compute_each_tile_row_once(levels, pe, simd):
+    """A tiled layer: the tile repeated p times; every copy has its own thresholds (its alpha folded in)."""
+    p = 4
+    tile = rng.choice([-1, 1], size=(MH, MW))
+    full = np.tile(tile, (p, 1))
+    mm = MatMul("m", full)
+    lo, hi = mm.bounds
+    if levels is None:
+        t, ref = None, mm.reference(X)
+    else:
+        t = np.sort(rng.integers(lo - 1, hi + 2, size=(p * MH, levels)), axis=1)
+        out = BIPOLAR if levels == 1 else ValueType("uint", 2)
+        ref = MultiThreshold("t", t, mm.out_type, out).reference(mm.reference(X))
+    u = MatrixVectorUnit(tile, "bipolar", BIP, t, pe=pe, simd=simd, copies=p)
+    assert u.mh == p * MH and u.rows == MH
+    assert u.cycles_per_item == (MH // pe) * (MW // simd)  # p times fewer than the full matrix
+    assert u.weight_memory_bits == MH * MW
+    res = run_amaranth_stream(u, u.in_format.pack(X), stall=0.4, seed=pe)
+    assert res.outputs == u.out_format.pack(ref)
+
+
+def test_tiled_copies_in_verilator():
+    p = 2
+    tile = rng.choice([-1, 1], size=(MH, MW))
+    mm = MatMul("m", np.tile(tile, (p, 1)))
+    t = rng.integers(-6, 7, size=(p * MH, 1))
+    ref = MultiThreshold("t", t, mm.out_type).reference(mm.reference(X))
+    u = MatrixVectorUnit(tile, "bipolar", BIP, t, pe=2, simd=4, copies=p)
+    expected = u.out_format.pack(ref)
+    both = run_both(u, u.in_format.pack(X), expected, seed=11)
+    assert both.mismatches(expected) == 0
+    assert set(both.verilator.interval) == {u.cycles_per_item}
+
+
+@pytest.mark.parametrize("style, brams", [("block", 2), ("lut", 0)])
+def test_memory_style_reaches_synthesis(style, brams):
+    from amaranth.back import verilog
+
+    from lowbit.boards.synth import synthesize
+
+    w = rng.choice([-1, 1], size=(64, 256))
+    u = MatrixVectorUnit(w, "bipolar", VectorFormat("bipolar", 1, 256), None, pe=1, simd=64,
+                         weight_memory=style)
+    r = synthesize(verilog.convert(u, name="top", emit_src=False), "top", "xilinx")
+    assert r.brams == brams, r.cells  # in RAMB18 units: 16 Kbit of weights fill one RAMB36
