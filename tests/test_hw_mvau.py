@@ -134,10 +134,8 @@ def test_every_lane_matches_the_ir_with_stalls(fmt_name, in_name, levels, pe, si
     assert res.outputs == u.out_format.pack(ref)
 
 
-@pytest.mark.parametrize("fmt_name, in_name", [
-    ("bipolar", "bipolar"), ("bipolar", "int4"), ("binary01", "uint3"), ("ternary", "int4"),
-    ("levels17", "int4"), ("levels17", "uint3"), ("pow2", "int4"),
-])
+@pytest.mark.parametrize("in_name", list(INPUTS))
+@pytest.mark.parametrize("fmt_name", list(WEIGHT_FORMATS))
 def test_worst_case_inputs_do_not_overflow(fmt_name, in_name):
     """Rows of all-largest and all-smallest weights, fed the inputs that reach each row's extremes."""
     fmt, vt = WEIGHT_FORMATS[fmt_name], INPUTS[in_name]
