@@ -20,14 +20,14 @@ def _hidden(text):
 def cmd_train(args):
     from .flow import train_checkpoint
     m = train_checkpoint(args.output, dataset=args.dataset, hidden=args.hidden, epochs=args.epochs,
-                         seed=args.seed)
+                         seed=args.seed, data_root=args.data)
     print(f"test accuracy {m['test_accuracy']:.4f}; wrote {args.output}")
 
 
 def cmd_compile(args):
     from .flow import compile_checkpoint
     manifest, check = compile_checkpoint(args.checkpoint, args.output, folding=args.folding,
-                                         target_cycles=args.target_cycles)
+                                         target_cycles=args.target_cycles, data_root=args.data)
     folds = ",".join(f"{l['pe']}x{l['simd']}" for l in manifest["layers"])
     print(f"IR vs torch on {check['images']} test images: {check['prediction_disagreements']} disagreements")
     print(f"folding {folds}: {manifest['cycles_per_inference']} cycles/inference, "
@@ -37,7 +37,7 @@ def cmd_compile(args):
 def cmd_sim(args):
     from .flow import simulate_build
     report = simulate_build(args.build, dataset=args.dataset, limit=args.limit,
-                            stalls=not args.no_stalls, seed=args.seed)
+                            stalls=not args.no_stalls, seed=args.seed, data_root=args.data)
     print(json.dumps(report, indent=2))
     if report["mismatches"]:
         return 1
@@ -57,13 +57,17 @@ def cmd_demo(args):
         return 1
 
 
+DATA_HELP = "folder with the dataset's files (default: $LOWBIT_DATA); digits needs none"
+
+
 def build_parser():
     p = argparse.ArgumentParser(prog="lowbit", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("train", help="train a bipolar MLP and write a checkpoint")
     s.add_argument("-o", "--output", default="model.pt")
-    s.add_argument("--dataset", default="digits")
+    s.add_argument("--dataset", default="digits", choices=["digits", "mnist", "fashion-mnist"])
+    s.add_argument("--data", default=None, help=DATA_HELP)
     s.add_argument("--hidden", type=_hidden, default=[64, 64], help="hidden widths, e.g. 64,64")
     s.add_argument("--epochs", type=int, default=30)
     s.add_argument("--seed", type=int, default=0)
@@ -75,11 +79,13 @@ def build_parser():
     g = s.add_mutually_exclusive_group()
     g.add_argument("--folding", help="PExSIMD per layer, e.g. 1x64,1x16,1x4")
     g.add_argument("--target-cycles", type=int, help="cheapest folding with at most this many cycles/inference")
+    s.add_argument("--data", default=None, help=DATA_HELP + " (to check the IR against PyTorch)")
     s.set_defaults(func=cmd_compile)
 
     s = sub.add_parser("sim", help="run the test split through the Verilog in Verilator, bit-exact")
     s.add_argument("build")
     s.add_argument("--dataset", default=None)
+    s.add_argument("--data", default=None, help=DATA_HELP)
     s.add_argument("--limit", type=int, default=None)
     s.add_argument("--no-stalls", action="store_true")
     s.add_argument("--seed", type=int, default=0)

@@ -13,18 +13,25 @@ DEFAULT_EPOCHS = 30
 DEFAULT_THERMOMETER_LEVELS = 4
 
 
-def load_dataset(name, seed=0):
-    """A dataset and its input encoding, by name."""
-    from .model.data import Thermometer, load_digits_split
+# Thermometer levels per dataset: digits has 17 grey levels worth keeping; MNIST-style images are
+# binarized at mid-grey (one level), as binary MLPs on MNIST usually are.
+THERMOMETER_LEVELS = {"digits": DEFAULT_THERMOMETER_LEVELS, "mnist": 1, "fashion-mnist": 1}
 
-    if name != "digits":
-        raise LowbitError(f"unknown dataset {name!r}", "supported datasets: digits")
-    ds = load_digits_split(seed=seed)
-    return ds, Thermometer.uniform(DEFAULT_THERMOMETER_LEVELS, ds.max_value)
+
+def load_dataset(name, seed=0, root=None):
+    """A flat-image dataset and its input encoding, by name (``root``: folder of file-based data)."""
+    from .model.data import Thermometer
+    from .model.data import load_dataset as load
+
+    if name not in THERMOMETER_LEVELS:
+        raise LowbitError(f"dataset {name!r} has no MLP input encoding yet",
+                          f"datasets for the MLP flow: {', '.join(THERMOMETER_LEVELS)}")
+    ds = load(name, root=root, seed=seed)
+    return ds, Thermometer.uniform(THERMOMETER_LEVELS[name], ds.max_value)
 
 
 def train_checkpoint(path, *, dataset="digits", hidden=DEFAULT_HIDDEN, epochs=DEFAULT_EPOCHS,
-                     seed=0, progress=True):
+                     seed=0, data_root=None, progress=True):
     """Train a binary (bipolar weights and activations) MLP and write its checkpoint atomically."""
     from .model.checkpoint import save_checkpoint
     from .model.mlp import LowbitMLP
@@ -34,7 +41,7 @@ def train_checkpoint(path, *, dataset="digits", hidden=DEFAULT_HIDDEN, epochs=DE
         raise LowbitError(f"hidden widths must be positive integers, not {list(hidden)}")
     if epochs < 1:
         raise LowbitError(f"epochs must be at least 1, not {epochs}")
-    ds, enc = load_dataset(dataset, seed)
+    ds, enc = load_dataset(dataset, seed, data_root)
     x_train, x_test = enc(ds.x_train), enc(ds.x_test)
     set_seed(seed)  # the initial weights too, not just the batches
     model = LowbitMLP(x_train.shape[1], list(hidden), ds.classes, "bipolar")
@@ -47,7 +54,7 @@ def train_checkpoint(path, *, dataset="digits", hidden=DEFAULT_HIDDEN, epochs=DE
     return metrics
 
 
-def export_checkpoint(ckpt):
+def export_checkpoint(ckpt, data_root=None):
     """Load a checkpoint, export it to the IR and check the IR against PyTorch on the test split."""
     from .compiler.check import compare_with_torch
     from .compiler.export import export_model
@@ -56,7 +63,7 @@ def export_checkpoint(ckpt):
     model, meta = load_checkpoint(ckpt)
     graph = export_model(model, {"input": meta["input"], "dataset": meta.get("dataset"),
                                  "formats": meta["formats"]})
-    ds, enc = load_dataset(meta["dataset"]["name"], meta["dataset"]["seed"])
+    ds, enc = load_dataset(meta["dataset"]["name"], meta["dataset"]["seed"], data_root)
     check = compare_with_torch(model, graph, enc(ds.x_test), ds.y_test)
     if check["export_errors"] or any(check["activation_mismatches"].values()):
         raise LowbitError(f"the IR does not reproduce the PyTorch model: {check}",
@@ -77,11 +84,11 @@ def fold(graph, *, folding=None, target_cycles=None):
     return most_folded(graph)
 
 
-def compile_checkpoint(ckpt, out_dir, *, folding=None, target_cycles=None):
+def compile_checkpoint(ckpt, out_dir, *, folding=None, target_cycles=None, data_root=None):
     """Checkpoint -> build folder (Verilog, manifest.json, graph.npz). Returns the manifest."""
     from .compiler.codegen import write_build
 
-    graph, check = export_checkpoint(ckpt)
+    graph, check = export_checkpoint(ckpt, data_root)
     graph = fold(graph, folding=folding, target_cycles=target_cycles)
     return write_build(graph, out_dir), check
 
@@ -99,7 +106,7 @@ def load_build(build_dir):
 
 
 def simulate_build(build_dir, *, dataset=None, limit=None, stalls=True, seed=0, timing_items=8,
-                   progress=True):
+                   data_root=None, progress=True):
     """Run the dataset's test split through the build's Verilog in Verilator; compare every word.
 
     Returns a plain dict: images, mismatches, IR and hardware accuracy, measured and predicted
@@ -110,7 +117,11 @@ def simulate_build(build_dir, *, dataset=None, limit=None, stalls=True, seed=0, 
     from .sim.runner import StallConfig, run_stream
 
     ds_meta = graph.meta.get("dataset") or {"name": "digits", "seed": 0}
-    ds, enc = load_dataset(dataset or ds_meta["name"], ds_meta["seed"])
+    name = dataset or ds_meta["name"]
+    if name != ds_meta["name"]:
+        raise LowbitError(f"this build was trained on {ds_meta['name']!r}, not {name!r}",
+                          f"drop --dataset or pass --dataset {ds_meta['name']}")
+    ds, enc = load_dataset(name, ds_meta["seed"], data_root)
     x, y = enc(ds.x_test), ds.y_test
     if limit is not None:
         if limit < 1:

@@ -392,9 +392,9 @@ def _build(verilog, final, identity, verbose, reuse_runtime=True):
         # The build ran in the temporary folder; name the files where they will stay.
         warnings = tuple(w.replace(str(tmp), str(final)) for w in _warnings(log_text))
         for line in warnings[:10]:
-            print(f"lowbit.sim: {line}")
+            print(f"lowbit.sim: {line}", file=sys.stderr)
         if len(warnings) > 10:
-            print(f"lowbit.sim: ... {len(warnings) - 10} more warnings in {final / _LOG}")
+            print(f"lowbit.sim: ... {len(warnings) - 10} more warnings in {final / _LOG}", file=sys.stderr)
         manifest = {**identity, "key": final.name, "seconds": round(seconds, 3),
                     "runtime_reused": bool(runtime), "warnings": list(warnings)}
         atomic_write_text(tmp / _MANIFEST, json.dumps(manifest, indent=1))

@@ -11,6 +11,7 @@ import math
 import numbers
 import secrets
 import shutil
+import sys
 import tempfile
 import textwrap
 import time
@@ -267,7 +268,7 @@ def run_stream(verilog, top, inputs, expected, *, timing_items=16, stall=StallCo
                            verbose=verbose)
     if progress:
         how = "cached" if sim.cached else f"built in {sim.build_seconds:.1f} s"
-        print(f"lowbit.sim: {top}: simulation {how}")
+        print(f"lowbit.sim: {top}: simulation {how}", file=sys.stderr)
 
     temporary = workdir is None
     workdir = Path(tempfile.mkdtemp(prefix="lowbit-sim-")) if temporary else Path(workdir)
@@ -353,7 +354,7 @@ def run_stream(verilog, top, inputs, expected, *, timing_items=16, stall=StallCo
     elif temporary:
         shutil.rmtree(workdir, ignore_errors=True)
     if progress:
-        print(_summary(top, result))
+        print(_summary(top, result), file=sys.stderr)
     return result
 
 

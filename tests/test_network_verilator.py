@@ -1,5 +1,10 @@
 """The generated network in Verilator under cocotb: every output word against the IR reference."""
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from lowbit.flow import compile_checkpoint, simulate_build
@@ -33,3 +38,33 @@ def test_most_folded_network_is_bit_exact_and_on_time(builds):
     assert r["hw_accuracy"] == r["ir_accuracy"]
     assert r["cycles_measured"] == r["cycles_predicted"] == 64 * 256
     assert r["latency_measured"] == r["latency_predicted"]
+
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "mnist").is_dir(), reason=f"MNIST files not found in {SHARED_DATA}")
+def test_mnist_through_the_cli_is_bit_exact(tmp_path):
+    """train -> compile -> sim on real MNIST, from the command line, over a few hundred test images."""
+    def lowbit(*args):
+        r = subprocess.run([sys.executable, "-m", "lowbit", *map(str, args)], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        return r.stdout
+
+    out = lowbit("train", "--dataset", "mnist", "--data", SHARED_DATA, "--hidden", "64,64", "--epochs", "1",
+                 "-o", tmp_path / "m.pt")
+    assert float(out.split("test accuracy ")[1].split(";")[0]) >= 0.85
+    out = lowbit("compile", tmp_path / "m.pt", "--data", SHARED_DATA, "-o", tmp_path / "b", "--folding",
+                 "1x49,2x16,1x16")
+    assert "IR vs torch on 10000 test images: 0 disagreements" in out
+    report = json.loads(lowbit("sim", tmp_path / "b", "--data", SHARED_DATA, "--limit", 300, "--seed", 2))
+    assert report["images"] == 300 and report["mismatches"] == 0
+    assert report["hw_accuracy"] == report["ir_accuracy"] >= 0.85
+    assert report["cycles_measured"] == report["cycles_predicted"] == 64 * 784 // 49
+
+
+def test_sim_refuses_another_dataset(builds):
+    from lowbit.errors import LowbitError
+
+    with pytest.raises(LowbitError, match="this build was trained on 'digits', not 'mnist'"):
+        simulate_build(builds / "parallel", dataset="mnist")
