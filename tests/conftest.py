@@ -1,4 +1,9 @@
 import pytest
+import torch
+
+# The suite's models are tiny: one thread is as fast, and it cannot stall spinning against a
+# Verilator or Yosys process that holds the other core.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
