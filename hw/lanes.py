@@ -12,20 +12,9 @@ from amaranth.hdl import Array, Const, Mux, signed
 from lowbit.errors import LowbitError
 from lowbit.formats import weight_format
 
-from .popcount import popcount
+from .compressor import add_tree, xnor_popcount
 
 __all__ = ["Lane", "lane_for"]
-
-
-def _sum(terms):
-    """Balanced pairwise sum, so the adder depth is log2 of the term count."""
-    terms = list(terms)
-    while len(terms) > 1:
-        paired = [a + b for a, b in zip(terms[0::2], terms[1::2])]
-        if len(terms) % 2:
-            paired.append(terms[-1])
-        terms = paired
-    return terms[0]
 
 
 def _element(x_bits, kind):
@@ -73,11 +62,13 @@ class Lane:
     def product(self, w_bits, x):
         return w_bits.as_signed() * x
 
-    def partial(self, w_chunk, x_chunk, simd):
-        """Partial dot product of one chunk: ``sum_s w[s] * x[s]`` (in the lane's domain)."""
+    def partial(self, m, w_chunk, x_chunk, simd, name):
+        """Partial dot product of one chunk, ``sum_s w[s] * x[s]`` (in the lane's domain), summed by a
+        compressor tree whose counters are added to ``m``."""
         wb, xb = self.weight_bits, self.in_bits
-        return _sum(self.product(w_chunk[s * wb:(s + 1) * wb], _element(x_chunk[s * xb:(s + 1) * xb], self.in_kind))
-                    for s in range(simd))
+        products = [self.product(w_chunk[s * wb:(s + 1) * wb], _element(x_chunk[s * xb:(s + 1) * xb], self.in_kind))
+                    for s in range(simd)]
+        return add_tree(m, products, name=name)
 
 
 class XnorLane(Lane):
@@ -92,8 +83,8 @@ class XnorLane(Lane):
     def offset(self, mw):
         return -mw
 
-    def partial(self, w_chunk, x_chunk, simd):
-        return popcount(~(w_chunk ^ x_chunk))
+    def partial(self, m, w_chunk, x_chunk, simd, name):
+        return xnor_popcount(m, w_chunk, x_chunk, name=name)
 
 
 class AddSubLane(Lane):

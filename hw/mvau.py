@@ -283,7 +283,7 @@ class MatrixVectorUnit(wiring.Component):
                 wbits = simd * lane.weight_bits
                 for p in range(pe):
                     total = Signal(acc_shape, name=f"total{p}")
-                    partial = lane.partial(w_data[p * wbits:(p + 1) * wbits], x_slice, simd)
+                    partial = lane.partial(m, w_data[p * wbits:(p + 1) * wbits], x_slice, simd, f"lane{p}")
                     m.d.comb += total.eq(Mux(c_first, 0, acc[p]) + partial)
                     m.d.sync += acc[p].eq(total)
                     if not self.has_thresholds:

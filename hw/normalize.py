@@ -10,20 +10,11 @@ from amaranth.hdl import Cat, Module, Mux, Shape, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from .compressor import add_behavioural
 from .payload import VectorFormat
 from .threshold import _check_format, _check_pe
 
 __all__ = ["NormalizeSign"]
-
-
-def _tree_sum(terms):
-    """Sum of Amaranth values, added pairwise so the depth is log2(len(terms))."""
-    while len(terms) > 1:
-        paired = [a + b for a, b in zip(terms[0::2], terms[1::2])]
-        if len(terms) % 2:
-            paired.append(terms[-1])
-        terms = paired
-    return terms[0]
 
 
 class NormalizeSign(wiring.Component):
@@ -147,7 +138,7 @@ class NormalizeSign(wiring.Component):
             handoff.eq(a_last & b_free),
             self.i.ready.eq(~a_busy | handoff),
             a_group.eq(a_x.word_select(a_fold, group_bits)),
-            a_total.eq(a_sum + _tree_sum([a_group[p] for p in range(pe)])),
+            a_total.eq(a_sum + add_behavioural([a_group[p] for p in range(pe)])),
             b_group.eq(b_x.word_select(b_fold, group_bits)),
             self.o.valid.eq(r_valid),
             self.o.payload.eq(r_data),

@@ -11,7 +11,7 @@ from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .payload import VectorFormat
-from .popcount import popcount
+from .compressor import popcount_behavioural
 
 __all__ = ["threshold_count", "MultiThresholdUnit"]
 
@@ -48,7 +48,7 @@ def threshold_count(value, thresholds):
     if not thresholds:
         raise ValueError("Thresholds must hold at least one value, not 0")
     reached = Cat(*(value >= t for t in thresholds))
-    return popcount(reached)[:len(thresholds).bit_length()]
+    return popcount_behavioural(reached)[:len(thresholds).bit_length()]
 
 
 def _check_format(what, fmt, kinds, count):
