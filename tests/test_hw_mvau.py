@@ -1,10 +1,5 @@
-import gc
-import re
-import warnings
-
 import numpy as np
 import pytest
-from amaranth.hdl import UnusedElaboratable
 
 from lowbit.compiler.ir import BIPOLAR, MatMul, MultiThreshold, ValueType
 from lowbit.formats import WEIGHT_FORMATS
@@ -13,6 +8,7 @@ from lowbit.hw.network import DataflowTop
 from lowbit.hw.payload import VectorFormat
 from lowbit.sim.amaranth_stream import run_amaranth_stream
 from lowbit.sim.both import run_both
+from hwtest import raises_exactly, unelaborated
 
 rng = np.random.default_rng(7)
 MH, MW = 8, 12
@@ -23,15 +19,6 @@ X = rng.choice([-1, 1], size=(60, MW))
 BIP = VectorFormat("bipolar", 1, MW)
 INPUTS = {"bipolar": ValueType("bipolar", 1), "uint3": ValueType("uint", 3), "int4": ValueType("int", 4)}
 
-
-def raises_exactly(exc, message, build):
-    """``build()`` raises ``exc`` with exactly ``message``; the half-built component is not reported unused."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UnusedElaboratable)
-        with pytest.raises(exc, match=f"^{re.escape(message)}$") as info:
-            build()
-        del info
-        gc.collect()
 
 
 def case(fmt_name, in_name, levels, n=30, seed=0):
@@ -74,7 +61,7 @@ def test_lane_per_format_and_input():
     units = {(f, i): unit(*case(f, i, None)[:1], f, INPUTS[i], None)
              for f in WEIGHT_FORMATS for i in ("bipolar", "int4")}
     for u in units.values():
-        u._MustUse__silence = True  # only the lane choice is checked, nothing is elaborated
+        unelaborated(u)
     lanes = {k: u.lane for k, u in units.items()}
     assert lanes[("bipolar", "bipolar")] == "xnor-popcount"
     assert lanes[("bipolar", "int4")] == "add-sub"
@@ -202,7 +189,7 @@ def test_network_top_chains_engines():
 def test_network_rejects_mismatched_formats():
     engines = [MatrixVectorUnit(W, "bipolar", BIP, T), MatrixVectorUnit(W, "bipolar", BIP, T)]
     for e in engines:
-        e._MustUse__silence = True  # never elaborated, on purpose
+        unelaborated(e)
     raises_exactly(ValueError, "Engine 0 outputs VectorFormat(kind='bipolar', bits=1, count=8) but engine 1 "
                    "takes VectorFormat(kind='bipolar', bits=1, count=12)", lambda: DataflowTop(engines))
     raises_exactly(ValueError, "Engines must be a non-empty list, not []", lambda: DataflowTop([]))

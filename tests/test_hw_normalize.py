@@ -1,10 +1,6 @@
-import gc
-import re
-import warnings
-
 import numpy as np
 import pytest
-from amaranth.hdl import Shape, UnusedElaboratable, signed
+from amaranth.hdl import Shape, signed
 
 from lowbit.bounds import signed_bits
 from lowbit.compiler.ir import BIPOLAR, Graph, ValueType
@@ -14,25 +10,12 @@ from lowbit.hw.normalize import NormalizeSign
 from lowbit.hw.payload import VectorFormat
 from lowbit.sim.amaranth_stream import run_amaranth_stream
 from lowbit.sim.both import run_both
+from hwtest import raises_exactly, unelaborated
 
 rng = np.random.default_rng(5)
 INT6 = ValueType("int", 6)
 
 
-def raises_exactly(exc, message, build):
-    """``build()`` raises ``exc`` with exactly ``message``; the half-built component is not reported unused."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UnusedElaboratable)
-        with pytest.raises(exc, match=f"^{re.escape(message)}$") as info:
-            build()
-        del info
-        gc.collect()
-
-
-def unelaborated(component):
-    """Mark a component built only to read its properties, so it is not reported unused."""
-    component._MustUse__silence = True
-    return component
 
 
 def value_range(fmt):

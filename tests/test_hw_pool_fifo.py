@@ -1,10 +1,6 @@
-import gc
-import re
-import warnings
-
 import numpy as np
 import pytest
-from amaranth.hdl import UnusedElaboratable, Value
+from amaranth.hdl import Value
 from amaranth.sim import Simulator
 
 from lowbit.compiler.ir import BIPOLAR, ValueType
@@ -14,20 +10,12 @@ from lowbit.hw.fifo import StreamFIFO
 from lowbit.hw.payload import VectorFormat
 from lowbit.hw.pool import MaxPool
 from lowbit.sim.both import run_both
+from hwtest import raises_exactly
 
 rng = np.random.default_rng(23)
 INT4 = ValueType("int", 4)
 UINT3 = ValueType("uint", 3)
 
-
-def raises_exactly(exc, message, build):
-    """``build()`` raises ``exc`` with exactly ``message``; the half-built component is not reported unused."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UnusedElaboratable)
-        with pytest.raises(exc, match=f"^{re.escape(message)}$") as info:
-            build()
-        del info
-        gc.collect()
 
 
 def feature_map(vtype, shape):

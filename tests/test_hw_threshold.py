@@ -1,16 +1,13 @@
-import gc
-import re
-import warnings
-
 import numpy as np
 import pytest
-from amaranth.hdl import Module, Signal, UnusedElaboratable, signed, unsigned
+from amaranth.hdl import Module, Signal, signed, unsigned
 from amaranth.sim import Simulator
 
 from lowbit.compiler.ir import BIPOLAR, MultiThreshold, ValueType
 from lowbit.hw.payload import VectorFormat
 from lowbit.hw.threshold import MultiThresholdUnit, threshold_count
 from lowbit.sim.both import run_both
+from hwtest import raises_exactly, unelaborated
 
 rng = np.random.default_rng(11)
 C = 12
@@ -22,20 +19,6 @@ T3 = np.sort(np.concatenate([T1, rng.integers(-36, 36, size=(C, 2))], axis=1), a
 T3[4] = [-3, -3, -3]  # equal thresholds jump two levels at once
 
 
-def raises_exactly(exc, message, build):
-    """``build()`` raises ``exc`` with exactly ``message``; the half-built component is not reported unused."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UnusedElaboratable)
-        with pytest.raises(exc, match=f"^{re.escape(message)}$") as info:
-            build()
-        del info
-        gc.collect()
-
-
-def unelaborated(component):
-    """Mark a component built only to read its properties, so it is not reported unused."""
-    component._MustUse__silence = True
-    return component
 
 
 def inputs_for(fmt, thresholds, n_random):

@@ -1,10 +1,5 @@
-import gc
-import re
-import warnings
-
 import numpy as np
 import pytest
-from amaranth.hdl import UnusedElaboratable
 
 from lowbit.compiler.ir import BIPOLAR, ValueType
 from lowbit.compiler.window_ops import SlidingWindow as SlidingWindowOp
@@ -13,19 +8,11 @@ from lowbit.hw.payload import VectorFormat
 from lowbit.hw.window import SlidingWindow
 from lowbit.sim.amaranth_stream import run_amaranth_stream
 from lowbit.sim.both import run_both
+from hwtest import raises_exactly
 
 rng = np.random.default_rng(11)
 INT4 = ValueType("int", 4)
 
-
-def raises_exactly(exc, message, build):
-    """``build()`` raises ``exc`` with exactly ``message``; the half-built component is not reported unused."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UnusedElaboratable)
-        with pytest.raises(exc, match=f"^{re.escape(message)}$") as info:
-            build()
-        del info
-        gc.collect()
 
 
 def feature_map(vtype, shape):
