@@ -117,6 +117,7 @@ def plot_report(rows, path):
             ax1.annotate(f"{v:g}", (x, max(v, 1)), ha="center", va="bottom", fontsize=8)
     ax1.set_yscale("log")
     ax1.set_ylim(0.5, max(r["luts"] for r in rows) * 3)
+    ax1.set_xlim(-0.5, len(rows) - 0.5)  # a zero bar does not widen the axis; its label must show
     ax1.set_xticks(range(len(rows)), labels)
     ax1.set_title(f"Resources ({rows[0]['_detail']['synth_device']})")
     ax1.legend()
