@@ -52,7 +52,8 @@ class WindowScan(wiring.Component):
     """The scan and shift chain behind :class:`SlidingWindow` and :class:`~lowbit.hw.pool.MaxPool`.
 
     Subclasses check their parameters, then call ``__init__`` with a valid geometry and the
-    output format, and override :meth:`result` to turn the window's pixels into the output word.
+    output format, and define ``result(m, pixels)``, which turns the window's pixels (given as
+    ``pixels[ky][kx]``, each ``in_format.width`` bits) into the output word.
 
     Timing (no stalls): one scan step per cycle, so
     ``cycles_per_image = (H + 2*pad) * (W + 2*pad)``; the input is not ready during the
@@ -138,10 +139,6 @@ class WindowScan(wiring.Component):
     def buffer_pixels(self):
         """Pixels held by the shift chain: ``(k-1)*(W + 2*pad) + k - 1`` (the newest is the input)."""
         return (self._kernel - 1) * self.padded_width + self._kernel - 1
-
-    def result(self, m, pixels):
-        """The output word for a window given as ``pixels[ky][kx]`` (each ``in_format.width`` bits)."""
-        raise NotImplementedError
 
     def _delay(self, m, value, length, step, name):
         """``value`` as it was ``length`` steps ago (a wire for 0)."""
