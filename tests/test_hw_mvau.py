@@ -43,17 +43,17 @@ def unit(w, fmt_name, vt, t, **kw):
 
 
 def test_construction_and_properties():
-    u = MatrixVectorUnit(W, "bipolar", BIP, T, pe=2, simd=4)
+    u = unelaborated(MatrixVectorUnit(W, "bipolar", BIP, T, pe=2, simd=4))
     assert (u.mh, u.mw, u.pe, u.simd, u.lane) == (8, 12, 2, 4, "xnor-popcount")
     assert (u.neuron_folds, u.synapse_folds) == (4, 3)
     assert u.cycles_per_item == 12
     assert u.latency == 14
     assert u.in_format == BIP
     assert u.out_format == VectorFormat("bipolar", 1, 8)
-    raw = MatrixVectorUnit(W, "bipolar", BIP, None)
+    raw = unelaborated(MatrixVectorUnit(W, "bipolar", BIP, None))
     assert raw.out_format == VectorFormat("int", 5, 8)  # [-12, 12]
     assert raw.accumulator_bits == 5  # popcounts 0..12, signed
-    levels = MatrixVectorUnit(W, "bipolar", BIP, np.sort(rng.integers(-5, 5, size=(MH, 3)), axis=1))
+    levels = unelaborated(MatrixVectorUnit(W, "bipolar", BIP, np.sort(rng.integers(-5, 5, size=(MH, 3)), axis=1)))
     assert levels.out_format == VectorFormat("uint", 2, 8)
 
 
@@ -72,7 +72,7 @@ def test_lane_per_format_and_input():
 
 
 def test_weight_memory_layout():
-    u = MatrixVectorUnit(W, "bipolar", BIP, T, pe=2, simd=4)
+    u = unelaborated(MatrixVectorUnit(W, "bipolar", BIP, T, pe=2, simd=4))
     words = u.weight_words()
     assert len(words) == u.cycles_per_item
     # word nf*SF+sf, bit p*SIMD+s holds W[nf*PE+p, sf*SIMD+s]
