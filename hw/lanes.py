@@ -7,12 +7,12 @@ lets the XNOR lane accumulate plain popcounts (``dot = 2 * popcount(XNOR) - MW``
 lane accumulates exact dot products (scale 1, offset 0).
 """
 
-from amaranth.hdl import Array, Const, Mux, signed
+from amaranth.hdl import Array, Cat, Const, Mux, signed
 
 from lowbit.errors import LowbitError
 from lowbit.formats import weight_format
 
-from .compressor import add_tree, xnor_popcount
+from .compressor import add_tree, popcount, xnor_popcount
 
 __all__ = ["Lane", "lane_for"]
 
@@ -99,13 +99,28 @@ class AddSubLane(Lane):
         return Mux(w_bits[0], x, -x)
 
 
+def _masked_bipolar_dot(m, agree, mask, name):
+    """``sum over set mask bits of (+1 if agree else -1)`` = ``2 * popcount(agree & mask) - popcount(mask)``.
+
+    With constant weights the mask is constant, so the second popcount folds away and the lane is
+    one popcount over the nonzero weights' inputs.
+    """
+    return 2 * popcount(m, agree & mask, name=f"{name}_agree") - popcount(m, mask, name=f"{name}_mask")
+
+
 class AndLane(Lane):
-    """{0,1} weights: a masked add (AND-popcount for bipolar inputs, counted as ±1 terms)."""
+    """{0,1} weights: a masked add; for bipolar inputs an AND-popcount."""
 
     kind = "and-popcount"
 
     def product(self, w_bits, x):
         return Mux(w_bits[0], x, 0)
+
+    def partial(self, m, w_chunk, x_chunk, simd, name):
+        if self.in_kind != "bipolar":
+            return super().partial(m, w_chunk, x_chunk, simd, name)
+        # x = +1 agrees with every selected weight; x = -1 disagrees.
+        return _masked_bipolar_dot(m, x_chunk, w_chunk, name)
 
 
 class TernaryLane(Lane):
@@ -115,6 +130,15 @@ class TernaryLane(Lane):
 
     def product(self, w_bits, x):
         return Mux(w_bits[1], -x, Mux(w_bits[0], x, 0))
+
+    def partial(self, m, w_chunk, x_chunk, simd, name):
+        if self.in_kind != "bipolar":
+            return super().partial(m, w_chunk, x_chunk, simd, name)
+        # Bipolar inputs: a nonzero weight contributes +1 when its sign matches the input, else -1,
+        # so the lane is a popcount of XNOR(input, weight sign) over the nonzero weights.
+        nonzero = Cat(*(w_chunk[2 * s] for s in range(simd)))
+        positive = Cat(*(~w_chunk[2 * s + 1] for s in range(simd)))
+        return _masked_bipolar_dot(m, ~(x_chunk ^ positive), nonzero, name)
 
 
 class ShiftLane(Lane):
