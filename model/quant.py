@@ -168,7 +168,20 @@ class BipolarQuantizer:
         return IntegerWeights(self.format, bipolar_sign(w).to(torch.int64), self._scale(w))
 
 
-class SymmetricQuantizer:
+class _ScaledLevels:
+    """Weights as integer levels times a scale: subclasses define ``_scale(w)`` and ``_levels(w, scale)``."""
+
+    def quantize(self, w):
+        scale = self._scale(w)
+        return _straight_through(w, scale * self._levels(w, scale))
+
+    @torch.no_grad()
+    def integer(self, w):
+        scale = self._scale(w)
+        return IntegerWeights(self.format, self._levels(w, scale).to(torch.int64), scale)
+
+
+class SymmetricQuantizer(_ScaledLevels):
     """Symmetric level sets {-m..m}: ``ternary`` (m = 1), ``levels5`` (2), ``levels9`` (4), ``levels17`` (8).
 
     ``Q(w) = step * clamp(round(w / step), -m, m)`` with ``step = ABSMEAN_STEP[m] * mean|w|`` over
@@ -196,17 +209,8 @@ class SymmetricQuantizer:
     def _levels(self, w, scale):
         return torch.clamp(torch.round(w.detach() / scale), -self.m, self.m)
 
-    def quantize(self, w):
-        scale = self._scale(w)
-        return _straight_through(w, scale * self._levels(w, scale))
 
-    @torch.no_grad()
-    def integer(self, w):
-        scale = self._scale(w)
-        return IntegerWeights(self.format, self._levels(w, scale).to(torch.int64), scale)
-
-
-class Pow2Quantizer:
+class Pow2Quantizer(_ScaledLevels):
     """``pow2`` weights: the registry's levels {0, ±1, ±2, ±4} times a scale.
 
     The scale puts the largest level on max|w| (per tensor or per output channel), as exponential
@@ -230,15 +234,6 @@ class Pow2Quantizer:
 
     def _levels(self, w, scale):
         return nearest_level(w.detach() / scale, self._grid.to(w.dtype))
-
-    def quantize(self, w):
-        scale = self._scale(w)
-        return _straight_through(w, scale * self._levels(w, scale))
-
-    @torch.no_grad()
-    def integer(self, w):
-        scale = self._scale(w)
-        return IntegerWeights(self.format, self._levels(w, scale).to(torch.int64), scale)
 
 
 def nearest_level(x, grid):
