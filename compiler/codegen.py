@@ -1,88 +1,208 @@
 """Lower an IR graph to hardware engines and emit Verilog, a manifest and the IR beside it.
 
-Lowering: each MatMul becomes one matrix-vector unit; a MultiThreshold right after it is fused into
-that unit's threshold compare. The last MatMul, with no threshold, emits its integer dot products; the
-host ops (affine map, argmax) stay in the manifest for the host to apply.
+Lowering, one engine per op: a MatMul becomes a matrix-vector unit, and a MultiThreshold right
+after it is fused into that unit's threshold compare; a SlidingWindow, MaxPool, Flatten
+(:class:`~lowbit.hw.collect.Collect`) or NormalizeSign becomes its own engine. The last MatMul,
+with no threshold, emits its integer dot products; the host ops (affine map, argmax) stay in the
+manifest for the host to apply.
+
+A feature map streams one pixel per beat, so an engine after a SlidingWindow runs once per
+window: its cycles per inference are its cycles per vector times the vectors per image.
 """
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from amaranth.back import verilog
 
 from lowbit import __version__
 from lowbit.errors import LowbitError
 from lowbit.files import atomic_dir, atomic_write_text
+from lowbit.hw.collect import Collect
+from lowbit.hw.fifo import StreamFIFO
 from lowbit.hw.mvau import MatrixVectorUnit
 from lowbit.hw.network import DataflowTop
+from lowbit.hw.normalize import NormalizeSign as NormalizeSignUnit
 from lowbit.hw.payload import VectorFormat
+from lowbit.hw.pool import MaxPool as MaxPoolUnit
+from lowbit.hw.window import SlidingWindow as SlidingWindowUnit
 
-from .ir import ArgMax, Folding, HostAffine, MatMul, MultiThreshold
+from .fifo_depth import fifo_depths
+from .ir import ArgMax, Flatten, Folding, HostAffine, MatMul, MultiThreshold
+from .normalize_ops import NormalizeSign
 from .serialize import save_graph
+from .window_ops import MaxPool, SlidingWindow
 
-__all__ = ["lower", "generate_verilog", "build_manifest", "write_build", "TOP_NAME"]
+__all__ = ["lower", "generate_verilog", "build_manifest", "write_build", "TOP_NAME", "Layer",
+           "HARDWARE_OPS"]
 
 TOP_NAME = "lowbit_top"
+HARDWARE_OPS = ("MatMul [+ MultiThreshold]", "SlidingWindow", "MaxPool", "Flatten", "NormalizeSign")
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One hardware engine's share of the graph: its ops, input shape and vectors per image."""
+
+    ops: tuple
+    in_shape: tuple
+
+    @property
+    def head(self):
+        return self.ops[0]
+
+    @property
+    def vectors(self):
+        """Input vectors (beats) per image: the pixels of a feature map, else 1."""
+        return int(np.prod(self.in_shape[:-1])) if len(self.in_shape) == 3 else 1
 
 
 def _layers(graph):
-    """Pairs (MatMul, MultiThreshold or None) in order; anything else in hardware is unsupported."""
-    nodes, pairs, k = graph.hardware_nodes, [], 0
+    """The hardware nodes grouped into engines, with each engine's input shape."""
+    nodes, shapes = graph.hardware_nodes, graph.shapes()
+    layers, k = [], 0
     while k < len(nodes):
         node = nodes[k]
-        if not isinstance(node, MatMul):
-            raise LowbitError(f"{node.name}: a {type(node).__name__} without a MatMul before it has "
-                              "no hardware engine yet", "supported hardware ops: MatMul [+ MultiThreshold]")
         nxt = nodes[k + 1] if k + 1 < len(nodes) else None
-        if isinstance(nxt, MultiThreshold):
-            pairs.append((node, nxt))
+        if isinstance(node, MatMul) and isinstance(nxt, MultiThreshold):
+            layers.append(Layer((node, nxt), shapes[k]))
             k += 2
-        else:
-            pairs.append((node, None))
+        elif isinstance(node, (MatMul, SlidingWindow, MaxPool, Flatten, NormalizeSign)):
+            layers.append(Layer((node,), shapes[k]))
             k += 1
-    return pairs
+        else:
+            raise LowbitError(f"{node.name}: a {type(node).__name__} here has no hardware engine yet",
+                              f"supported hardware ops: {', '.join(HARDWARE_OPS)}")
+    return layers
 
 
-def lower(graph):
-    """Build the Amaranth top for ``graph``; MatMuls without a folding run fully folded (1x1)."""
-    engines = []
-    for mm, th in _layers(graph):
-        f = mm.folding or Folding(1, 1)
-        in_format = VectorFormat(mm.in_type.kind, mm.in_type.bits, mm.mw)
-        thresholds = None if th is None else th.thresholds
-        engines.append(MatrixVectorUnit(mm.weights, mm.weight_format, in_format, thresholds,
-                                        pe=f.pe, simd=f.simd))
-    return DataflowTop(engines)
+def _engine(layer, in_format):
+    op = layer.head
+    if isinstance(op, MatMul):
+        f = op.folding or Folding(1, 1)
+        fmt = VectorFormat(in_format.kind, in_format.bits, op.mw)
+        th = layer.ops[1].thresholds if len(layer.ops) > 1 else None
+        weights = op.weights[:op.tile_rows]
+        return MatrixVectorUnit(weights, op.weight_format, fmt, th, pe=f.pe, simd=f.simd,
+                                copies=op.copies)
+    if isinstance(op, SlidingWindow):
+        h, w, c = layer.in_shape
+        return SlidingWindowUnit(h, w, c, op.kernel, stride=op.stride, pad=op.pad,
+                                 pad_value=op.pad_value, kind=in_format.kind, bits=in_format.bits)
+    if isinstance(op, MaxPool):
+        h, w, c = layer.in_shape
+        return MaxPoolUnit(h, w, c, op.kernel, stride=op.stride, kind=in_format.kind, bits=in_format.bits)
+    if isinstance(op, Flatten):
+        h, w, _ = op.in_shape
+        return Collect(in_format, h * w)
+    if isinstance(op, NormalizeSign):
+        offset = None if op.offset is None else op.offset.tolist()
+        return NormalizeSignUnit(in_format, pe=1, offset=offset)
+    raise AssertionError(op)
 
 
-def generate_verilog(graph, name=TOP_NAME):
+def _input_format(graph):
+    t, shape = graph.input_type, graph.input_shape
+    return VectorFormat(t.kind, t.bits, shape[-1] if len(shape) == 3 else shape[0])
+
+
+def lower(graph, *, fifos=True):
+    """Build the Amaranth top for ``graph``; MatMuls without a folding run fully folded (1x1).
+
+    FIFOs go after the windowed engines whose output gaps would starve a slower consumer
+    (:func:`lowbit.compiler.fifo_depth.fifo_depths`); ``fifos=False`` leaves them out (to
+    measure what they are for).
+    """
+    fmt, engines, layers = _input_format(graph), [], _layers(graph)
+    for layer in layers:
+        engine = _engine(layer, fmt)
+        engines.append(engine)
+        fmt = engine.out_format
+    cycles = [engine_cycles(layer, engine) for layer, engine in zip(layers, engines)]
+    depths = fifo_depths(engines, cycles, [layer.vectors for layer in layers]) if fifos else [0] * len(engines)
+    chain = []
+    for engine, depth in zip(engines, depths):
+        chain.append(engine)
+        if depth:
+            chain.append(StreamFIFO(engine.out_format, depth))
+    return DataflowTop(chain)
+
+
+def _compute_engines(top):
+    return [e for e in top.engines if not isinstance(e, StreamFIFO)]
+
+
+def engine_cycles(layer, engine):
+    """Cycles per inference of one engine: per-image scans, or per-vector cycles times vectors."""
+    per_image = getattr(engine, "cycles_per_image", None)
+    if per_image is not None:
+        return per_image
+    if isinstance(engine, Collect):
+        return engine.cycles_per_item
+    return engine.cycles_per_item * layer.vectors
+
+
+def generate_verilog(graph, name=TOP_NAME, *, fifos=True):
     """Verilog text of the lowered graph, and the top component (for its timing properties)."""
-    top = lower(graph)
+    top = lower(graph, fifos=fifos)
     text = verilog.convert(top, name=name, emit_src=False)
     return text, top
 
 
 def build_manifest(graph, top, name=TOP_NAME):
-    """Plain-data description of the build: ports, layers, foldings, exact cycles and host ops."""
+    """Plain-data description of the build: ports, layers, foldings, exact cycles and host ops.
+
+    Every layer has ``name``, ``op``, ``vectors_per_inference`` (input beats per image),
+    ``cycles_per_item`` (per beat, or per image for window scans), ``cycles_per_inference`` and
+    its formats; matrix-vector layers add the lane, shapes, folding, accumulator and memories.
+    """
     layers = []
-    for (mm, th), engine in zip(_layers(graph), top.engines):
-        layers.append({
-            "name": mm.name,
-            "op": "mvau",
-            "lane": engine.lane,
-            "accumulator_bits": engine.accumulator_bits,
-            "weight_format": mm.weight_format,
-            "mh": mm.mh, "mw": mm.mw,
-            "pe": engine.pe, "simd": engine.simd,
-            "neuron_folds": engine.neuron_folds, "synapse_folds": engine.synapse_folds,
-            "cycles_per_item": engine.cycles_per_item,
+    for layer, engine in zip(_layers(graph), _compute_engines(top)):
+        op = layer.head
+        entry = {
+            "name": op.name,
+            "vectors_per_inference": layer.vectors,
+            "cycles_per_item": getattr(engine, "cycles_per_item", None) or engine.cycles_per_image,
+            "cycles_per_inference": engine_cycles(layer, engine),
             "latency": engine.latency,
-            "weight_memory": {"depth": engine.cycles_per_item, "width": engine.pe * engine.simd,
-                              "bits": engine.weight_memory_bits},
-            "thresholds": th.name if th is not None else None,
             "in_format": _fmt(engine.in_format),
             "out_format": _fmt(engine.out_format),
-        })
+        }
+        if isinstance(op, MatMul):
+            th = layer.ops[1] if len(layer.ops) > 1 else None
+            entry.update({
+                "op": "mvau",
+                "lane": engine.lane,
+                "accumulator_bits": engine.accumulator_bits,
+                "weight_format": op.weight_format,
+                "mh": op.mh, "mw": op.mw, "copies": op.copies,
+                "pe": engine.pe, "simd": engine.simd,
+                "neuron_folds": engine.neuron_folds, "synapse_folds": engine.synapse_folds,
+                "weight_memory": {"depth": engine.cycles_per_item, "width": engine.pe * engine.simd,
+                                  "bits": engine.weight_memory_bits},
+                "thresholds": th.name if th is not None else None,
+                "threshold_levels": int(th.thresholds.shape[1]) if th is not None else 0,
+            })
+        elif isinstance(op, SlidingWindow):
+            entry.update(op="sliding_window", kernel=op.kernel, stride=op.stride, pad=op.pad,
+                         in_shape=list(layer.in_shape), buffer_pixels=engine.buffer_pixels)
+        elif isinstance(op, MaxPool):
+            entry.update(op="maxpool", kernel=op.kernel, stride=op.stride,
+                         in_shape=list(layer.in_shape), buffer_pixels=engine.buffer_pixels)
+        elif isinstance(op, Flatten):
+            entry.update(op="collect", in_shape=list(op.in_shape))
+        elif isinstance(op, NormalizeSign):
+            entry.update(op="normalize_sign", channels=op.channels, pe=engine.pe)
+        layers.append(entry)
+    fifos, done = [], 0
+    for engine in top.engines:
+        if isinstance(engine, StreamFIFO):
+            fifos.append({"after": layers[done - 1]["name"], "depth": engine.depth,
+                          "bits": engine.format.width})
+        else:
+            done += 1
     host = []
     for node in graph.host_nodes:
         if isinstance(node, HostAffine):
@@ -90,7 +210,9 @@ def build_manifest(graph, top, name=TOP_NAME):
                          "scale": node.scale.tolist(), "shift": node.shift.tolist()})
         elif isinstance(node, ArgMax):
             host.append({"op": "argmax", "name": node.name})
-    cycles = top.cycles_per_item
+    cycles = max(entry["cycles_per_inference"] for entry in layers)
+    # A chain of single-vector engines has an exact latency; window scans overlap the image.
+    latency = top.latency if all(entry["vectors_per_inference"] == 1 for entry in layers) else None
     return {
         "lowbit_version": __version__,
         "top": name,
@@ -99,9 +221,12 @@ def build_manifest(graph, top, name=TOP_NAME):
             "i": {"payload_bits": top.in_format.width, "format": _fmt(top.in_format)},
             "o": {"payload_bits": top.out_format.width, "format": _fmt(top.out_format)},
         },
+        "input_shape": list(graph.input_shape),
+        "beats_per_inference": layers[0]["vectors_per_inference"],
         "layers": layers,
+        "fifos": fifos,
         "cycles_per_inference": cycles,
-        "latency_cycles": top.latency,
+        "latency_cycles": latency,
         "inferences_per_second_at_100mhz": 100e6 / cycles,
         "input_encoding": graph.meta.get("input"),
         "host": host,

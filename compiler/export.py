@@ -1,126 +1,251 @@
-"""Export a trained PyTorch model to the IR, with exact integer semantics.
+"""Export a trained lowbit network to the IR, with exact integer semantics.
 
-BatchNorm followed by sign becomes one integer threshold per channel (FINN's streamlining). Rather than
-solving ``gamma * (d - mu) / sigma + beta >= 0`` in floats, which can round differently from PyTorch
-near the boundary, the threshold is read off the model itself: every dot product a layer can produce
-(``d = -MW, -MW+2, ..., MW`` for bipolar inputs and weights) is passed through the trained BatchNorm
-and sign in eval mode, so the IR agrees with PyTorch on every integer by construction. Channels where
-this differs from the exact rational threshold are *float ties*; they are counted and reported.
+The network's eval form is integer-exact (:meth:`lowbit.model.arch.LowbitNet.exact_trace`): each
+stage computes an integer dot product ``d``, the float64 pre-activation ``y = d * gain + bias`` per
+channel, and an activation of ``y``. Batch-norm, weight scales, tile alphas and the input's
+activation scale are all inside ``gain`` and ``bias`` (FINN's streamlining). The activation of a
+channel is a monotone step function of ``d``, so it is a list of integer thresholds on ``d``; they
+are read off that very float64 function by binary search over the reachable range of ``d``, so the
+IR agrees with PyTorch on every integer by construction. Where this differs from the thresholds
+that exact rational arithmetic gives, the channel's threshold is a *float tie*; ties are counted
+and reported, never hidden.
 
-A channel whose output falls as ``d`` grows (negative BatchNorm scale) has its weight row negated, so
-the hardware only ever compares ``>=``.
+A channel whose step function falls as ``d`` grows (a negative BatchNorm scale) has its weight row
+negated, so the hardware only ever compares ``>=``.
+
+Stage to ops:
+
+- fully connected: ``[Flatten] MatMul MultiThreshold``; head: ``MatMul HostAffine ArgMax``;
+- convolution: ``SlidingWindow MatMul MultiThreshold [MaxPool]``;
+- binary normalized: ``MatMul NormalizeSign`` (the bias becomes the per-channel offset); head:
+  ``MatMul HostAffine(scale 1, shift = bias) ArgMax`` (the normalization keeps the argmax).
 """
+
+import math
+from fractions import Fraction
 
 import numpy as np
 import torch
+from torch import nn
 
 from lowbit.errors import LowbitError
-from lowbit.model.mlp import LowbitMLP
-from lowbit.model.quant import bipolar_sign
+from lowbit.model.arch import LowbitNet, stage_affine
+from lowbit.model.layers import BipolarAct, QuantAct
 
-from .ir import BIPOLAR, ArgMax, Graph, HostAffine, MatMul, MultiThreshold
+from .ir import BIPOLAR, ArgMax, Flatten, Graph, HostAffine, MatMul, MultiThreshold, ValueType
+from .normalize_ops import NormalizeSign
+from .window_ops import MaxPool, SlidingWindow
 
-__all__ = ["export_model", "sign_thresholds"]
+__all__ = ["export_model", "step_thresholds", "SUPPORTED_LAYERS"]
+
+SUPPORTED_LAYERS = ("QuantLinear", "QuantConv2d (no padding, stride 1)", "BatchNorm1d/2d",
+                    "MaxPool2d 2x2", "BinaryNormLinear", "BinaryNormConv2d",
+                    "bipolar or uK activations")
 
 
-@torch.no_grad()
-def sign_thresholds(norm, mw):
-    """Integer thresholds equivalent to ``sign(norm(d))`` for every reachable dot product ``d``.
+def _activation_steps(act):
+    """(out type, levels L, step function y -> level index 0..L on float64 arrays)."""
+    if isinstance(act, BipolarAct):
+        return BIPOLAR, 1, lambda y: (y >= 0).astype(np.int64)
+    if isinstance(act, QuantAct) and act.format.kind == "uint":
+        s, top = float(act.scale().detach()), act.qmax
+        return ValueType("uint", act.format.bits), top, \
+            lambda y: np.clip(np.floor(y / s + 0.5), 0, top).astype(np.int64)
+    raise LowbitError(f"a {type(act).__name__} activation has no hardware form",
+                      "train with --act-bits bipolar or an unsigned K")
+
+
+def step_thresholds(gain, bias, lo, hi, act):
+    """Integer thresholds of ``level(d) = act(d * gain + bias)`` over ``d`` in ``[lo, hi]``.
 
     Parameters
     ----------
-    norm : torch.nn.BatchNorm1d
-        The trained BatchNorm (evaluated in eval mode).
-    mw : int
-        Number of ±1 terms in the dot product.
+    gain, bias : ndarray (C,)
+        float64 per channel.
+    lo, hi : ndarray (C,)
+        Reachable range of each channel's dot product.
+    act : BipolarAct or QuantAct
+        The activation that follows.
 
     Returns
     -------
-    thresholds : ndarray (C,)
-        ``+1 iff sign * d >= threshold``.
+    thresholds : ndarray (C, L)
+        ``level = #{l : s*d >= T[c, l]}`` with ``s = -1`` on flipped channels; ``hi + 1`` (or
+        ``-lo + 1``) means never, ``lo`` always.
     flip : ndarray of bool (C,)
-        Channels whose comparison runs on ``-d`` (their weight row must be negated).
+        Channels that compare ``-d`` (negative gain): their weight row must be negated.
+    out_type : ValueType
     ties : int
-        Channels where the float evaluation differs from the exact rational threshold.
+        Thresholds that differ from exact rational arithmetic on the same gain and bias.
     """
-    was_training = norm.training
-    norm.eval()
-    d = np.arange(-mw, mw + 1, 2)
-    y = norm(torch.as_tensor(d, dtype=torch.float32)[:, None].expand(-1, norm.num_features).contiguous())
-    pos = (bipolar_sign(y) > 0).numpy()
-    norm.train(was_training)
-    never = mw + 2  # no reachable d (or -d) is this large
-    thresholds = np.empty(norm.num_features, dtype=np.int64)
-    flip = np.zeros(norm.num_features, dtype=bool)
-    for c in range(norm.num_features):
-        col = pos[:, c]
-        if col.all() or not col.any():
-            thresholds[c] = -mw if col.all() else never
-        elif np.all(np.diff(col.astype(np.int8)) >= 0):
-            thresholds[c] = d[np.argmax(col)]
-        elif np.all(np.diff(col.astype(np.int8)) <= 0):
-            flip[c] = True
-            thresholds[c] = -d[len(d) - 1 - np.argmax(col[::-1])]
-        else:
-            raise LowbitError(f"BatchNorm channel {c}: sign(BN(d)) is not monotone in d",
-                              "this cannot happen for a finite BatchNorm; check the checkpoint")
-    ties = int((thresholds != _exact_thresholds(norm, mw, flip)).sum())
-    return thresholds, flip, ties
+    out_type, levels, step = _activation_steps(act)
+    gain, bias = np.asarray(gain, np.float64), np.asarray(bias, np.float64)
+    flip = gain < 0
+    sign = np.where(flip, -1, 1)
+    # In the flipped coordinate e = -d the level rises with e; e spans [-hi, -lo].
+    e_lo = np.where(flip, -np.asarray(hi), np.asarray(lo)).astype(np.int64)
+    e_hi = np.where(flip, -np.asarray(lo), np.asarray(hi)).astype(np.int64)
+
+    def level(e):  # exactly the model's float64 computation, at d = sign * e
+        return step((sign * e).astype(np.float64) * gain + bias)
+
+    thresholds = np.empty((len(gain), levels), dtype=np.int64)
+    for lv in range(1, levels + 1):
+        a, b = e_lo.copy(), e_hi + 1  # invariant: level(b) >= lv (b = e_hi + 1 stands for never)
+        while np.any(a < b):
+            mid = (a + b) // 2
+            ok = (level(mid) >= lv) & (a < b)
+            b = np.where(ok, mid, b)
+            a = np.where(~ok & (a < b), mid + 1, a)
+        thresholds[:, lv - 1] = b
+    ties = _count_ties(thresholds, gain, bias, sign, e_lo, e_hi, act, levels)
+    return thresholds, flip, out_type, ties
 
 
-def _exact_thresholds(norm, mw, flip):
-    """The same thresholds from the rational formula, to count float ties."""
-    gamma = norm.weight.detach().double().numpy()
-    beta = norm.bias.detach().double().numpy()
-    mu = norm.running_mean.double().numpy()
-    sigma = np.sqrt(norm.running_var.double().numpy() + norm.eps)
-    d = np.arange(-mw, mw + 1, 2)
-    out = np.empty(len(gamma), dtype=np.int64)
-    for c in range(len(gamma)):
-        pos = gamma[c] * (d - mu[c]) / sigma[c] + beta[c] >= 0
-        vals = -d if flip[c] else d
-        ok = vals[pos]
-        out[c] = ok.min() if pos.any() and (not pos.all()) else (-mw if pos.all() else mw + 2)
-    return out
+def _count_ties(thresholds, gain, bias, sign, e_lo, e_hi, act, levels):
+    """Thresholds that differ from the exact rational solution of the same step function."""
+    if isinstance(act, BipolarAct):
+        s, cuts = None, [Fraction(0)]
+    else:
+        s = Fraction(float(act.scale().detach()))
+        cuts = [(lv - Fraction(1, 2)) * s for lv in range(1, levels + 1)]
+    ties = 0
+    for c in range(len(gain)):
+        g, b = Fraction(float(gain[c])) * int(sign[c]), Fraction(float(bias[c]))
+        for lv, cut in enumerate(cuts):
+            if g == 0:
+                exact = int(e_lo[c]) if b >= cut else int(e_hi[c]) + 1
+            else:
+                exact = min(max(math.ceil((cut - b) / g), int(e_lo[c])), int(e_hi[c]) + 1)
+            ties += exact != thresholds[c, lv]
+    return ties
 
 
+def _row_bounds(w, in_type):
+    t = np.asarray(w, dtype=np.int64)
+    hi = np.maximum(t * in_type.max, t * in_type.min).sum(axis=1)
+    lo = np.minimum(t * in_type.max, t * in_type.min).sum(axis=1)
+    return lo, hi
+
+
+def _check_conv(stage, name):
+    conv = stage.layer
+    k = conv.kernel_size
+    if k[0] != k[1] or conv.stride != (1, 1) or conv.padding != (0, 0) or conv.dilation != (1, 1) \
+            or conv.groups != 1:
+        raise LowbitError(f"{name}: convolution {k} stride {conv.stride} padding {conv.padding} "
+                          "is not supported in hardware yet",
+                          "use square kernels, stride 1, no padding, no groups or dilation")
+    pool = stage.pool
+    if pool is not None and not (isinstance(pool, nn.MaxPool2d) and pool.kernel_size in (2, (2, 2))
+                                 and pool.stride in (2, (2, 2)) and pool.padding in (0, (0, 0))):
+        raise LowbitError(f"{name}: {pool} is not supported in hardware yet", "use MaxPool2d(2)")
+    return k[0]
+
+
+@torch.no_grad()
 def export_model(model, meta=None):
-    """Export a trained model to an IR graph.
+    """Export a trained network to an IR graph.
+
+    Parameters
+    ----------
+    model : LowbitNet
+        With quantized activations (bipolar or unsigned K-bit).
+    meta : dict, optional
+        Copied into the graph's metadata (input encoding, dataset, formats).
 
     Returns
     -------
-    graph : Graph
-        MatMul/MultiThreshold pairs for the hidden layers, then the last MatMul (integer
-        accumulators), the host affine map and the argmax.
+    Graph
+        Hardware ops for every stage, then the head's integer accumulators, the host affine map
+        and the argmax. ``graph.meta["export"]`` reports float ties and tiled compute-once.
+
+    Raises
+    ------
+    LowbitError
+        On a model or layer with no hardware form; the message names it and lists the supported
+        layers.
     """
-    if not isinstance(model, LowbitMLP):
-        raise LowbitError(f"cannot export a {type(model).__name__}: no IR mapping for this layer type",
-                          "supported: LowbitMLP (QuantLinear + BatchNorm1d + sign)")
+    if not isinstance(model, LowbitNet):
+        kind = getattr(model, "arch", {}).get("kind") if isinstance(getattr(model, "arch", None), dict) else None
+        what = "transformer (vit) models" if kind == "vit" else f"a {type(model).__name__}"
+        raise LowbitError(f"{what}: not supported in hardware yet",
+                          f"supported layers: {', '.join(SUPPORTED_LAYERS)}")
+    if not model.integer_exact:
+        raise LowbitError("a model with float activations has no hardware form",
+                          "train it with quantized activations: --act-bits bipolar or K")
+    if model.arch["weight_format"] == "fp32":
+        raise LowbitError("a model with float (fp32) weights has no hardware form",
+                          "train it in a low-bit format (--format), or quantize it after training")
     model.eval()
-    nodes, ties = [], 0
-    last = len(model.linears) - 1
-    for i, (linear, norm) in enumerate(zip(model.linears, model.norms)):
-        with torch.no_grad():
-            w = bipolar_sign(linear.weight).to(torch.int64).numpy().copy()
-        name = f"fc{i}"
-        if i < last:
-            t, flip, n_ties = sign_thresholds(norm, linear.in_features)
-            ties += n_ties
-            w[flip] *= -1
-            mm = MatMul(name, w, linear.format.name, BIPOLAR)
-            nodes += [mm, MultiThreshold(f"{name}_sign", t[:, None], mm.out_type, BIPOLAR)]
+    arch = model.arch
+    if arch["kind"] == "mlp":
+        shape = (arch["in_features"],)
+    else:
+        c, h, w = arch["in_shape"]
+        shape = (h, w, c)
+    in_type, in_scale = BIPOLAR, 1.0
+    nodes, ties, compute_once, stage_outputs = [], 0, {}, []
+    last = len(model.stages) - 1
+    for k, stage in enumerate(model.stages):
+        layer = stage.layer
+        conv = isinstance(layer, nn.Conv2d)
+        name = f"{'conv' if conv else 'fc'}{k}"
+        iw = layer.integer_weights()
+        levels = iw.levels.numpy().astype(np.int64)
+        out_ch = levels.shape[0]
+        if stage.flatten:
+            nodes.append(Flatten(f"flatten{k}", shape, in_type))
+            h, w, c = shape
+            # PyTorch flattens (C, H, W); the stream order is (H, W, C).
+            levels = levels.reshape(out_ch, c, h, w).transpose(0, 2, 3, 1).reshape(out_ch, -1)
+            shape = (h * w * c,)
+        if conv:
+            kernel = _check_conv(stage, name)
+            window = SlidingWindow(f"{name}_window", shape[2], kernel, in_type=in_type)
+            nodes.append(window)
+            shape = window.out_shape(shape)
+            levels = levels.transpose(0, 2, 3, 1).reshape(out_ch, -1)
+        fmt = iw.format
+        if k == last:
+            mm = MatMul(name, levels, fmt, in_type)
+            if iw.bias_levels is not None:
+                scale, shift = np.ones(out_ch), iw.bias_levels.numpy().astype(np.float64)
+            else:
+                scale, shift = stage_affine(stage, in_scale)
+            nodes += [mm, HostAffine(f"{name}_affine", scale, shift), ArgMax("argmax", out_ch)]
+            break
+        if iw.bias_levels is not None:  # binary normalized, sign after the normalization
+            b = iw.bias_levels.numpy().astype(np.int64)
+            mm = MatMul(name, levels, fmt, in_type)
+            nodes += [mm, NormalizeSign(f"{name}_normsign", out_ch, mm.out_type, out_ch * b - b.sum())]
+            in_type, in_scale = BIPOLAR, 1.0
         else:
-            mm = MatMul(name, w, linear.format.name, BIPOLAR)
-            scale, shift = _affine(norm)
-            nodes += [mm, HostAffine(f"{name}_affine", scale, shift), ArgMax("argmax", len(scale))]
+            gain, bias = stage_affine(stage, in_scale)
+            lo, hi = _row_bounds(levels, in_type)
+            t, flip, out_type, n_ties = step_thresholds(gain, bias, lo, hi, stage.act)
+            ties += n_ties
+            copies = getattr(layer, "copies", 1)
+            if flip.any():
+                levels = levels.copy()
+                levels[flip] *= -1
+            if copies > 1:
+                compute_once[name] = {"copies": copies, "used": not flip.any(),
+                                      "flipped_channels": int(flip.sum())}
+                if flip.any():
+                    copies = 1  # a negated row is no longer a copy of the tile
+            mm = MatMul(name, levels, fmt, in_type, copies=copies)
+            nodes += [mm, MultiThreshold(f"{name}_act", t, mm.out_type, out_type)]
+            in_type = out_type
+            in_scale = 1.0 if out_type == BIPOLAR else float(stage.act.scale().detach())
+        shape = mm.out_shape(shape)
+        if stage.pool is not None:
+            pool = MaxPool(f"{name}_pool", out_ch, 2, in_type=in_type)
+            nodes.append(pool)
+            shape = pool.out_shape(shape)
+        stage_outputs.append(nodes[-1].name)
     info = dict(meta or {})
-    info["export"] = {"float_tie_channels": ties}
-    return Graph(BIPOLAR, model.arch["in_features"], nodes, info)
-
-
-def _affine(norm):
-    """BatchNorm in eval mode as ``scale * x + shift``, in float64."""
-    sigma = np.sqrt(norm.running_var.double().numpy() + norm.eps)
-    scale = norm.weight.detach().double().numpy() / sigma
-    shift = norm.bias.detach().double().numpy() - norm.running_mean.double().numpy() * scale
-    return scale, shift
+    info["export"] = {"float_tie_thresholds": int(ties), "tiled_compute_once": compute_once,
+                      "stage_outputs": stage_outputs}
+    return Graph(BIPOLAR, (arch["in_features"],) if arch["kind"] == "mlp" else
+                 (arch["in_shape"][1], arch["in_shape"][2], arch["in_shape"][0]), nodes, info)

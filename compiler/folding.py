@@ -49,12 +49,13 @@ def fold_for_cycles(graph, target_cycles):
     """
     if not isinstance(target_cycles, int) or target_cycles < 1:
         raise LowbitError(f"target cycles per inference must be a positive integer, not {target_cycles!r}")
-    chosen = []
+    chosen, positions = [], graph.positions()
     for m in graph.matmuls():
-        options = [Folding(p, s) for p in divisors(m.mh) for s in divisors(m.mw)
-                   if m.cycles(Folding(p, s)) <= target_cycles]
+        vectors = positions[m.name]  # a convolution runs once per output pixel
+        options = [Folding(p, s) for p in divisors(m.tile_rows) for s in divisors(m.mw)
+                   if m.cycles(Folding(p, s)) * vectors <= target_cycles]
         if not options:
             raise LowbitError(f"{m.name}: no folding reaches {target_cycles} cycles per inference",
-                              "the fastest folding needs 1 cycle; raise the target")
+                              f"its fastest folding needs {vectors} cycles; raise the target")
         chosen.append(min(options, key=lambda f: (f.pe * f.simd, -f.simd)))
     return apply_folding(graph, chosen)

@@ -18,7 +18,7 @@ from lowbit.errors import LowbitError
 from lowbit.formats import weight_format
 
 __all__ = ["ValueType", "BIPOLAR", "int_type_for", "Folding", "MatMul", "MultiThreshold",
-           "HostAffine", "ArgMax", "Graph", "divisors"]
+           "HostAffine", "ArgMax", "Flatten", "Graph", "divisors", "check_last_axis"]
 
 
 @dataclass(frozen=True)
@@ -120,6 +120,12 @@ class MatMul:
         Input element type.
     folding : Folding, optional
         PE x SIMD; PE must divide MH and SIMD must divide MW.
+    copies : int
+        Tiled weights: the rows are ``copies`` repeats of one tile of MH/copies rows, so the
+        hardware computes each tile row's dot product once (Tiled Bit Networks' compute-once).
+
+    On a feature map (N, H, W, MW) the op applies to every pixel: a convolution after a
+    :class:`~lowbit.compiler.window_ops.SlidingWindow`.
     """
 
     name: str
@@ -127,6 +133,7 @@ class MatMul:
     weight_format: str = "bipolar"
     in_type: ValueType = BIPOLAR
     folding: Folding = None
+    copies: int = 1
     host = False
 
     def __post_init__(self):
@@ -138,8 +145,25 @@ class MatMul:
             raise LowbitError(
                 f"{self.name}: weight [{h}, {w}] = {self.weights[h, w]} is not a level of format "
                 f"{fmt.name!r} {list(fmt.levels)}")
+        if not isinstance(self.copies, int) or isinstance(self.copies, bool) or self.copies < 1 \
+                or self.mh % self.copies:
+            raise LowbitError(f"{self.name}: copies must be a positive divisor of the {self.mh} rows, "
+                              f"not {self.copies!r}")
+        if self.copies > 1:
+            tile = self.weights[:self.mh // self.copies]
+            if not np.array_equal(self.weights, np.tile(tile, (self.copies, 1))):
+                raise LowbitError(f"{self.name}: the rows are not {self.copies} copies of one tile")
         if self.folding is not None:
-            check_folding(self.name, self.mh, self.mw, self.folding)
+            check_folding(self.name, self.mh // self.copies, self.mw, self.folding)
+
+    def out_shape(self, shape):
+        check_last_axis(self.name, shape, self.mw)
+        return (*shape[:-1], self.mh)
+
+    @property
+    def tile_rows(self):
+        """Rows the hardware computes: MH / copies."""
+        return self.mh // self.copies
 
     @property
     def mh(self):
@@ -169,11 +193,19 @@ class MatMul:
         return x @ self.weights.T
 
     def cycles(self, folding=None):
+        """Cycles per vector (per pixel on a feature map)."""
         f = folding or self.folding or Folding(1, 1)
-        return (self.mh // f.pe) * (self.mw // f.simd)
+        return (self.tile_rows // f.pe) * (self.mw // f.simd)
 
     def with_folding(self, folding):
         return replace(self, folding=folding)
+
+
+def check_last_axis(name, shape, features):
+    """Raise unless a value of per-example ``shape`` has ``features`` elements on its last axis."""
+    if shape[-1] != features:
+        raise LowbitError(f"{name}: expects {features} inputs but receives {shape[-1]} "
+                          f"(a value of shape {tuple(shape)})")
 
 
 def check_folding(name, mh, mw, folding):
@@ -232,9 +264,13 @@ class MultiThreshold:
 
     in_features = out_features = channels
 
+    def out_shape(self, shape):
+        check_last_axis(self.name, shape, self.channels)
+        return tuple(shape)
+
     def reference(self, x):
         x = np.asarray(x, dtype=np.int64)
-        count = (x[:, :, None] >= self.thresholds[None]).sum(axis=2)
+        count = (x[..., None] >= self.thresholds).sum(axis=-1)
         return 2 * count - 1 if self.out_type == BIPOLAR else count
 
 
@@ -266,6 +302,10 @@ class HostAffine:
 
     in_features = out_features = channels
 
+    def out_shape(self, shape):
+        check_last_axis(self.name, shape, self.channels)
+        return tuple(shape)
+
     def reference(self, x):
         return np.asarray(x, dtype=np.float64) * self.scale + self.shift
 
@@ -281,20 +321,66 @@ class ArgMax:
     in_features = property(lambda self: self.channels)
     out_features = 1
 
+    def out_shape(self, shape):
+        if len(shape) != 1:
+            raise LowbitError(f"{self.name}: takes a vector, not a value of shape {tuple(shape)}")
+        check_last_axis(self.name, shape, self.channels)
+        return (1,)
+
     def reference(self, x):
         return np.asarray(x).argmax(axis=1)[:, None]
 
 
 @dataclass(frozen=True, eq=False)
+class Flatten:
+    """A feature map (H, W, C) as one vector in (h, w, c) order, the order pixels stream in.
+
+    In hardware the H*W pixel beats of an image are collected into one vector beat.
+    """
+
+    name: str
+    in_shape: tuple
+    in_type: ValueType = BIPOLAR
+    host = False
+
+    def __post_init__(self):
+        shape = tuple(int(v) for v in self.in_shape)
+        if len(shape) != 3 or min(shape) < 1:
+            raise LowbitError(f"{self.name}: in_shape must be (H, W, C) of positive sizes, not {self.in_shape!r}")
+        object.__setattr__(self, "in_shape", shape)
+
+    @property
+    def out_type(self):
+        return self.in_type
+
+    @property
+    def features(self):
+        h, w, c = self.in_shape
+        return h * w * c
+
+    def out_shape(self, shape):
+        if tuple(shape) != self.in_shape:
+            raise LowbitError(f"{self.name}: expects a {self.in_shape} feature map, not {tuple(shape)}")
+        return (self.features,)
+
+    def reference(self, x):
+        x = np.asarray(x, dtype=np.int64)
+        return x.reshape(len(x), -1)
+
+
+@dataclass(frozen=True, eq=False)
 class Graph:
-    """A chain of ops from an encoded input vector to the prediction.
+    """A chain of ops from an encoded input to the prediction.
+
+    Values are per-example arrays: a vector (F,) or a feature map (H, W, C), channel last, the
+    order in which hardware streams it (one pixel of C elements per beat).
 
     Parameters
     ----------
     input_type : ValueType
         Element type of the encoded input.
-    input_features : int
-        Length of the encoded input vector.
+    input_shape : int or tuple
+        Per-example shape of the encoded input: F for a vector, (H, W, C) for a feature map.
     nodes : tuple
         The ops, in order. Hardware ops come first, host ops (``op.host``) last.
     meta : dict
@@ -302,23 +388,40 @@ class Graph:
     """
 
     input_type: ValueType
-    input_features: int
+    input_shape: tuple
     nodes: tuple
     meta: dict = field(default_factory=dict)
 
     def __post_init__(self):
+        shape = (self.input_shape,) if isinstance(self.input_shape, (int, np.integer)) else self.input_shape
+        shape = tuple(int(v) for v in shape)
+        if len(shape) not in (1, 3) or min(shape) < 1:
+            raise LowbitError(f"the input shape must be (F,) or (H, W, C) of positive sizes, not {shape}")
+        object.__setattr__(self, "input_shape", shape)
         object.__setattr__(self, "nodes", tuple(self.nodes))
         self.check()
+
+    @property
+    def input_features(self):
+        """Elements per example of the encoded input."""
+        return int(np.prod(self.input_shape))
+
+    def shapes(self):
+        """Per-example input shape of every node, then the output shape: ``len(nodes) + 1`` entries."""
+        shapes, shape = [self.input_shape], self.input_shape
+        for node in self.nodes:
+            shape = tuple(node.out_shape(shape))
+            shapes.append(shape)
+        return shapes
 
     def check(self):
         """Validate the chain: shapes match, types flow, host ops come last, names are unique."""
         names = [n.name for n in self.nodes]
         if len(set(names)) != len(names):
             raise LowbitError(f"op names must be unique: {names}")
-        features, vtype, seen_host = self.input_features, self.input_type, False
+        vtype, seen_host = self.input_type, False
+        self.shapes()
         for node in self.nodes:
-            if node.in_features != features:
-                raise LowbitError(f"{node.name}: expects {node.in_features} inputs but receives {features}")
             want = getattr(node, "in_type", None)
             if want is not None and vtype is not None and not (
                     want.min <= vtype.min and vtype.max <= want.max and
@@ -327,7 +430,6 @@ class Graph:
             if seen_host and not node.host:
                 raise LowbitError(f"{node.name}: hardware op after a host op")
             seen_host |= node.host
-            features = node.out_features
             vtype = getattr(node, "out_type", None)
         return self
 
@@ -346,10 +448,16 @@ class Graph:
         return replace(self, nodes=tuple(nodes))
 
     def execute(self, x, *, upto=None):
-        """Run the references on encoded inputs (N, input_features); returns every node's output."""
+        """Run the references on encoded inputs (N, *input_shape); returns every node's output.
+
+        Inputs given flat, (N, input_features), are reshaped to the input shape.
+        """
         x = np.asarray(x, dtype=np.int64)
-        if x.ndim != 2 or x.shape[1] != self.input_features:
-            raise LowbitError(f"input must have shape (N, {self.input_features}), not {x.shape}")
+        if x.ndim == 2 and x.shape[1] == self.input_features:
+            x = x.reshape(len(x), *self.input_shape)
+        if x.shape[1:] != self.input_shape:
+            raise LowbitError(f"input must have shape (N, {', '.join(map(str, self.input_shape))}), "
+                              f"not {x.shape}")
         if not self.input_type.holds(x):
             raise LowbitError(f"input values are not all {self.input_type}")
         outs = []
@@ -368,5 +476,12 @@ class Graph:
     def predict(self, x):
         return self.execute(x)[-1][:, 0]
 
+    def positions(self):
+        """Per MatMul: the vectors it multiplies per example (1, or OH*OW on a feature map)."""
+        shapes = self.shapes()
+        return {n.name: int(np.prod(s[:-1])) for n, s in zip(self.nodes, shapes) if isinstance(n, MatMul)}
+
     def cycles_per_inference(self):
-        return max(m.cycles() for m in self.matmuls())
+        """Cycles per example of the slowest MatMul engine (every vector of a feature map)."""
+        pos = self.positions()
+        return max(m.cycles() * pos[m.name] for m in self.matmuls())

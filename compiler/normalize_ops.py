@@ -48,6 +48,9 @@ class NormalizeSign:
         n, the channels normalized together.
     in_type : ValueType
         ``int`` or ``uint`` type of the raw accumulators z.
+    offset : array (n,) of int, optional
+        Added to each channel's compared quantity: ``n*z_i - sum_j z_j + offset_i``. A layer with
+        a bias b has ``z + b`` normalized, which is ``z`` with ``offset_i = n*b_i - sum_j b_j``.
 
     Raises
     ------
@@ -59,6 +62,7 @@ class NormalizeSign:
     name: str
     channels: int
     in_type: ValueType
+    offset: np.ndarray = None
     host = False
 
     def __post_init__(self):
@@ -66,6 +70,13 @@ class NormalizeSign:
             raise LowbitError(f"{self.name}: channels must be a positive integer, not {self.channels!r}")
         if not isinstance(self.in_type, ValueType) or self.in_type.kind not in ("int", "uint"):
             raise LowbitError(f"{self.name}: NormalizeSign takes int or uint inputs, not {self.in_type}")
+        if self.offset is not None:
+            off = np.asarray(self.offset)
+            if off.shape != (self.channels,) or off.dtype.kind not in "iu":
+                raise LowbitError(f"{self.name}: offset must be {self.channels} integers, not {off.shape} {off.dtype}")
+            off = off.astype(np.int64)
+            off.setflags(write=False)
+            object.__setattr__(self, "offset", off)
         lo, hi = self.bounds
         if max(-lo, hi, self.channels * max(-self.in_type.min, self.in_type.max)) >= 2 ** 63:
             raise LowbitError(f"{self.name}: {self.channels} channels of {self.in_type} overflow int64",
@@ -74,10 +85,19 @@ class NormalizeSign:
     in_features = out_features = property(lambda self: self.channels)
     out_type = BIPOLAR
 
+    def out_shape(self, shape):
+        if shape[-1] != self.channels:
+            raise LowbitError(f"{self.name}: expects {self.channels} channels, not a value of shape {tuple(shape)}")
+        return tuple(shape)
+
     @property
     def bounds(self):
-        """Exact range of the compared quantity ``n*z_i - sum_j z_j``; see :func:`normalize_sign_bounds`."""
-        return normalize_sign_bounds(self.channels, self.in_type.min, self.in_type.max)
+        """Exact range of the compared quantity ``n*z_i - sum_j z_j + offset_i``; see
+        :func:`normalize_sign_bounds`."""
+        lo, hi = normalize_sign_bounds(self.channels, self.in_type.min, self.in_type.max)
+        if self.offset is None:
+            return lo, hi
+        return lo + int(self.offset.min()), hi + int(self.offset.max())
 
     @property
     def difference_type(self):
@@ -90,9 +110,12 @@ class NormalizeSign:
         return self.channels * self.in_type.min, self.channels * self.in_type.max
 
     def reference(self, z):
-        """Golden model: (N, n) int64 accumulators to (N, n) values in {-1, +1}."""
+        """Golden model: (N, ..., n) int64 accumulators to values in {-1, +1}, normalized over the
+        last axis (the channels of each pixel, on a feature map)."""
         z = np.asarray(z, dtype=np.int64)
-        if z.ndim != 2 or z.shape[1] != self.channels:
-            raise LowbitError(f"{self.name}: input must have shape (N, {self.channels}), not {z.shape}")
-        d = self.channels * z - z.sum(axis=1, keepdims=True)
+        if z.ndim < 2 or z.shape[-1] != self.channels:
+            raise LowbitError(f"{self.name}: input must have shape (N, ..., {self.channels}), not {z.shape}")
+        d = self.channels * z - z.sum(axis=-1, keepdims=True)
+        if self.offset is not None:
+            d = d + self.offset
         return np.where(d >= 0, 1, -1).astype(np.int64)

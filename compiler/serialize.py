@@ -9,7 +9,9 @@ import numpy as np
 from lowbit.errors import LowbitError
 from lowbit.files import atomic_write_bytes
 
-from .ir import ArgMax, Folding, Graph, HostAffine, MatMul, MultiThreshold, ValueType
+from .ir import ArgMax, Flatten, Folding, Graph, HostAffine, MatMul, MultiThreshold, ValueType
+from .normalize_ops import NormalizeSign
+from .window_ops import MaxPool, SlidingWindow
 
 __all__ = ["save_graph", "load_graph"]
 
@@ -24,7 +26,7 @@ def save_graph(path, graph):
         d = {"op": type(n).__name__, "name": n.name}
         if isinstance(n, MatMul):
             arrays[f"n{k}_weights"] = n.weights
-            d.update(weight_format=n.weight_format, in_type=_vt(n.in_type),
+            d.update(weight_format=n.weight_format, in_type=_vt(n.in_type), copies=n.copies,
                      folding=[n.folding.pe, n.folding.simd] if n.folding else None)
         elif isinstance(n, MultiThreshold):
             arrays[f"n{k}_thresholds"] = n.thresholds
@@ -33,8 +35,21 @@ def save_graph(path, graph):
             arrays[f"n{k}_scale"], arrays[f"n{k}_shift"] = n.scale, n.shift
         elif isinstance(n, ArgMax):
             d.update(channels=n.channels)
+        elif isinstance(n, Flatten):
+            d.update(in_shape=list(n.in_shape), in_type=_vt(n.in_type))
+        elif isinstance(n, SlidingWindow):
+            d.update(channels=n.channels, kernel=n.kernel, stride=n.stride, pad=n.pad,
+                     pad_value=n.pad_value, in_type=_vt(n.in_type))
+        elif isinstance(n, MaxPool):
+            d.update(channels=n.channels, kernel=n.kernel, stride=n.stride, in_type=_vt(n.in_type))
+        elif isinstance(n, NormalizeSign):
+            d.update(channels=n.channels, in_type=_vt(n.in_type))
+            if n.offset is not None:
+                arrays[f"n{k}_offset"] = n.offset
+        else:
+            raise LowbitError(f"{n.name}: cannot save a {type(n).__name__}")
         nodes.append(d)
-    header = {"input_type": _vt(graph.input_type), "input_features": graph.input_features,
+    header = {"input_type": _vt(graph.input_type), "input_shape": list(graph.input_shape),
               "nodes": nodes, "meta": graph.meta}
     arrays["header"] = np.frombuffer(json.dumps(header, sort_keys=True).encode(), dtype=np.uint8)
     buf = io.BytesIO()
@@ -58,7 +73,8 @@ def load_graph(path):
     for k, d in enumerate(header["nodes"]):
         if d["op"] == "MatMul":
             nodes.append(MatMul(d["name"], arrays[f"n{k}_weights"], d["weight_format"],
-                                ValueType(**d["in_type"]), Folding(*d["folding"]) if d["folding"] else None))
+                                ValueType(**d["in_type"]), Folding(*d["folding"]) if d["folding"] else None,
+                                d.get("copies", 1)))
         elif d["op"] == "MultiThreshold":
             nodes.append(MultiThreshold(d["name"], arrays[f"n{k}_thresholds"],
                                         ValueType(**d["in_type"]), ValueType(**d["out_type"])))
@@ -66,6 +82,17 @@ def load_graph(path):
             nodes.append(HostAffine(d["name"], arrays[f"n{k}_scale"], arrays[f"n{k}_shift"]))
         elif d["op"] == "ArgMax":
             nodes.append(ArgMax(d["name"], d["channels"]))
+        elif d["op"] == "Flatten":
+            nodes.append(Flatten(d["name"], tuple(d["in_shape"]), ValueType(**d["in_type"])))
+        elif d["op"] == "SlidingWindow":
+            nodes.append(SlidingWindow(d["name"], d["channels"], d["kernel"], d["stride"], d["pad"],
+                                       d["pad_value"], ValueType(**d["in_type"])))
+        elif d["op"] == "MaxPool":
+            nodes.append(MaxPool(d["name"], d["channels"], d["kernel"], d["stride"], ValueType(**d["in_type"])))
+        elif d["op"] == "NormalizeSign":
+            nodes.append(NormalizeSign(d["name"], d["channels"], ValueType(**d["in_type"]),
+                                       arrays.get(f"n{k}_offset")))
         else:
             raise LowbitError(f"IR file {str(path)!r} has an unknown op {d['op']!r}")
-    return Graph(ValueType(**header["input_type"]), header["input_features"], nodes, header["meta"])
+    shape = header.get("input_shape", header.get("input_features"))
+    return Graph(ValueType(**header["input_type"]), shape, nodes, header["meta"])

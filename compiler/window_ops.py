@@ -53,7 +53,7 @@ class _Windowed:
     def in_channels(self):
         return self.channels
 
-    def out_shape(self, h, w):
+    def out_size(self, h, w):
         """(OH, OW) for an H x W input; ``OH = (H + 2*pad - kernel) // stride + 1``."""
         hp, wp = h + 2 * self.pad, w + 2 * self.pad
         if self.kernel > min(hp, wp):
@@ -61,15 +61,22 @@ class _Windowed:
                               f"{hp}x{wp} input")
         return (hp - self.kernel) // self.stride + 1, (wp - self.kernel) // self.stride + 1
 
+    def out_shape(self, shape):
+        """Per-example (H, W, C) in, (OH, OW, out_channels) out."""
+        if len(shape) != 3 or shape[2] != self.channels:
+            raise LowbitError(f"{self.name}: expects an (H, W, {self.channels}) feature map, "
+                              f"not {tuple(shape)}")
+        return (*self.out_size(shape[0], shape[1]), self.out_channels)
+
     def cycles(self, h, w):
         """Cycles per image of the hardware: one per padded position, ``(H + 2*pad) * (W + 2*pad)``."""
-        self.out_shape(h, w)
+        self.out_size(h, w)
         return (h + 2 * self.pad) * (w + 2 * self.pad)
 
     def _windows(self, x, pad_value):
         """(N, OH, OW, k, k, C): the window of each output position, padding filled in."""
         n, h, w, c = x.shape
-        oh, ow = self.out_shape(h, w)
+        oh, ow = self.out_size(h, w)
         k, s, p = self.kernel, self.stride, self.pad
         xp = np.full((n, h + 2 * p, w + 2 * p, c), pad_value, dtype=np.int64)
         xp[:, p:p + h, p:p + w] = x

@@ -29,7 +29,7 @@ from amaranth.hdl import (Cat, Const, Module, Shape, ShapeCastable, Signal, Valu
 
 __all__ = [
     "popcount", "xnor_popcount", "popcount_behavioural", "popcount_width",
-    "add_tree", "add_behavioural", "add_tree_shape",
+    "add_tree", "add_behavioural", "add_tree_shape", "bit_sum",
 ]
 
 
@@ -95,9 +95,7 @@ def add_tree_shape(shapes):
             hi += (1 << (s.width - 1)) - 1
         else:
             hi += (1 << s.width) - 1
-    if lo >= 0:
-        return unsigned(max(hi.bit_length(), 1))
-    return signed(max(hi.bit_length(), (-lo - 1).bit_length()) + 1)
+    return _shape_of_range(lo, hi)
 
 
 def _full_add(a, b, c):
@@ -108,8 +106,8 @@ def _half_add(a, b):
     return a ^ b, a & b
 
 
-def _wire(m, expr, name):
-    sig = Signal(name=name)
+def _wire(m, expr, name, width=1):
+    sig = Signal(width, name=name)
     m.d.comb += sig.eq(expr)
     return sig
 
@@ -211,6 +209,10 @@ def popcount(m, value, *, inputs_per_bit=1, name="popcount"):
     width = popcount_width(n)
     if n == 1:
         return value.as_unsigned()
+    if not isinstance(value, Signal):
+        # Every counter slices one bit out of ``value``; a slice of an expression repeats the
+        # whole expression in the output, n times over.
+        value = _wire(m, value, f"{name}_bits", n)
     return _compress(m, [[value[i] for i in range(n)]], width, name,
                      first_group=max(2, 6 // inputs_per_bit))
 
@@ -270,7 +272,26 @@ def _fit(value, shape):
     return bits.as_signed() if shape.signed else bits
 
 
-def add_tree(m, terms, *, name="add_tree"):
+def _shape_of_range(lo, hi):
+    if lo >= 0:
+        return unsigned(max(hi.bit_length(), 1))
+    return signed(max(hi.bit_length(), (-lo - 1).bit_length()) + 1)
+
+
+def _sum_matrix(m, columns, constant, shape, name, inputs_per_bit):
+    """``sum of columns[i] bits * 2**i + constant`` in ``shape``; the true sum must fit it."""
+    width = shape.width
+    columns = [list(col) for col in columns[:width]] + [[] for _ in range(width - len(columns))]
+    constant %= 1 << width
+    for i in range(width):
+        if constant >> i & 1:
+            columns[i].append(Const(1, 1))
+    if max(len(col) for col in columns) <= 1:
+        return _fit(Cat(*(col[0] if col else Const(0, 1) for col in columns)), shape)
+    return _fit(_compress(m, columns, width, name, first_group=max(2, 6 // inputs_per_bit)), shape)
+
+
+def add_tree(m, terms, *, constant=0, inputs_per_bit=1, name="add_tree"):
     """Sum of signed or unsigned values by column compression; it never overflows.
 
     A signed term ``t`` of width ``w`` is ``-2**(w-1) * t[w-1] + t[:w-1]``. Writing
@@ -285,27 +306,36 @@ def add_tree(m, terms, *, name="add_tree"):
         Receives the counters as ``comb`` assignments to new signals.
     terms : list of Value
         Operands, any mix of shapes.
+    constant : int
+        Added to the sum; its ones join the matrix, so it costs no adder of its own.
+    inputs_per_bit : int
+        How many signals each bit of the terms is a function of, as in :func:`popcount`.
     name : str
         Prefix of the counters' signal names.
 
     Returns
     -------
     Value
-        Of shape ``add_tree_shape([t.shape() for t in terms])``.
+        Of shape ``add_tree_shape([t.shape() for t in terms])``, or with a nonzero
+        ``constant`` the narrowest shape that holds that range moved by ``constant``.
 
     Raises
     ------
     ValueError
-        If ``terms`` is not a non-empty list.
+        If ``terms`` is not a non-empty list, or ``inputs_per_bit`` is not a positive integer.
     TypeError
-        If ``m`` is not a Module or a term is not an Amaranth value.
+        If ``m`` is not a Module, a term is not an Amaranth value, or ``constant`` is not an
+        integer.
     """
     _check_module(m)
     terms = _check_terms(terms)
+    _check_constant(constant)
+    _check_positive("Inputs per bit", inputs_per_bit)
     shape = add_tree_shape([t.shape() for t in terms])
-    width = shape.width
-    columns = [[] for _ in range(width)]
-    constant = 0
+    if constant:
+        lo, hi = _shape_bounds(shape)
+        shape = _shape_of_range(lo + constant, hi + constant)
+    columns = [[] for _ in range(shape.width)]
     for term in terms:
         w = len(term)
         if w == 0:
@@ -317,13 +347,74 @@ def add_tree(m, terms, *, name="add_tree"):
             constant -= 1 << (w - 1)
         else:
             columns[w - 1].append(term[w - 1])
-    constant %= 1 << width
-    for i in range(width):
-        if constant >> i & 1:
-            columns[i].append(Const(1, 1))
-    if max(len(col) for col in columns) <= 1:
-        return _fit(Cat(*(col[0] if col else Const(0, 1) for col in columns)), shape)
-    return _fit(_compress(m, columns, width, name), shape)
+    return _sum_matrix(m, columns, constant, shape, name, inputs_per_bit)
+
+
+def bit_sum(m, bits, *, constant=0, inputs_per_bit=1, name="bit_sum"):
+    """``constant + sum of bit * 2**column`` over ``(column, bit)`` pairs, by column compression.
+
+    The building block for sums whose terms are known bit by bit, such as products with
+    constant weights: a term ``-2**c * b`` is passed as ``(c, ~b)`` with ``-2**c`` added to
+    ``constant`` (``-b = ~b - 1``), so no bit ever needs a negation of its own.
+
+    Parameters
+    ----------
+    m : Module
+        Receives the counters as ``comb`` assignments to new signals.
+    bits : list of (int, Value)
+        Column (a non-negative integer) and a 1-bit value.
+    constant : int
+        Added to the sum.
+    inputs_per_bit, name
+        As in :func:`add_tree`.
+
+    Returns
+    -------
+    Value
+        Of the narrowest shape that holds ``[constant, constant + sum of 2**column]``.
+
+    Raises
+    ------
+    TypeError
+        If ``m`` is not a Module, a bit is not an Amaranth value, or ``constant`` or a column
+        is not an integer.
+    ValueError
+        If a bit is not 1 bit wide, a column is negative, or ``inputs_per_bit`` is not a
+        positive integer.
+    """
+    _check_module(m)
+    _check_constant(constant)
+    _check_positive("Inputs per bit", inputs_per_bit)
+    checked = []
+    for column, bit in bits:
+        if not isinstance(column, int) or isinstance(column, bool):
+            raise TypeError(f"Column must be an integer, not {column!r}")
+        if column < 0:
+            raise ValueError(f"Column must be non-negative, not {column}")
+        bit = _cast_value("Bit", bit)
+        if len(bit) != 1:
+            raise ValueError(f"Bit must be 1 bit wide, not {len(bit)}")
+        checked.append((column, bit))
+    hi = constant + sum(1 << column for column, _ in checked)
+    shape = _shape_of_range(constant, hi)
+    if not checked:
+        return Const(constant, shape)
+    columns = [[] for _ in range(shape.width)]
+    for column, bit in checked:
+        if column < shape.width:
+            columns[column].append(bit)
+    return _sum_matrix(m, columns, constant, shape, name, inputs_per_bit)
+
+
+def _check_constant(constant):
+    if not isinstance(constant, int) or isinstance(constant, bool):
+        raise TypeError(f"Constant must be an integer, not {constant!r}")
+
+
+def _shape_bounds(shape):
+    if shape.signed:
+        return -(1 << (shape.width - 1)), (1 << (shape.width - 1)) - 1
+    return 0, (1 << shape.width) - 1
 
 
 def add_behavioural(terms):

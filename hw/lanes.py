@@ -5,14 +5,25 @@ product from the stored bits and the input elements (``partial``). The matrix-ve
 accumulates partials over the row; the true dot product is ``scale * accumulated + offset``, which
 lets the XNOR lane accumulate plain popcounts (``dot = 2 * popcount(XNOR) - MW``) while every other
 lane accumulates exact dot products (scale 1, offset 0).
+
+Each lane builds its partial sum three ways:
+
+- ``partial``: weights from memory, summed by a compressor tree (:mod:`lowbit.hw.compressor`);
+- ``partial_const``: weights known when the hardware is built (``weight_memory="const"``), as
+  Python integers: a zero weight adds nothing, a weight of +-1 adds the input's bits plain or
+  inverted, and every other weight its input's bits shifted by the weight's signed digits; all
+  negations become inverted bits plus one constant;
+- ``partial_behavioural``: the plain sum of the lane's products, left to synthesis; the baseline
+  the other two are measured and proven against.
 """
 
-from amaranth.hdl import Array, Cat, Const, Mux, signed
+from amaranth.hdl import Array, Cat, Const, Mux, Value, signed
 
 from lowbit.errors import LowbitError
 from lowbit.formats import weight_format
 
-from .compressor import add_tree, popcount, xnor_popcount
+from .compressor import (add_behavioural, add_tree, bit_sum, popcount, popcount_behavioural,
+                         xnor_popcount)
 
 __all__ = ["Lane", "lane_for"]
 
@@ -24,6 +35,60 @@ def _element(x_bits, kind):
     if kind == "uint":
         return x_bits.as_unsigned()
     return x_bits.as_signed()
+
+
+def _element_bits(x_bits, kind):
+    """An input element as ``constant + sum of coefficient * bit``: ``([(bit, coefficient)], constant)``."""
+    if kind == "bipolar":
+        return [(x_bits[0], 2)], -1  # x = 2b - 1
+    k = len(x_bits)
+    coefficients = [1 << i for i in range(k)]
+    if kind == "int":
+        coefficients[-1] = -coefficients[-1]
+    return list(zip((x_bits[i] for i in range(k)), coefficients)), 0
+
+
+def _signed_digits(c):
+    """``c`` as a sum of ``sign * 2**p`` with no two adjacent digits (non-adjacent form):
+    ``[(p, sign)]``, the fewest nonzero digits of any signed-binary form."""
+    digits, p = [], 0
+    while c:
+        if c & 1:
+            d = 2 - (c & 3)  # +1 or -1, chosen so that the rest is divisible by 4
+            digits.append((p, d))
+            c -= d
+        c >>= 1
+        p += 1
+    return digits
+
+
+def _negated_sum(m, magnitudes, negate, name, inputs_per_bit=2):
+    """``sum_s (-magnitudes[s] if negate[s] else magnitudes[s])`` with no negation per term.
+
+    For a k-bit unsigned v, ``-v = ~v + 1 - 2**k``, so ``+-v = (v ^ s) + s * (1 - 2**k)`` with
+    s the negate bit repeated: the terms become their bits XORed with s, and the corrections of
+    all terms add up to ``(1 - 2**k) * P`` with P the number of negated terms, one popcount. For
+    a signed v, sign-extended by one bit so that ``-v`` fits: ``+-v = (v ^ s) + s`` and the
+    correction is P. ``-(P << k)`` is ``(~P << k)`` less a constant, so no adder is spent on it.
+    """
+    terms, corrections, constant = [], {}, 0
+    for v, s in zip(magnitudes, negate):
+        if v.shape().signed:
+            wide = v.as_signed()  # sign-extended below by the XOR's width
+            k = len(v) + 1
+            terms.append((Cat(*(wide[min(i, len(v) - 1)] for i in range(k))) ^ s.replicate(k)).as_signed())
+            corrections.setdefault(None, []).append(s)
+        else:
+            k = len(v)
+            terms.append(v ^ s.replicate(k))
+            corrections.setdefault(k, []).append(s)
+    for k, signs in corrections.items():
+        count = popcount(m, Cat(*signs), name=f"{name}_neg{k or 's'}")
+        terms.append(count)
+        if k is not None:
+            terms.append(Cat(Const(0, k), ~count))
+            constant -= ((1 << len(count)) - 1) << k
+    return add_tree(m, terms, constant=constant, inputs_per_bit=inputs_per_bit, name=name)
 
 
 class Lane:
@@ -62,13 +127,48 @@ class Lane:
     def product(self, w_bits, x):
         return w_bits.as_signed() * x
 
+    def products(self, w_chunk, x_chunk, simd):
+        wb, xb = self.weight_bits, self.in_bits
+        return [self.product(w_chunk[s * wb:(s + 1) * wb], _element(x_chunk[s * xb:(s + 1) * xb], self.in_kind))
+                for s in range(simd)]
+
     def partial(self, m, w_chunk, x_chunk, simd, name):
         """Partial dot product of one chunk, ``sum_s w[s] * x[s]`` (in the lane's domain), summed by a
         compressor tree whose counters are added to ``m``."""
-        wb, xb = self.weight_bits, self.in_bits
-        products = [self.product(w_chunk[s * wb:(s + 1) * wb], _element(x_chunk[s * xb:(s + 1) * xb], self.in_kind))
-                    for s in range(simd)]
-        return add_tree(m, products, name=name)
+        return add_tree(m, self.products(w_chunk, x_chunk, simd), name=name)
+
+    def partial_behavioural(self, m, w_chunk, x_chunk, simd, name):
+        """The same partial sum as :meth:`partial`, as a balanced tree of plain ``+``."""
+        return add_behavioural(self.products(w_chunk, x_chunk, simd))
+
+    def partial_const(self, m, weights, x_chunk, name):
+        """A whole row's dot product (in the lane's domain) with constant integer ``weights``.
+
+        Every product ``w * x`` is written as bits of x placed at the signed digits of w (times
+        each input bit's own weight): a digit ``+2**p`` adds the bit in column p, a digit
+        ``-2**p`` adds the inverted bit there and ``-2**p`` to one constant. Zero weights add
+        nothing. The bits and the constant are summed by one compressor tree.
+        """
+        xb = self.in_bits
+        bits, constant = [], 0
+        for s, w in enumerate(weights):
+            w = int(w)
+            if w == 0:
+                continue
+            element, element_constant = _element_bits(x_chunk[s * xb:(s + 1) * xb], self.in_kind)
+            constant += w * element_constant
+            for bit, coefficient in element:
+                for p, sign in _signed_digits(w * coefficient):
+                    bits.append((p, bit if sign > 0 else ~bit))
+                    if sign < 0:
+                        constant -= 1 << p
+        # Into the lane's domain: (dot - offset) / scale, exact by construction of the lanes.
+        constant -= self.offset(len(weights))
+        shift = self.scale.bit_length() - 1
+        if constant % self.scale or any(p < shift for p, _ in bits):
+            raise RuntimeError(f"Lane {self.kind!r} has no exact domain for constant weights")
+        return bit_sum(m, [(p - shift, bit) for p, bit in bits], constant=constant // self.scale,
+                       name=name)
 
 
 class XnorLane(Lane):
@@ -86,9 +186,17 @@ class XnorLane(Lane):
     def partial(self, m, w_chunk, x_chunk, simd, name):
         return xnor_popcount(m, w_chunk, x_chunk, name=name)
 
+    def partial_behavioural(self, m, w_chunk, x_chunk, simd, name):
+        return popcount_behavioural(~(w_chunk ^ x_chunk))
+
 
 class AddSubLane(Lane):
-    """Bipolar weights, integer inputs: add the input or subtract it."""
+    """Bipolar weights, integer inputs: add the input or subtract it.
+
+    Subtraction is not a negation per input: each input is XORed with its weight's sign and the
+    ``+1`` of every two's-complement negation is gathered into one popcount of the negative
+    weights (see ``_negated_sum``).
+    """
 
     kind = "add-sub"
 
@@ -97,6 +205,11 @@ class AddSubLane(Lane):
 
     def product(self, w_bits, x):
         return Mux(w_bits[0], x, -x)
+
+    def partial(self, m, w_chunk, x_chunk, simd, name):
+        xb = self.in_bits
+        inputs = [_element(x_chunk[s * xb:(s + 1) * xb], self.in_kind) for s in range(simd)]
+        return _negated_sum(m, inputs, [~w_chunk[s] for s in range(simd)], name)
 
 
 def _masked_bipolar_dot(m, agree, mask, name):
@@ -133,7 +246,15 @@ class TernaryLane(Lane):
 
     def partial(self, m, w_chunk, x_chunk, simd, name):
         if self.in_kind != "bipolar":
-            return super().partial(m, w_chunk, x_chunk, simd, name)
+            # Integer inputs: the input masked by the nonzero bit, XORed with the sign bit (set
+            # only for -1), and one popcount of the signs for the negations' +1s.
+            xb = self.in_bits
+            masked = []
+            for s in range(simd):
+                x = _element(x_chunk[s * xb:(s + 1) * xb], self.in_kind)
+                bits = x.as_unsigned() & w_chunk[2 * s].replicate(len(x))
+                masked.append(bits.as_signed() if x.shape().signed else bits)
+            return _negated_sum(m, masked, [w_chunk[2 * s + 1] for s in range(simd)], name)
         # Bipolar inputs: a nonzero weight contributes +1 when its sign matches the input, else -1,
         # so the lane is a popcount of XNOR(input, weight sign) over the nonzero weights.
         nonzero = Cat(*(w_chunk[2 * s] for s in range(simd)))
@@ -153,10 +274,25 @@ class ShiftLane(Lane):
         code = abs(w).bit_length()  # 2**(code-1) == |w|
         return (code << 1) | (1 if w < 0 else 0)
 
-    def product(self, w_bits, x):
+    def magnitude(self, w_bits, x):
         code = w_bits[1:]
-        shifted = Array([Const(0, 1)] + [x << (e - 1) for e in range(1, 2 ** len(code))])[code]
+        return Array([Const(0, 1)] + [x << (e - 1) for e in range(1, 2 ** len(code))])[code]
+
+    def product(self, w_bits, x):
+        shifted = self.magnitude(w_bits, x)
         return Mux(w_bits[0], -shifted, shifted)
+
+    def partial(self, m, w_chunk, x_chunk, simd, name):
+        # The sign bit XORs the shifted input; the negations' +1s are one popcount of the signs.
+        wb, xb = self.weight_bits, self.in_bits
+        shifted, signs = [], []
+        for s in range(simd):
+            w_bits = w_chunk[s * wb:(s + 1) * wb]
+            x = _element(x_chunk[s * xb:(s + 1) * xb], self.in_kind)
+            magnitude = Value.cast(self.magnitude(w_bits, x))
+            shifted.append(magnitude.as_signed() if x.shape().signed else magnitude.as_unsigned())
+            signs.append(w_bits[0])
+        return _negated_sum(m, shifted, signs, name)
 
 
 _LANES = {

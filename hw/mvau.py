@@ -62,7 +62,14 @@ class MatrixVectorUnit(wiring.Component):
         ``"auto"``: weights (and thresholds) in ``amaranth.lib.memory`` ROMs that synthesis maps as
         it sees fit; ``"block"`` / ``"lut"``: the same ROMs with a ``rom_style`` attribute
         asking for block RAM or for logic (LUTs). ``"const"``: baked into logic, allowed only when fully
-        unrolled (one step per vector), so synthesis simplifies by each constant weight.
+        unrolled (one step per vector): the lane sees each weight as a Python integer, so a zero
+        weight adds no logic, a weight of +-1 adds its input plain or inverted, and the
+        negations' corrections gather into one constant (``Lane.partial_const``).
+    behavioural : bool
+        Sum each chunk's products with a balanced tree of plain ``+`` left to synthesis, instead
+        of the lane's compressor tree (and, for ``"const"`` weights, the weights reach the lane
+        as a constant word, not as integers). Same results and timing; the baseline that
+        ``benchmarks/arith.py`` measures the lanes against.
 
     Members
     -------
@@ -74,10 +81,12 @@ class MatrixVectorUnit(wiring.Component):
     ValueError
         On a malformed matrix, input format or thresholds, a weight outside the format's levels,
         a folding that does not divide, or ``"const"`` weights that are not fully unrolled.
+    TypeError
+        If ``behavioural`` is not a bool.
     """
 
     def __init__(self, weights, weight_format_name, in_format, thresholds=None, *, pe=1, simd=1,
-                 copies=1, weight_memory="auto"):
+                 copies=1, weight_memory="auto", behavioural=False):
         fmt = weight_format(weight_format_name)
         w = np.asarray(weights)
         if w.ndim != 2 or w.size == 0 or w.dtype.kind not in "iu":
@@ -104,6 +113,9 @@ class MatrixVectorUnit(wiring.Component):
         if weight_memory == "const" and (rows // pe) * (mw // simd) != 1:
             raise ValueError(f"Weight memory 'const' needs a fully unrolled unit (PE={rows}, SIMD={mw}), "
                              f"not PE={pe}, SIMD={simd}")
+        if not isinstance(behavioural, bool):
+            raise TypeError(f"Behavioural must be a bool, not {behavioural!r}")
+        self._behavioural = behavioural
         self._weights = w.astype(np.int64)
         self._format = fmt
         self._lane = lane_for(fmt.name, in_format.kind, in_format.bits)
@@ -145,6 +157,7 @@ class MatrixVectorUnit(wiring.Component):
     lane = property(lambda self: self._lane.kind)
     weight_format = property(lambda self: self._format.name)
     weight_memory = property(lambda self: self._weight_memory)
+    behavioural = property(lambda self: self._behavioural)
     in_format = property(lambda self: self._in_format)
     out_format = property(lambda self: self._out_format)
     has_thresholds = property(lambda self: self._thresholds is not None)
@@ -218,7 +231,11 @@ class MatrixVectorUnit(wiring.Component):
         xw = self.in_format.bits * simd
         acc_shape = signed(self.accumulator_bits)
 
-        w_port, w_data = self._rom(m, "weights", pe * simd * lane.weight_bits, self.weight_words())
+        # Constant weights reach the lane as integers (one row per PE, fully unrolled), not as a word.
+        const_rows = self._weight_memory == "const" and not self._behavioural
+        w_port = w_data = None
+        if not const_rows:
+            w_port, w_data = self._rom(m, "weights", pe * simd * lane.weight_bits, self.weight_words())
         if self.has_thresholds:
             levels, tw = self._thresholds.shape[1], self._threshold_bits
             t_port, t_data = self._rom(m, "thresholds", self.copies * pe * levels * tw,
@@ -283,7 +300,11 @@ class MatrixVectorUnit(wiring.Component):
                 wbits = simd * lane.weight_bits
                 for p in range(pe):
                     total = Signal(acc_shape, name=f"total{p}")
-                    partial = lane.partial(m, w_data[p * wbits:(p + 1) * wbits], x_slice, simd, f"lane{p}")
+                    if const_rows:
+                        partial = lane.partial_const(m, self._weights[p], x_slice, f"lane{p}")
+                    else:
+                        build = lane.partial_behavioural if self._behavioural else lane.partial
+                        partial = build(m, w_data[p * wbits:(p + 1) * wbits], x_slice, simd, f"lane{p}")
                     m.d.comb += total.eq(Mux(c_first, 0, acc[p]) + partial)
                     m.d.sync += acc[p].eq(total)
                     if not self.has_thresholds:

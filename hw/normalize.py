@@ -39,6 +39,10 @@ class NormalizeSign(wiring.Component):
         C ``int`` or ``uint`` elements: the layer's raw accumulators.
     pe : int
         Channels per cycle, in both phases; must divide C.
+    offset : sequence of C int, optional
+        Per-channel constants added before the sign: bit ``i`` is ``C*z_i - sum + offset_i >= 0``
+        (a layer bias; see ``lowbit.compiler.normalize_ops.NormalizeSign``). Each fold's PE
+        constants are selected by the fold counter.
 
     Members
     -------
@@ -55,7 +59,7 @@ class NormalizeSign(wiring.Component):
         If ``in_format`` does not have integer elements, or PE is not a positive divisor of C.
     """
 
-    def __init__(self, in_format, *, pe=1):
+    def __init__(self, in_format, *, pe=1, offset=None):
         channels = in_format.count if isinstance(in_format, VectorFormat) else None
         _check_format("Input", in_format, ("int", "uint"), channels)
         _check_pe(pe, channels)
@@ -65,8 +69,14 @@ class NormalizeSign(wiring.Component):
         # C*z_i - sum_j z_j = (C-1)*z_i - sum_{j != i} z_j: extreme at z_i = hi, the rest lo, or
         # the reverse; a prefix of the sum lies between C*lo and C*hi because lo <= 0 <= hi.
         span = (channels - 1) * (hi - lo)
-        self._difference_bounds = (-span, span)
-        self._difference_shape = Shape.cast(range(-span, span + 1))
+        if offset is None:
+            offset = [0] * channels
+        offset = [int(v) for v in offset]
+        if len(offset) != channels:
+            raise ValueError(f"Offset must have {channels} entries, not {len(offset)}")
+        self._offset = tuple(offset)
+        self._difference_bounds = (-span + min(offset), span + max(offset))
+        self._difference_shape = Shape.cast(range(self._difference_bounds[0], self._difference_bounds[1] + 1))
         self._sum_shape = Shape.cast(range(channels * lo, channels * hi + 1))
         self._in_format = in_format
         self._out_format = VectorFormat("bipolar", 1, channels)
@@ -157,7 +167,17 @@ class NormalizeSign(wiring.Component):
             bits = []
             for p in range(pe):
                 diff = Signal(self._difference_shape, name=f"diff{p}")
-                m.d.comb += diff.eq(channels * b_group[p] - b_sum)
+                column = [self._offset[f * pe + p] for f in range(folds)]
+                if any(column):
+                    shape = Shape.cast(range(min(column), max(column) + 1))
+                    off = Signal(shape, name=f"offset{p}")
+                    with m.Switch(b_fold):
+                        for f, v in enumerate(column):
+                            with m.Case(f):
+                                m.d.comb += off.eq(v)
+                    m.d.comb += diff.eq(channels * b_group[p] - b_sum + off)
+                else:
+                    m.d.comb += diff.eq(channels * b_group[p] - b_sum)
                 bits.append(diff >= 0)
             bits = Cat(*bits)
             m.d.sync += [

@@ -17,17 +17,84 @@ def _hidden(text):
     return widths
 
 
+_FROM_CHECKPOINT = ("dataset", "arch", "hidden", "format", "act_bits", "p", "seed", "lr", "batch_size")
+
+
 def cmd_train(args):
     from .flow import train_checkpoint
-    m = train_checkpoint(args.output, dataset=args.dataset, hidden=args.hidden, epochs=args.epochs,
-                         seed=args.seed, data_root=args.data)
-    print(f"test accuracy {m['test_accuracy']:.4f}; wrote {args.output}")
+    if args.resume is not None:
+        given = [k for k in _FROM_CHECKPOINT if getattr(args, k) is not None]
+        if given:
+            raise LowbitError(f"--{given[0].replace('_', '-')} cannot be changed when resuming; "
+                              "it comes from the checkpoint", "drop it, or train from scratch without --resume")
+        if args.epochs is None:
+            raise LowbitError("--resume needs --epochs, the total number of epochs to reach",
+                              "pass --epochs N with N above the checkpoint's epoch count")
+    output = args.output or args.resume or "model.pt"
+    arch = args.arch
+    if arch is not None and args.hidden is not None:
+        raise LowbitError("give either --arch or --hidden, not both", "use --arch mlp:64,64")
+    try:
+        m = train_checkpoint(output, dataset=args.dataset or "digits", hidden=args.hidden or [64, 64],
+                             arch=arch, weight_format=args.format or "bipolar",
+                             act=args.act_bits or "bipolar", p=args.p,
+                             epochs=30 if args.epochs is None else args.epochs,
+                             seed=args.seed or 0, lr=args.lr, batch_size=args.batch_size,
+                             data_root=args.data, resume=args.resume)
+    except KeyboardInterrupt:
+        print(f"interrupted; continue with: lowbit train --resume {output} --epochs N", file=sys.stderr)
+        return 130
+    print(f"test accuracy {m['test_accuracy']:.4f} after {m['epochs']} epochs ({m['setting']}, "
+          f"{m['bits_per_weight']:.3g} bits/weight, {m['weight_memory_bytes'] / 1024:.1f} KiB); wrote {output}")
+
+
+def cmd_eval(args):
+    from .flow import evaluate_checkpoint
+    r = evaluate_checkpoint(args.checkpoint, data_root=args.data, ptq_bits=args.ptq_bits,
+                            ptq_method=args.ptq_method)
+    what = r["format"] + (f" {r['ptq_bits']}-bit" if r["ptq_bits"] is not None else "")
+    print(f"{r['dataset']} test accuracy {r['accuracy']:.4f} on {r['images']} images ({what}, {r['setting']}, "
+          f"{r['bits_per_weight']:.3g} bits/weight, {r['weight_memory_bytes'] / 1024:.1f} KiB)")
+
+
+def _list(text):
+    return [v for v in text.split(",") if v]
+
+
+def _ptq_bits(text):
+    if text == "none":
+        return []
+    try:
+        return [int(v) for v in _list(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"PTQ bits must be comma-separated integers or 'none', not {text!r}")
+
+
+def cmd_sweep_accuracy(args):
+    from .sweep_accuracy import DEFAULT_FORMATS, markdown_table, sweep_accuracy, write_sweep
+    rows = sweep_accuracy(args.output, dataset=args.dataset, arch=args.arch,
+                          formats=args.formats or DEFAULT_FORMATS,
+                          settings=args.settings, epochs=args.epochs, seed=args.seed, p=args.p,
+                          ptq_bits=args.ptq_bits, lr=args.lr, batch_size=args.batch_size,
+                          data_root=args.data)
+    paths = write_sweep(args.output, rows, title=f"{args.dataset}, {args.arch}, {args.epochs} epochs")
+    print(markdown_table(rows), end="")
+    print(f"wrote {paths['table']}, {paths['json']} and {paths['plot']}")
 
 
 def cmd_compile(args):
     from .flow import compile_checkpoint
+    target = args.target_cycles
+    if args.target_fps is not None:
+        if args.target_fps <= 0 or args.clock <= 0:
+            raise LowbitError(f"--target-fps and --clock must be positive, not {args.target_fps} and {args.clock}")
+        # The slowest engine sets the rate: cycles per inference <= clock / fps.
+        target = int(args.clock * 1e6 // args.target_fps)
+        if target < 1:
+            raise LowbitError(f"{args.target_fps:g} inferences/s needs less than one cycle per inference "
+                              f"at {args.clock:g} MHz", "lower --target-fps or raise --clock")
     manifest, check = compile_checkpoint(args.checkpoint, args.output, folding=args.folding,
-                                         target_cycles=args.target_cycles, data_root=args.data)
+                                         target_cycles=target, data_root=args.data)
     folds = ",".join(f"{l['pe']}x{l['simd']}" for l in manifest["layers"])
     print(f"IR vs torch on {check['images']} test images: {check['prediction_disagreements']} disagreements")
     print(f"folding {folds}: {manifest['cycles_per_inference']} cycles/inference, "
@@ -57,6 +124,93 @@ def cmd_demo(args):
         return 1
 
 
+def _estimate_target(target):
+    """Manifest of a build folder, or of a checkpoint exported and folded most in memory."""
+    from pathlib import Path
+    if Path(target).is_dir():
+        from .boards.build import load_build_dir
+        return load_build_dir(target)[0]
+    if not Path(target).is_file():
+        raise LowbitError(f"{target!r} is neither a build folder nor a checkpoint file",
+                          "pass a folder from 'lowbit compile' or a .pt from 'lowbit train'")
+    from .compiler.codegen import build_manifest, lower
+    from .flow import export_checkpoint, fold
+    graph = fold(export_checkpoint(target)[0])
+    return build_manifest(graph, lower(graph))
+
+
+def cmd_estimate(args):
+    from .boards.build import does_not_fit_message
+    from .boards.estimate import estimate_manifest
+    est = estimate_manifest(_estimate_target(args.target), args.board)
+    if args.json:
+        print(json.dumps(est, indent=2))
+        return
+    print(f"{est['board']} ({est['device']}), per engine:")
+    print(f"{'layer':<8} {'lane':<14} {'shape':>9} {'PExSIMD':>8} {'cycles':>8} {'LUT':>7} {'FF':>7} "
+          f"{'BRAM':>5} {'DSP':>4} {'fmax':>6}")
+    for r in est["layers"]:
+        print(f"{r['name']:<8} {r['lane']:<14} {r['shape']:>9} {r['folding']:>8} {r['cycles']:>8} "
+              f"{r['luts']:>7} {r['ffs']:>7} {r['brams']:>5} {r['dsps']:>4} {r['fmax_mhz']:>6.1f}")
+    t, c = est["total"], est["capacity"]
+    print(f"{'total':<51} {t['luts']:>7} {t['ffs']:>7} {t['brams']:>5} {t['dsps']:>4}")
+    print(f"{'capacity':<51} {c['luts']:>7} {c['ffs']:>7} {c['brams']:>5} {c['dsps']:>4}")
+    if est["fits"]:
+        print("fits: " + ", ".join(f"{k[:-1].upper()} {v:.0%}" for k, v in est["utilization"].items()))
+    else:
+        print(does_not_fit_message(est))
+    def us(v):
+        return f", {v:.2f} us" if v is not None else ""
+    latency = (f"latency {est['latency_cycles']} cycles" if est["latency_cycles"] is not None
+               else "images overlap in the window scans")
+    print(f"{est['cycles_per_inference']} cycles/inference, {latency}; "
+          f"at fmax {est['fmax_mhz']:.1f} MHz: {est['inferences_per_second_at_fmax']:,.0f} inferences/s"
+          f"{us(est['latency_us_at_fmax'])}; at the board clock {est['clock_mhz']:g} MHz: "
+          f"{est['inferences_per_second_at_clock']:,.0f} inferences/s{us(est['latency_us_at_clock'])}")
+
+
+def cmd_build(args):
+    from .boards.build import build_for_board
+    report = build_for_board(args.build, args.board, args.output)
+    if "placed" in report:
+        pl = report["placed"]
+        used = ", ".join(f"{k} {v['used']}/{v['available']}" for k, v in pl["utilization"].items()
+                         if v["used"])
+        fmax = min(pl["fmax_mhz"].values())
+        print(f"{report['board']}: {used}; fmax {fmax:.1f} MHz "
+              f"({pl['inferences_per_second_at_fmax']:,.0f} inferences/s at fmax, "
+              f"{pl['inferences_per_second_at_clock']:,.0f} at the board clock); wrote {args.output}/")
+    else:
+        sy = report["synth"]
+        print(f"{report['board']} (Yosys, out of context): {sy['luts']} LUT, {sy['ffs']} FF, "
+              f"{sy['brams']} BRAM, {sy['dsps']} DSP; Verilog in {args.output}/")
+
+
+def _positive_list(text):
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, not {text!r}")
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, not {text!r}")
+    return values
+
+
+def cmd_sweep(args):
+    from .sweep import DEFAULT_FORMATS, checkpoint_rows, markdown_table, sweep_resources, write_sweep
+    rows = sweep_resources(args.arch, in_shape=args.in_shape, classes=args.classes,
+                           formats=args.formats or DEFAULT_FORMATS, targets=args.target_cycles,
+                           board=args.board, p=args.p, min_compress_size=args.min_compress_size,
+                           seed=args.seed, synth=args.synth)
+    acc = checkpoint_rows(args.checkpoint, data_root=args.data) if args.checkpoint else []
+    shape = "x".join(map(str, args.in_shape))
+    paths = write_sweep(args.output, rows, title=f"{args.arch}, input {shape}, {args.classes} classes",
+                        board=args.board, accuracy_rows=acc, synth=args.synth)
+    print(markdown_table(rows), end="")
+    print(f"wrote {', '.join(str(v) for v in paths.values())}")
+
+
+DATASETS = ["digits", "mnist", "fashion-mnist", "cifar10"]
 DATA_HELP = "folder with the dataset's files (default: $LOWBIT_DATA); digits needs none"
 
 
@@ -64,14 +218,55 @@ def build_parser():
     p = argparse.ArgumentParser(prog="lowbit", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("train", help="train a bipolar MLP and write a checkpoint")
-    s.add_argument("-o", "--output", default="model.pt")
-    s.add_argument("--dataset", default="digits", choices=["digits", "mnist", "fashion-mnist"])
+    s = sub.add_parser("train", help="train a network in any weight format and write a checkpoint")
+    s.add_argument("-o", "--output", default=None,
+                   help="checkpoint to write after every epoch (default model.pt, or the --resume one)")
+    s.add_argument("--dataset", default=None, choices=DATASETS, help="default digits")
     s.add_argument("--data", default=None, help=DATA_HELP)
-    s.add_argument("--hidden", type=_hidden, default=[64, 64], help="hidden widths, e.g. 64,64")
+    s.add_argument("--arch", default=None,
+                   help="mlp:H1,H2,... | cnn[:C1,C2[:F1,...]] | vit[:dim=64,depth=2,heads=4,mlp_dim=128,patch=P]")
+    s.add_argument("--hidden", type=_hidden, default=None, help="MLP hidden widths, e.g. 64,64 (default)")
+    s.add_argument("--format", default=None, metavar="FORMAT",
+                   help="weight format: fp32, tiled (with --p) or a registry format (default bipolar)")
+    s.add_argument("--p", type=int, default=None, help="tile copies of the tiled format (2, 4, 8, ...)")
+    s.add_argument("--act-bits", default=None,
+                   help="activations: float (weights-only setting, float pixels), bipolar (default) or "
+                        "K = 1..8 unsigned bits (hardware setting, thermometer inputs)")
+    s.add_argument("--epochs", type=int, default=None, help="total epochs (default 30)")
+    s.add_argument("--seed", type=int, default=None, help="default 0")
+    s.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 0.01)")
+    s.add_argument("--batch-size", type=int, default=None, help="default 64")
+    s.add_argument("--resume", default=None, metavar="CKPT",
+                   help="continue this checkpoint up to --epochs in total (same optimizer state and batches)")
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("eval", help="test-split accuracy of a checkpoint (optionally after PTQ)")
+    s.add_argument("checkpoint")
+    s.add_argument("--data", default=None, help=DATA_HELP)
+    s.add_argument("--ptq-bits", type=int, default=None,
+                   help="quantize an fp32 checkpoint's weights to 2..6 bits after training first")
+    s.add_argument("--ptq-method", default="exponential", choices=["exponential", "linear"],
+                   help="exponential (expq: ±a*q**k, q per layer) or linear levels")
+    s.set_defaults(func=cmd_eval)
+
+    s = sub.add_parser("sweep-accuracy",
+                       help="train one architecture in every weight format: accuracy table and Pareto plot")
+    s.add_argument("-o", "--output", default="build/sweep-accuracy", help="folder for the table, plot, checkpoints")
+    s.add_argument("--dataset", default="digits", choices=DATASETS)
+    s.add_argument("--data", default=None, help=DATA_HELP)
+    s.add_argument("--arch", default="mlp:64,64")
+    s.add_argument("--formats", type=_list, default=None,
+                   help="comma-separated (default fp32,bipolar,binary01,ternary,levels5,levels9,levels17,pow2,tiled)")
+    s.add_argument("--settings", type=_list, default=["weights-only", "hardware"],
+                   help="weights-only, hardware or both (default)")
+    s.add_argument("--p", type=int, default=4, help="tile copies of the tiled format (default 4)")
+    s.add_argument("--ptq-bits", type=_ptq_bits, default=[2, 3, 4, 5, 6],
+                   help="bit budgets of the expq and linear PTQ rows, or 'none' (default 2,3,4,5,6)")
     s.add_argument("--epochs", type=int, default=30)
     s.add_argument("--seed", type=int, default=0)
-    s.set_defaults(func=cmd_train)
+    s.add_argument("--lr", type=float, default=None)
+    s.add_argument("--batch-size", type=int, default=None)
+    s.set_defaults(func=cmd_sweep_accuracy)
 
     s = sub.add_parser("compile", help="compile a checkpoint to Verilog + manifest")
     s.add_argument("checkpoint")
@@ -79,6 +274,8 @@ def build_parser():
     g = s.add_mutually_exclusive_group()
     g.add_argument("--folding", help="PExSIMD per layer, e.g. 1x64,1x16,1x4")
     g.add_argument("--target-cycles", type=int, help="cheapest folding with at most this many cycles/inference")
+    g.add_argument("--target-fps", type=float, help="cheapest folding reaching this many inferences/s at --clock")
+    s.add_argument("--clock", type=float, default=100.0, help="clock in MHz for --target-fps (default 100)")
     s.add_argument("--data", default=None, help=DATA_HELP + " (to check the IR against PyTorch)")
     s.set_defaults(func=cmd_compile)
 
@@ -102,6 +299,41 @@ def build_parser():
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--family", default="xilinx", choices=["xilinx", "ice40", "ecp5"])
     s.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("estimate", help="LUT/FF/BRAM/DSP, fmax and inferences/s of a build or checkpoint on a board")
+    s.add_argument("target", help="build folder, or checkpoint (folded most, nothing written)")
+    s.add_argument("--board", required=True, help="icebreaker, ulx3s, arty-a7-35, arty-z7-20")
+    s.add_argument("--json", action="store_true", help="print the estimate as JSON")
+    s.set_defaults(func=cmd_estimate)
+
+    s = sub.add_parser("build", help="bitstream (iCE40/ECP5) or Verilog + Yosys counts (Xilinx) for a board")
+    s.add_argument("build")
+    s.add_argument("--board", required=True, help="icebreaker, ulx3s, arty-a7-35, arty-z7-20")
+    s.add_argument("-o", "--output", required=True, help="folder to create")
+    s.set_defaults(func=cmd_build)
+
+    s = sub.add_parser("sweep", help="one architecture across weight formats and foldings: LUT, "
+                                     "throughput, plots and a report (random weights)")
+    s.add_argument("-o", "--output", default="build/sweep", help="folder to create (replaced atomically)")
+    s.add_argument("--arch", default="mlp:64,64", help="mlp:H1,H2,... | cnn[:C1,C2[:F1,...]]")
+    s.add_argument("--in-shape", type=_positive_list, default=[64],
+                   help="input features (mlp) or H,W,C (cnn); default 64")
+    s.add_argument("--classes", type=int, default=10)
+    s.add_argument("--formats", type=_list, default=None,
+                   help="comma-separated (default bipolar,tiled,binary01,ternary,levels5,levels9,levels17,pow2)")
+    s.add_argument("--target-cycles", type=_positive_list, default=[64, 256, 1024],
+                   help="cycles per inference to fold for, comma-separated (default 64,256,1024)")
+    s.add_argument("--board", default="arty-a7-35", help="icebreaker, ulx3s, arty-a7-35, arty-z7-20")
+    s.add_argument("--p", type=int, default=4, help="tile copies of the tiled format (default 4)")
+    s.add_argument("--min-compress-size", type=int, default=None,
+                   help="tiled: layers with fewer weights stay bipolar (default: the model's, 64k)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--synth", action="store_true", help="also synthesize every design with Yosys (slow)")
+    s.add_argument("--checkpoint", action="append", default=[],
+                   help="a checkpoint from 'lowbit train' whose accuracy to plot against weight memory "
+                        "(repeatable)")
+    s.add_argument("--data", default=None, help=DATA_HELP)
+    s.set_defaults(func=cmd_sweep)
     return p
 
 

@@ -6,6 +6,8 @@ Each step is a function the CLI calls; ``run_demo`` chains them at two foldings.
 import json
 from pathlib import Path
 
+import numpy as np
+
 from .errors import LowbitError
 
 DEFAULT_HIDDEN = (64, 64)
@@ -31,27 +33,34 @@ def load_dataset(name, seed=0, root=None):
 
 
 def train_checkpoint(path, *, dataset="digits", hidden=DEFAULT_HIDDEN, epochs=DEFAULT_EPOCHS,
-                     seed=0, data_root=None, progress=True):
-    """Train a binary (bipolar weights and activations) MLP and write its checkpoint atomically."""
-    from .model.checkpoint import save_checkpoint
-    from .model.mlp import LowbitMLP
-    from .model.train import evaluate, set_seed, train
+                     seed=0, data_root=None, progress=True, arch=None, weight_format="bipolar",
+                     act="bipolar", p=None, lr=None, batch_size=None, resume=None):
+    """Train a model and write its checkpoint atomically (after every epoch, so it can resume).
 
-    if not hidden or any(h < 1 for h in hidden):
-        raise LowbitError(f"hidden widths must be positive integers, not {list(hidden)}")
-    if epochs < 1:
-        raise LowbitError(f"epochs must be at least 1, not {epochs}")
-    ds, enc = load_dataset(dataset, seed, data_root)
-    x_train, x_test = enc(ds.x_train), enc(ds.x_test)
-    set_seed(seed)  # the initial weights too, not just the batches
-    model = LowbitMLP(x_train.shape[1], list(hidden), ds.classes, "bipolar")
-    losses = train(model, x_train, ds.y_train, epochs=epochs, seed=seed, progress=progress)
-    acc, _ = evaluate(model, x_test, ds.y_test)
-    metrics = {"test_accuracy": acc, "final_loss": losses[-1], "epochs": epochs}
-    save_checkpoint(path, model, formats={"weights": "bipolar", "activations": "bipolar"},
-                    input_encoding=enc.to_dict(),
-                    extra={"dataset": {"name": dataset, "seed": seed}, "metrics": metrics})
-    return metrics
+    The defaults train the binary MLP of the hardware flow: bipolar weights and activations,
+    hidden widths ``hidden``, thermometer-coded inputs. ``arch`` (a spec such as ``"mlp:256,256"``,
+    ``"cnn:16,32"`` or ``"vit"``; it overrides ``hidden``), ``weight_format`` (a registry format,
+    ``"tiled"`` with ``p``, or ``"fp32"``) and ``act`` (``"float"``, ``"bipolar"`` or ``"uK"``)
+    choose any other network; ``resume`` continues a checkpoint up to ``epochs`` in total.
+    See :func:`lowbit.training.train_model`. Returns the metrics dict.
+    """
+    from .training import train_model
+
+    if arch is None:
+        if not hidden or any(h < 1 for h in hidden):
+            raise LowbitError(f"hidden widths must be positive integers, not {list(hidden)}")
+        arch = {"kind": "mlp", "hidden": list(hidden)}
+    return train_model(path, arch=arch, weight_format_name=weight_format, act=act, p=p,
+                       dataset=dataset, epochs=epochs, seed=seed, lr=lr, batch_size=batch_size,
+                       data_root=data_root, resume=resume, progress=progress)
+
+
+def evaluate_checkpoint(ckpt, *, data_root=None, ptq_bits=None, ptq_method="exponential"):
+    """Test-split accuracy of a checkpoint, optionally after post-training quantization of a
+    float (``fp32``) model to ``ptq_bits`` bits; see :func:`lowbit.training.evaluate_model`."""
+    from .training import evaluate_model
+
+    return evaluate_model(ckpt, data_root=data_root, ptq_bits=ptq_bits, ptq_method=ptq_method)
 
 
 def export_checkpoint(ckpt, data_root=None):
@@ -130,11 +139,13 @@ def simulate_build(build_dir, *, dataset=None, limit=None, stalls=True, seed=0, 
     in_fmt = VectorFormat(**manifest["ports"]["i"]["format"])
     out_fmt = VectorFormat(**manifest["ports"]["o"]["format"])
     expected = graph.hardware_output(x)
+    # A feature map streams one pixel (in_fmt.count elements) per beat.
+    beats = in_fmt.pack(np.asarray(x).reshape(-1, in_fmt.count))
     # Gaps up to twice the bottleneck's cycles, so that stalls really starve and block the pipeline.
     stall = StallConfig(seed=seed, max_gap=2 * manifest["cycles_per_inference"]) if stalls else None
-    result = run_stream(verilog.read_text(), manifest["top"], in_fmt.pack(x), out_fmt.pack(expected),
-                        timing_items=min(timing_items, len(x)), stall=stall, seed=seed,
-                        progress=progress)
+    result = run_stream(verilog.read_text(), manifest["top"], beats, out_fmt.pack(expected),
+                        n_items=len(x), timing_items=min(timing_items, len(x)), stall=stall,
+                        seed=seed, progress=progress)
     hw = out_fmt.unpack(result.outputs)
     for node in graph.host_nodes:
         hw = node.reference(hw)

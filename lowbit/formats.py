@@ -2,7 +2,9 @@
 
 Training (model/), the IR (compiler/), the hardware lanes (hw/) and the estimator (boards/) all look
 formats up here by name, so a format is described once: its level set, its storage cost, how the
-hardware encodes it and which arithmetic lane multiplies by it.
+hardware encodes it and which arithmetic lane multiplies by it. Formats with a parameter
+(``expq``: exponential post-training quantization at a bit budget; ``tiled``: p copies of a bipolar
+tile) are :data:`FORMAT_FAMILIES`, built on the fixed formats of :data:`WEIGHT_FORMATS`.
 """
 
 import math
@@ -10,7 +12,8 @@ from dataclasses import dataclass
 
 from .errors import LowbitError
 
-__all__ = ["WeightFormat", "ActivationFormat", "WEIGHT_FORMATS", "weight_format", "activation_format"]
+__all__ = ["WeightFormat", "ActivationFormat", "WEIGHT_FORMATS", "weight_format", "activation_format",
+           "FormatFamily", "FORMAT_FAMILIES", "format_family", "ALPHA_BITS"]
 
 
 @dataclass(frozen=True)
@@ -106,8 +109,107 @@ def weight_format(name):
     try:
         return WEIGHT_FORMATS[name]
     except KeyError:
+        if name in FORMAT_FAMILIES:
+            fam = FORMAT_FAMILIES[name]
+            raise LowbitError(f"weight format {name!r} has a parameter ({fam.parameter}) and no fixed "
+                              "level set", f"look it up with format_family({name!r})") from None
         raise LowbitError(f"unknown weight format {name!r}",
                           f"use one of: {', '.join(WEIGHT_FORMATS)}") from None
+
+
+# Bits that store one per-copy scale alpha of a tiled layer (a float32).
+ALPHA_BITS = 32
+
+
+@dataclass(frozen=True)
+class FormatFamily:
+    """A weight format with a parameter: one level set per value of the parameter.
+
+    ``WEIGHT_FORMATS`` holds the formats with a fixed level set, each with its own hardware lane.
+    A family is built on them: a tiled layer stores one tile of ``bipolar`` weights and the
+    ``bipolar`` lane computes with it; an ``expq`` layer is the output of exponential post-training
+    quantization, whose levels depend on the bit budget and on the ratio q found per layer.
+
+    Parameters
+    ----------
+    name : str
+        Registry key (``--format``).
+    parameter : str
+        The parameter's name: ``"p"`` (tile copies) or ``"bits"`` (PTQ bit budget).
+    values : tuple of int
+        Allowed parameter values.
+    encoding : str
+        How a weight is stored in hardware memory.
+    scale : str
+        Scale granularity.
+    base : str or None
+        The ``WEIGHT_FORMATS`` entry whose lane computes with it, if any.
+    """
+
+    name: str
+    parameter: str
+    values: tuple
+    encoding: str
+    scale: str
+    base: str = None
+    description: str = ""
+
+    def check(self, value):
+        """Return ``value`` if it is one of ``values``, else raise a ``LowbitError``."""
+        if not isinstance(value, int) or isinstance(value, bool) or value not in self.values:
+            raise LowbitError(f"format {self.name!r} needs {self.parameter} in "
+                              f"{{{', '.join(map(str, self.values))}}}, not {value!r}",
+                              f"pass --{self.parameter} with one of those values")
+        return value
+
+    def levels(self, value):
+        """The level set at one parameter value, as text (the levels of ``expq`` are floats,
+        ``±a*q**k``, known only once q is chosen per layer)."""
+        self.check(value)
+        if self.name == "tiled":
+            return "{-1, +1} (one tile of N/p bits)"
+        k = 2 ** (value - 1) - 1
+        return f"{{0, ±a*q**k : k = 0..{k - 1}}}"
+
+    def bits_per_weight(self, value=None, n_weights=None):
+        """Bits per weight at one parameter value; None (shown as "—") when ``value`` is None.
+
+        ``tiled``: ``1/p`` for the tile plus ``p * ALPHA_BITS / n_weights`` for the alphas of a
+        layer of ``n_weights`` weights (the alphas are left out when ``n_weights`` is None).
+        ``expq``: the bit budget, one sign bit and a (bits-1)-bit exponent code.
+        """
+        if value is None:
+            return None
+        self.check(value)
+        if self.name == "tiled":
+            return 1 / value + (0 if n_weights is None else value * ALPHA_BITS / n_weights)
+        return float(value)
+
+
+FORMAT_FAMILIES = {
+    f.name: f for f in [
+        FormatFamily(
+            name="expq", parameter="bits", values=(2, 3, 4, 5, 6),
+            encoding="bits: sign, (bits-1)-bit exponent code k (0 = zero)", scale="tensor (a, q)",
+            description="Exponential post-training quantization ±a*q**k plus zero, a = max|w|, "
+                        "q per layer maximizing corr(w, Q(w)); q = 1/2 gives powers of two."),
+        FormatFamily(
+            name="tiled", parameter="p", values=tuple(2 ** i for i in range(1, 11)),
+            encoding="1 bit per tile position (N/p bits per layer) plus p float32 alphas",
+            scale="tile copy (alpha_i)", base="bipolar",
+            description="Tiled Bit Networks: one bipolar tile repeated p times, one alpha per copy; "
+                        "layers below min_compress_size stay plain bipolar."),
+    ]
+}
+
+
+def format_family(name):
+    """Look up a parameterized weight format (``expq``, ``tiled``) by name."""
+    try:
+        return FORMAT_FAMILIES[name]
+    except KeyError:
+        raise LowbitError(f"unknown parameterized weight format {name!r}",
+                          f"use one of: {', '.join(FORMAT_FAMILIES)}") from None
 
 
 def activation_format(spec):

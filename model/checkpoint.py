@@ -9,7 +9,7 @@ from lowbit import __version__
 from lowbit.errors import LowbitError
 from lowbit.files import atomic_write_bytes
 
-from .mlp import build_model
+from .arch import build_model
 
 __all__ = ["save_checkpoint", "load_checkpoint"]
 

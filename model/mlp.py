@@ -1,18 +1,16 @@
-"""The MLP builder: blocks of QuantLinear -> BatchNorm -> sign, then a QuantLinear -> BatchNorm head.
+"""The MLP: hidden stages QuantLinear -> BatchNorm -> activation, then a QuantLinear -> BatchNorm head.
 
 The head's BatchNorm is a per-class affine map: the hardware emits the integer accumulators of the last
 layer and the host applies that map (or just the argmax, when every scale is positive).
 """
 
-from torch import nn
+from .arch import LowbitNet
 
-from .layers import BipolarAct, QuantLinear
-
-__all__ = ["LowbitMLP", "build_model"]
+__all__ = ["LowbitMLP"]
 
 
-class LowbitMLP(nn.Module):
-    """A low-bit multilayer perceptron.
+class LowbitMLP(LowbitNet):
+    """A low-bit multilayer perceptron (``arch`` kind ``"mlp"``; see :mod:`lowbit.model.arch`).
 
     Parameters
     ----------
@@ -24,39 +22,16 @@ class LowbitMLP(nn.Module):
         Number of outputs.
     weight_format : str
         Weight format of every layer.
+    act : str
+        ``"bipolar"``, ``"u1"``..``"u8"``, or ``"float"`` (ReLU).
+    p : int or None
+        Tile copies (tiled bipolar weights).
     """
 
-    def __init__(self, in_features, hidden, classes, weight_format="bipolar"):
-        super().__init__()
-        widths = [in_features, *hidden, classes]
-        self.arch = {"kind": "mlp", "in_features": in_features, "hidden": list(hidden),
-                     "classes": classes, "weight_format": weight_format}
-        self.linears = nn.ModuleList(
-            QuantLinear(a, b, weight_format) for a, b in zip(widths[:-1], widths[1:]))
-        self.norms = nn.ModuleList(nn.BatchNorm1d(b) for b in widths[1:])
-        self.act = BipolarAct()
+    def __init__(self, in_features, hidden, classes, weight_format="bipolar", act="bipolar", p=None):
+        super().__init__({"kind": "mlp", "in_features": in_features, "hidden": list(hidden),
+                          "classes": classes, "weight_format": weight_format, "act": act, "p": p})
 
-    def forward(self, x):
-        return self.trace(x)[-1]
-
-    def trace(self, x):
-        """All layer outputs: the ±1 activations of each hidden layer, then the logits."""
-        outs = []
-        for i, (linear, norm) in enumerate(zip(self.linears, self.norms)):
-            x = norm(linear(x))
-            if i < len(self.linears) - 1:
-                x = self.act(x)
-            outs.append(x)
-        return outs
-
-    def clip_latent(self):
-        for linear in self.linears:
-            linear.clip_latent()
-
-
-def build_model(arch):
-    """Build a model from the ``arch`` dictionary stored in a checkpoint."""
-    if arch.get("kind") != "mlp":
-        from lowbit.errors import LowbitError
-        raise LowbitError(f"unknown architecture kind {arch.get('kind')!r}", "supported kinds: mlp")
-    return LowbitMLP(arch["in_features"], arch["hidden"], arch["classes"], arch["weight_format"])
+    @property
+    def linears(self):
+        return self.weight_layers

@@ -134,10 +134,10 @@ def _normalize_waves(waves):
     if waves is False or waves is None:
         return None
     if waves is True:
-        return "vcd"
+        return "fst"
     if waves in WAVE_FORMATS:
         return waves
-    raise ValueError(f"Waves must be True, False, 'vcd' or 'fst', not {waves!r}")
+    raise ValueError(f"Waves must be True, False, 'fst' or 'vcd', not {waves!r}")
 
 
 def _normalize_public(public):
@@ -250,7 +250,7 @@ def _make_runner_class():
 
 
 def build_simulation(verilog, toplevel, *, waves=False, build_args=(), public=STREAM_PORTS,
-                     cache_dir=None, verbose=False):
+                     cache_dir=None, verbose=False, simulator="verilator"):
     """Build (or fetch from the cache) a Verilator simulation of ``verilog`` for cocotb.
 
     Parameters
@@ -259,8 +259,8 @@ def build_simulation(verilog, toplevel, *, waves=False, build_args=(), public=ST
         Verilog source text, e.g. from ``amaranth.back.verilog.convert(component, name=toplevel)``.
     toplevel : str
         Name of the toplevel module.
-    waves : bool or {"vcd", "fst"}, optional
-        Build with waveform support (``True`` means VCD). A separate cache entry. Waveforms show
+    waves : bool or {"fst", "vcd"}, optional
+        Build with waveform support (``True`` means FST). A separate cache entry. Waveforms show
         every signal, whatever ``public`` says.
     build_args : sequence of str, optional
         Extra Verilator arguments, after lowbit's lint waivers.
@@ -273,6 +273,9 @@ def build_simulation(verilog, toplevel, *, waves=False, build_args=(), public=ST
         Where build folders live; defaults to :func:`cache_root`.
     verbose : bool, optional
         Print the Verilator and compiler output instead of writing it only to the build log.
+    simulator : {"verilator", "icarus"}, optional
+        Icarus Verilog (``iverilog`` on ``PATH``) builds the same Verilog into ``sim.vvp``;
+        ``build_args`` and ``public`` do not apply to it, and it can always write waveforms.
 
     Returns
     -------
@@ -291,8 +294,15 @@ def build_simulation(verilog, toplevel, *, waves=False, build_args=(), public=ST
     waves = _normalize_waves(waves)
     public = _normalize_public(public)
     start = time.perf_counter()
+    root = ensure_writable_dir(Path(cache_dir) if cache_dir is not None else cache_root())
+    if simulator == "icarus":
+        return _build_icarus(verilog, toplevel, waves, root, start)
+    if simulator != "verilator":
+        raise ValueError(f"Simulator must be 'verilator' or 'icarus', not {simulator!r}")
     toolchain.verilator_env()
     wave_args, wave_file = WAVE_FORMATS[waves]
+    if waves == "fst":
+        wave_args = (*wave_args, *toolchain.fst_build_args(root))
     identity = {
         "toplevel": toplevel,
         "verilator": toolchain.verilator_version(),
@@ -305,7 +315,6 @@ def build_simulation(verilog, toplevel, *, waves=False, build_args=(), public=ST
         "public": public,
     }
     key = _hash({**identity, "verilog": verilog})
-    root = ensure_writable_dir(Path(cache_dir) if cache_dir is not None else cache_root())
     final = root / f"{toplevel}-{key[:24]}"
 
     def result(cached, manifest):
@@ -314,17 +323,70 @@ def build_simulation(verilog, toplevel, *, waves=False, build_args=(), public=ST
                           build_seconds=float(manifest.get("seconds", 0.0)),
                           warnings=tuple(manifest.get("warnings", ())))
 
+    return _cached(final, lambda: _build(verilog, final, identity, verbose), result)
+
+
+def _cached(final, build, result):
+    """The build in ``final``, made by ``build()`` under a per-key lock unless already there.
+
+    A second process asking for the same key while the first builds waits on the lock, then
+    finds the manifest and uses the first one's folder: one build, two users.
+    """
     manifest = _read_manifest(final)
     if manifest is not None:
         return result(True, manifest)
-    with _locked(root / f".{final.name}.lock"):
+    with _locked(final.parent / f".{final.name}.lock"):
         manifest = _read_manifest(final)
         if manifest is not None:
             return result(True, manifest)
-        tmp, manifest = _build(verilog, final, identity, verbose)
+        tmp, manifest = build()
         if not _publish(tmp, final):
             return result(True, _read_manifest(final))
     return result(False, manifest)
+
+
+def _build_icarus(verilog, toplevel, waves, root, start):
+    from cocotb_tools.runner import get_runner
+
+    version = toolchain.iverilog_version()
+    if version is None:
+        raise LowbitError("iverilog not found on PATH: the Icarus Verilog simulator is not "
+                          "installed", "install it (e.g. apt-get install iverilog), or use "
+                          "simulator='verilator'")
+    identity = {"simulator": "icarus", "toplevel": toplevel, "iverilog": version,
+                "cocotb": toolchain.cocotb_version(), "timescale": list(TIMESCALE)}
+    key = _hash({**identity, "verilog": verilog})
+    final = root / f"{toplevel}-icarus-{key[:24]}"
+
+    def result(cached, manifest):
+        return Simulation(build_dir=final, toplevel=toplevel, waves=waves or "fst",
+                          wave_file=None, key=key, cached=cached,
+                          seconds=time.perf_counter() - start,
+                          build_seconds=float(manifest.get("seconds", 0.0)), warnings=())
+
+    def build():
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=root))
+        try:
+            source = tmp / f"{toplevel}.v"
+            source.write_text(verilog)
+            runner = get_runner("icarus")
+            t0 = time.perf_counter()
+            try:
+                runner.build(sources=[source], hdl_toplevel=toplevel, build_dir=tmp,
+                             timescale=TIMESCALE, always=True, log_file=tmp / _LOG)
+            except (SystemExit, RuntimeError) as e:
+                tail = _tail(tmp / _LOG)
+                raise LowbitError(f"Icarus Verilog build of {toplevel!r} failed ({e})"
+                                  + (f":\n{tail}" if tail else ""),
+                                  "the lines above say why") from None
+            manifest = {**identity, "key": final.name, "seconds": round(time.perf_counter() - t0, 3)}
+            atomic_write_text(tmp / _MANIFEST, json.dumps(manifest, indent=1))
+            return tmp, manifest
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+    return _cached(final, build, result)
 
 
 def _runtime_dir(root, identity):

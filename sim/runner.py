@@ -21,9 +21,18 @@ from pathlib import Path
 from lowbit.errors import LowbitError
 from lowbit.files import atomic_write_text, ensure_writable_dir
 
+from . import toolchain
 from .build import build_simulation
+from .harness import HARNESS_NAME, batch_depth, design_ports, harness_verilog
 
-__all__ = ["StallConfig", "StreamResult", "SimulationError", "run_stream"]
+__all__ = ["StallConfig", "StreamResult", "SimulationError", "Phase", "JobResult", "run_phases",
+           "run_stream", "SIMULATORS"]
+
+SIMULATORS = ("verilator", "icarus")
+
+# The harness's ports and memories are what the testbench reads and writes; the design inside
+# stays private, so Verilator may optimize it freely.
+HARNESS_PUBLIC = ("*",)
 
 TEST_MODULE = "lowbit.sim.stream_test"
 JOB_ENV = "LOWBIT_STREAM_JOB"
@@ -111,6 +120,10 @@ class StreamResult:
         Where the job, results and logs were written (removed afterwards if it was temporary
         and the run succeeded without waveforms).
     wave_file : pathlib.Path or None
+        The waveform: of the whole run when asked for, else of the window around the first
+        mismatch when there was one.
+    wave_window : tuple of int or None
+        First and last cycle of a mismatch waveform.
     """
 
     mismatches: int
@@ -136,6 +149,7 @@ class StreamResult:
     wakes: int
     workdir: Path
     wave_file: Path | None = None
+    wave_window: tuple | None = None
     phases: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -179,96 +193,181 @@ def _log_excerpt(log, lines=30):
     return "\n".join(text[-lines:])
 
 
-def run_stream(verilog, top, inputs, expected, *, timing_items=16, stall=StallConfig(), seed=0,
-               workdir=None, waves=False, n_items=None, timeout_cycles=100_000, drain_cycles=64,
-               period_ns=10, build_args=(), cache_dir=None, verbose=False, progress=True):
-    """Stream ``inputs`` through the design and compare what comes out with ``expected``.
+@dataclass(frozen=True)
+class Phase:
+    """One stretch of a stream job: a run of items after an optional reset, scored on its own.
 
-    The design's ports are an Amaranth stream input ``i`` and output ``o`` (``i__payload``,
-    ``i__valid``, ``i__ready``, ``o__...``), a clock ``clk`` and a synchronous reset ``rst``.
-    Two phases run, each after a reset: a timing phase, without stalls, over the first
-    ``timing_items`` items, then a stalled phase over all items with random idle cycles on the
-    input and backpressure on the output.
+    Parameters
+    ----------
+    name : str
+        Unique within the job.
+    inputs, expected : sequence of int
+        Input beats and the expected output beats, as unsigned payload integers.
+    n_items : int, optional
+        Items the inputs split into evenly (batches hold whole items); ``len(inputs)`` if omitted.
+    stall : StallConfig or None
+        Random gaps on both sides; ``None`` runs back to back. ``stall.seed`` defaults to the
+        job's seed.
+    reset : bool
+        Reset the design before the phase.
+    max_cycles : int
+        Cut the phase short after this many cycles of a batch (0: never).
+    partial : bool
+        Words not received when the phase ends are not missing (for a phase cut short).
+    record_cycles : bool
+        Record the cycle of every handshake.
+    timeout_cycles, drain_cycles : int
+        See :func:`run_stream`.
+    """
+
+    name: str
+    inputs: tuple
+    expected: tuple
+    n_items: int | None = None
+    stall: StallConfig | None = None
+    reset: bool = True
+    max_cycles: int = 0
+    partial: bool = False
+    record_cycles: bool = False
+    timeout_cycles: int = 100_000
+    drain_cycles: int = 64
+
+    def __post_init__(self):
+        object.__setattr__(self, "inputs", tuple(_as_words(f"{self.name} inputs", self.inputs)))
+        object.__setattr__(self, "expected",
+                           tuple(_as_words(f"{self.name} expected", self.expected)))
+        if not self.inputs:
+            raise ValueError("Inputs must hold at least one beat")
+        n = len(self.inputs) if self.n_items is None else self.n_items
+        if not isinstance(n, int) or n < 1 or len(self.inputs) % n:
+            raise ValueError(f"Number of items must be a positive divisor of the "
+                             f"{len(self.inputs)} input beats, not {self.n_items!r}")
+        object.__setattr__(self, "n_items", n)
+        if self.stall is not None and not isinstance(self.stall, StallConfig):
+            raise TypeError(f"Stall must be a StallConfig or None, not {self.stall!r}")
+        for name in ("timeout_cycles", "drain_cycles"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, not {value!r}")
+        if not isinstance(self.max_cycles, int) or self.max_cycles < 0:
+            raise ValueError(f"max_cycles must be a non-negative integer, not {self.max_cycles!r}")
+
+    def to_job(self, seed):
+        stall = self.stall
+        return {
+            "name": self.name, "inputs": [f"{w:x}" for w in self.inputs],
+            "expected": [f"{w:x}" for w in self.expected], "n_items": self.n_items,
+            "stall": None if stall is None else {
+                "seed": seed if stall.seed is None else stall.seed, "in_idle": stall.in_idle,
+                "out_stall": stall.out_stall, "max_gap": stall.max_gap},
+            "reset": self.reset, "max_cycles": self.max_cycles, "partial": self.partial,
+            "record_cycles": self.record_cycles, "timeout_cycles": self.timeout_cycles,
+            "drain_cycles": self.drain_cycles,
+        }
+
+
+@dataclass
+class JobResult:
+    """What :func:`run_phases` returns: the testbench's results and where they came from.
+
+    Attributes
+    ----------
+    results : dict
+        ``phases`` (name to summary: counts, ``first_mismatches``, ``outputs`` as hex strings,
+        ``accepted``, ``received``, idle fractions, handshake cycles), ``mismatches``, ``beats``,
+        ``sim_cycles``, ``wakes``.
+    seconds : float
+        Wall time of the simulator run.
+    simulation : lowbit.sim.build.Simulation
+    workdir : pathlib.Path
+    wave_file : pathlib.Path or None
+        The waveform: of the whole run when asked for, else of the window around the first
+        mismatch when there was one.
+    wave_window : tuple of int or None
+        First and last cycle of a mismatch waveform.
+    """
+
+    results: dict
+    seconds: float
+    simulation: object
+    workdir: Path
+    wave_file: Path | None = None
+
+    def phase(self, name):
+        return self.results["phases"][name]
+
+
+def _check_simulator(simulator):
+    if simulator not in SIMULATORS:
+        raise ValueError(f"Simulator must be one of {', '.join(map(repr, SIMULATORS))}, "
+                         f"not {simulator!r}")
+
+
+def run_phases(verilog, top, phases, *, seed=0, simulator="verilator", waves=False,
+               wave_window=None, workdir=None, period_ns=10, build_args=(), cache_dir=None,
+               verbose=False):
+    """Run ``phases`` through the design inside the batch harness; return the raw results.
 
     Parameters
     ----------
     verilog : str
-        Verilog text of the design.
+        Verilog text of the design, with stream ports ``i`` and ``o``.
     top : str
         Name of its toplevel module.
-    inputs : sequence of int
-        Input beats, as unsigned integers of the input payload width (any width).
-    expected : sequence of int
-        Expected output beats, in order.
-    timing_items : int, optional
-        Items in the timing phase; 0 skips it.
-    stall : StallConfig or None, optional
-        Stalls of the stalled phase; ``None`` runs it without stalls.
-    seed : int, optional
-        Seed of the stalls (unless ``stall.seed`` is set) and of cocotb's ``random``.
+    phases : sequence of Phase
+    seed : int
+        Default seed of the stalls, and cocotb's seed.
+    simulator : {"verilator", "icarus"}
+    waves : bool or {"fst", "vcd"}
+        Record waveforms into ``workdir`` (``True`` means FST with Verilator, whose build
+        links liblz4 and zlib; Icarus writes FST itself).
+    wave_window : tuple of int, optional
+        First and last cycle to record; the whole run if omitted.
     workdir : path-like, optional
-        Folder for the job, results and logs; a temporary one if omitted.
-    waves : bool or {"vcd", "fst"}, optional
-        Record waveforms (``True`` means VCD) into ``workdir``.
-    n_items : int, optional
-        Number of items; ``len(inputs)`` by default. ``inputs`` must split evenly into items;
-        the timing phase takes the first ``timing_items * len(inputs) // n_items`` inputs and
-        the leading expected beats in proportion, rounded.
-    timeout_cycles : int, optional
-        A phase ends when an expected beat, or the acceptance of an input, is this many cycles
-        late; the rest count as missing.
-    drain_cycles : int, optional
-        After the last expected beat, how long to watch for extra beats (at least twice the
-        longest wait for a beat seen).
-    period_ns : int, optional
-        Clock period.
-    build_args : sequence of str, optional
+        Folder for the job, results, logs and waveforms; a temporary one if omitted (removed
+        afterwards unless waveforms were written or the run failed).
+    period_ns : int
+    build_args : sequence of str
         Extra Verilator arguments.
     cache_dir : path-like, optional
-        Build cache folder (see :func:`lowbit.sim.build.cache_root`).
-    verbose : bool, optional
-        Show the build and simulator output.
-    progress : bool, optional
-        Print one line for the build and one for the result; ``False`` prints nothing on
-        success.
+    verbose : bool
 
     Returns
     -------
-    StreamResult
+    JobResult
 
     Raises
     ------
-    SimulationError
-        If the testbench raised or the simulator crashed; the message quotes its log.
-    LowbitError
-        If the toolchain is incomplete or the build fails.
-    TypeError, ValueError
-        If an argument is malformed.
+    SimulationError, LowbitError, TypeError, ValueError
     """
-    inputs = _as_words("inputs", inputs)
-    expected = _as_words("expected", expected)
-    if not inputs:
-        raise ValueError("Inputs must hold at least one beat")
-    if n_items is None:
-        n_items = len(inputs)
-    if not isinstance(n_items, int) or n_items < 1 or len(inputs) % n_items:
-        raise ValueError(f"Number of items must be a positive divisor of the {len(inputs)} "
-                         f"input beats, not {n_items!r}")
-    if not isinstance(timing_items, int) or timing_items < 0:
-        raise ValueError(f"Timing items must be a non-negative integer, not {timing_items!r}")
-    for name, value in (("timeout_cycles", timeout_cycles), ("drain_cycles", drain_cycles),
-                        ("period_ns", period_ns)):
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, not {value!r}")
-    if stall is not None and not isinstance(stall, StallConfig):
-        raise TypeError(f"Stall must be a StallConfig or None, not {stall!r}")
-    timing_items = min(timing_items, n_items)
-
-    sim = build_simulation(verilog, top, waves=waves, build_args=build_args, cache_dir=cache_dir,
-                           verbose=verbose)
-    if progress:
-        how = "cached" if sim.cached else f"built in {sim.build_seconds:.1f} s"
-        print(f"lowbit.sim: {top}: simulation {how}", file=sys.stderr)
+    _check_simulator(simulator)
+    phases = list(phases)
+    if not phases or not all(isinstance(p, Phase) for p in phases):
+        raise TypeError("Phases must be a non-empty sequence of Phase")
+    names = [p.name for p in phases]
+    if len(set(names)) != len(names):
+        raise ValueError(f"Phase names must be unique, not {names!r}")
+    if not isinstance(period_ns, int) or period_ns < 1:
+        raise ValueError(f"period_ns must be a positive integer, not {period_ns!r}")
+    wave_format = None
+    if waves:
+        wave_format = "fst" if waves is True else waves
+        if wave_format not in ("fst", "vcd"):
+            raise ValueError(f"Waves must be True, False, 'fst' or 'vcd', not {waves!r}")
+        if simulator == "icarus":
+            wave_format = "fst"
+    if simulator == "verilator":
+        # A missing tool is the first thing to report, before anything about the design.
+        toolchain.verilator_env()
+    ports = design_ports(verilog, top)
+    in_per_item = max(len(p.inputs) // p.n_items for p in phases)
+    out_per_item = max(-(-len(p.expected) // p.n_items) for p in phases) + 1
+    wave_name = f"waves.{wave_format}" if wave_format else None
+    text = verilog + harness_verilog(ports, top, batch_depth(in_per_item, out_per_item),
+                                     wave_file=wave_name)
+    sim = build_simulation(text, HARNESS_NAME, waves=wave_format, build_args=build_args,
+                           public=HARNESS_PUBLIC, cache_dir=cache_dir, verbose=verbose,
+                           simulator=simulator)
 
     temporary = workdir is None
     workdir = Path(tempfile.mkdtemp(prefix="lowbit-sim-")) if temporary else Path(workdir)
@@ -276,26 +375,16 @@ def run_stream(verilog, top, inputs, expected, *, timing_items=16, stall=StallCo
     results_path = workdir / "results.json"
     results_xml = workdir / "results.xml"
     log = workdir / "sim.log"
-    for stale in (results_path, results_xml):
+    for stale in (results_path, results_xml, *([workdir / wave_name] if wave_name else [])):
         with contextlib.suppress(FileNotFoundError):
             stale.unlink()
     nonce = secrets.token_hex(8)
-    in_per_item = len(inputs) // n_items
     job = {
-        "nonce": nonce,
-        "inputs": [f"{w:x}" for w in inputs],
-        "expected": [f"{w:x}" for w in expected],
-        "timing_inputs": timing_items * in_per_item,
-        # Rounded, so that one beat too many or too few in ``expected`` shows in the stalled
-        # phase only.
-        "timing_outputs": (2 * timing_items * len(expected) + n_items) // (2 * n_items),
-        "period_ns": period_ns,
-        "stall": None if stall is None else {
-            "seed": seed if stall.seed is None else stall.seed, "in_idle": stall.in_idle,
-            "out_stall": stall.out_stall, "max_gap": stall.max_gap},
-        "timeout_cycles": timeout_cycles,
-        "drain_cycles": drain_cycles,
-        "results": str(results_path),
+        "nonce": nonce, "period_ns": period_ns, "results": str(results_path),
+        "wave": None if not wave_format else {
+            "from": wave_window[0] if wave_window else 0,
+            "to": wave_window[1] if wave_window else 2 ** 64 - 1},
+        "phases": [p.to_job(seed) for p in phases],
     }
     job_path = workdir / "job.json"
     atomic_write_text(job_path, json.dumps(job))
@@ -303,16 +392,18 @@ def run_stream(verilog, top, inputs, expected, *, timing_items=16, stall=StallCo
     from cocotb_tools.check_results import get_results
     from cocotb_tools.runner import get_runner
 
-    runner = get_runner("verilator")
+    runner = get_runner(simulator)
     t0 = time.perf_counter()
     failure = None
     level = runner.log.level
     if not verbose:
         runner.log.setLevel(logging.WARNING)
     try:
-        runner.test(test_module=TEST_MODULE, hdl_toplevel=top, hdl_toplevel_lang="verilog",
+        # The harness opens its own waveform file; only Icarus needs telling to write FST.
+        runner.test(test_module=TEST_MODULE, hdl_toplevel=HARNESS_NAME, hdl_toplevel_lang="verilog",
                     build_dir=sim.build_dir, test_dir=workdir, results_xml=str(results_xml),
-                    extra_env={JOB_ENV: str(job_path)}, seed=seed, waves=sim.waves is not None,
+                    extra_env={JOB_ENV: str(job_path)}, seed=seed,
+                    waves=simulator == "icarus" and wave_format is not None,
                     log_file=None if verbose else log)
     except SystemExit as e:
         # Under pytest the runner calls sys.exit() when a cocotb test fails.
@@ -347,15 +438,150 @@ def run_stream(verilog, top, inputs, expected, *, timing_items=16, stall=StallCo
             f"simulation of {top!r} failed: {failure}"
             + (f": {detail}" if detail else "") + (f"\n{excerpt}" if excerpt else ""),
             f"the full log is {str(log)!r}" if not verbose else None)
-
-    result = _result(results, sim, n_items, workdir, seconds)
-    if waves:
-        result.wave_file = workdir / sim.wave_file
-    elif temporary:
+    wave_file = workdir / wave_name if wave_name else None
+    if wave_file is None and temporary:
         shutil.rmtree(workdir, ignore_errors=True)
+    return JobResult(results, seconds, sim, workdir, wave_file)
+
+
+def run_stream(verilog, top, inputs, expected, *, timing_items=16, stall=StallConfig(), seed=0,
+               workdir=None, waves=False, n_items=None, timeout_cycles=100_000, drain_cycles=64,
+               period_ns=10, build_args=(), cache_dir=None, verbose=False, progress=True,
+               simulator="verilator", waves_on_mismatch=True):
+    """Stream ``inputs`` through the design and compare what comes out with ``expected``.
+
+    The design's ports are an Amaranth stream input ``i`` and output ``o`` (``i__payload``,
+    ``i__valid``, ``i__ready``, ``o__...``), a clock ``clk`` and a synchronous reset ``rst``.
+    Two phases run, each after a reset: a timing phase, without stalls, over the first
+    ``timing_items`` items, then a stalled phase over all items with random idle cycles on the
+    input and backpressure on the output. The beats are driven by the batch harness of
+    :mod:`lowbit.sim.harness`, so Python wakes once per batch of thousands of beats.
+
+    When a word does not match (and ``waves`` is off), the same job runs again, with the same
+    stalls, recording an FST waveform of the cycles around the first mismatching beat; its path
+    is ``wave_file`` of the result and is printed with the summary.
+
+    Parameters
+    ----------
+    verilog : str
+        Verilog text of the design.
+    top : str
+        Name of its toplevel module.
+    inputs : sequence of int
+        Input beats, as unsigned integers of the input payload width (any width).
+    expected : sequence of int
+        Expected output beats, in order.
+    timing_items : int, optional
+        Items in the timing phase; 0 skips it.
+    stall : StallConfig or None, optional
+        Stalls of the stalled phase; ``None`` runs it without stalls.
+    seed : int, optional
+        Seed of the stalls (unless ``stall.seed`` is set) and of cocotb's ``random``.
+    workdir : path-like, optional
+        Folder for the job, results, logs and waveforms; a temporary one if omitted.
+    waves : bool or {"fst", "vcd"}, optional
+        Record waveforms of the whole run (``True`` means FST) into ``workdir``.
+    n_items : int, optional
+        Number of items; ``len(inputs)`` by default. ``inputs`` must split evenly into items;
+        the timing phase takes the first ``timing_items * len(inputs) // n_items`` inputs and
+        the leading expected beats in proportion, rounded.
+    timeout_cycles : int, optional
+        A batch ends when nothing moved for this many cycles while beats were awaited; the
+        rest count as missing.
+    drain_cycles : int, optional
+        After the last expected beat, how long to watch for extra beats (at least twice the
+        longest wait for a beat seen).
+    period_ns : int, optional
+        Clock period.
+    build_args : sequence of str, optional
+        Extra Verilator arguments.
+    cache_dir : path-like, optional
+        Build cache folder (see :func:`lowbit.sim.build.cache_root`).
+    verbose : bool, optional
+        Show the build and simulator output.
+    progress : bool, optional
+        Print one line for the build and one for the result; ``False`` prints nothing on
+        success.
+    simulator : {"verilator", "icarus"}, optional
+    waves_on_mismatch : bool, optional
+        Record the waveform around the first mismatch as described above.
+
+    Returns
+    -------
+    StreamResult
+
+    Raises
+    ------
+    SimulationError
+        If the testbench raised or the simulator crashed; the message quotes its log.
+    LowbitError
+        If the toolchain is incomplete or the build fails.
+    TypeError, ValueError
+        If an argument is malformed.
+    """
+    inputs = _as_words("inputs", inputs)
+    expected = _as_words("expected", expected)
+    if not inputs:
+        raise ValueError("Inputs must hold at least one beat")
+    if n_items is None:
+        n_items = len(inputs)
+    if not isinstance(n_items, int) or n_items < 1 or len(inputs) % n_items:
+        raise ValueError(f"Number of items must be a positive divisor of the {len(inputs)} "
+                         f"input beats, not {n_items!r}")
+    if not isinstance(timing_items, int) or timing_items < 0:
+        raise ValueError(f"Timing items must be a non-negative integer, not {timing_items!r}")
+    if stall is not None and not isinstance(stall, StallConfig):
+        raise TypeError(f"Stall must be a StallConfig or None, not {stall!r}")
+    _check_simulator(simulator)
+    timing_items = min(timing_items, n_items)
+    in_per_item = len(inputs) // n_items
+    # Rounded, so that one beat too many or too few in ``expected`` shows in the stalled phase only.
+    timing_outputs = (2 * timing_items * len(expected) + n_items) // (2 * n_items)
+    common = {"timeout_cycles": timeout_cycles, "drain_cycles": drain_cycles}
+    phases = []
+    if timing_items:
+        phases.append(Phase("timing", inputs[:timing_items * in_per_item],
+                            expected[:timing_outputs], n_items=timing_items, record_cycles=True,
+                            **common))
+    phases.append(Phase("stalled", inputs, expected, n_items=n_items, stall=stall, **common))
+
+    def run(**kw):
+        return run_phases(verilog, top, phases, seed=seed, simulator=simulator,
+                          period_ns=period_ns, build_args=build_args, cache_dir=cache_dir,
+                          verbose=verbose, **kw)
+
+    job = run(waves=waves, workdir=workdir)
+    sim = job.simulation
+    if progress:
+        how = "cached" if sim.cached else f"built in {sim.build_seconds:.1f} s"
+        print(f"lowbit.sim: {top}: {simulator} simulation {how}", file=sys.stderr)
+    result = _result(job.results, sim, n_items, job.workdir, job.seconds)
+    result.wave_file = job.wave_file
+    if result.mismatches and not waves and waves_on_mismatch:
+        first = result.first_mismatches[0]
+        window = _mismatch_window(first, result, job.results["phases"][first["phase"]])
+        wave_dir = Path(workdir) if workdir is not None else \
+            Path(tempfile.mkdtemp(prefix="lowbit-mismatch-"))
+        try:
+            replay = run(waves="fst", wave_window=window, workdir=wave_dir)
+            result.wave_file = replay.wave_file
+            result.wave_window = window
+        except LowbitError as e:
+            # The mismatch report matters more than its waveform.
+            print(f"lowbit.sim: no waveform of the mismatch: {e}", file=sys.stderr)
     if progress:
         print(_summary(top, result), file=sys.stderr)
     return result
+
+
+def _mismatch_window(mismatch, result, phase):
+    """Cycles to record around the first mismatching beat: enough before it to see its input enter."""
+    cycle = mismatch.get("cycle")
+    if cycle is None:
+        cycle = phase["start_cycle"] + phase["cycles"]
+    interval = max(result.interval, default=1)
+    before = 2 * (result.latency or 0) + 4 * interval + 256
+    return max(0, cycle - before), cycle + 64 + 2 * interval
 
 
 def _result(results, sim, n_items, workdir, seconds):
@@ -412,5 +638,7 @@ def _summary(top, r):
     line = f"lowbit.sim: {top}: " + ", ".join(parts)
     for m in r.first_mismatches[:3]:
         line += (f"\n  {m['phase']} beat {m['index']}: {m['kind']}, expected {m['expected']}, "
-                 f"got {m['got']}")
+                 f"got {m['got']}" + (f" (cycle {m['cycle']})" if m.get("cycle") is not None else ""))
+    if r.mismatches and r.wave_file is not None:
+        line += f"\n  waveform: {r.wave_file}"
     return line

@@ -370,7 +370,11 @@ def _to_int(value):
 
 
 class Scoreboard:
-    """Compares received beats, in order, with the expected words.
+    """Compares received beats with the expected words, by position.
+
+    Beats may be fed in arrival order (calling the scoreboard with each :class:`Beat`), or by
+    position with :meth:`check` and :meth:`extra_beat` when a batch knows where its beats
+    belong. Every word is compared; nothing is sampled.
 
     Parameters
     ----------
@@ -386,6 +390,7 @@ class Scoreboard:
         self.name = name
         self.max_reported = max_reported
         self.received = 0
+        self.checked = 0
         self.wrong = 0
         self.extra = 0
         self.first = []
@@ -396,36 +401,53 @@ class Scoreboard:
                                "expected": _hex(expected), "got": _hex(got), "cycle": cycle})
 
     def __call__(self, beat):
-        """Check one received :class:`Beat`."""
-        i = self.received
+        """Check the next received :class:`Beat` in arrival order."""
+        if self.received >= len(self.expected):
+            self.extra_beat(beat, self.received)
+        else:
+            self.check(beat, self.received)
+
+    def check(self, beat, index):
+        """Check ``beat`` against ``expected[index]``."""
         self.received += 1
-        if i >= len(self.expected):
-            self.extra += 1
-            self._record("extra", i, None, beat.word, beat.cycle)
-        elif beat.word != self.expected[i]:
+        self.checked += 1
+        if beat.word != self.expected[index]:
             self.wrong += 1
-            self._record("wrong", i, self.expected[i], beat.word, beat.cycle)
+            self._record("wrong", index, self.expected[index], beat.word, beat.cycle)
+
+    def extra_beat(self, beat, index):
+        """Count ``beat`` as one no expected word accounts for; ``index`` is its arrival position."""
+        self.received += 1
+        self.extra += 1
+        self._record("extra", index, None, beat.word, beat.cycle)
 
     @property
     def missing(self):
-        return max(0, len(self.expected) - self.received)
+        return max(0, len(self.expected) - self.checked)
 
     @property
     def errors(self):
         """Wrong, missing and extra beats together: 0 means the stream matched exactly."""
         return self.wrong + self.missing + self.extra
 
-    def summary(self):
+    def summary(self, partial=False):
         """The counts and the first mismatches, with missing beats added at the end.
+
+        Parameters
+        ----------
+        partial : bool
+            The stream was cut short on purpose: words never awaited are not missing.
 
         Returns
         -------
         dict
         """
-        if self.missing:
-            self._record("missing", self.received, self.expected[self.received], None, None)
+        missing = 0 if partial else self.missing
+        if missing:
+            self._record("missing", self.checked, self.expected[self.checked], None, None)
         return {"expected": len(self.expected), "received": self.received, "wrong": self.wrong,
-                "missing": self.missing, "extra": self.extra, "errors": self.errors,
+                "missing": missing, "extra": self.extra,
+                "errors": self.wrong + missing + self.extra,
                 "first_mismatches": list(self.first)}
 
 

@@ -6,17 +6,19 @@ so each missing host tool is reported by name with the command that installs it.
 """
 
 import functools
+import hashlib
 import importlib.metadata
 import os
 import shlex
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 from lowbit.errors import LowbitError
 
 __all__ = ["verilator_env", "verilator_root", "verilator_version", "cocotb_version",
-           "cxx_compiler", "cxx_version", "build_cxxflags"]
+           "cxx_compiler", "cxx_version", "build_cxxflags", "fst_build_args", "iverilog_version"]
 
 
 # Each host tool, why Verilator needs it, and how to get it.
@@ -181,3 +183,98 @@ def build_cxxflags():
     flags = shlex.split(os.environ.get("CXXFLAGS", ""))
     kept = [f for f in flags if f not in ("-DVL_TIME_CONTEXT", "-DVL_TIME_CONTEXT=1")]
     return shlex.join(kept)
+
+
+# The two functions of liblz4's stable API that Verilator's FST writer calls.
+_LZ4_DECLARATIONS = """\
+/* Declarations of the liblz4 functions Verilator's FST writer uses, for systems that have
+   the library but not its development header. */
+#ifndef LOWBIT_LZ4_DECLARATIONS
+#define LOWBIT_LZ4_DECLARATIONS
+#ifdef __cplusplus
+extern "C" {
+#endif
+int LZ4_compressBound(int inputSize);
+int LZ4_compress_default(const char* src, char* dst, int srcSize, int dstCapacity);
+#ifdef __cplusplus
+}
+#endif
+#endif
+"""
+
+_INCLUDE_DIRS = ("/usr/include", "/usr/local/include")
+_LIB_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib",
+             "/lib/x86_64-linux-gnu", "/lib/aarch64-linux-gnu", "/usr/local/lib")
+
+
+def _find_file(dirs, names):
+    for d in dirs:
+        for name in names:
+            if (Path(d) / name).exists():
+                return Path(d) / name
+    return None
+
+
+def fst_build_args(shim_root):
+    """Extra Verilator arguments for an FST-tracing build, or ``()`` when none are needed.
+
+    Verilator's FST writer compiles against ``lz4.h`` and links ``-llz4 -lz``. Many systems have
+    the liblz4 run-time library (``liblz4.so.1``) but not its development files; then a folder
+    under ``shim_root`` supplies the two declarations the writer needs and a ``liblz4.so`` link
+    to the run-time library, so FST works without installing anything.
+
+    Parameters
+    ----------
+    shim_root : path-like
+        Where to keep that folder (the build cache).
+
+    Returns
+    -------
+    tuple of str
+
+    Raises
+    ------
+    LowbitError
+        If neither liblz4 nor zlib's header is there to build with.
+    """
+    include_dirs = [*os.environ.get("CPATH", "").split(os.pathsep), *_INCLUDE_DIRS]
+    if _find_file(include_dirs, ["zlib.h"]) is None:
+        raise LowbitError("FST waveforms need zlib's header (zlib.h), which is not installed",
+                          "apt-get install zlib1g-dev, or use waves='vcd'")
+    if _find_file(include_dirs, ["lz4.h"]) is not None and \
+            _find_file(_LIB_DIRS, ["liblz4.so", "liblz4.a"]) is not None:
+        return ()
+    runtime = _find_file(_LIB_DIRS, ["liblz4.so", "liblz4.so.1"])
+    if runtime is None:
+        raise LowbitError("FST waveforms need liblz4, which is not installed",
+                          "apt-get install liblz4-dev, or use waves='vcd'")
+    shim = Path(shim_root) / f"lz4-{hashlib.sha256(str(runtime).encode()).hexdigest()[:12]}"
+    if not (shim / "lz4.h").is_file():
+        shim.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{shim.name}.", dir=shim.parent))
+        (tmp / "lz4.h").write_text(_LZ4_DECLARATIONS)
+        (tmp / "liblz4.so").symlink_to(runtime.resolve())
+        try:
+            os.rename(tmp, shim)
+        except OSError:
+            # Another process made it first.
+            shutil.rmtree(tmp, ignore_errors=True)
+    return ("-CFLAGS", f"-I{shim}", "-LDFLAGS", f"-L{shim}")
+
+
+def iverilog_version():
+    """First line of ``iverilog -V``, or ``None`` when Icarus Verilog is not on ``PATH``.
+
+    Returns
+    -------
+    str or None
+    """
+    path = shutil.which("iverilog")
+    if path is None:
+        return None
+    try:
+        out = subprocess.run([path, "-V"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    lines = (out.stdout or out.stderr).splitlines()
+    return f"{path}: {lines[0] if lines else ''}"

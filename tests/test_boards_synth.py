@@ -155,3 +155,22 @@ def test_missing_yosys(designs, tmp_path, monkeypatch):
                                           "is not installed in this Python") as info:
         synthesize(designs["counter"], "top", "ice40", cache_dir=tmp_path)
     assert info.value.hint == "pip install lowbit-no-such-yosys"
+
+
+def test_xilinx_falls_back_to_abc_where_abc9_crashes(tmp_path):
+    # Yosys 0.70's abc9 asserts (ABC_OPS_REINTEGRATE) on ternary engines with k-bit inputs; the
+    # classic abc mapper synthesizes them, and the result says which flow counted.
+    from lowbit.boards.calibrate import EngineSpec, build_engine
+    engine = build_engine(EngineSpec("ternary", "uint", 4, 8, 16, 1, 8))
+    result = synthesize(verilog.convert(engine, name="top", emit_src=False), "top", "xilinx",
+                        cache_dir=tmp_path)
+    assert result.flow == "synth_xilinx (abc)"
+    assert result.luts > 0
+    assert not list((tmp_path / "synth").glob("*.failed.log"))
+    cached = synthesize(verilog.convert(engine, name="top", emit_src=False), "top", "xilinx",
+                        cache_dir=tmp_path)
+    assert cached.cached and cached.flow == "synth_xilinx (abc)"
+
+
+def test_stock_flow_is_recorded(designs, cache):
+    assert synthesize(designs["counter"], "top", "ice40", cache_dir=cache).flow == "synth_ice40"

@@ -41,3 +41,21 @@ def test_failed_build_leaves_nothing(tmp_path, digits_graph, monkeypatch):
     with pytest.raises(LowbitError, match="disk full"):
         write_build(most_folded(digits_graph[0]), tmp_path / "b")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_build_is_byte_identical_across_runs(tmp_path, digits_graph):
+    """Deterministic output: two builds of the same graph are the same bytes, file by file."""
+    import time
+
+    from lowbit.compiler.codegen import write_build
+    from lowbit.compiler.folding import most_folded
+
+    graph = most_folded(digits_graph[0])
+    write_build(graph, tmp_path / "a")
+    time.sleep(2.1)  # a zip timestamp has 2-second resolution
+    write_build(graph, tmp_path / "b")
+    names = sorted(p.name for p in (tmp_path / "a").iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "b").iterdir()) == \
+        ["graph.npz", "lowbit_top.v", "manifest.json"]
+    for name in names:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name

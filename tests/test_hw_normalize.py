@@ -192,3 +192,20 @@ def test_single_channel_is_always_plus_one():
     res = run_amaranth_stream(u, u.in_format.pack(np.array([[-8], [7], [0]])))
     assert res.outputs == [1, 1, 1]
     assert res.latency == u.latency
+
+
+@pytest.mark.parametrize("pe", [1, 3])
+def test_offset_both_simulators(pe):
+    """A layer bias enters as a per-channel offset; exact ties around it are included."""
+    fmt = VectorFormat("int", 5, 6)
+    offset = np.array([-7, 0, 3, 12, -1, 6])
+    u = NormalizeSign(fmt, pe=pe, offset=offset)
+    op = NormalizeSignOp("n", 6, ValueType("int", 5), offset)
+    z = np.concatenate([worst_cases(fmt), with_ties(fmt, 30)])
+    expected = u.out_format.pack(op.reference(z))
+    d = 6 * z - z.sum(axis=1, keepdims=True) + offset
+    assert (d == 0).any() and (d == -1).any()  # ties on both sides of the comparison
+    assert u.difference_bounds == op.bounds
+    r = run_both(u, fmt.pack(z), expected, stall=0.3, seed=pe, name="normalize_sign_offset")
+    assert r.mismatches(expected) == 0
+    assert r.amaranth_outputs == expected

@@ -44,8 +44,8 @@ def conv_loop(x, w, stride, pad, pad_value):
 
 def test_op_shapes_and_cycles():
     op = SlidingWindowOp("sw", 3, 3, stride=2, pad=1, pad_value=-1)
-    assert op.out_shape(6, 6) == (3, 3)
-    assert op.out_shape(7, 5) == (4, 3)
+    assert op.out_size(6, 6) == (3, 3)
+    assert op.out_size(7, 5) == (4, 3)
     assert op.out_channels == 27 and op.out_type == BIPOLAR
     assert op.cycles(6, 6) == 64
     assert op.reference(feature_map(BIPOLAR, (2, 6, 6, 3))).shape == (2, 3, 3, 27)

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from lowbit.compiler.export import sign_thresholds
+from lowbit.compiler.export import step_thresholds
 from lowbit.compiler.folding import apply_folding, fold_for_cycles, parse_folding
 from lowbit.compiler.ir import (BIPOLAR, ArgMax, Folding, Graph, HostAffine, MatMul, MultiThreshold,
                                 ValueType, int_type_for)
@@ -63,25 +63,36 @@ def test_graph_checks_shapes():
         Graph(BIPOLAR, 8, [MatMul("a", np.ones((4, 8), int)), MatMul("b", np.ones((2, 5), int))])
 
 
-@pytest.mark.parametrize("gamma", [1.3, -0.7, 0.0])
-def test_sign_thresholds_match_torch_on_every_integer(gamma):
-    bn = torch.nn.BatchNorm1d(5).eval()
-    with torch.no_grad():
-        bn.weight.copy_(torch.tensor([gamma, 0.5, -2.0, 1e-3, gamma]))
-        bn.bias.copy_(torch.tensor([0.1, -3.0, 0.4, 0.0, 100.0]))
-        bn.running_mean.copy_(torch.tensor([2.0, -1.0, 0.3, 7.0, 0.0]))
-        bn.running_var.copy_(torch.tensor([4.0, 1.0, 0.5, 2.0, 1.0]))
-    mw = 21
-    t, flip, ties = sign_thresholds(bn, mw)
-    # Contiguous (N, C), as a Linear layer feeds BatchNorm: PyTorch's kernel rounds differently for
-    # strided inputs, so the layout must be the model's own.
-    d = torch.arange(-mw, mw + 1, 2, dtype=torch.float32)[:, None].expand(-1, 5).contiguous()
-    want = (bn(d) >= 0).numpy()
-    di = d.numpy().astype(np.int64)
-    got = np.where(flip, -di, di) >= t
+@pytest.mark.parametrize("act", ["bipolar", "u3"])
+def test_step_thresholds_equal_the_float_function_on_every_integer(act):
+    """Thresholds read off ``act(d * gain + bias)`` agree with it on every reachable d, for rising,
+    falling (flipped) and constant channels; an exact tie is counted."""
+    from lowbit.model.layers import BipolarAct, QuantAct
+
+    module = BipolarAct() if act == "bipolar" else QuantAct(act, clip=2.0)
+    gain = np.array([0.3, -0.7, 0.0, 0.25, 1e-3, -2.5])
+    bias = np.array([0.1, -3.0, 0.4, -1.75, 0.0, 100.0])
+    lo, hi = np.full(6, -40), np.full(6, 40)
+    t, flip, out_type, ties = step_thresholds(gain, bias, lo, hi, module)
+    assert list(flip) == [False, True, False, False, False, True]
+    d = np.arange(-40, 41)
+    y = torch.as_tensor(d[:, None] * gain + bias)
+    want = module.integer(y)[0].numpy() if act != "bipolar" else (y >= 0).numpy().astype(int) * 2 - 1
+    e = np.where(flip, -d[:, None], d[:, None])
+    got = MultiThreshold("t", t, ValueType("int", 8), out_type).reference(e)
     assert np.array_equal(got, want)
-    # Channel 3 sits exactly on d = 7 (mean 7, bias 0): the float result, not the rational one, wins.
-    assert ties >= 1
+    assert ties == 0  # e.g. 0.25 * 7 - 1.75 == 0 exactly in float64 too
+
+
+def test_step_thresholds_count_a_float_tie():
+    """26 * 3.5999999999999996 - 93.6 rounds to >= 0 in float64 but is < 0 exactly: the IR follows
+    the float (PyTorch's) result, and the tie is counted."""
+    from lowbit.model.layers import BipolarAct
+
+    t, flip, _, ties = step_thresholds(np.array([3.5999999999999996]), np.array([-93.6]),
+                                       np.array([-50]), np.array([50]), BipolarAct())
+    assert 26 * 3.5999999999999996 - 93.6 >= 0
+    assert (t[0, 0], flip[0], ties) == (26, False, 1)
 
 
 def test_ir_reproduces_torch_on_every_test_image(digits_graph):
@@ -89,7 +100,8 @@ def test_ir_reproduces_torch_on_every_test_image(digits_graph):
     assert check["images"] == 360
     assert check["prediction_disagreements"] == 0, check
     assert check["export_errors"] == []
-    assert check["activation_mismatches"] == {"layer0": 0, "layer1": 0}
+    assert check["activation_mismatches"] == {"stage0": 0, "stage1": 0}
+    assert check["logit_mismatches"] == 0
     assert check["ir_accuracy"] == check["torch_accuracy"] >= 0.90
 
 

@@ -96,7 +96,7 @@ def test_nan_weights_are_rejected(tmp_path):
         m.linears[0].weight[0, 0] = float("nan")
     path = tmp_path / "nan.pt"
     save_checkpoint(path, m, formats={}, input_encoding={})
-    with pytest.raises(LowbitError, match="non-finite values in linears.0.weight"):
+    with pytest.raises(LowbitError, match="non-finite values in stages.0.layer.weight"):
         load_checkpoint(path)
 
 

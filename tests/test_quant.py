@@ -269,3 +269,45 @@ def test_a_few_training_steps_reduce_the_loss(name):
         layer.clip_latent()
         losses.append(loss.item())
     assert min(losses[-5:]) < 0.9 * losses[0], losses
+
+
+def test_registry_families_expq_and_tiled():
+    from lowbit.formats import ALPHA_BITS, FORMAT_FAMILIES, format_family, weight_format
+
+    assert sorted(FORMAT_FAMILIES) == ["expq", "tiled"]
+    assert not set(FORMAT_FAMILIES) & set(WEIGHT_FORMATS)  # no hardware lane of their own
+    tiled, expq = format_family("tiled"), format_family("expq")
+    assert tiled.base == "bipolar" and weight_format(tiled.base).lane == "xnor-popcount"
+    assert tiled.values[:4] == (2, 4, 8, 16)
+    assert tiled.bits_per_weight(4) == 0.25
+    assert tiled.bits_per_weight(4, n_weights=65536) == 0.25 + 4 * ALPHA_BITS / 65536
+    assert expq.bits_per_weight() is None  # "—": set by the PTQ bit budget
+    assert [expq.bits_per_weight(b) for b in (2, 3, 6)] == [2.0, 3.0, 6.0]
+    assert expq.levels(3) == "{0, ±a*q**k : k = 0..2}"
+    for fam in (tiled, expq):
+        assert fam.encoding and fam.scale and fam.description
+    with pytest.raises(LowbitError, match=r"format 'tiled' needs p in \{2, 4, 8"):
+        tiled.check(3)
+    with pytest.raises(LowbitError, match=r"format 'expq' needs bits in \{2, 3, 4, 5, 6\}, not 7"):
+        expq.bits_per_weight(7)
+    with pytest.raises(LowbitError, match="weight format 'tiled' has a parameter"):
+        weight_format("tiled")
+    with pytest.raises(LowbitError, match="unknown parameterized weight format 'octal'"):
+        format_family("octal")
+
+
+def test_registry_fixed_formats_keep_their_fields():
+    expected = {"bipolar": (1, 1.0), "binary01": (1, 1.0), "ternary": (2, 1.585), "levels5": (3, 2.322),
+                "levels9": (4, 3.170), "levels17": (5, 4.087), "pow2": (3, 2.807)}
+    for name, (storage, bits) in expected.items():
+        f = WEIGHT_FORMATS[name]
+        assert f.storage_bits == storage and f.bits_per_weight == pytest.approx(bits, abs=1e-3)
+        assert f.lane and f.encoding and f.scale in ("none", "tensor")
+
+
+def test_exponential_ptq_correlates_at_least_as_well_as_linear_at_3_to_6_bits():
+    # Per layer, for Gaussian weights: exponential levels at b bits follow w at least as closely
+    # as linear levels at b bits (the accuracy rows of the sweep rest on this).
+    w = _latent(128, 128, seed=7)
+    for bits in range(3, 7):
+        assert quantize_exponential(w, bits)[1].correlation >= quantize_linear(w, bits)[1].correlation

@@ -1,8 +1,12 @@
 """Stream testbench: Amaranth stream components in Verilator under cocotb, with random stalls."""
 
+import json
 import random
 import shutil
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 from amaranth import Module, Signal, unsigned
@@ -12,7 +16,7 @@ from amaranth.lib.wiring import In, Out
 
 from lowbit.errors import LowbitError
 from lowbit.sim import build, toolchain
-from lowbit.sim.runner import StallConfig, run_stream
+from lowbit.sim.runner import Phase, StallConfig, run_phases, run_stream
 
 
 class AddMul(wiring.Component):
@@ -155,11 +159,19 @@ def slow3():
     return component, _verilog(component)
 
 
-def test_wide_stream_with_stalls_is_exact(wide):
+NO_ICARUS = "Icarus Verilog (iverilog) is not on PATH"
+
+
+@pytest.mark.parametrize("simulator", [
+    "verilator",
+    pytest.param("icarus", marks=pytest.mark.skipif(shutil.which("iverilog") is None,
+                                                    reason=NO_ICARUS))])
+def test_wide_stream_with_stalls_is_exact(wide, simulator):
     component, text = wide
     inputs, expected = _vectors(component, 200, 2000, seed=1)
     r = run_stream(text, "top", inputs, expected, timing_items=32,
-                   stall=StallConfig(in_idle=0.5, out_stall=0.5, max_gap=4), seed=3)
+                   stall=StallConfig(in_idle=0.5, out_stall=0.5, max_gap=4), seed=3,
+                   simulator=simulator)
     assert r.mismatches == 0 and r.first_mismatches == []
     # Every beat exactly once and in order: nothing lost, duplicated or reordered.
     assert r.n_inputs == 2000 and r.n_outputs == 2000
@@ -168,8 +180,8 @@ def test_wide_stream_with_stalls_is_exact(wide):
     assert r.latency == component.latency
     assert r.interval == [component.interval] * 31
     assert len(r.timing_input_cycles) == 32
-    # Python runs a few times per beat, never once per idle cycle.
-    assert r.wakes < 4 * r.beats
+    # The harness moves the beats: Python runs a few times per batch, not per beat or cycle.
+    assert r.wakes < 20
 
 
 def test_toggling_ready_with_stalls(slow3):
@@ -227,7 +239,7 @@ def test_idle_cycles_do_not_wake_python():
     assert r.mismatches == 0
     assert r.latency == 10_000 and r.interval == [10_000, 10_000]
     assert r.sim_cycles > 1_000_000
-    assert r.wakes < 12 * len(inputs)
+    assert r.wakes < 20
     assert r.seconds < 30, f"{r.sim_cycles} cycles took {r.seconds:.1f} s"
     print(f"{r.sim_cycles} cycles, {r.wakes} wakes, {r.seconds:.2f} s "
           f"(total {time.perf_counter() - t0:.1f} s)")
@@ -246,9 +258,39 @@ def test_waves_are_a_separate_build(wide, tmp_path):
     r = run_stream(text, "top", inputs, expected, timing_items=4, workdir=tmp_path, waves=True,
                    progress=False)
     assert r.mismatches == 0
-    assert r.wave_file == tmp_path / "dump.vcd" and r.wave_file.stat().st_size > 0
+    assert r.wave_file == tmp_path / "waves.fst" and r.wave_file.stat().st_size > 0
     assert build.build_simulation(text, "top", waves=True).key != \
         build.build_simulation(text, "top").key
+
+
+def test_mismatch_records_a_waveform_around_it(wide, tmp_path, capsys):
+    component, text = wide
+    inputs, expected = _vectors(component, 200, 300, seed=13)
+    expected[250] ^= 1
+    r = run_stream(text, "top", inputs, expected, timing_items=4, workdir=tmp_path, seed=2)
+    [m] = r.first_mismatches
+    assert (m["kind"], m["index"]) == ("wrong", 250)
+    lo, hi = r.wave_window
+    assert lo < m["cycle"] < hi and lo > 0
+    assert r.wave_file == tmp_path / "waves.fst" and r.wave_file.stat().st_size > 0
+    assert f"waveform: {r.wave_file}" in capsys.readouterr().err
+
+
+def _vcd_times(path):
+    return [int(line[1:]) for line in path.read_text().splitlines() if line.startswith("#")]
+
+
+def test_wave_window_limits_the_dump(wide, tmp_path):
+    """A VCD (text) shows what the window does: nothing before its first cycle or after its last."""
+    component, text = wide
+    inputs, expected = _vectors(component, 200, 400, seed=14)
+    job = run_phases(text, "top", [Phase("s", inputs, expected, stall=StallConfig())],
+                     waves="vcd", wave_window=(300, 340), workdir=tmp_path)
+    # The run ends with the window.
+    assert job.phase("s")["stopped"] and job.phase("s")["wrong"] == 0
+    period = 10_000  # ps
+    times = _vcd_times(job.wave_file)
+    assert times and min(times) >= 300 * period and max(times) <= 342 * period
 
 
 def test_crashed_testbench_raises(wide):
@@ -284,3 +326,40 @@ def test_bad_arguments():
         run_stream("", "top", [1, -1], [1, 1])
     with pytest.raises(ValueError, match="Number of items must be a positive divisor"):
         run_stream("", "top", [1, 2, 3], [1], n_items=2)
+
+
+@pytest.mark.skipif(shutil.which("iverilog") is not None, reason="Icarus Verilog is installed")
+def test_missing_icarus_is_named():
+    with pytest.raises(LowbitError, match=r"^iverilog not found on PATH") as info:
+        run_stream(_verilog(Invert(4)), "top", [1], [14], simulator="icarus", progress=False)
+    assert "simulator='verilator'" in info.value.hint
+
+
+_BUILD_SCRIPT = """
+import json, sys
+from lowbit.sim.build import build_simulation
+sim = build_simulation(open(sys.argv[1]).read(), "top", cache_dir=sys.argv[2])
+print(json.dumps({"cached": sim.cached, "dir": str(sim.build_dir)}))
+"""
+
+
+def test_concurrent_builds_of_one_design_build_once(tmp_path):
+    """Two processes ask for the same new design at once: both get it, one of them builds it."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    # The run-time library objects do not depend on the design; reuse them to keep this short.
+    for runtime in build.cache_root().glob("runtime-*"):
+        shutil.copytree(runtime, cache / runtime.name)
+    source = tmp_path / "design.v"
+    source.write_text(_verilog(AddMul(13, 17)))
+    procs = [subprocess.Popen([sys.executable, "-c", _BUILD_SCRIPT, source, cache],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err for _, err in outs]
+    reports = [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
+    assert sorted(r["cached"] for r in reports) == [False, True]
+    assert reports[0]["dir"] == reports[1]["dir"]
+    builds = [p for p in cache.iterdir() if p.name.startswith("top-")]
+    assert [p.name for p in builds] == [Path(reports[0]["dir"]).name]
+    assert not list(cache.glob("*.tmp"))

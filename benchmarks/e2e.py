@@ -1,0 +1,112 @@
+"""End to end over whole test sets: train, export, compile, run every test image in Verilator.
+
+Usage::
+
+    python -m benchmarks.e2e --data ../shared/data             # every case, full test sets
+    python -m benchmarks.e2e --data ../shared/data --write     # also results/e2e.json, BENCHMARKS.md
+    python -m benchmarks.e2e --cases mnist-mlp-ternary --limit 1000
+
+Cases: an MNIST MLP 784-256-256-10 for each weight format (bipolar, binary01, ternary, levels5,
+levels9, levels17, pow2, tiled p=4), and a Fashion-MNIST CNN (conv3x3 16 - pool - conv3x3 32 -
+pool - fc 10) in bipolar, ternary and levels5. Checkpoints are trained once into ``--work``
+(default build/e2e) and reused. Each row: ``{dataset, arch, format, images, mismatches,
+ir_accuracy, hw_accuracy, cycles_predicted, cycles_measured}``; ``mismatches`` counts output words
+of the hardware that differ from the IR reference, over every image with random stalls.
+"""
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from lowbit.errors import LowbitError
+
+from .report import ROOT, update_section, write_results
+
+MLP = "mlp:256,256"
+CNN = "cnn:16,32"
+# Hardware-setting activations: one bit for the binary formats, two bits for the multi-level ones.
+CASES = {
+    **{f"mnist-mlp-{f}": ("mnist", MLP, f, None, "bipolar") for f in ("bipolar", "binary01")},
+    **{f"mnist-mlp-{f}": ("mnist", MLP, f, None, "u2")
+       for f in ("ternary", "levels5", "levels9", "levels17", "pow2")},
+    "mnist-mlp-tiled-p4": ("mnist", MLP, "tiled", 4, "bipolar"),
+    **{f"fashion-mnist-cnn-{f}": ("fashion-mnist", CNN, f, None, "bipolar" if f == "bipolar" else "u2")
+       for f in ("bipolar", "ternary", "levels5")},
+}
+
+
+def run_case(name, *, work, data, epochs, limit, target_cycles, seed=0):
+    from lowbit.flow import compile_checkpoint, simulate_build, train_checkpoint
+
+    dataset, arch, fmt, p, act = CASES[name]
+    ckpt = work / f"{name}.pt"
+    if not ckpt.exists():
+        train_checkpoint(ckpt, dataset=dataset, arch=arch, weight_format=fmt, p=p, act=act,
+                         epochs=epochs, seed=seed, data_root=data)
+    build = work / name
+    if build.exists():
+        import shutil
+        shutil.rmtree(build)
+    manifest, check = compile_checkpoint(ckpt, build, target_cycles=target_cycles, data_root=data)
+    start = time.monotonic()
+    sim = simulate_build(build, limit=limit, data_root=data, seed=seed)
+    return {
+        "case": name, "dataset": dataset, "arch": arch, "format": fmt if p is None else f"tiled-p{p}",
+        "activations": act, "images": sim["images"], "mismatches": sim["mismatches"],
+        "torch_accuracy": check["torch_accuracy"], "ir_accuracy": sim["ir_accuracy"],
+        "hw_accuracy": sim["hw_accuracy"], "cycles_predicted": sim["cycles_predicted"],
+        "cycles_measured": sim["cycles_measured"], "latency_predicted": sim["latency_predicted"],
+        "latency_measured": sim["latency_measured"], "threshold_float_ties": check["threshold_float_ties"],
+        "folding": ",".join(f"{l['pe']}x{l['simd']}" for l in manifest["layers"] if l["op"] == "mvau"),
+        "sim_seconds": round(time.monotonic() - start, 1),
+    }
+
+
+def table(rows):
+    lines = ["| dataset | arch | format | act | images | mismatches | IR acc | HW acc | cycles pred / meas |",
+             "|---|---|---|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['dataset']} | {r['arch']} | {r['format']} | {r['activations']} | {r['images']} "
+                     f"| {r['mismatches']} | {r['ir_accuracy']:.4f} | {r['hw_accuracy']:.4f} "
+                     f"| {r['cycles_predicted']} / {r['cycles_measured']} |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.e2e", description=__doc__.split("\n")[0])
+    ap.add_argument("--data", default=None, help="folder with the MNIST / Fashion-MNIST idx files")
+    ap.add_argument("--cases", default=",".join(CASES), help="comma-separated case names")
+    ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--limit", type=int, default=None, help="images per case (default: whole test set)")
+    ap.add_argument("--target-cycles", type=int, default=1024, help="folding target per inference")
+    ap.add_argument("--work", default=str(ROOT / "build" / "e2e"))
+    ap.add_argument("--write", action="store_true")
+    args = ap.parse_args(argv)
+    names = [c.strip() for c in args.cases.split(",") if c.strip()]
+    unknown = [c for c in names if c not in CASES]
+    if unknown:
+        print(f"unknown case(s) {unknown}; known: {', '.join(CASES)}", file=sys.stderr)
+        return 2
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for name in names:
+        try:
+            row = run_case(name, work=work, data=args.data, epochs=args.epochs, limit=args.limit,
+                           target_cycles=args.target_cycles)
+        except LowbitError as e:
+            print(f"{name}: error: {e}", file=sys.stderr)
+            return 2
+        rows.append(row)
+        print(table([row]).splitlines()[-1], flush=True)
+    print(table(rows))
+    if args.write:
+        write_results("e2e", rows)
+        update_section("e2e", "## End to end over whole test sets (Verilator)",
+                       "Command: `python -m benchmarks.e2e --data ../shared/data --write`.\n\n" + table(rows))
+    return 1 if any(r["mismatches"] for r in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,206 @@
+"""Estimator accuracy: estimated vs Yosys-synthesized LUTs and BRAMs for every engine of the sweep.
+
+The sweep (:data:`lowbit.boards.calibrate.SWEEP`) covers every lane, both input kinds, several
+foldings and sizes, and the window, pool, collect and normalize-sign engines; each engine is
+synthesized alone for xc7, iCE40 and ECP5 (:func:`lowbit.boards.synth.synthesize`). The LUT and
+FF models of :mod:`lowbit.boards.estimate` are fitted to these results, so the "err %" column is
+in-sample. The "held-out %" column is a prediction: each engine estimated by a model refitted
+without it (leave one engine out); "n/a" where the engine is the only one of its kind, so that
+no model without it knows its lane. BRAM comes from the Yosys mapping rule and is not fitted.
+
+Usage::
+
+    python -m benchmarks.estimator            # table from boards/calibration.json
+    python -m benchmarks.estimator --write    # synthesize the sweep (cached), refit, and update
+                                              # boards/calibration.json, benchmarks/results/
+                                              # estimator.json and BENCHMARKS.md
+    python -m benchmarks.estimator --write --placed   # plus placed iCE40/ECP5 networks: fmax
+"""
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+from lowbit.boards.calibrate import CALIBRATION_PATH, load_calibration, run_sweep
+from lowbit.boards.estimate import estimate_layer, fit_models
+from lowbit.errors import LowbitError
+from lowbit.files import atomic_write_text
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results" / "estimator.json"
+BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
+SECTION = "## Estimator vs synthesis"
+TABLE_BEGIN = "<!-- estimator table begin -->"
+TABLE_END = "<!-- estimator table end -->"
+GOAL_PCT = 15.0
+
+
+def held_out_luts(rows, row):
+    """LUT estimate of ``row`` by a model fitted to every other engine (None: its kind is unique)."""
+    others = [r for r in rows if r["engine"] != row["engine"] and r["family"] == row["family"]]
+    try:
+        return estimate_layer(row["layer"], row["family"], fit_models(others))["luts"]
+    except LowbitError:
+        return None
+
+
+def _pct(est, true):
+    return round(100 * (est - true) / max(true, 1), 1)
+
+
+def compare(rows, models):
+    """One result row per calibration row: estimate (in-sample and held out) next to synthesis."""
+    out = []
+    for r in rows:
+        est = estimate_layer(r["layer"], r["family"], models)
+        held = held_out_luts(rows, r)
+        out.append({"engine": r["engine"], "device": r["family"], "flow": r["flow"],
+                    "est_luts": est["luts"], "synth_luts": r["luts"],
+                    "err_pct": _pct(est["luts"], r["luts"]),
+                    "held_out_luts": held,
+                    "held_out_err_pct": None if held is None else _pct(held, r["luts"]),
+                    "est_ffs": est["ffs"], "synth_ffs": r["ffs"],
+                    "est_brams": est["brams"], "synth_brams": r["brams"]})
+    return out
+
+
+def table(results):
+    head = ("| engine | device | est LUT | synth LUT | err % | held-out % | est FF | synth FF | est BRAM "
+            "| synth BRAM |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+
+    def held(r):
+        return "n/a" if r["held_out_err_pct"] is None else f"{r['held_out_err_pct']:+.1f}"
+    return head + "".join(
+        f"| {r['engine']} | {r['device']} | {r['est_luts']} | {r['synth_luts']} | {r['err_pct']:+.1f} | "
+        f"{held(r)} | {r['est_ffs']} | {r['synth_ffs']} | {r['est_brams']} | {r['synth_brams']} |\n"
+        for r in results)
+
+
+def summary(results):
+    lines = []
+    for device in sorted({r["device"] for r in results}):
+        rs = [r for r in results if r["device"] == device]
+        worst = max(rs, key=lambda r: abs(r["err_pct"]))
+        mean = sum(abs(r["err_pct"]) for r in rs) / len(rs)
+        over = [r for r in rs if abs(r["err_pct"]) > GOAL_PCT]
+        held = [r for r in rs if r["held_out_err_pct"] is not None]
+        held_mean = sum(abs(r["held_out_err_pct"]) for r in held) / max(len(held), 1)
+        held_worst = max(held, key=lambda r: abs(r["held_out_err_pct"])) if held else None
+        held_over = [r for r in held if abs(r["held_out_err_pct"]) > GOAL_PCT]
+        brams_ok = sum(r["est_brams"] == r["synth_brams"] for r in rs)
+        lines.append(
+            f"- {device}: {len(rs)} engines; in-sample mean |LUT error| {mean:.1f} %, worst "
+            f"{worst['err_pct']:+.1f} % ({worst['engine']}), {len(over)} over {GOAL_PCT:.0f} %; "
+            f"held out ({len(held)} engines) mean {held_mean:.1f} %"
+            + (f", worst {held_worst['held_out_err_pct']:+.1f} % ({held_worst['engine']})"
+               if held_worst else "")
+            + f", {len(held_over)} over {GOAL_PCT:.0f} %; BRAM exact on {brams_ok} of {len(rs)}.")
+    return "\n".join(lines)
+
+
+# Placed networks (random W1A1 MLPs behind the UART top): widths and (PE, SIMD) per layer.
+PLACED = (
+    ("icebreaker", (64, 16, 10), ((1, 16), (2, 16))),
+    ("ulx3s", (64, 16, 10), ((1, 16), (2, 16))),
+    ("ulx3s", (256, 64, 10), ((8, 64), (10, 16))),
+    ("ulx3s", (784, 64, 64, 10), ((1, 196), (1, 16), (1, 4))),
+)
+
+
+def placed_rows(progress=None):
+    """Estimate beside nextpnr for each :data:`PLACED` network (bitstreams built and cached)."""
+    import tempfile
+
+    from lowbit.boards.build import build_for_board
+    from lowbit.boards.calibrate import random_bipolar_mlp
+    from lowbit.compiler.codegen import write_build
+
+    rows = []
+    for board, widths, foldings in PLACED:
+        with tempfile.TemporaryDirectory() as tmp:
+            write_build(random_bipolar_mlp(list(widths), [tuple(f) for f in foldings]), f"{tmp}/b")
+            report = build_for_board(f"{tmp}/b", board, f"{tmp}/out")
+        est, placed = report["estimate"], report["placed"]
+        used = {k: v["used"] for k, v in placed["utilization"].items()}
+        lut_key = "ICESTORM_LC" if "ICESTORM_LC" in used else "TRELLIS_COMB"
+        bram_key = "ICESTORM_RAM" if "ICESTORM_RAM" in used else "DP16KD"
+        fmax = min(placed["fmax_mhz"].values())
+        rows.append({"board": board, "network": "-".join(map(str, widths)),
+                     "folding": ",".join(f"{p}x{s}" for p, s in foldings),
+                     "cycles_per_inference": est["cycles_per_inference"],
+                     "est_luts": est["total"]["luts"], "placed_luts": used.get(lut_key),
+                     "est_brams": est["total"]["brams"], "placed_brams": used.get(bram_key, 0),
+                     "est_fmax_mhz": round(est["fmax_mhz"], 1), "placed_fmax_mhz": round(fmax, 1),
+                     "fmax_err_pct": _pct(est["fmax_mhz"], fmax),
+                     "pnr_seconds": round(placed["seconds"], 1)})
+        if progress:
+            progress(rows[-1])
+    return rows
+
+
+def placed_table(rows):
+    head = ("| board | network | PExSIMD | cycles | est LUT (network) | placed LUT (with UART) | est BRAM "
+            "| placed BRAM | est fmax MHz | nextpnr fmax MHz | fmax err % |\n"
+            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+    return head + "".join(
+        f"| {r['board']} | {r['network']} | {r['folding']} | {r['cycles_per_inference']} | "
+        f"{r['est_luts']} | {r['placed_luts']} | {r['est_brams']} | {r['placed_brams']} | "
+        f"{r['est_fmax_mhz']} | {r['placed_fmax_mhz']} | {r['fmax_err_pct']:+.1f} |\n" for r in rows)
+
+
+def write_markdown(results, yosys, placed=()):
+    placed_block = ("\nPlaced networks (bitstreams through nextpnr; placed LUT counts include the "
+                    "UART top; fmax is nextpnr's for the board's clock constraint):\n\n"
+                    + placed_table(placed)) if placed else ""
+    block = (f"{TABLE_BEGIN}\n{table(results)}\n{summary(results)}\n\nSynthesis: {yosys}.\n"
+             f"{placed_block}{TABLE_END}")
+    text = BENCHMARKS_MD.read_text(encoding="utf-8") if BENCHMARKS_MD.exists() else "# Benchmarks\n"
+    if TABLE_BEGIN in text:
+        text = re.sub(re.escape(TABLE_BEGIN) + ".*?" + re.escape(TABLE_END),
+                      lambda _: block, text, flags=re.S)
+    else:
+        intro = (f"{SECTION}\n\nCommand: `python -m benchmarks.estimator --write` synthesizes the "
+                 "calibration sweep (`lowbit.boards.calibrate.SWEEP`, cached), refits the LUT/FF "
+                 "models of `lowbit.boards.estimate` and records them in `boards/calibration.json`.\n"
+                 ""err %" is in-sample (the model is fitted to these same engines); "
+                 "\"held-out %\" refits without the engine and predicts it. BRAM is predicted by the "
+                 "Yosys ROM-mapping rule, not fitted.\n\n")
+        text = text.rstrip("\n") + "\n\n" + intro + block + "\n"
+    atomic_write_text(BENCHMARKS_MD, text)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--write", action="store_true",
+                        help="synthesize the sweep, refit and update the recorded files")
+    parser.add_argument("--placed", action="store_true",
+                        help="also build the placed networks (iCE40/ECP5 bitstreams, cached) and "
+                             "compare their fmax and utilization with the estimate")
+    args = parser.parse_args(argv)
+    if args.write:
+        rows = run_sweep(progress=lambda r: print(f"  {r['engine']} {r['family']}: {r['luts']} LUT",
+                                                  file=sys.stderr))
+        models = fit_models(rows)
+        atomic_write_text(CALIBRATION_PATH, json.dumps({"rows": rows, "models": models},
+                                                       indent=1, sort_keys=True) + "\n")
+    else:
+        rows = load_calibration()
+        models = json.loads(CALIBRATION_PATH.read_text())["models"]
+    results = compare(rows, models)
+    print(table(results))
+    print(summary(results))
+    placed = placed_rows(lambda r: print(f"  placed {r['network']} on {r['board']}", file=sys.stderr)) \
+        if args.placed else []
+    if placed:
+        print(placed_table(placed))
+    if args.write:
+        atomic_write_text(RESULTS, json.dumps({"rows": results, "placed": placed,
+                                               "yosys": rows[0]["yosys_version"]}, indent=1) + "\n")
+        write_markdown(results, rows[0]["yosys_version"], placed)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""FINN's binary MLPs (W1A1 TFC, SFC, LFC) through lowbit: cycles, fps, and Yosys xc7 LUT/BRAM.
+
+Each network is built directly as IR (:func:`lowbit.boards.calibrate.random_bipolar_mlp`, random
+bipolar weights and thresholds: cost does not depend on the trained values beyond what random
+ones show) and folded with :func:`lowbit.compiler.folding.fold_for_cycles` to a cycle target per
+inference close to FINN's published design point:
+
+- TFC (784-64-64-64-10), 64 cycles: the cycle count of FINN's tfc-w1a1 folding (PE 16 / SIMD 49
+  on the first layer); lowbit picks its own cheapest folding for that target.
+- SFC (784-256-256-256-10), 16 cycles: FINN's SFC-max reaches 12.3 M fps at 200 MHz, which is
+  about 16 cycles per image.
+- LFC (784-1024-1024-1024-10), 256 cycles: FINN's LFC-W1A1 on PYNQ-Z1 reports 356,633 fps at
+  100 MHz, about 280 cycles per image.
+
+Cycles per inference are exact (the slowest engine's ``MH/PE * MW/SIMD``); fps at 100 and
+200 MHz follow. LUT and BRAM come from :func:`lowbit.boards.synth.synthesize` for xc7 (whole
+network, out of context) when ``--synth`` names the network; a network not synthesized says so.
+
+Usage::
+
+    python -m benchmarks.finn                    # cycles and fps only
+    python -m benchmarks.finn --synth tfc        # plus Yosys xc7 for TFC
+    python -m benchmarks.finn --synth tfc --write
+"""
+
+import argparse
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+from lowbit.boards.calibrate import random_bipolar_mlp
+from lowbit.boards.estimate import estimate_manifest
+from lowbit.compiler.codegen import TOP_NAME, build_manifest, generate_verilog, lower
+from lowbit.compiler.folding import fold_for_cycles
+from lowbit.files import atomic_write_text
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results" / "finn.json"
+BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
+SECTION = "## FINN binary MLPs (TFC, SFC, LFC)"
+TABLE_BEGIN = "<!-- finn table begin -->"
+TABLE_END = "<!-- finn table end -->"
+
+# The Zynq-7020 of the PYNQ-Z1 (FINN's LFC board) is the chip of the Arty Z7-20.
+ESTIMATE_BOARD = "arty-z7-20"
+NETWORKS = {
+    "tfc": ([784, 64, 64, 64, 10], 64),
+    "sfc": ([784, 256, 256, 256, 10], 16),
+    "lfc": ([784, 1024, 1024, 1024, 10], 256),
+}
+# Published FINN numbers quoted for comparison (FINN paper, FPGA 2017, and FINN-R, 2018).
+FINN_PUBLISHED = {
+    "sfc": "SFC-max: 12.3 M fps, 91,131 LUT, 200 MHz (ZC706)",
+    "lfc": "LFC-W1A1: 356,633 fps, PYNQ-Z1 (100 MHz)",
+    "tfc": "",
+}
+
+
+def measure(name, synth):
+    widths, target = NETWORKS[name]
+    graph = fold_for_cycles(random_bipolar_mlp(widths, seed=0), target)
+    folds = ",".join(str(m.folding) for m in graph.matmuls())
+    cycles = max(m.cycles(m.folding) for m in graph.matmuls())
+    # The estimate needs only the engines' parameters, not their Verilog: quick at any size.
+    est = estimate_manifest(build_manifest(graph, lower(graph)), ESTIMATE_BOARD)
+    row = {"network": name, "widths": "-".join(map(str, widths)), "folding": folds,
+           "cycles_per_inference": cycles, "fps_100mhz": 100e6 / cycles,
+           "fps_200mhz": 200e6 / cycles, "est_luts": est["total"]["luts"],
+           "est_brams": est["total"]["brams"], "est_fmax_mhz": round(est["fmax_mhz"], 1),
+           "fits_xc7z020": est["fits"], "luts": None, "ffs": None, "brams": None,
+           "synth_seconds": None, "finn": FINN_PUBLISHED[name]}
+    if synth:
+        from lowbit.boards.synth import synthesize
+        text, _ = generate_verilog(graph)
+        start = time.monotonic()
+        r = synthesize(text, TOP_NAME, "xilinx")
+        row.update(luts=r.luts, ffs=r.ffs, brams=r.brams, flow=r.flow,
+                   synth_seconds=round(r.seconds if r.cached else time.monotonic() - start, 1))
+    return row
+
+
+def table(rows):
+    head = ("| network | folding (PExSIMD per layer) | cycles | fps @100 MHz | fps @200 MHz | "
+            "est. xc7 LUT | est. RAMB18 | est. fmax MHz | xc7 LUT (Yosys) | RAMB18 (Yosys) "
+            "| FINN published |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
+    return head + "".join(
+        f"| {r['network'].upper()} {r['widths']} | {r['folding']} | {r['cycles_per_inference']} | "
+        f"{r['fps_100mhz']:,.0f} | {r['fps_200mhz']:,.0f} | {r['est_luts']:,} | {r['est_brams']} | "
+        f"{r['est_fmax_mhz']} | "
+        f"{r['luts'] if r['luts'] is not None else 'not synthesized'} | "
+        f"{r['brams'] if r['brams'] is not None else '-'} | {r['finn']} |\n" for r in rows)
+
+
+def write_markdown(rows):
+    block = f"{TABLE_BEGIN}\n{table(rows)}{TABLE_END}"
+    text = BENCHMARKS_MD.read_text(encoding="utf-8") if BENCHMARKS_MD.exists() else "# Benchmarks\n"
+    if TABLE_BEGIN in text:
+        text = re.sub(re.escape(TABLE_BEGIN) + ".*?" + re.escape(TABLE_END),
+                      lambda _: block, text, flags=re.S)
+    else:
+        intro = (f"{SECTION}\n\nCommand: `python -m benchmarks.finn --synth tfc --write`. Random "
+                 "W1A1 weights and thresholds built as IR, folded to FINN-like cycle targets; "
+                 "cycles are exact, fps = clock / cycles; LUT/RAMB18 from Yosys `synth_xilinx` "
+                 "(whole network, out of context, no place and route).\n\n")
+        text = text.rstrip("\n") + "\n\n" + intro + block + "\n"
+    atomic_write_text(BENCHMARKS_MD, text)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--synth", default="", help="comma-separated networks to synthesize (tfc,sfc,lfc)")
+    parser.add_argument("--write", action="store_true",
+                        help="update benchmarks/results/finn.json and BENCHMARKS.md")
+    args = parser.parse_args(argv)
+    synth = {s for s in args.synth.split(",") if s}
+    unknown = synth - set(NETWORKS)
+    if unknown:
+        parser.error(f"unknown networks {sorted(unknown)}; choose from {', '.join(NETWORKS)}")
+    rows = [measure(name, name in synth) for name in NETWORKS]
+    print(table(rows))
+    if args.write:
+        atomic_write_text(RESULTS, json.dumps({"rows": rows}, indent=1) + "\n")
+        write_markdown(rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

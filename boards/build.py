@@ -1,0 +1,108 @@
+"""``lowbit build``: a build folder to a board.
+
+iCE40 and ECP5 boards get a bitstream: the network behind the UART top of
+:mod:`lowbit.boards.wrapper`, through Yosys, nextpnr and the packer (:mod:`lowbit.boards.pnr`).
+Xilinx boards get the Verilog and out-of-context Yosys counts of the network alone (no open
+place and route exists for them). A network that the estimator says does not fit is refused
+with the numbers before any tool runs.
+"""
+
+import json
+import shutil
+from pathlib import Path
+
+from lowbit.errors import LowbitError
+from lowbit.files import atomic_dir
+
+from .boards import get_board
+from .estimate import estimate_manifest
+
+__all__ = ["load_build_dir", "build_for_board", "does_not_fit_message"]
+
+
+def load_build_dir(build_dir):
+    """(manifest, Verilog text) of a folder made by ``lowbit compile``."""
+    build_dir = Path(build_dir)
+    manifest_path = build_dir / "manifest.json"
+    if not manifest_path.is_file():
+        raise LowbitError(f"{str(build_dir)!r} is not a build folder (no manifest.json)",
+                          "create one with 'lowbit compile CKPT -o BUILD'")
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    verilog = build_dir / f"{manifest['top']}.v"
+    if not verilog.is_file():
+        raise LowbitError(f"build folder {str(build_dir)!r} has no {verilog.name}",
+                          "recreate it with 'lowbit compile CKPT -o BUILD'")
+    return manifest, verilog.read_text(encoding="utf-8")
+
+
+def does_not_fit_message(estimate):
+    """One line per resource over capacity: needed, available, and by how much."""
+    parts = [f"{estimate['total'][k]} {k[:-1].upper()} of {estimate['capacity'][k]} "
+             f"(over by {over})" for k, over in estimate["over"].items()]
+    return f"does not fit on {estimate['board']} ({estimate['device']}): " + "; ".join(parts)
+
+
+def build_for_board(build_dir, board_name, out_dir, *, cache_dir=None):
+    """Build ``build_dir`` for ``board_name`` into ``out_dir`` (written atomically).
+
+    Returns
+    -------
+    dict
+        The report also written to ``out_dir/board_report.json``: estimate, and either the placed
+        utilization and fmax (``placed``) or the Yosys counts (``synth``).
+
+    Raises
+    ------
+    LowbitError
+        If the folder is not a build, the board is unknown, the estimate exceeds the board (the
+        message gives the numbers), or a tool fails.
+    """
+    manifest, verilog = load_build_dir(build_dir)
+    board = get_board(board_name)
+    estimate = estimate_manifest(manifest, board.name)
+    if not estimate["fits"]:
+        raise LowbitError(does_not_fit_message(estimate),
+                          "fold the network further (lowbit compile --target-cycles N) or pick a "
+                          "larger board")
+    top = manifest["top"]
+    report = {"board": board.name, "device": board.device, "estimate": estimate}
+    out_dir = Path(out_dir)
+    if board.bitstream:
+        from .pnr import place_and_route
+        from .wrapper import UartTop
+
+        design = UartTop(top, verilog, manifest["ports"]["i"]["payload_bits"],
+                         manifest["ports"]["o"]["payload_bits"])
+        placed = place_and_route(design, board, cache_dir=cache_dir)
+        fmax = placed.min_fmax_mhz
+        report["placed"] = {
+            "utilization": {k: {"used": u, "available": a} for k, (u, a) in placed.utilization.items()},
+            "fmax_mhz": placed.fmax_mhz, "constraint_mhz": placed.constraint_mhz,
+            "seconds": placed.seconds, "cached": placed.cached,
+            "uart": {"baud": design.baud, "in_bytes": design.in_bytes, "out_bytes": design.out_bytes},
+            "inferences_per_second_at_clock": board.clock_hz / manifest["cycles_per_inference"],
+            "inferences_per_second_at_fmax": (fmax * 1e6 / manifest["cycles_per_inference"]
+                                              if fmax else None),
+        }
+        with atomic_dir(out_dir) as tmp:
+            bitstream = placed.files["bitstream"]
+            shutil.copy2(bitstream, tmp / f"{board.name}{bitstream.suffix}")
+            shutil.copy2(placed.files["report"], tmp / "nextpnr_report.json")
+            shutil.copy2(placed.files["log"], tmp / "nextpnr.log")
+            shutil.copy2(placed.files["synth_log"], tmp / "yosys.log")
+            (tmp / f"{top}.v").write_text(verilog, encoding="utf-8")
+            (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+            (tmp / "board_report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    else:
+        from .synth import synthesize
+
+        r = synthesize(verilog, top, board.family, cache_dir=cache_dir)
+        report["synth"] = {"luts": r.luts, "ffs": r.ffs, "brams": r.brams, "dsps": r.dsps,
+                           "carry": r.carry, "flow": r.flow, "yosys_version": r.yosys_version,
+                           "fits": (r.luts <= board.luts and r.ffs <= board.ffs
+                                    and r.brams <= board.brams and r.dsps <= board.dsps)}
+        with atomic_dir(out_dir) as tmp:
+            (tmp / f"{top}.v").write_text(verilog, encoding="utf-8")
+            (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+            (tmp / "board_report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    return report

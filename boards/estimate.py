@@ -1,0 +1,389 @@
+"""Resource, throughput and fmax estimates for a compiled network, calibrated against Yosys.
+
+Per engine (one matrix-vector-threshold unit, see :mod:`lowbit.hw.mvau`) and per family:
+
+- **BRAM** follows the rule Yosys' ``memory_libmap`` applies to each ROM (weights, thresholds): a
+  ROM becomes block RAM when its soft-logic cost, ``bits / 16`` (the pass's default ROM cost per
+  bit), exceeds the cost of the fewest block RAMs that hold it (:data:`BRAM_SHAPES`, cost
+  :data:`BRAM_COST` per primitive, in the family's counting unit). The cost constants were
+  bracketed by synthesizing lone ROMs of many shapes and are checked against every engine of the
+  calibration sweep.
+- **LUTs and FFs** are linear in features that follow the engine's structure: the lanes
+  (``PE * SIMD`` multiply or XNOR elements times the input width), accumulators (``PE * acc``),
+  threshold compares, the input-slice multiplexer (``SIMD * in_bits * (SF - 1)``), output
+  registers (``MH * out_bits``) and ROMs left in logic (``depth * width``). The coefficients are
+  fitted by non-negative least squares on relative error to the calibration sweep
+  (:mod:`lowbit.boards.calibrate`) and stored in ``calibration.json`` beside the data they were
+  fitted to.
+- **Window, pool, collect and normalize-sign engines** have their own features: window taps
+  (``k * k * C * bits``), line memories left in logic (``(k-1) * (W + 2 pad - k) * C * bits``;
+  on xc7 and ECP5 they sit in distributed RAM, on iCE40 in flip-flops or, once large, in block
+  RAM by the ROM rule), the collected vector for collect, and for normalize-sign the fold
+  multiplexers, the PE adders and compares and the per-channel offsets. Each op has its own
+  constant, fitted to the same sweep.
+- **Cycles** are exact: the manifest's ``cycles_per_item`` and ``latency`` (from the engines'
+  timing properties).
+- **fmax**: nextpnr's critical path on a placed network runs from the last engine's output
+  handshake back through every engine's stall logic (``advance``) into the first engine's
+  compressor tree and accumulator. The model counts LUT levels on that path,
+  ``n_engines + tree_levels + acc_bits / 2``, at ``t_lut`` each plus ``t0``
+  (:data:`FMAX_DELAYS_NS`). iCE40's delays are matched to one placed iCEBreaker design (three
+  engines, 20.8 MHz); ECP5's are fitted to three placed ULX3S networks (within 9 % of nextpnr on
+  each); xc7's are scaled from iCE40 by the families' LUT speed and are not calibrated (no open
+  place and route for xc7 exists).
+"""
+
+import json
+import math
+
+import numpy as np
+
+from lowbit.errors import LowbitError
+
+from .boards import get_board
+from .calibrate import CALIBRATION_PATH
+
+__all__ = ["BRAM_SHAPES", "BRAM_COST", "rom_brams", "layer_features", "estimate_layer",
+           "estimate_manifest", "fit_models", "ram_brams", "load_models", "FMAX_DELAYS_NS", "estimate_fmax_mhz"]
+
+# Block RAM aspect ratios (depth, width) per family, and how many counting units each uses.
+# xc7: RAMB18 modes count 1, RAMB36 modes count 2 (synth.py counts RAMB18 equivalents).
+BRAM_SHAPES = {
+    "xilinx": [((16384, 1), 1), ((8192, 2), 1), ((4096, 4), 1), ((2048, 9), 1), ((1024, 18), 1),
+               ((512, 36), 1), ((32768, 1), 2), ((16384, 2), 2), ((8192, 4), 2), ((4096, 9), 2),
+               ((2048, 18), 2), ((1024, 36), 2), ((512, 72), 2)],
+    "ice40": [((2048, 2), 1), ((1024, 4), 1), ((512, 8), 1), ((256, 16), 1)],
+    "ecp5": [((16384, 1), 1), ((8192, 2), 1), ((4096, 4), 1), ((2048, 9), 1), ((1024, 18), 1),
+             ((512, 36), 1)],
+}
+# Soft-logic cost units per block RAM unit, bracketed by synthesized ROMs: xc7 between 512 (a
+# 512 x 16 ROM stays in logic) and 1024 (a 1024 x 16 ROM becomes one RAMB18); iCE40 between 64
+# (64 x 64 stays in logic) and 256 (512 x 8 is one SB_RAM40_4K); ECP5 between 128 and 256 (same).
+BRAM_COST = {"xilinx": 768, "ice40": 96, "ecp5": 192}
+_LOGIC_COST_PER_BIT = 1 / 16
+
+# Bits a LUT holds as ROM: LUT6 on xc7, LUT4 on iCE40/ECP5.
+_LUT_BITS = {"xilinx": 64, "ice40": 16, "ecp5": 16}
+
+# Critical path delays in ns: clock-to-out plus setup (t0), and one LUT level with its routing.
+# iCE40: matched to one placed iCEBreaker network. ECP5: fitted (least squares on the period, t0
+# fixed at 0.5 ns) to three placed ULX3S networks of 2, 2 and 3 engines (nextpnr-ecp5, 25 MHz
+# constraint; see the estimator benchmark). xc7: scaled from iCE40 by LUT speed, a model only (no
+# open xc7 place and route exists).
+FMAX_DELAYS_NS = {"ice40": (3.2, 4.5), "ecp5": (0.5, 2.15), "xilinx": (1.0, 0.9)}
+
+
+def rom_brams(depth, width, family):
+    """Block RAM units Yosys maps a ``depth`` x ``width`` ROM to (0: it stays in logic)."""
+    best = None
+    for (d, w), units in BRAM_SHAPES[family]:
+        n = math.ceil(depth / d) * math.ceil(width / w) * units
+        best = n if best is None else min(best, n)
+    logic_cost = int(depth * width * _LOGIC_COST_PER_BIT)
+    return best if logic_cost > best * BRAM_COST[family] else 0
+
+
+def _lane_variant(layer, family):
+    k = layer["in_format"]["kind"]
+    bip = "bip" if k == "bipolar" else "k"
+    # A one-word weight ROM is a constant: synthesis simplifies the lane by every weight.
+    const = "-const" if layer["weight_memory"]["depth"] == 1 else ""
+    dsp = "-dsp" if _lane_dsps(layer, family) else ""
+    return f"{layer['lane']}-{bip}{const}{dsp}"
+
+
+# Yosys' synth_xilinx maps a multiplier to a DSP48E1 once its product is at least 9 bits wide
+# (the DSP_Y_MINWIDTH of its xc7 DSP mapping).
+_XC7_DSP_MIN_PRODUCT_BITS = 9
+
+
+def _lane_dsps(layer, family):
+    """DSP blocks of a multiplying lane: one per PE x SIMD multiplier that synthesis maps to one."""
+    if family != "xilinx" or layer.get("op", "mvau") != "mvau" or layer["lane"] != "lut-multiply":
+        return 0
+    rows, mw = _rows(layer), layer["mw"]
+    wb = layer["weight_memory"]["bits"] // (rows * mw)
+    fmt = layer["in_format"]
+    # Inputs enter the multiplier signed: bipolar as 2 bits, uint k zero-extended to k + 1.
+    x_bits = {"bipolar": 2, "uint": fmt["bits"] + 1}.get(fmt["kind"], fmt["bits"])
+    return layer["pe"] * layer["simd"] if wb + x_bits >= _XC7_DSP_MIN_PRODUCT_BITS else 0
+
+
+def _levels(layer):
+    out = layer["out_format"]
+    if out["kind"] == "bipolar":
+        return 1
+    if out["kind"] == "uint":
+        return (1 << out["bits"]) - 1
+    return 0
+
+
+def _rows(layer):
+    """Rows of the stored weight matrix: MH, or the tile's rows for tiled weights."""
+    return layer["mh"] // layer.get("copies", 1)
+
+
+def _roms(layer):
+    """(depth, width) of the weight ROM and of the threshold ROM (None without thresholds)."""
+    pe, simd, mw = layer["pe"], layer["simd"], layer["mw"]
+    rows, copies = _rows(layer), layer.get("copies", 1)
+    wb = layer["weight_memory"]["bits"] // (rows * mw)
+    weights = (layer["weight_memory"]["depth"], pe * simd * wb)
+    levels = _levels(layer)
+    tw = layer["accumulator_bits"] + 1
+    thresholds = (rows // pe, copies * pe * levels * tw) if levels else None
+    return weights, thresholds
+
+
+def _line_memories(layer):
+    """(count, depth, width) of a window's line memories (hw/window.py ``_delay``)."""
+    k = layer["kernel"]
+    h, w, c = layer["in_shape"]
+    padded = w + 2 * layer.get("pad", 0)
+    pixel_bits = c * layer["in_format"]["bits"]
+    depth = padded - k
+    # Delays shorter than two pixels are registers, not memories.
+    return (k - 1, depth, pixel_bits) if depth >= 2 and k > 1 else (0, 0, pixel_bits)
+
+
+def ram_brams(depth, width, family):
+    """Block RAM units of one line memory (one write, one read port), 0 when it stays in logic.
+
+    Xilinx and ECP5 keep short line memories in distributed (LUT) RAM; iCE40 has none, so
+    Yosys puts a memory in block RAM once it outgrows the same cost rule as ROMs.
+    """
+    if family != "ice40":
+        return 0
+    return rom_brams(depth, width, family)
+
+
+def _mvau_features(layer, family):
+    pe, simd, mh, mw = layer["pe"], layer["simd"], layer["mh"], layer["mw"]
+    copies = layer.get("copies", 1)
+    in_bits = layer["in_format"]["bits"]
+    acc = layer["accumulator_bits"]
+    sf = mw // simd
+    levels = _levels(layer)
+    out_bits = layer["out_format"]["bits"]
+    (wd, ww), t_rom = _roms(layer)
+    wb = ww // (pe * simd)
+    rom_logic_bits = 0 if rom_brams(wd, ww, family) else wd * ww
+    rom_logic_width = 0 if rom_brams(wd, ww, family) else ww
+    if t_rom is not None and not rom_brams(*t_rom, family):
+        rom_logic_bits += t_rom[0] * t_rom[1]
+        rom_logic_width += t_rom[1]
+    lane_work = pe * simd * (in_bits if layer["in_format"]["kind"] != "bipolar" else 1)
+    luts = {
+        "const": 1.0,
+        "acc": pe * acc,
+        "compare": pe * copies * levels * acc,
+        "x_select": simd * in_bits * (sf - 1),
+        "out": mh * out_bits,
+        "rom_logic": rom_logic_bits / _LUT_BITS[family],
+        "mult_bits": lane_work * wb if layer["lane"] in ("lut-multiply", "shift") else 0,
+        # Each output element is written at one of the neuron folds: a decode of the fold counter.
+        "decode": mh * out_bits * math.log2(_rows(layer) // pe + 1),
+        f"lane:{_lane_variant(layer, family)}": lane_work,
+    }
+    # Bipolar-input engines (XNOR, AND-popcount) and k-bit-input engines share structure but not
+    # its cost per unit (k-bit accumulators and slices are wider), so each group has its own
+    # coefficients.
+    group = "bip" if layer["in_format"]["kind"] == "bipolar" else "k"
+    luts = {(n if n.startswith("lane:") or n == "mult_bits" else f"{n}:{group}"): v
+            for n, v in luts.items()}
+    # Flip-flops: input vector and slice, accumulators, output registers, ROM output registers
+    # of ROMs in logic.
+    ffs = {"const": 1.0, "ff_in": in_bits * (mw + simd), "acc": pe * acc, "ff_out": mh * out_bits,
+           "ff_rom": rom_logic_width}
+    return luts, ffs
+
+
+def _stream_features(layer, family):
+    """LUT and FF features of the window, pool, collect and normalize-sign engines."""
+    op = layer["op"]
+    in_bits = layer["in_format"]["bits"]
+    out_bits = layer["out_format"]["bits"] * layer["out_format"]["count"]
+    if op in ("sliding_window", "maxpool"):
+        k = layer["kernel"]
+        _, w, c = layer["in_shape"]
+        pixel = c * in_bits
+        n, depth, width = _line_memories(layer)
+        in_logic = n and not ram_brams(depth, width, family)
+        # Distributed RAM holds 64 (xc7) or 16 (ECP5) bits of a column per LUT; iCE40 keeps a
+        # memory that stays in logic in flip-flops with a read multiplexer.
+        line_bits = n * depth * width if in_logic else 0
+        luts = {f"{op}:const": 1.0, f"{op}:line": line_bits,
+                # Row and column counters, and each line memory's pointer.
+                f"{op}:counters": math.log2(w * layer["in_shape"][0]),
+                f"{op}:pointers": n * math.log2(depth) if n else 0}
+        if op == "sliding_window":
+            # Padding positions select the pad word instead of the input pixel.
+            luts["sliding_window:pad"] = pixel if layer.get("pad", 0) else 0
+        else:
+            # Bipolar maximum is an OR; integers need a compare and select per window element.
+            kind = "or" if layer["in_format"]["kind"] == "bipolar" else "compare"
+            luts[f"maxpool:{kind}"] = pixel * (k * k - 1)
+        ffs = {f"{op}:const": 1.0, f"{op}:taps": k * k * pixel, "ff_out": out_bits,
+               f"{op}:line": line_bits if family == "ice40" else n * width}
+        return luts, ffs
+    if op == "collect":
+        beats = layer["in_shape"][0] * layer["in_shape"][1]
+        luts = {"collect:const": 1.0, "collect:bits": out_bits, "collect:beats": math.log2(beats)}
+        return luts, {"collect:const": 1.0, "ff_out": out_bits}
+    if op == "normalize_sign":
+        c, pe = layer["channels"], layer["pe"]
+        folds = c // pe
+        sum_bits = in_bits + math.ceil(math.log2(c)) + 1
+        luts = {"normalize:const": 1.0,
+                "normalize:select": pe * in_bits * (folds - 1) * 2,
+                "normalize:lanes": pe * sum_bits,
+                "normalize:offset": c * sum_bits / _LUT_BITS[family] if folds > 1 else pe * sum_bits}
+        ffs = {"normalize:const": 1.0, "normalize:vectors": 2 * c * in_bits, "ff_out": c,
+               "normalize:sum": 2 * sum_bits}
+        return luts, ffs
+    raise LowbitError(f"the estimator has no model for layer op {op!r}",
+                      "ops: mvau, sliding_window, maxpool, collect, normalize_sign")
+
+
+def layer_features(layer, family):
+    """The named LUT features and FF features of one engine (a manifest layer), as two dicts."""
+    if layer.get("op", "mvau") == "mvau":
+        return _mvau_features(layer, family)
+    return _stream_features(layer, family)
+
+
+def _nnls(a, b):
+    from scipy.optimize import nnls
+    return nnls(a, b)[0]
+
+
+def _fit(feats, counts):
+    """Non-negative coefficients over the union of ``feats``' names, on relative error."""
+    names = sorted({n for f in feats for n in f})
+    a = np.array([[f.get(n, 0.0) for n in names] for f in feats], dtype=float)
+    y = np.array(counts, dtype=float)
+    # Each row divided by its own count, so small engines weigh as much as large ones.
+    coef = _nnls(a / y[:, None], np.ones(len(y)))
+    return {n: float(c) for n, c in zip(names, coef)}
+
+
+def fit_models(rows):
+    """Fit the per-family LUT and FF coefficients to calibration rows (see ``calibrate.run_sweep``)."""
+    models = {}
+    for family in sorted({r["family"] for r in rows}):
+        fam_rows = [r for r in rows if r["family"] == family]
+        feats = [layer_features(r["layer"], family) for r in fam_rows]
+        models[family] = {"luts": _fit([f[0] for f in feats], [max(r["luts"], 1) for r in fam_rows]),
+                          "ffs": _fit([f[1] for f in feats], [max(r["ffs"], 1) for r in fam_rows])}
+    return models
+
+
+def load_models(path=CALIBRATION_PATH):
+    """The fitted coefficients recorded in ``calibration.json``."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))["models"]
+    except (OSError, ValueError, KeyError):
+        raise LowbitError(f"the estimator's calibration {str(path)!r} is missing or damaged",
+                          "regenerate it with 'python -m benchmarks.estimator --write'") from None
+
+
+def _path_levels(layer, family):
+    """LUT levels of one engine's compressor tree and accumulator (two for other engines)."""
+    if layer.get("op", "mvau") != "mvau":
+        return 2
+    inputs = layer["simd"] * layer["in_format"]["bits"]
+    tree = math.ceil(math.log(max(inputs, 2), 6 if family == "xilinx" else 4)) + 1
+    return tree + layer["accumulator_bits"] / 2
+
+
+def estimate_fmax_mhz(layers, family):
+    """Estimated fmax of a network of ``layers`` (manifest layer dicts), see :data:`FMAX_DELAYS_NS`."""
+    t0, t_lut = FMAX_DELAYS_NS[family]
+    levels = len(layers) + max(_path_levels(layer, family) for layer in layers)
+    return 1e3 / (t0 + t_lut * levels)
+
+
+def _uncalibrated(feats, model):
+    """Feature names that ``layer`` uses but the family's model was never fitted on."""
+    return [n for n, v in feats.items() if v and n not in model]
+
+
+def estimate_layer(layer, family, models=None):
+    """LUT, FF, BRAM and DSP estimate of one engine (a manifest layer dict) on ``family``."""
+    if family not in BRAM_SHAPES:
+        raise LowbitError(f"no estimator for family {family!r}", "families: xilinx, ice40, ecp5")
+    models = models if models is not None else load_models()
+    model = models[family]
+    lut_feats, ff_feats = layer_features(layer, family)
+    missing = _uncalibrated(lut_feats, model["luts"])
+    if missing:
+        lanes = [n[5:] for n in missing if n.startswith("lane:")]
+        what = lanes[0] if lanes else layer.get("op", "mvau")
+        raise LowbitError(f"the estimator is not calibrated for {what!r} on {family}",
+                          "add an engine of that kind to the sweep in boards/calibrate.py and "
+                          "regenerate with 'python -m benchmarks.estimator --write'")
+    luts = sum(c * lut_feats.get(n, 0.0) for n, c in model["luts"].items())
+    ffs = sum(c * ff_feats.get(n, 0.0) for n, c in model["ffs"].items())
+    if layer.get("op", "mvau") == "mvau":
+        w_rom, t_rom = _roms(layer)
+        brams = rom_brams(*w_rom, family) + (rom_brams(*t_rom, family) if t_rom else 0)
+    elif layer["op"] in ("sliding_window", "maxpool"):
+        n, depth, width = _line_memories(layer)
+        brams = n * ram_brams(depth, width, family) if n else 0
+    else:
+        brams = 0
+    return {"luts": int(round(luts)), "ffs": int(round(ffs)), "brams": brams,
+            "dsps": _lane_dsps(layer, family),
+            "fmax_mhz": estimate_fmax_mhz([layer], family)}
+
+
+def estimate_manifest(manifest, board_name, models=None):
+    """Per-layer and total estimates of a build's manifest on a board, against its capacity.
+
+    Returns
+    -------
+    dict
+        ``board``, ``family``, ``layers`` (name, folding, cycles, luts, ffs, brams, dsps, fmax),
+        ``total``, ``capacity``, ``fits`` (bool), ``over`` (resource -> amount over capacity),
+        ``utilization`` (resource -> fraction), ``cycles_per_inference``, ``latency_cycles``,
+        ``fmax_mhz`` (the network's), ``clock_mhz`` (board oscillator), and inferences/s and
+        latency in microseconds at both clocks.
+    """
+    board = get_board(board_name)
+    models = models if models is not None else load_models()
+    rows = []
+    for layer in manifest["layers"]:
+        est = estimate_layer(layer, board.family, models)
+        op = layer.get("op", "mvau")
+        if op == "mvau":
+            kind = {"lane": layer["lane"], "weight_format": layer["weight_format"],
+                    "shape": f"{layer['mh']}x{layer['mw']}",
+                    "folding": f"{layer['pe']}x{layer['simd']}"}
+        else:
+            shape = layer.get("in_shape") or [layer.get("channels")]
+            kind = {"lane": op, "weight_format": "-", "shape": "x".join(map(str, shape)),
+                    "folding": str(layer.get("pe", "-"))}
+        rows.append({"name": layer.get("name", "?"), "op": op, **kind,
+                     "cycles": layer["cycles_per_item"],
+                     "cycles_per_inference": layer.get("cycles_per_inference",
+                                                       layer["cycles_per_item"]), **est})
+    total = {k: sum(r[k] for r in rows) for k in ("luts", "ffs", "brams", "dsps")}
+    capacity = board.capacity()
+    over = {k: total[k] - capacity[k] for k in total if total[k] > capacity[k]}
+    cycles = manifest["cycles_per_inference"]
+    latency = manifest["latency_cycles"]
+    fmax = estimate_fmax_mhz(manifest["layers"], board.family)
+    clock = board.clock_hz / 1e6
+    return {
+        "board": board.name, "family": board.family, "device": board.device,
+        "layers": rows, "total": total, "capacity": capacity,
+        "utilization": {k: total[k] / capacity[k] for k in total if capacity[k]},
+        "fits": not over, "over": over,
+        "cycles_per_inference": cycles, "latency_cycles": latency,
+        "fmax_mhz": fmax, "clock_mhz": clock,
+        "inferences_per_second_at_fmax": fmax * 1e6 / cycles,
+        # A network with window scans overlaps images and has no single latency.
+        "latency_us_at_fmax": latency / fmax if latency is not None else None,
+        "inferences_per_second_at_clock": clock * 1e6 / cycles,
+        "latency_us_at_clock": latency / clock if latency is not None else None,
+    }

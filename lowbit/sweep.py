@@ -1,0 +1,285 @@
+"""Resources and throughput against bits per weight: one architecture in every weight format.
+
+For each weight format and each target of cycles per inference, :func:`sweep_resources` builds
+the architecture with seeded random weights and batch-norm statistics (cost depends on the shapes,
+formats and foldings, not on trained values), exports it to the IR, folds it with
+:func:`lowbit.compiler.folding.fold_for_cycles` and estimates it on a board with
+:func:`lowbit.boards.estimate.estimate_manifest` (optionally also synthesizing it with Yosys).
+Given checkpoints, :func:`checkpoint_rows` adds their test accuracy beside their weight memory.
+:func:`write_sweep` writes the table, the JSON, the plots and a Markdown report into one folder,
+atomically.
+"""
+
+import io
+import json
+import math
+
+from .errors import LowbitError
+from .files import atomic_dir
+
+__all__ = ["DEFAULT_FORMATS", "DEFAULT_TARGETS", "random_model_arch", "sweep_resources",
+           "checkpoint_rows", "markdown_table", "write_sweep"]
+
+DEFAULT_FORMATS = ("bipolar", "tiled", "binary01", "ternary", "levels5", "levels9", "levels17",
+                   "pow2")
+DEFAULT_TARGETS = (64, 256, 1024)
+# One-bit weight formats run on bipolar activations (XNOR/AND-popcount lanes); multi-level
+# formats on 2-bit unsigned activations, the smallest with zero and more than one non-zero level.
+_ONE_BIT = ("bipolar", "tiled", "binary01")
+_MULTI_LEVEL_ACT = "u2"
+
+
+def _bits_per_weight(fmt, p):
+    from .formats import weight_format
+    if fmt == "tiled":
+        return 1 / p
+    return math.log2(len(weight_format(fmt).levels))
+
+
+def random_model_arch(arch, fmt, *, in_shape, classes, p=4, min_compress_size=None):
+    """The ``arch`` dict of :func:`lowbit.model.arch.build_model` for a spec such as ``mlp:64,64``."""
+    from .training import parse_arch
+
+    a = parse_arch(arch)
+    if a["kind"] == "vit":
+        raise LowbitError("the resource sweep covers mlp and cnn architectures, not vit",
+                          "use --arch mlp:H1,H2,... or cnn:C1,C2[:F1,...]")
+    if a["kind"] == "mlp":
+        a["in_features"] = int(math.prod(in_shape))
+    else:
+        if len(in_shape) != 3:
+            raise LowbitError(f"a cnn needs an input shape H,W,C, not {','.join(map(str, in_shape))}",
+                              "pass --in-shape 28,28,1 (for example)")
+        a["in_shape"] = list(in_shape)
+    a["classes"] = classes
+    a["weight_format"] = "bipolar" if fmt == "tiled" else fmt
+    a["act"] = "bipolar" if fmt in _ONE_BIT else _MULTI_LEVEL_ACT
+    if fmt == "tiled":
+        a["p"] = p
+        if min_compress_size is not None:
+            a["min_compress_size"] = min_compress_size
+    return a
+
+
+def _random_model(arch_dict, seed):
+    """A model with seeded random weights and batch-norm statistics, so thresholds spread out."""
+    import torch
+
+    from .model.arch import build_model
+
+    torch.manual_seed(seed)
+    model = build_model(arch_dict)
+    norms = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)
+    with torch.no_grad():
+        for mod in model.modules():
+            if isinstance(mod, norms):
+                mod.weight.uniform_(0.1, 1.5)
+                mod.bias.normal_(0, 1)
+                mod.running_mean.normal_(0, 3)
+                mod.running_var.uniform_(0.5, 20)
+                continue
+            for name, param in mod.named_parameters(recurse=False):
+                if name in ("weight", "bias"):
+                    param.uniform_(-1, 1)
+    return model.eval()
+
+
+def _weight_bits(manifest):
+    return sum(layer["weight_memory"]["bits"] for layer in manifest["layers"]
+               if layer.get("op", "mvau") == "mvau")
+
+
+def sweep_resources(arch="mlp:64,64", *, in_shape=(64,), classes=10, formats=DEFAULT_FORMATS,
+                    targets=DEFAULT_TARGETS, board="arty-a7-35", p=4, min_compress_size=None, seed=0,
+                    synth=False, progress=None):
+    """One row per (format, target): folding, exact cycles, estimated resources and throughput.
+
+    A target that a format's network cannot reach (its fastest folding is slower) gives a row with
+    ``error`` set and no numbers. With ``synth``, each design is also synthesized by Yosys for the
+    board's family (``synth_luts``, ``synth_ffs``, ``synth_brams``; cached). ``p`` and
+    ``min_compress_size`` shape the ``tiled`` format: layers with fewer weights than
+    ``min_compress_size`` stay plain bipolar (the model's default when None).
+    """
+    from .boards.boards import get_board
+    from .boards.estimate import estimate_manifest
+    from .compiler.codegen import build_manifest, generate_verilog, lower
+    from .compiler.export import export_model
+    from .compiler.folding import fold_for_cycles
+
+    board = get_board(board)
+    if not formats:
+        raise LowbitError("the sweep needs at least one weight format", "pass --formats bipolar,ternary")
+    rows = []
+    for fmt in formats:
+        if fmt != "tiled":
+            from .formats import weight_format
+            weight_format(fmt)
+        arch_dict = random_model_arch(arch, fmt, in_shape=in_shape, classes=classes, p=p,
+                                      min_compress_size=min_compress_size)
+        graph = export_model(_random_model(arch_dict, seed), {"source": f"random weights, seed {seed}"})
+        for target in targets:
+            row = {"format": fmt if fmt != "tiled" else f"tiled p={p}", "act": arch_dict["act"],
+                   "bits_per_weight": round(_bits_per_weight(fmt, p), 3), "target_cycles": target,
+                   "error": None}
+            try:
+                folded = fold_for_cycles(graph, target)
+            except LowbitError as e:
+                row["error"] = e.message if hasattr(e, "message") else str(e)
+                rows.append(row)
+                continue
+            if synth:
+                text, top = generate_verilog(folded)
+            else:
+                top = lower(folded)
+            manifest = build_manifest(folded, top)
+            est = estimate_manifest(manifest, board.name)
+            row.update({
+                "tiled_layers": sum(m.copies > 1 for m in folded.matmuls()),
+                "folding": ",".join(f"{m.folding.pe}x{m.folding.simd}" for m in folded.matmuls()),
+                "cycles_per_inference": manifest["cycles_per_inference"],
+                "weight_bits": _weight_bits(manifest),
+                "luts": est["total"]["luts"], "ffs": est["total"]["ffs"],
+                "brams": est["total"]["brams"], "fits": est["fits"],
+                "fmax_mhz": round(est["fmax_mhz"], 1),
+                "inferences_per_second_at_fmax": round(est["inferences_per_second_at_fmax"]),
+                "inferences_per_second_at_clock": round(est["inferences_per_second_at_clock"]),
+            })
+            if synth:
+                from .boards.synth import synthesize
+                r = synthesize(text, manifest["top"], board.family)
+                row.update(synth_luts=r.luts, synth_ffs=r.ffs, synth_brams=r.brams, synth_flow=r.flow)
+            rows.append(row)
+            if progress:
+                progress(row)
+    return rows
+
+
+def checkpoint_rows(checkpoints, data_root=None):
+    """Test accuracy and weight memory of each checkpoint (made by ``lowbit train``)."""
+    from .flow import evaluate_checkpoint
+
+    rows = []
+    for ckpt in checkpoints:
+        r = evaluate_checkpoint(ckpt, data_root=data_root)
+        rows.append({"checkpoint": str(ckpt), "format": r["format"], "setting": r["setting"],
+                     "accuracy": r["accuracy"], "bits_per_weight": r["bits_per_weight"],
+                     "weight_memory_bytes": r["weight_memory_bytes"]})
+    return rows
+
+
+def markdown_table(rows):
+    head = ("| format | bits/weight | act | target cycles | folding (PExSIMD) | cycles | weight bits "
+            "| LUT | FF | BRAM | fits | fmax MHz | inferences/s at fmax |\n"
+            "|---|---:|---|---:|---|---:|---:|---:|---:|---:|---|---:|---:|\n")
+    lines = []
+    for r in rows:
+        if r["error"]:
+            lines.append(f"| {r['format']} | {r['bits_per_weight']:.2f} | {r['act']} | "
+                         f"{r['target_cycles']} | not reachable: {r['error']} | | | | | | | | |\n")
+            continue
+        luts = f"{r['luts']}" + (f" (synth {r['synth_luts']})" if "synth_luts" in r else "")
+        lines.append(f"| {r['format']} | {r['bits_per_weight']:.2f} | {r['act']} | {r['target_cycles']} "
+                     f"| {r['folding']} | {r['cycles_per_inference']} | {r['weight_bits']} | {luts} "
+                     f"| {r['ffs']} | {r['brams']} | {'yes' if r['fits'] else 'no'} | {r['fmax_mhz']} "
+                     f"| {r['inferences_per_second_at_fmax']:,} |\n")
+    return head + "".join(lines)
+
+
+def _figure():
+    import matplotlib
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(8, 5.5), dpi=110)
+    return fig, fig.add_subplot()
+
+
+def _png(fig):
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")
+    return buf.getvalue()
+
+
+def plot_luts_vs_bits(rows, title):
+    fig, ax = _figure()
+    ok = [r for r in rows if not r["error"]]
+    for target in sorted({r["target_cycles"] for r in ok}):
+        pts = sorted((r["bits_per_weight"], r["luts"], r["format"]) for r in ok
+                     if r["target_cycles"] == target)
+        ax.plot([x for x, _, _ in pts], [y for _, y, _ in pts], marker="o", label=f"{target} cycles")
+        for x, y, name in pts:
+            ax.annotate(name, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.set_xlabel("bits per weight")
+    ax.set_ylabel("LUT (estimated)")
+    ax.set_yscale("log")
+    ax.set_title(title)
+    ax.legend(title="target per inference")
+    ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+def plot_throughput_vs_luts(rows, title):
+    fig, ax = _figure()
+    ok = [r for r in rows if not r["error"]]
+    for fmt in dict.fromkeys(r["format"] for r in ok):
+        pts = sorted((r["luts"], r["inferences_per_second_at_fmax"]) for r in ok if r["format"] == fmt)
+        ax.plot([x for x, _ in pts], [y for _, y in pts], marker="o", label=fmt)
+    ax.set_xlabel("LUT (estimated)")
+    ax.set_ylabel("inferences/s at estimated fmax")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+def plot_accuracy_vs_memory(acc_rows, title):
+    fig, ax = _figure()
+    for r in acc_rows:
+        x, y = r["weight_memory_bytes"] / 1024, 100 * r["accuracy"]
+        ax.scatter([x], [y])
+        ax.annotate(r["format"], (x, y), fontsize=8, xytext=(3, 3), textcoords="offset points")
+    ax.set_xlabel("weight memory (KiB)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_xscale("log")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+def write_sweep(out_dir, rows, *, title, board, accuracy_rows=(), synth=False):
+    """Write ``sweep.md``, ``sweep.json`` and the PNG plots into ``out_dir`` (atomically).
+
+    Returns the paths written, by kind.
+    """
+    from pathlib import Path
+
+    out_dir = Path(out_dir)
+    names = {"report": "sweep.md", "json": "sweep.json", "luts_vs_bits": "luts_vs_bits.png",
+             "throughput_vs_luts": "throughput_vs_luts.png"}
+    if accuracy_rows:
+        names["accuracy_vs_memory"] = "accuracy_vs_memory.png"
+    source = ("Yosys synthesis beside the estimate" if synth
+              else "the calibrated estimator (lowbit.boards.estimate), not synthesis")
+    report = [f"# Resource sweep: {title}\n",
+              f"Board: {board}. Weights, thresholds and batch-norm statistics are seeded random "
+              "values, not trained ones: resources and cycles depend on the shapes, formats and "
+              f"foldings only. Cycles per inference are exact; LUT, FF, BRAM and fmax come from "
+              f"{source}.\n",
+              markdown_table(rows)]
+    if accuracy_rows:
+        report.append("\n## Accuracy of the given checkpoints\n\n| checkpoint | format | setting "
+                      "| bits/weight | weight memory (bytes) | accuracy |\n|---|---|---|---:|---:|---:|\n")
+        report += [f"| {r['checkpoint']} | {r['format']} | {r['setting']} | {r['bits_per_weight']} | "
+                   f"{r['weight_memory_bytes']} | {100 * r['accuracy']:.2f} % |\n" for r in accuracy_rows]
+    report.append("\n" + "".join(f"![{k}]({v})\n" for k, v in names.items() if v.endswith(".png")))
+    with atomic_dir(out_dir) as tmp:
+        (tmp / names["report"]).write_text("\n".join(report), encoding="utf-8")
+        (tmp / names["json"]).write_text(json.dumps(
+            {"title": title, "board": board, "rows": rows, "accuracy": list(accuracy_rows)},
+            indent=1) + "\n", encoding="utf-8")
+        (tmp / names["luts_vs_bits"]).write_bytes(plot_luts_vs_bits(rows, title))
+        (tmp / names["throughput_vs_luts"]).write_bytes(plot_throughput_vs_luts(rows, title))
+        if accuracy_rows:
+            (tmp / names["accuracy_vs_memory"]).write_bytes(plot_accuracy_vs_memory(accuracy_rows, title))
+    return {k: out_dir / v for k, v in names.items()}

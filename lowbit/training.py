@@ -1,0 +1,359 @@
+"""Training, resuming and evaluating checkpoints of every architecture and weight format.
+
+Two settings, as in the papers lowbit implements:
+
+* **weights-only** (``act="float"``): float activations (ReLU, GELU in the transformer) and float
+  pixels in [0, 1]; only the weights are low-bit. This is how weight formats are usually compared.
+* **hardware** (``act`` = ``"bipolar"`` or ``"uK"``): quantized activations and the thermometer
+  input code of :func:`lowbit.flow.load_dataset`, the network the compiler turns into hardware.
+
+A checkpoint is written atomically after every epoch with the state a resumed run needs
+(:class:`lowbit.model.train.TrainState`), so an interrupted run loses at most one epoch and
+``--resume`` continues it exactly.
+"""
+
+import math
+import numpy as np
+
+from .errors import LowbitError
+from .formats import FORMAT_FAMILIES, WEIGHT_FORMATS, activation_format, format_family, weight_format
+
+__all__ = ["FLOAT_FORMAT", "SETTINGS", "parse_arch", "parse_act", "setting_of", "image_shape",
+           "input_encoding", "encode_inputs", "build_arch", "train_model",
+           "evaluate_model", "evaluate_loaded", "apply_ptq", "weight_memory", "known_formats"]
+
+FLOAT_FORMAT = "fp32"
+"""The float baseline's weight format name (not a registry entry: it has no hardware lane)."""
+
+SETTINGS = ("weights-only", "hardware")
+
+
+def setting_of(act):
+    """``"weights-only"`` for float activations, else ``"hardware"``."""
+    return "weights-only" if act == "float" else "hardware"
+
+
+def parse_act(text):
+    """``--act-bits``: ``float``, ``bipolar``, ``K`` (unsigned K-bit, K = 1..8) or ``uK``."""
+    text = str(text)
+    if text in ("float", "bipolar"):
+        return text
+    spec = f"u{text}" if text.isdigit() else text
+    fmt = activation_format(spec)
+    if fmt.kind == "int":
+        raise LowbitError(f"hidden activations are bipolar or unsigned, not {text!r}",
+                          "use --act-bits float, bipolar or 1..8")
+    return spec
+
+
+def _ints(text, what):
+    try:
+        values = [int(v) for v in text.split(",") if v != ""]
+    except ValueError:
+        raise LowbitError(f"{what} must be comma-separated integers, not {text!r}") from None
+    if any(v < 1 for v in values):
+        raise LowbitError(f"{what} must be positive, not {text!r}")
+    return values
+
+
+def parse_arch(spec):
+    """Parse an architecture spec into a partial ``arch`` dict (no input shape or classes yet).
+
+    * ``mlp:256,256`` (hidden widths; ``mlp`` alone: 64,64);
+    * ``cnn``, ``cnn:16,32`` or ``cnn:16,32:64`` (conv channels, then fully connected widths;
+      ``cnn`` alone: 16,32 and no hidden fully connected layer);
+    * ``vit`` or ``vit:dim=64,depth=2,heads=4,mlp_dim=128,patch=7`` (any subset of the keys;
+      the default patch cuts the image into 4 x 4 patches).
+
+    Raises
+    ------
+    LowbitError
+        On an unknown kind or a malformed list.
+    """
+    kind, _, rest = str(spec).partition(":")
+    if kind == "mlp":
+        return {"kind": "mlp", "hidden": _ints(rest, "MLP hidden widths") if rest else [64, 64]}
+    if kind == "cnn":
+        channels, _, fc = rest.partition(":")
+        return {"kind": "cnn", "channels": _ints(channels, "CNN channels") if channels else [16, 32],
+                "fc": _ints(fc, "CNN fully connected widths") if fc else []}
+    if kind == "vit":
+        arch = {"kind": "vit"}
+        for item in filter(None, rest.split(",")):
+            key, eq, value = item.partition("=")
+            if key not in ("dim", "depth", "heads", "mlp_dim", "patch") or not eq or not value.isdigit():
+                raise LowbitError(f"bad ViT option {item!r}",
+                                  "use key=integer with keys dim, depth, heads, mlp_dim, patch")
+            arch[key] = int(value)
+        return arch
+    raise LowbitError(f"unknown architecture {spec!r}",
+                      "use mlp:H1,H2,..., cnn[:C1,C2[:F1,...]] or vit[:key=value,...]")
+
+
+def image_shape(ds):
+    """(H, W, C) of a dataset's images: flat grey images are square."""
+    if ds.x_train.ndim == 4:
+        return tuple(int(s) for s in ds.x_train.shape[1:])
+    side = math.isqrt(ds.x_train.shape[1])
+    if side * side != ds.x_train.shape[1]:
+        raise LowbitError(f"dataset {ds.name!r} has {ds.x_train.shape[1]} pixels per image, not a square")
+    return side, side, 1
+
+
+def input_encoding(dataset, act, seed=0, data_root=None):
+    """``(Dataset, encoding dict)`` for a setting: the flow's thermometer code in the hardware
+    setting, float pixels in [0, 1] in the weights-only setting."""
+    if setting_of(act) == "hardware":
+        from .flow import load_dataset
+        ds, enc = load_dataset(dataset, seed, data_root)
+        enc = enc.to_dict()
+    else:
+        from .model.data import load_dataset
+        ds = load_dataset(dataset, root=data_root, seed=seed)
+        enc = {"encoding": "float", "max_value": int(ds.max_value)}
+    return ds, {**enc, "image_shape": list(image_shape(ds))}
+
+
+def encode_inputs(x, encoding, kind):
+    """Encode integer images for a model: flat (N, features) for ``mlp``, (N, C, H, W) otherwise.
+
+    The thermometer code of a pixel's channel c at level t is channel ``c*T + t`` of the image.
+    """
+    from .model.data import Thermometer
+
+    h, w, c = encoding["image_shape"]
+    x = np.asarray(x).reshape(len(x), h * w * c)
+    if encoding["encoding"] == "thermometer":
+        x = Thermometer.from_dict(encoding)(x).astype(np.float32)
+    elif encoding["encoding"] == "float":
+        x = x.astype(np.float32) / np.float32(encoding["max_value"])
+    else:
+        raise LowbitError(f"unknown input encoding {encoding['encoding']!r} in the checkpoint",
+                          "re-create it with 'lowbit train'")
+    if kind == "mlp":
+        return x
+    return np.ascontiguousarray(x.reshape(len(x), h, w, -1).transpose(0, 3, 1, 2))
+
+
+def build_arch(partial, ds, encoding, weight_format, act, p):
+    """The full ``arch`` dict for a dataset: the input shape and classes filled in."""
+    a = dict(partial)
+    h, w, _ = encoding["image_shape"]
+    channels = encode_inputs(ds.x_train[:1], encoding, "cnn").shape[1]
+    if a["kind"] == "mlp":
+        a["in_features"] = channels * h * w
+    else:
+        a["in_shape"] = [channels, h, w]
+    if a["kind"] == "vit" and "patch" not in a:
+        if h % 4 or w % 4:
+            raise LowbitError(f"the {h}x{w} images do not split into 4 x 4 patches",
+                              "give the patch size: --arch vit:patch=N")
+        a["patch"] = h // 4
+    a.update(classes=int(ds.classes), weight_format=weight_format, act=act, p=p)
+    return a
+
+
+def _checked_format(fmt, p):
+    """Validate ``--format``/``--p``: returns ``(registry format or fp32, p)``."""
+    if fmt == "tiled" or (fmt == "bipolar" and p is not None):
+        if p is None:
+            raise LowbitError("format 'tiled' needs the tile copy count", "pass --p, e.g. --p 4")
+        return "bipolar", format_family("tiled").check(p)
+    if p is not None:
+        raise LowbitError(f"--p {p} is for tiled weights, not format {fmt!r}",
+                          "drop --p or use --format tiled")
+    if fmt == FLOAT_FORMAT:
+        return fmt, None
+    if fmt in FORMAT_FAMILIES:  # expq: trained as fp32, quantized after training
+        raise LowbitError(f"format {fmt!r} is applied after training, not trained",
+                          "train --format fp32, then 'lowbit eval CKPT --ptq-bits K'")
+    weight_format(fmt)
+    return fmt, None
+
+
+def train_model(path, *, arch="mlp:64,64", weight_format_name="bipolar", act="bipolar", p=None,
+                dataset="digits", epochs=30, seed=0, lr=None, batch_size=None, data_root=None,
+                resume=None, progress=True, keep_model=False):
+    """Train (or resume) a model and write its checkpoint to ``path`` after every epoch.
+
+    Parameters
+    ----------
+    path : path-like
+        Checkpoint to write (atomically).
+    arch : str or dict
+        An architecture spec (:func:`parse_arch`) or a partial ``arch`` dict.
+    weight_format_name : str
+        A registry weight format, ``"tiled"`` (with ``p``) or ``"fp32"``.
+    act : str
+        ``"float"`` (weights-only setting), ``"bipolar"`` or ``"uK"`` (hardware setting).
+    resume : path-like, optional
+        A checkpoint written by this function; its architecture, formats, dataset, seed, learning
+        rate and batch size are used, and training goes on up to ``epochs`` in total.
+    keep_model : bool
+        Also return the trained model and its metadata (``dataset``, ``input``).
+
+    Returns
+    -------
+    dict
+        ``test_accuracy``, ``final_loss``, ``epochs``, ``setting``, ``weight_memory_bytes``,
+        ``bits_per_weight``; with ``keep_model``, ``(metrics, model, meta)``.
+    """
+    import torch
+
+    from .model.arch import build_model
+    from .model.checkpoint import load_checkpoint, save_checkpoint
+    from .model.train import DEFAULT_BATCH_SIZE, DEFAULT_LR, TrainState, evaluate, set_seed, train
+
+    if not isinstance(epochs, int) or epochs < 1:
+        raise LowbitError(f"epochs must be at least 1, not {epochs}")
+    if resume is not None:
+        model, meta = load_checkpoint(resume)
+        if "resume" not in meta or "training" not in meta:
+            raise LowbitError(f"checkpoint {str(resume)!r} holds no resume state",
+                              "resume a checkpoint written by 'lowbit train'")
+        state = TrainState.from_dict(meta["resume"])
+        cfg = meta["training"]
+        a, enc = model.arch, meta["input"]
+        dataset, seed = meta["dataset"]["name"], meta["dataset"]["seed"]
+        lr, batch_size = cfg["lr"], cfg["batch_size"]
+        ds, _ = input_encoding(dataset, a["act"], seed, data_root)
+    else:
+        fmt, p = _checked_format(weight_format_name, p)
+        act = parse_act(act)
+        ds, enc = input_encoding(dataset, act, seed, data_root)
+        partial = parse_arch(arch) if isinstance(arch, str) else dict(arch)
+        a = build_arch(partial, ds, enc, fmt, act, p)
+        set_seed(seed)  # the initial weights too, not just the batches
+        model = build_model(a)
+        state = None
+        lr = DEFAULT_LR if lr is None else lr
+        batch_size = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
+    if not (isinstance(lr, (int, float)) and 0 < lr < math.inf):
+        raise LowbitError(f"the learning rate must be a positive number, not {lr!r}")
+    if not isinstance(batch_size, int) or batch_size < 2:
+        raise LowbitError(f"the batch size must be an integer of at least 2, not {batch_size!r}")
+    x_train = torch.from_numpy(encode_inputs(ds.x_train, enc, a["kind"]))
+    formats = {"weights": a["weight_format"], "activations": a["act"], "p": a["p"]}
+    training = {"epochs": epochs, "lr": float(lr), "batch_size": batch_size,
+                "setting": setting_of(a["act"])}
+    extra = {"dataset": {"name": dataset, "seed": seed}, "training": training}
+    memory = weight_memory(model)
+
+    def save(st, metrics):
+        save_checkpoint(path, model, formats=formats, input_encoding=enc,
+                        extra={**extra, "metrics": metrics, "resume": st.to_dict()})
+
+    def on_epoch(st):
+        save(st, {"epochs": st.epoch, "final_loss": st.losses[-1]})
+
+    state = train(model, x_train, ds.y_train, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+                  progress=progress, state=state, on_epoch=on_epoch)
+    acc, _ = evaluate(model, encode_inputs(ds.x_test, enc, a["kind"]), ds.y_test)
+    metrics = {"test_accuracy": acc, "final_loss": state.losses[-1] if state.losses else None,
+               "epochs": state.epoch, "setting": setting_of(a["act"]),
+               "weight_memory_bytes": memory["bytes"], "bits_per_weight": memory["bits_per_weight"]}
+    save(state, metrics)
+    if keep_model:
+        return metrics, model, {"dataset": extra["dataset"], "input": enc}
+    return metrics
+
+
+def apply_ptq(model, bits, method="exponential"):
+    """Post-training quantization of a float (``fp32``) model: ``(model, per-layer info)``."""
+    from .model.ptq import ptq
+
+    if model.arch.get("weight_format") != FLOAT_FORMAT:
+        raise LowbitError(f"post-training quantization needs a float model, not weight format "
+                          f"{model.arch.get('weight_format')!r}", "train one with --format fp32")
+    return ptq(model, bits, method)
+
+
+def evaluate_model(ckpt, *, data_root=None, ptq_bits=None, ptq_method="exponential"):
+    """Test accuracy of a checkpoint, optionally after post-training quantization.
+
+    Returns
+    -------
+    dict
+        ``accuracy``, ``images``, ``dataset``, ``format``, ``setting``, ``bits_per_weight`` and
+        ``weight_memory_bytes`` (after PTQ when it is applied).
+    """
+    from .model.checkpoint import load_checkpoint
+
+    model, meta = load_checkpoint(ckpt)
+    return evaluate_loaded(model, meta, data_root=data_root, ptq_bits=ptq_bits, ptq_method=ptq_method,
+                           name=ckpt)
+
+
+def evaluate_loaded(model, meta, *, data_root=None, ptq_bits=None, ptq_method="exponential", name=None):
+    """:func:`evaluate_model` of a model in memory, with its checkpoint metadata ``meta``
+    (``dataset`` and ``input``); ``name`` names the checkpoint in errors."""
+    from .model.data import load_dataset
+    from .model.train import evaluate
+
+    if "dataset" not in meta or "input" not in meta:
+        raise LowbitError(f"checkpoint {str(name)!r} does not name its dataset and input encoding",
+                          "re-create it with 'lowbit train'")
+    a = model.arch
+    fmt = "tiled" if a.get("p") else a["weight_format"]
+    ptq_layers = None
+    if ptq_bits is not None:
+        model, ptq_layers = apply_ptq(model, ptq_bits, ptq_method)
+        fmt = "expq" if ptq_method == "exponential" else "linear-ptq"
+    dataset, seed = meta["dataset"]["name"], meta["dataset"]["seed"]
+    ds = load_dataset(dataset, root=data_root, seed=seed)
+    enc = {"image_shape": list(image_shape(ds)), **meta["input"]}
+    acc, _ = evaluate(model, encode_inputs(ds.x_test, enc, a["kind"]), ds.y_test)
+    memory = weight_memory(model, ptq_layers)
+    return {"accuracy": acc, "images": int(len(ds.y_test)), "dataset": dataset, "format": fmt,
+            "setting": setting_of(a["act"]), "bits_per_weight": memory["bits_per_weight"],
+            "weight_memory_bytes": memory["bytes"], "ptq_bits": ptq_bits}
+
+
+def _weight_layers(model):
+    from torch import nn
+
+    if hasattr(model, "weight_layers"):
+        return list(model.weight_layers)
+    return [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+
+
+def weight_memory(model, ptq_layers=None):
+    """Weight storage of a model: ``{"bits", "bytes", "weights", "bits_per_weight"}``.
+
+    Per layer: ``storage_bits`` of its registry format per weight (ternary: 2 bits); tiled layers
+    N/p tile bits plus p float32 alphas; ``binary01`` layers one bit per weight and per bias;
+    float layers 32 bits, or the PTQ bit budget after post-training quantization (``ptq_layers``,
+    by module name). ``bits_per_weight`` is the information per weight averaged over the network:
+    log2 of the level count (ternary: 1.58), so ``bits`` can exceed ``bits_per_weight * weights``.
+    Scales, biases of other formats, and normalization parameters are not weights and are not
+    counted.
+    """
+    from .formats import ALPHA_BITS
+    from .model.layers import BinaryNormConv2d, BinaryNormEmbedding, BinaryNormLinear
+
+    names = {id(m): n for n, m in model.named_modules()}
+    total_bits = info_bits = weights = 0.0
+    for layer in _weight_layers(model):
+        n = layer.weight.numel()
+        if isinstance(layer, (BinaryNormLinear, BinaryNormConv2d, BinaryNormEmbedding)):
+            n += 0 if getattr(layer, "bias", None) is None else layer.bias.numel()
+            stored = info = n
+        elif hasattr(layer, "integer_weights"):
+            if layer.tiled and layer.copies > 1:
+                stored = info = n / layer.copies + layer.copies * ALPHA_BITS
+            else:
+                stored, info = n * layer.format.storage_bits, n * layer.format.bits_per_weight
+        elif ptq_layers is not None and names.get(id(layer)) in ptq_layers:
+            stored = info = n * ptq_layers[names[id(layer)]].bits
+        else:
+            stored = info = n * 32
+        total_bits += stored
+        info_bits += info
+        weights += n
+    return {"bits": int(math.ceil(total_bits)), "bytes": int(math.ceil(total_bits / 8)),
+            "weights": int(weights), "bits_per_weight": info_bits / weights if weights else 0.0}
+
+
+def known_formats():
+    """Every ``--format`` value: the registry's, the families and the float baseline."""
+    return [FLOAT_FORMAT, *WEIGHT_FORMATS, *FORMAT_FAMILIES]
