@@ -26,7 +26,6 @@ Usage::
 import argparse
 import json
 import os
-import re
 import sys
 import time
 from pathlib import Path
@@ -36,10 +35,11 @@ import torch
 from lowbit.files import atomic_write_bytes, atomic_write_text
 from lowbit.sweep_accuracy import DEFAULT_FORMATS, markdown_table, plot_pareto, sweep_accuracy
 
+from .report import replace_block
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "accuracy.json"
 PLOT = ROOT / "benchmarks" / "results" / "accuracy.png"
-BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
 SECTION = "## Accuracy of every weight format (MNIST MLP)"
 TABLE_BEGIN = "<!-- accuracy table begin -->"
 TABLE_END = "<!-- accuracy table end -->"
@@ -98,15 +98,7 @@ def write_markdown(rows, checks, info):
              f"{info['seconds'] / 60:.1f} min; load average {info['load_before']} before and "
              f"{info['load_after']} after (the CPUs were shared with other jobs). Plot: "
              f"`benchmarks/results/accuracy.png`.\n{TABLE_END}")
-    text = BENCHMARKS_MD.read_text(encoding="utf-8") if BENCHMARKS_MD.exists() else "# Benchmarks\n"
-    if TABLE_BEGIN in text:
-        text = re.sub(re.escape(TABLE_BEGIN) + ".*?" + re.escape(TABLE_END), lambda _: block, text,
-                      flags=re.S)
-    else:
-        if SECTION not in text:
-            text = text.rstrip("\n") + f"\n\n{SECTION}\n"
-        text = text.replace(SECTION, f"{SECTION}\n\n{block}", 1)
-    atomic_write_text(BENCHMARKS_MD, text)
+    replace_block(TABLE_BEGIN, TABLE_END, block, SECTION)
 
 
 def main(argv=None):

@@ -44,9 +44,10 @@ from lowbit.hw.compressor import popcount_behavioural, popcount_width, xnor_popc
 from lowbit.hw.mvau import MatrixVectorUnit
 from lowbit.hw.payload import VectorFormat
 
+from .report import replace_block
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "arith.json"
-BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
 SECTION = "## Arithmetic lanes (synthesis)"
 TABLE_BEGIN = "<!-- arith table begin -->"
 TABLE_END = "<!-- arith table end -->"
@@ -296,15 +297,7 @@ def table(rows):
 def write_markdown(rows):
     block = (f"{TABLE_BEGIN}\n{table(rows)}\nDevice: {rows[0]['device']}, {rows[0]['yosys']}.\n"
              f"{TABLE_END}")
-    text = BENCHMARKS_MD.read_text(encoding="utf-8") if BENCHMARKS_MD.exists() else "# Benchmarks\n"
-    if TABLE_BEGIN in text:
-        text = re.sub(re.escape(TABLE_BEGIN) + ".*?" + re.escape(TABLE_END),
-                      lambda _: block, text, flags=re.S)
-    else:
-        if SECTION not in text:
-            text = text.rstrip("\n") + f"\n\n{SECTION}\n"
-        text = text.replace(SECTION, f"{SECTION}\n\n{block}", 1)
-    atomic_write_text(BENCHMARKS_MD, text)
+    replace_block(TABLE_BEGIN, TABLE_END, block, SECTION)
 
 
 def _row_key(row):

@@ -19,7 +19,6 @@ Usage::
 
 import argparse
 import json
-import re
 import sys
 from pathlib import Path
 
@@ -28,9 +27,10 @@ from lowbit.boards.estimate import estimate_layer, fit_models
 from lowbit.errors import LowbitError
 from lowbit.files import atomic_write_text
 
+from .report import replace_block
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "estimator.json"
-BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
 SECTION = "## Estimator vs synthesis"
 TABLE_BEGIN = "<!-- estimator table begin -->"
 TABLE_END = "<!-- estimator table end -->"
@@ -156,19 +156,13 @@ def write_markdown(results, yosys, placed=()):
                     + placed_table(placed)) if placed else ""
     block = (f"{TABLE_BEGIN}\n{table(results)}\n{summary(results)}\n\nSynthesis: {yosys}.\n"
              f"{placed_block}{TABLE_END}")
-    text = BENCHMARKS_MD.read_text(encoding="utf-8") if BENCHMARKS_MD.exists() else "# Benchmarks\n"
-    if TABLE_BEGIN in text:
-        text = re.sub(re.escape(TABLE_BEGIN) + ".*?" + re.escape(TABLE_END),
-                      lambda _: block, text, flags=re.S)
-    else:
-        intro = (f"{SECTION}\n\nCommand: `python -m benchmarks.estimator --write` synthesizes the "
+    intro = (f"{SECTION}\n\nCommand: `python -m benchmarks.estimator --write` synthesizes the "
                  "calibration sweep (`lowbit.boards.calibrate.SWEEP`, cached), refits the LUT/FF "
                  "models of `lowbit.boards.estimate` and records them in `boards/calibration.json`.\n"
-                 ""err %" is in-sample (the model is fitted to these same engines); "
+                 "\"err %\" is in-sample (the model is fitted to these same engines); "
                  "\"held-out %\" refits without the engine and predicts it. BRAM is predicted by the "
                  "Yosys ROM-mapping rule, not fitted.\n\n")
-        text = text.rstrip("\n") + "\n\n" + intro + block + "\n"
-    atomic_write_text(BENCHMARKS_MD, text)
+    replace_block(TABLE_BEGIN, TABLE_END, block, intro)
 
 
 def main(argv=None):

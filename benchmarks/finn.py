@@ -25,7 +25,6 @@ Usage::
 
 import argparse
 import json
-import re
 import sys
 import time
 from pathlib import Path
@@ -36,9 +35,10 @@ from lowbit.compiler.codegen import TOP_NAME, build_manifest, generate_verilog, 
 from lowbit.compiler.folding import fold_for_cycles
 from lowbit.files import atomic_write_text
 
+from .report import replace_block
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "finn.json"
-BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
 SECTION = "## FINN binary MLPs (TFC, SFC, LFC)"
 TABLE_BEGIN = "<!-- finn table begin -->"
 TABLE_END = "<!-- finn table end -->"
@@ -95,17 +95,11 @@ def table(rows):
 
 def write_markdown(rows):
     block = f"{TABLE_BEGIN}\n{table(rows)}{TABLE_END}"
-    text = BENCHMARKS_MD.read_text(encoding="utf-8") if BENCHMARKS_MD.exists() else "# Benchmarks\n"
-    if TABLE_BEGIN in text:
-        text = re.sub(re.escape(TABLE_BEGIN) + ".*?" + re.escape(TABLE_END),
-                      lambda _: block, text, flags=re.S)
-    else:
-        intro = (f"{SECTION}\n\nCommand: `python -m benchmarks.finn --synth tfc --write`. Random "
+    intro = (f"{SECTION}\n\nCommand: `python -m benchmarks.finn --synth tfc --write`. Random "
                  "W1A1 weights and thresholds built as IR, folded to FINN-like cycle targets; "
                  "cycles are exact, fps = clock / cycles; LUT/RAMB18 from Yosys `synth_xilinx` "
                  "(whole network, out of context, no place and route).\n\n")
-        text = text.rstrip("\n") + "\n\n" + intro + block + "\n"
-    atomic_write_text(BENCHMARKS_MD, text)
+    replace_block(TABLE_BEGIN, TABLE_END, block, intro)
 
 
 def main(argv=None):

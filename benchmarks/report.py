@@ -6,7 +6,7 @@ from pathlib import Path
 
 from lowbit.files import atomic_write_text
 
-__all__ = ["ROOT", "BENCHMARKS_MD", "write_results", "update_section"]
+__all__ = ["ROOT", "BENCHMARKS_MD", "write_results", "update_section", "replace_block"]
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
@@ -19,14 +19,19 @@ def write_results(name, rows):
     return path
 
 
-def update_section(name, heading, block):
-    """Replace the text between ``<!-- NAME table begin -->`` and ``... end -->`` in BENCHMARKS.md
-    with ``block``; a missing section is appended under ``heading`` (a Markdown heading line)."""
-    begin, end = f"<!-- {name} table begin -->", f"<!-- {name} table end -->"
-    marked = f"{begin}\n{block.strip()}\n{end}"
+def replace_block(begin, end, block, preamble):
+    """Put ``block`` (which starts with ``begin`` and ends with ``end``) into BENCHMARKS.md in place
+    of the text between those markers; if they are missing, append ``preamble`` (the section's
+    heading and method text) and the block."""
     text = BENCHMARKS_MD.read_text(encoding="utf-8") if BENCHMARKS_MD.exists() else "# Benchmarks\n"
     if begin in text:
-        text = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _: marked, text, flags=re.S)
+        text = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _: block, text, flags=re.S)
     else:
-        text = text.rstrip("\n") + f"\n\n{heading}\n\n{marked}\n"
+        text = text.rstrip("\n") + f"\n\n{preamble.strip()}\n\n{block}\n"
     atomic_write_text(BENCHMARKS_MD, text)
+
+
+def update_section(name, heading, body):
+    """:func:`replace_block` with the markers ``<!-- NAME table begin -->`` / ``... end -->``."""
+    begin, end = f"<!-- {name} table begin -->", f"<!-- {name} table end -->"
+    replace_block(begin, end, f"{begin}\n{body.strip()}\n{end}", heading)

@@ -8,19 +8,23 @@ Per engine (one matrix-vector-threshold unit, see :mod:`lowbit.hw.mvau`) and per
   :data:`BRAM_COST` per primitive, in the family's counting unit). The cost constants were
   bracketed by synthesizing lone ROMs of many shapes and are checked against every engine of the
   calibration sweep.
-- **LUTs and FFs** are linear in features that follow the engine's structure: the lanes
-  (``PE * SIMD`` multiply or XNOR elements times the input width), accumulators (``PE * acc``),
-  threshold compares, the input-slice multiplexer (``SIMD * in_bits * (SF - 1)``), output
-  registers (``MH * out_bits``) and ROMs left in logic (``depth * width``). The coefficients are
-  fitted by non-negative least squares on relative error to the calibration sweep
-  (:mod:`lowbit.boards.calibrate`) and stored in ``calibration.json`` beside the data they were
-  fitted to.
-- **Window, pool, collect and normalize-sign engines** have their own features: window taps
-  (``k * k * C * bits``), line memories left in logic (``(k-1) * (W + 2 pad - k) * C * bits``;
-  on xc7 and ECP5 they sit in distributed RAM, on iCE40 in flip-flops or, once large, in block
-  RAM by the ROM rule), the collected vector for collect, and for normalize-sign the fold
-  multiplexers, the PE adders and compares and the per-channel offsets. Each op has its own
-  constant, fitted to the same sweep.
+- **LUTs and FFs** of a matrix-vector unit are linear in features that follow its structure: the
+  lanes (``PE * SIMD`` elements times the input width, one coefficient per lane, input kind,
+  constant weights and DSP use), accumulators (``PE * acc``), threshold compares (times the tiled
+  copies), the input-slice multiplexer (``SIMD * in_bits * (SF - 1)``), output registers
+  (``MH * out_bits``) and their fold decode (``MH * out_bits * log2(NF + 1)``), ROMs left in
+  logic (``depth * width``) and multiplier bits. Bipolar-input and k-bit-input units have
+  separate coefficients for the shared features. The coefficients are fitted by non-negative
+  least squares on relative error to the calibration sweep (:mod:`lowbit.boards.calibrate`) and
+  stored in ``calibration.json`` beside the data they were fitted to.
+- **DSPs**: xc7 multiplying lanes (``lut-multiply``) use one DSP48E1 per multiplier once the
+  product is 9 bits or wider, as Yosys maps them; other lanes use none.
+- **Window, pool, collect and normalize-sign engines** have their own features, each op with its
+  own constant: row/column counters and line-memory pointers, the pad multiplexer, line memories
+  left in logic (on xc7 and ECP5 they sit in distributed RAM, not counted as LUTs; on iCE40 in
+  flip-flops or, once large, in block RAM by the ROM rule), OR or compare trees of the pool, the
+  collected vector, and for normalize-sign the fold multiplexers, the PE adders and compares and
+  the per-channel offsets.
 - **Cycles** are exact: the manifest's ``cycles_per_item`` and ``latency`` (from the engines'
   timing properties).
 - **fmax**: nextpnr's critical path on a placed network runs from the last engine's output
@@ -315,6 +319,12 @@ def estimate_layer(layer, family, models=None):
     models = models if models is not None else load_models()
     model = models[family]
     lut_feats, ff_feats = layer_features(layer, family)
+    for name in list(lut_feats):
+        # Constant (fully unrolled) weights only simplify a lane; where that variant was not
+        # calibrated, the lane with its weights in a ROM is the estimate (an upper bound).
+        in_rom = name.replace("-const", "")
+        if in_rom != name and name not in model["luts"] and in_rom in model["luts"]:
+            lut_feats[in_rom] = lut_feats.pop(name)
     missing = _uncalibrated(lut_feats, model["luts"])
     if missing:
         lanes = [n[5:] for n in missing if n.startswith("lane:")]

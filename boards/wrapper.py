@@ -11,7 +11,8 @@ Protocol (8N1, ``baud`` bits per second, default 115200, on the board's ``uart``
   ``ceil(out_bits / 8)`` bytes, least significant byte first, the top bits of the last byte zero.
 - One vector may be in flight: send the next vector after the previous result has arrived.
   Bytes are counted from power-up; a host that loses count sends ``in_bytes`` bytes of anything,
-  discards what comes back, and starts again. The ``rst`` of the board (power-on reset) clears it.
+  discards what comes back, and starts again. The network's ``rst`` is held for the first 15 cycles
+  after configuration (and follows the platform's reset where it has one; ECP5 platforms have none).
 
 The network is the build's Verilog (``lowbit_top.v``) instantiated as is, with ports ``clk``,
 ``rst``, ``i__payload``, ``i__valid``, ``i__ready``, ``o__payload``, ``o__valid``, ``o__ready``; the
@@ -19,6 +20,7 @@ wrapper runs it on the board's default clock (12 MHz on iCEBreaker, 25 MHz on UL
 """
 
 from amaranth.hdl import Cat, ClockSignal, Elaboratable, Instance, Module, ResetSignal, Signal
+from amaranth.lib import io
 
 __all__ = ["UartTop", "UartReceiver", "UartTransmitter"]
 
@@ -150,12 +152,16 @@ class UartTop(Elaboratable):
         m = Module()
         clk_hz = platform.default_clk_frequency
         divisor = max(1, round(clk_hz / self.baud))
-        uart = platform.request("uart", 0)
+        # Raw ports for every subsignal (some boards add rts/dtr); only rx and tx are buffered.
+        uart_resource = platform.lookup("uart", 0)
+        uart = platform.request("uart", 0, dir={sub.name: "-" for sub in uart_resource.ios})
+        m.submodules.rx_buffer = rx_buffer = io.Buffer("i", uart.rx)
+        m.submodules.tx_buffer = tx_buffer = io.Buffer("o", uart.tx)
         platform.add_file(f"{self.top}.v", self.verilog)
 
         m.submodules.rx = rx = UartReceiver(divisor)
         m.submodules.tx = tx = UartTransmitter(divisor)
-        m.d.comb += [rx.rx.eq(uart.rx.i), uart.tx.o.eq(tx.tx)]
+        m.d.comb += [rx.rx.eq(rx_buffer.i), tx_buffer.o.eq(tx.tx)]
 
         # Input: bytes shift in from the top, so after in_bytes bytes the first one is lowest.
         in_shift = Signal(self.in_bytes * 8)

@@ -36,7 +36,7 @@ from .serialize import save_graph
 from .window_ops import MaxPool, SlidingWindow
 
 __all__ = ["lower", "generate_verilog", "build_manifest", "write_build", "TOP_NAME", "Layer",
-           "HARDWARE_OPS"]
+           "HARDWARE_OPS", "layers_of", "layer_entry", "matmul_engine"]
 
 TOP_NAME = "lowbit_top"
 HARDWARE_OPS = ("MatMul [+ MultiThreshold]", "SlidingWindow", "MaxPool", "Flatten", "NormalizeSign")
@@ -59,8 +59,8 @@ class Layer:
         return int(np.prod(self.in_shape[:-1])) if len(self.in_shape) == 3 else 1
 
 
-def _layers(graph):
-    """The hardware nodes grouped into engines, with each engine's input shape."""
+def layers_of(graph):
+    """The hardware nodes grouped into engines (:class:`Layer`), with each engine's input shape."""
     nodes, shapes = graph.hardware_nodes, graph.shapes()
     layers, k = [], 0
     while k < len(nodes):
@@ -78,15 +78,25 @@ def _layers(graph):
     return layers
 
 
+def matmul_engine(mm, threshold, folding=None, in_format=None):
+    """The matrix-vector unit of a MatMul (and its MultiThreshold or None) under ``folding``."""
+    f = folding or mm.folding or Folding(1, 1)
+    kind, bits = (in_format.kind, in_format.bits) if in_format is not None else \
+        (mm.in_type.kind, mm.in_type.bits)
+    th = threshold.thresholds if threshold is not None else None
+    memory = mm.weight_memory
+    if memory == "const" and (mm.tile_rows // f.pe) * (mm.mw // f.simd) != 1:
+        memory = "auto"  # a candidate folding of a search, not the built one
+    out_kind = threshold.out_type.kind if threshold is not None else "bipolar"
+    return MatrixVectorUnit(mm.weights[:mm.tile_rows], mm.weight_format, VectorFormat(kind, bits, mm.mw),
+                            th, pe=f.pe, simd=f.simd, copies=mm.copies, weight_memory=memory,
+                            out_kind=out_kind)
+
+
 def _engine(layer, in_format):
     op = layer.head
     if isinstance(op, MatMul):
-        f = op.folding or Folding(1, 1)
-        fmt = VectorFormat(in_format.kind, in_format.bits, op.mw)
-        th = layer.ops[1].thresholds if len(layer.ops) > 1 else None
-        weights = op.weights[:op.tile_rows]
-        return MatrixVectorUnit(weights, op.weight_format, fmt, th, pe=f.pe, simd=f.simd,
-                                copies=op.copies)
+        return matmul_engine(op, layer.ops[1] if len(layer.ops) > 1 else None, None, in_format)
     if isinstance(op, SlidingWindow):
         h, w, c = layer.in_shape
         return SlidingWindowUnit(h, w, c, op.kernel, stride=op.stride, pad=op.pad,
@@ -115,7 +125,7 @@ def lower(graph, *, fifos=True):
     (:func:`lowbit.compiler.fifo_depth.fifo_depths`); ``fifos=False`` leaves them out (to
     measure what they are for).
     """
-    fmt, engines, layers = _input_format(graph), [], _layers(graph)
+    fmt, engines, layers = _input_format(graph), [], layers_of(graph)
     for layer in layers:
         engine = _engine(layer, fmt)
         engines.append(engine)
@@ -151,6 +161,46 @@ def generate_verilog(graph, name=TOP_NAME, *, fifos=True):
     return text, top
 
 
+def layer_entry(layer, engine):
+    """The manifest entry of one engine (see :func:`build_manifest`)."""
+    op = layer.head
+    entry = {
+        "name": op.name,
+        "vectors_per_inference": layer.vectors,
+        "cycles_per_item": getattr(engine, "cycles_per_item", None) or engine.cycles_per_image,
+        "cycles_per_inference": engine_cycles(layer, engine),
+        "latency": engine.latency,
+        "in_format": _fmt(engine.in_format),
+        "out_format": _fmt(engine.out_format),
+    }
+    if isinstance(op, MatMul):
+        th = layer.ops[1] if len(layer.ops) > 1 else None
+        entry.update({
+            "op": "mvau",
+            "lane": engine.lane,
+            "accumulator_bits": engine.accumulator_bits,
+            "weight_format": op.weight_format,
+            "mh": op.mh, "mw": op.mw, "copies": op.copies,
+            "pe": engine.pe, "simd": engine.simd,
+            "neuron_folds": engine.neuron_folds, "synapse_folds": engine.synapse_folds,
+            "weight_memory": {"depth": engine.cycles_per_item, "width": engine.pe * engine.simd,
+                              "bits": engine.weight_memory_bits, "style": op.weight_memory},
+            "thresholds": th.name if th is not None else None,
+            "threshold_levels": int(th.thresholds.shape[1]) if th is not None else 0,
+        })
+    elif isinstance(op, SlidingWindow):
+        entry.update(op="sliding_window", kernel=op.kernel, stride=op.stride, pad=op.pad,
+                     in_shape=list(layer.in_shape), buffer_pixels=engine.buffer_pixels)
+    elif isinstance(op, MaxPool):
+        entry.update(op="maxpool", kernel=op.kernel, stride=op.stride,
+                     in_shape=list(layer.in_shape), buffer_pixels=engine.buffer_pixels)
+    elif isinstance(op, Flatten):
+        entry.update(op="collect", in_shape=list(op.in_shape))
+    elif isinstance(op, NormalizeSign):
+        entry.update(op="normalize_sign", channels=op.channels, pe=engine.pe)
+    return entry
+
+
 def build_manifest(graph, top, name=TOP_NAME):
     """Plain-data description of the build: ports, layers, foldings, exact cycles and host ops.
 
@@ -158,44 +208,7 @@ def build_manifest(graph, top, name=TOP_NAME):
     ``cycles_per_item`` (per beat, or per image for window scans), ``cycles_per_inference`` and
     its formats; matrix-vector layers add the lane, shapes, folding, accumulator and memories.
     """
-    layers = []
-    for layer, engine in zip(_layers(graph), _compute_engines(top)):
-        op = layer.head
-        entry = {
-            "name": op.name,
-            "vectors_per_inference": layer.vectors,
-            "cycles_per_item": getattr(engine, "cycles_per_item", None) or engine.cycles_per_image,
-            "cycles_per_inference": engine_cycles(layer, engine),
-            "latency": engine.latency,
-            "in_format": _fmt(engine.in_format),
-            "out_format": _fmt(engine.out_format),
-        }
-        if isinstance(op, MatMul):
-            th = layer.ops[1] if len(layer.ops) > 1 else None
-            entry.update({
-                "op": "mvau",
-                "lane": engine.lane,
-                "accumulator_bits": engine.accumulator_bits,
-                "weight_format": op.weight_format,
-                "mh": op.mh, "mw": op.mw, "copies": op.copies,
-                "pe": engine.pe, "simd": engine.simd,
-                "neuron_folds": engine.neuron_folds, "synapse_folds": engine.synapse_folds,
-                "weight_memory": {"depth": engine.cycles_per_item, "width": engine.pe * engine.simd,
-                                  "bits": engine.weight_memory_bits},
-                "thresholds": th.name if th is not None else None,
-                "threshold_levels": int(th.thresholds.shape[1]) if th is not None else 0,
-            })
-        elif isinstance(op, SlidingWindow):
-            entry.update(op="sliding_window", kernel=op.kernel, stride=op.stride, pad=op.pad,
-                         in_shape=list(layer.in_shape), buffer_pixels=engine.buffer_pixels)
-        elif isinstance(op, MaxPool):
-            entry.update(op="maxpool", kernel=op.kernel, stride=op.stride,
-                         in_shape=list(layer.in_shape), buffer_pixels=engine.buffer_pixels)
-        elif isinstance(op, Flatten):
-            entry.update(op="collect", in_shape=list(op.in_shape))
-        elif isinstance(op, NormalizeSign):
-            entry.update(op="normalize_sign", channels=op.channels, pe=engine.pe)
-        layers.append(entry)
+    layers = [layer_entry(layer, engine) for layer, engine in zip(layers_of(graph), _compute_engines(top))]
     fifos, done = [], 0
     for engine in top.engines:
         if isinstance(engine, StreamFIFO):

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from lowbit.bounds import row_bounds
 from lowbit.errors import LowbitError
 from lowbit.model.arch import LowbitNet, stage_affine
 from lowbit.model.layers import BipolarAct, QuantAct
@@ -121,13 +122,6 @@ def _count_ties(thresholds, gain, bias, sign, e_lo, e_hi, act, levels):
     return ties
 
 
-def _row_bounds(w, in_type):
-    t = np.asarray(w, dtype=np.int64)
-    hi = np.maximum(t * in_type.max, t * in_type.min).sum(axis=1)
-    lo = np.minimum(t * in_type.max, t * in_type.min).sum(axis=1)
-    return lo, hi
-
-
 def _check_conv(stage, name):
     conv = stage.layer
     k = conv.kernel_size
@@ -141,6 +135,16 @@ def _check_conv(stage, name):
                                  and pool.stride in (2, (2, 2)) and pool.padding in (0, (0, 0))):
         raise LowbitError(f"{name}: {pool} is not supported in hardware yet", "use MaxPool2d(2)")
     return k[0]
+
+
+def _first_unsupported(model):
+    """Name the first layer of a model that has no hardware form, e.g. an attention layer."""
+    modules = list(model.named_modules())
+    for wanted in (lambda k: "Attention" in k, lambda k: k in ("LayerNorm", "Embedding")):
+        for name, module in modules:
+            if wanted(type(module).__name__):
+                return f"layer {name!r} ({type(module).__name__}) of a {type(model).__name__}"
+    return f"a {type(model).__name__}"
 
 
 @torch.no_grad()
@@ -167,16 +171,14 @@ def export_model(model, meta=None):
         layers.
     """
     if not isinstance(model, LowbitNet):
-        kind = getattr(model, "arch", {}).get("kind") if isinstance(getattr(model, "arch", None), dict) else None
-        what = "transformer (vit) models" if kind == "vit" else f"a {type(model).__name__}"
-        raise LowbitError(f"{what}: not supported in hardware yet",
+        raise LowbitError(f"{_first_unsupported(model)}: not supported in hardware yet",
                           f"supported layers: {', '.join(SUPPORTED_LAYERS)}")
-    if not model.integer_exact:
-        raise LowbitError("a model with float activations has no hardware form",
-                          "train it with quantized activations: --act-bits bipolar or K")
     if model.arch["weight_format"] == "fp32":
         raise LowbitError("a model with float (fp32) weights has no hardware form",
                           "train it in a low-bit format (--format), or quantize it after training")
+    if not model.integer_exact:
+        raise LowbitError("a model with float activations has no hardware form",
+                          "train it with quantized activations: --act-bits bipolar or K")
     model.eval()
     arch = model.arch
     if arch["kind"] == "mlp":
@@ -222,7 +224,7 @@ def export_model(model, meta=None):
             in_type, in_scale = BIPOLAR, 1.0
         else:
             gain, bias = stage_affine(stage, in_scale)
-            lo, hi = _row_bounds(levels, in_type)
+            lo, hi = row_bounds(levels, in_type.min, in_type.max)
             t, flip, out_type, n_ties = step_thresholds(gain, bias, lo, hi, stage.act)
             ties += n_ties
             copies = getattr(layer, "copies", 1)

@@ -123,6 +123,8 @@ class MatMul:
     copies : int
         Tiled weights: the rows are ``copies`` repeats of one tile of MH/copies rows, so the
         hardware computes each tile row's dot product once (Tiled Bit Networks' compute-once).
+    weight_memory : {"auto", "block", "lut", "const"}
+        Where the hardware keeps the weights (``lowbit.compiler.passes.choose_memories``).
 
     On a feature map (N, H, W, MW) the op applies to every pixel: a convolution after a
     :class:`~lowbit.compiler.window_ops.SlidingWindow`.
@@ -134,6 +136,7 @@ class MatMul:
     in_type: ValueType = BIPOLAR
     folding: Folding = None
     copies: int = 1
+    weight_memory: str = "auto"
     host = False
 
     def __post_init__(self):
@@ -145,6 +148,9 @@ class MatMul:
             raise LowbitError(
                 f"{self.name}: weight [{h}, {w}] = {self.weights[h, w]} is not a level of format "
                 f"{fmt.name!r} {list(fmt.levels)}")
+        if self.weight_memory not in WEIGHT_MEMORIES:
+            raise LowbitError(f"{self.name}: weight memory must be one of {', '.join(WEIGHT_MEMORIES)}, "
+                              f"not {self.weight_memory!r}")
         if not isinstance(self.copies, int) or isinstance(self.copies, bool) or self.copies < 1 \
                 or self.mh % self.copies:
             raise LowbitError(f"{self.name}: copies must be a positive divisor of the {self.mh} rows, "
@@ -155,6 +161,9 @@ class MatMul:
                 raise LowbitError(f"{self.name}: the rows are not {self.copies} copies of one tile")
         if self.folding is not None:
             check_folding(self.name, self.mh // self.copies, self.mw, self.folding)
+        if self.weight_memory == "const" and self.folding is not None and self.cycles() != 1:
+            raise LowbitError(f"{self.name}: constant weights need a fully unrolled folding, not {self.folding}",
+                              f"use PE={self.mh // self.copies} and SIMD={self.mw}, or another weight memory")
 
     def out_shape(self, shape):
         check_last_axis(self.name, shape, self.mw)
@@ -199,6 +208,12 @@ class MatMul:
 
     def with_folding(self, folding):
         return replace(self, folding=folding)
+
+    def with_weight_memory(self, weight_memory):
+        return replace(self, weight_memory=weight_memory)
+
+
+WEIGHT_MEMORIES = ("auto", "block", "lut", "const")
 
 
 def check_last_axis(name, shape, features):
@@ -446,6 +461,9 @@ class Graph:
 
     def replace_nodes(self, nodes):
         return replace(self, nodes=tuple(nodes))
+
+    def replace_meta(self, meta):
+        return replace(self, meta=dict(meta))
 
     def execute(self, x, *, upto=None):
         """Run the references on encoded inputs (N, *input_shape); returns every node's output.

@@ -27,6 +27,7 @@ def save_graph(path, graph):
         if isinstance(n, MatMul):
             arrays[f"n{k}_weights"] = n.weights
             d.update(weight_format=n.weight_format, in_type=_vt(n.in_type), copies=n.copies,
+                     weight_memory=n.weight_memory,
                      folding=[n.folding.pe, n.folding.simd] if n.folding else None)
         elif isinstance(n, MultiThreshold):
             arrays[f"n{k}_thresholds"] = n.thresholds
@@ -74,7 +75,7 @@ def load_graph(path):
         if d["op"] == "MatMul":
             nodes.append(MatMul(d["name"], arrays[f"n{k}_weights"], d["weight_format"],
                                 ValueType(**d["in_type"]), Folding(*d["folding"]) if d["folding"] else None,
-                                d.get("copies", 1)))
+                                d.get("copies", 1), d.get("weight_memory", "auto")))
         elif d["op"] == "MultiThreshold":
             nodes.append(MultiThreshold(d["name"], arrays[f"n{k}_thresholds"],
                                         ValueType(**d["in_type"]), ValueType(**d["out_type"])))

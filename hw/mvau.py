@@ -50,6 +50,10 @@ class MatrixVectorUnit(wiring.Component):
     thresholds : array (MH, L) or None
         Dot-product thresholds, non-decreasing per row: output ``#{l : dot >= T[h, l]}``, or for
         L = 1 bipolar ``+1 iff dot >= T``. ``None`` emits the dot products.
+    out_kind : {"bipolar", "uint"}
+        With one threshold per row, whether the output bit means -1/+1 (``"bipolar"``, the
+        default) or 0/1 (``"uint"``, a 1-bit unsigned activation). The bit is the same; the
+        format tells the next engine how to read it. More thresholds always give ``uint``.
     pe, simd : int
         Folding: PE must divide MH and SIMD must divide MW.
     copies : int
@@ -86,7 +90,7 @@ class MatrixVectorUnit(wiring.Component):
     """
 
     def __init__(self, weights, weight_format_name, in_format, thresholds=None, *, pe=1, simd=1,
-                 copies=1, weight_memory="auto", behavioural=False):
+                 copies=1, weight_memory="auto", behavioural=False, out_kind="bipolar"):
         fmt = weight_format(weight_format_name)
         w = np.asarray(weights)
         if w.ndim != 2 or w.size == 0 or w.dtype.kind not in "iu":
@@ -138,7 +142,9 @@ class MatrixVectorUnit(wiring.Component):
             # dot >= T  <=>  acc >= ceil((T - offset) / scale); clipped to one past the range ("never").
             acc_t = -(-(t.astype(np.int64) - offset) // scale)
             self._thresholds = np.clip(acc_t, self._acc_range[0], self._acc_range[1] + 1)
-            self._out_format = (VectorFormat("bipolar", 1, mh) if levels == 1
+            if out_kind not in ("bipolar", "uint"):
+                raise ValueError(f"Out kind must be 'bipolar' or 'uint', not {out_kind!r}")
+            self._out_format = (VectorFormat(out_kind, 1, mh) if levels == 1
                                 else VectorFormat("uint", levels.bit_length(), mh))
         else:
             self._thresholds = None

@@ -11,7 +11,7 @@ from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .payload import VectorFormat
-from .compressor import popcount_behavioural
+from .compressor import add_behavioural
 
 __all__ = ["threshold_count", "MultiThresholdUnit"]
 
@@ -47,8 +47,10 @@ def threshold_count(value, thresholds):
     thresholds = [thresholds[i] for i in range(len(thresholds))]
     if not thresholds:
         raise ValueError("Thresholds must hold at least one value, not 0")
-    reached = Cat(*(value >= t for t in thresholds))
-    return popcount_behavioural(reached)[:len(thresholds).bit_length()]
+    # Each comparison enters the adder tree once. (Slicing the bits out of one Cat of all
+    # comparisons would repeat the whole Cat in the netlist for every bit: quadratic in L.)
+    reached = [(value >= t).as_unsigned() for t in thresholds]
+    return add_behavioural(reached)[:len(thresholds).bit_length()]
 
 
 def _check_format(what, fmt, kinds, count):

@@ -2,7 +2,14 @@
 
 import numpy as np
 
-__all__ = ["dot_bounds", "signed_bits"]
+__all__ = ["dot_bounds", "row_bounds", "signed_bits"]
+
+
+def row_bounds(weights, lo, hi):
+    """Per row h, the exact range ``(bottom[h], top[h])`` of ``sum_w W[h, w] * x[w]`` over inputs
+    x in [lo, hi]: each term's extreme is ``w * hi`` or ``w * lo``, and the terms are independent."""
+    w = np.asarray(weights, dtype=np.int64)
+    return np.minimum(w * hi, w * lo).sum(axis=1), np.maximum(w * hi, w * lo).sum(axis=1)
 
 
 def dot_bounds(weights, lo, hi):
@@ -13,9 +20,7 @@ def dot_bounds(weights, lo, hi):
     every lowbit input type (bipolar counts as [-1, 1]), every prefix sum also lies in the range,
     so an accumulator sized for it never overflows mid-row.
     """
-    w = np.asarray(weights, dtype=np.int64)
-    top = np.maximum(w * hi, w * lo).sum(axis=1)
-    bottom = np.minimum(w * hi, w * lo).sum(axis=1)
+    bottom, top = row_bounds(weights, lo, hi)
     return int(bottom.min()), int(top.max())
 
 

@@ -94,8 +94,9 @@ def cmd_compile(args):
             raise LowbitError(f"{args.target_fps:g} inferences/s needs less than one cycle per inference "
                               f"at {args.clock:g} MHz", "lower --target-fps or raise --clock")
     manifest, check = compile_checkpoint(args.checkpoint, args.output, folding=args.folding,
-                                         target_cycles=target, data_root=args.data)
-    folds = ",".join(f"{l['pe']}x{l['simd']}" for l in manifest["layers"])
+                                         target_cycles=target, board=args.board, max_luts=args.max_luts,
+                                         data_root=args.data)
+    folds = ",".join(f"{l['pe']}x{l['simd']}" for l in manifest["layers"] if l["op"] == "mvau")
     print(f"IR vs torch on {check['images']} test images: {check['prediction_disagreements']} disagreements")
     print(f"folding {folds}: {manifest['cycles_per_inference']} cycles/inference, "
           f"latency {manifest['latency_cycles']} cycles; wrote {args.output}/")
@@ -135,8 +136,9 @@ def _estimate_target(target):
                           "pass a folder from 'lowbit compile' or a .pt from 'lowbit train'")
     from .compiler.codegen import build_manifest, lower
     from .flow import export_checkpoint, fold
+    from .hw.unused import unelaborated
     graph = fold(export_checkpoint(target)[0])
-    return build_manifest(graph, lower(graph))
+    return build_manifest(graph, unelaborated(lower(graph)))
 
 
 def cmd_estimate(args):
@@ -147,10 +149,10 @@ def cmd_estimate(args):
         print(json.dumps(est, indent=2))
         return
     print(f"{est['board']} ({est['device']}), per engine:")
-    print(f"{'layer':<8} {'lane':<14} {'shape':>9} {'PExSIMD':>8} {'cycles':>8} {'LUT':>7} {'FF':>7} "
+    print(f"{'layer':<8} {'lane':<14} {'shape':>9} {'PExSIMD':>8} {'cyc/inf':>8} {'LUT':>7} {'FF':>7} "
           f"{'BRAM':>5} {'DSP':>4} {'fmax':>6}")
     for r in est["layers"]:
-        print(f"{r['name']:<8} {r['lane']:<14} {r['shape']:>9} {r['folding']:>8} {r['cycles']:>8} "
+        print(f"{r['name']:<8} {r['lane']:<14} {r['shape']:>9} {r['folding']:>8} {r['cycles_per_inference']:>8} "
               f"{r['luts']:>7} {r['ffs']:>7} {r['brams']:>5} {r['dsps']:>4} {r['fmax_mhz']:>6.1f}")
     t, c = est["total"], est["capacity"]
     print(f"{'total':<51} {t['luts']:>7} {t['ffs']:>7} {t['brams']:>5} {t['dsps']:>4}")
@@ -208,6 +210,14 @@ def cmd_sweep(args):
                         board=args.board, accuracy_rows=acc, synth=args.synth)
     print(markdown_table(rows), end="")
     print(f"wrote {', '.join(str(v) for v in paths.values())}")
+
+
+def cmd_fuzz(args):
+    from .fuzz import fuzz, summary_text
+    totals = fuzz(args.n, seed=args.seed, vectors=args.vectors, out_dir=args.output)
+    print(summary_text(totals))
+    if totals["failures"]:
+        return 1
 
 
 DATASETS = ["digits", "mnist", "fashion-mnist", "cifar10"]
@@ -275,6 +285,8 @@ def build_parser():
     g.add_argument("--folding", help="PExSIMD per layer, e.g. 1x64,1x16,1x4")
     g.add_argument("--target-cycles", type=int, help="cheapest folding with at most this many cycles/inference")
     g.add_argument("--target-fps", type=float, help="cheapest folding reaching this many inferences/s at --clock")
+    g.add_argument("--board", help="fastest folding whose estimate fits this board (see 'lowbit estimate')")
+    g.add_argument("--max-luts", type=int, help="fastest folding within this many estimated xc7 LUTs")
     s.add_argument("--clock", type=float, default=100.0, help="clock in MHz for --target-fps (default 100)")
     s.add_argument("--data", default=None, help=DATA_HELP + " (to check the IR against PyTorch)")
     s.set_defaults(func=cmd_compile)
@@ -311,6 +323,14 @@ def build_parser():
     s.add_argument("--board", required=True, help="icebreaker, ulx3s, arty-a7-35, arty-z7-20")
     s.add_argument("-o", "--output", required=True, help="folder to create")
     s.set_defaults(func=cmd_build)
+
+    s = sub.add_parser("fuzz", help="random small networks, each checked bit-exact: IR vs PyTorch, "
+                                    "Verilator vs IR with stalls, cycles vs prediction")
+    s.add_argument("--n", type=int, default=20, help="networks to check (default 20)")
+    s.add_argument("--seed", type=int, default=0, help="seed of the first network; network i has seed+i")
+    s.add_argument("--vectors", type=int, default=16, help="random inputs per network in Verilator (default 16)")
+    s.add_argument("-o", "--output", default="build/fuzz", help="folder for reproductions of failures")
+    s.set_defaults(func=cmd_fuzz)
 
     s = sub.add_parser("sweep", help="one architecture across weight formats and foldings: LUT, "
                                      "throughput, plots and a report (random weights)")

@@ -9,6 +9,19 @@ from pathlib import Path
 from .errors import LowbitError
 
 
+def _umask():
+    # Read by setting and restoring: there is no other portable way.
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _public_mode(path, base):
+    """Give a finished temporary file or folder the mode a plain ``open``/``mkdir`` would have:
+    ``mkstemp`` and ``mkdtemp`` create them private (0600 / 0700)."""
+    os.chmod(path, base & ~_umask())
+
+
 def atomic_write_bytes(path, data):
     """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
     path = Path(path)
@@ -19,6 +32,7 @@ def atomic_write_bytes(path, data):
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        _public_mode(tmp, 0o666)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -33,6 +47,10 @@ def atomic_write_text(path, text):
 def ensure_writable_dir(path):
     """Create ``path`` if needed and check that files can be written into it."""
     path = Path(path)
+    for part in (path, *path.parents):
+        if part.exists() and not part.is_dir():
+            raise LowbitError(f"{str(part)!r} is a file, not a folder",
+                              "choose an output folder that is not inside a file's path")
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -59,6 +77,7 @@ def atomic_dir(path):
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    _public_mode(tmp, 0o777)
     old = None
     if path.exists():
         old = parent / f".{path.name}.old.{os.getpid()}"

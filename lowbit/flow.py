@@ -80,26 +80,38 @@ def export_checkpoint(ckpt, data_root=None):
     return graph, check
 
 
-def fold(graph, *, folding=None, target_cycles=None):
-    """Apply a hand-given folding spec, or the cheapest folding meeting ``target_cycles``."""
-    from .compiler.folding import apply_folding, fold_for_cycles, most_folded, parse_folding
+def fold(graph, *, folding=None, target_cycles=None, board=None, max_luts=None):
+    """Apply a hand-given folding spec, or search one: the cheapest meeting ``target_cycles``, or
+    the fastest whose estimate fits ``board`` or ``max_luts`` LUTs; else the most folded."""
+    from .compiler.folding import (apply_folding, fold_for_board, fold_for_cycles, fold_for_luts,
+                                   most_folded, parse_folding)
 
-    if folding is not None and target_cycles is not None:
-        raise LowbitError("give either a folding or a target, not both")
+    given = [k for k, v in (("a folding", folding), ("a cycle target", target_cycles),
+                            ("a board", board), ("a LUT budget", max_luts)) if v is not None]
+    if len(given) > 1:
+        raise LowbitError(f"give one of a folding, a target, a board or a LUT budget, not {' and '.join(given)}")
     if folding is not None:
         return apply_folding(graph, parse_folding(folding, graph))
     if target_cycles is not None:
         return fold_for_cycles(graph, target_cycles)
+    if board is not None:
+        return fold_for_board(graph, board)
+    if max_luts is not None:
+        return fold_for_luts(graph, max_luts)
     return most_folded(graph)
 
 
-def compile_checkpoint(ckpt, out_dir, *, folding=None, target_cycles=None, data_root=None):
+def compile_checkpoint(ckpt, out_dir, *, folding=None, target_cycles=None, board=None, max_luts=None,
+                       data_root=None):
     """Checkpoint -> build folder (Verilog, manifest.json, graph.npz). Returns the manifest."""
     from .compiler.codegen import write_build
 
+    from .compiler.passes import choose_memories, remove_identities
+
     graph, check = export_checkpoint(ckpt, data_root)
-    graph = fold(graph, folding=folding, target_cycles=target_cycles)
-    return write_build(graph, out_dir), check
+    graph = remove_identities(graph)
+    graph = fold(graph, folding=folding, target_cycles=target_cycles, board=board, max_luts=max_luts)
+    return write_build(choose_memories(graph), out_dir), check
 
 
 def load_build(build_dir):
@@ -141,8 +153,10 @@ def simulate_build(build_dir, *, dataset=None, limit=None, stalls=True, seed=0, 
     expected = graph.hardware_output(x)
     # A feature map streams one pixel (in_fmt.count elements) per beat.
     beats = in_fmt.pack(np.asarray(x).reshape(-1, in_fmt.count))
-    # Gaps up to twice the bottleneck's cycles, so that stalls really starve and block the pipeline.
-    stall = StallConfig(seed=seed, max_gap=2 * manifest["cycles_per_inference"]) if stalls else None
+    # Gaps up to twice the bottleneck's cycles per input beat, so that stalls really starve and
+    # block the pipeline (a feature map has one beat per pixel, so its gaps are per pixel).
+    per_beat = manifest["cycles_per_inference"] // manifest.get("beats_per_inference", 1)
+    stall = StallConfig(seed=seed, max_gap=max(2, 2 * per_beat)) if stalls else None
     result = run_stream(verilog.read_text(), manifest["top"], beats, out_fmt.pack(expected),
                         n_items=len(x), timing_items=min(timing_items, len(x)), stall=stall,
                         seed=seed, progress=progress)

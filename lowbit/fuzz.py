@@ -11,7 +11,7 @@ Each network is drawn from its own seed (network ``i`` of a run with seed ``S`` 
    measured latency the predicted one where the manifest predicts it.
 
 What varies: MLP or CNN, depth, widths, classes, the weight format (every registry format,
-``binary01`` and tiled bipolar with ``p`` copies), the activation (bipolar or ``u1``..``u8``), the
+``binary01`` and tiled bipolar with ``p`` copies), the activation (bipolar, ``u1``..``u4`` or ``u6``), the
 BatchNorm statistics and activation clips (negative scales included, which negate rows), and the
 folding (fully folded, random valid PE/SIMD divisors, or the cheapest folding for a random
 cycle target). Networks stay small so that one takes a few seconds; Verilator builds are cached
@@ -33,7 +33,10 @@ __all__ = ["random_case", "random_model", "random_folding", "check_network", "Ne
            "fuzz", "TORCH_VECTORS"]
 
 WEIGHT_CHOICES = ("bipolar", "binary01", "ternary", "levels5", "levels9", "levels17", "pow2", "tiled")
-ACT_CHOICES = ("bipolar", "u1", "u2", "u3", "u4", "u8")
+# Every activation width up to 8 bits (255 thresholds per channel); random foldings cap PE and
+# SIMD so that each network builds and simulates in seconds.
+ACT_CHOICES = ("bipolar", "u1", "u2", "u3", "u4", "u6", "u8")
+MAX_PE, MAX_SIMD = 4, 8
 # The PyTorch comparison is cheap; it runs on more inputs than the simulation.
 TORCH_VECTORS = 256
 
@@ -45,7 +48,9 @@ def random_case(seed):
     -------
     dict
         ``seed``, ``arch`` (a :func:`lowbit.model.arch.build_model` dict) and ``folding`` (one of
-        ``"most"``, ``"random"`` or ``{"target_fraction": f}``).
+        ``"most"``, ``"random"`` (PE up to ``MAX_PE``, SIMD up to ``MAX_SIMD``) or
+        ``{"target_fraction": f}``: the cheapest folding for a cycle target ``f`` of the way from
+        the fastest to the most folded).
     """
     rng = np.random.default_rng([seed, 0xF022])
     fmt = str(rng.choice(WEIGHT_CHOICES))
@@ -75,7 +80,7 @@ def random_case(seed):
         arch["min_compress_size"] = int(rng.choice([8, 32, 128]))
     folding = str(rng.choice(["most", "random", "target"]))
     if folding == "target":
-        folding = {"target_fraction": float(rng.uniform(0.05, 1.0))}
+        folding = {"target_fraction": float(rng.uniform(0.25, 1.0))}
     return {"seed": int(seed), "arch": arch, "folding": folding}
 
 
@@ -121,9 +126,10 @@ def random_folding(graph, case):
         return most_folded(graph)
     rng = np.random.default_rng([case["seed"], 0xF01D])
     if how == "random":
-        return apply_folding(graph, [Folding(int(rng.choice(divisors(m.tile_rows))),
-                                             int(rng.choice(divisors(m.mw))))
-                                     for m in graph.matmuls()])
+        return apply_folding(graph, [
+            Folding(int(rng.choice([d for d in divisors(m.tile_rows) if d <= MAX_PE])),
+                    int(rng.choice([d for d in divisors(m.mw) if d <= MAX_SIMD])))
+            for m in graph.matmuls()])
     # A target between the fastest and the most folded cycle count: always reachable.
     slowest = most_folded(graph).cycles_per_inference()
     positions = graph.positions()
@@ -152,7 +158,10 @@ class NetworkResult:
     latency_predicted, latency_measured : int or None
     error : str or None
         The traceback when a step raised.
-    graph, arch : objects kept for the reproduction
+    graph : lowbit.compiler.ir.Graph or None
+        The exported (and, once folded, the folded) graph, kept for the reproduction.
+    case : dict
+        What :func:`random_case` drew.
     """
 
     seed: int
@@ -245,9 +254,11 @@ def check_network(seed, vectors, *, torch_vectors=TORCH_VECTORS):
         out_fmt = VectorFormat(**manifest["ports"]["o"]["format"])
         expected = out_fmt.pack(graph.hardware_output(x).reshape(vectors, -1))
         cycles = manifest["cycles_per_inference"]
+        # Stall gaps are per beat; a feature map streams one beat per pixel.
+        per_beat = max(1, cycles // manifest["beats_per_inference"])
         sim = run_stream(text, TOP_NAME, in_fmt.pack(x.reshape(-1, in_fmt.count)), expected,
                          n_items=vectors, timing_items=min(6, vectors), seed=seed,
-                         stall=StallConfig(seed=seed, max_gap=2 * cycles), progress=False,
+                         stall=StallConfig(seed=seed, max_gap=2 * per_beat), progress=False,
                          waves_on_mismatch=False)
         result.words = len(expected)
         result.word_mismatches = sim.mismatches
@@ -295,7 +306,8 @@ def _bar(done, total, failures, width=24):
     return f"\rfuzz [{'#' * filled}{'.' * (width - filled)}] {done}/{total} networks, {failures} failed"
 
 
-def fuzz(n, seed=0, vectors=16, out_dir="build/fuzz", *, progress=True, stream=sys.stderr):
+def fuzz(n, seed=0, vectors=16, out_dir="build/fuzz", *, progress=True, stream=sys.stderr,
+         on_result=None):
     """Check ``n`` random networks (seeds ``seed`` .. ``seed + n - 1``); save each failure's reproduction.
 
     Parameters
@@ -311,6 +323,8 @@ def fuzz(n, seed=0, vectors=16, out_dir="build/fuzz", *, progress=True, stream=s
         every network passes.
     progress : bool
         Draw a progress bar on ``stream``.
+    on_result : callable, optional
+        Called with each network's :class:`NetworkResult` as it finishes (for logs of long soaks).
 
     Returns
     -------
@@ -342,6 +356,8 @@ def fuzz(n, seed=0, vectors=16, out_dir="build/fuzz", *, progress=True, stream=s
         if progress:
             print(_bar(i, n, len(totals["failures"])), end="", file=stream, flush=True)
         r = check_network(seed + i, vectors)
+        if on_result is not None:
+            on_result(r)
         a = r.case["arch"]
         kind = "tiled" if a.get("p") else a["weight_format"]
         totals["kinds"][kind] = totals["kinds"].get(kind, 0) + 1

@@ -50,7 +50,8 @@ def random_model_arch(arch, fmt, *, in_shape, classes, p=4, min_compress_size=No
         if len(in_shape) != 3:
             raise LowbitError(f"a cnn needs an input shape H,W,C, not {','.join(map(str, in_shape))}",
                               "pass --in-shape 28,28,1 (for example)")
-        a["in_shape"] = list(in_shape)
+        height, width, channels = in_shape
+        a["in_shape"] = [channels, height, width]  # the model's (C, H, W) order
     a["classes"] = classes
     a["weight_format"] = "bipolar" if fmt == "tiled" else fmt
     a["act"] = "bipolar" if fmt in _ONE_BIT else _MULTI_LEVEL_ACT
@@ -103,6 +104,7 @@ def sweep_resources(arch="mlp:64,64", *, in_shape=(64,), classes=10, formats=DEF
     from .boards.boards import get_board
     from .boards.estimate import estimate_manifest
     from .compiler.codegen import build_manifest, generate_verilog, lower
+    from .hw.unused import unelaborated
     from .compiler.export import export_model
     from .compiler.folding import fold_for_cycles
 
@@ -130,7 +132,7 @@ def sweep_resources(arch="mlp:64,64", *, in_shape=(64,), classes=10, formats=DEF
             if synth:
                 text, top = generate_verilog(folded)
             else:
-                top = lower(folded)
+                top = unelaborated(lower(folded))
             manifest = build_manifest(folded, top)
             est = estimate_manifest(manifest, board.name)
             row.update({
@@ -270,8 +272,9 @@ def write_sweep(out_dir, rows, *, title, board, accuracy_rows=(), synth=False):
     if accuracy_rows:
         report.append("\n## Accuracy of the given checkpoints\n\n| checkpoint | format | setting "
                       "| bits/weight | weight memory (bytes) | accuracy |\n|---|---|---|---:|---:|---:|\n")
-        report += [f"| {r['checkpoint']} | {r['format']} | {r['setting']} | {r['bits_per_weight']} | "
-                   f"{r['weight_memory_bytes']} | {100 * r['accuracy']:.2f} % |\n" for r in accuracy_rows]
+        report[-1] += "".join(
+            f"| {r['checkpoint']} | {r['format']} | {r['setting']} | {r['bits_per_weight']:.2f} | "
+            f"{r['weight_memory_bytes']} | {100 * r['accuracy']:.2f} % |\n" for r in accuracy_rows)
     report.append("\n" + "".join(f"![{k}]({v})\n" for k, v in names.items() if v.endswith(".png")))
     with atomic_dir(out_dir) as tmp:
         (tmp / names["report"]).write_text("\n".join(report), encoding="utf-8")

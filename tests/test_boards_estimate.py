@@ -36,7 +36,10 @@ def test_unknown_board_cli(tmp_path, capsys):
 @pytest.mark.parametrize("row", load_calibration(), ids=lambda r: f"{r['engine']}-{r['family']}")
 def test_estimate_matches_recorded_synthesis(row):
     est = estimate_layer(row["layer"], row["family"])
-    assert abs(est["luts"] - row["luts"]) <= 0.15 * row["luts"]
+    # 15 %, or 16 LUTs for the window engines of a few dozen LUTs (their line memories are
+    # distributed RAM, not counted as LUTs), where one LUT is several percent.
+    assert abs(est["luts"] - row["luts"]) <= max(0.15 * row["luts"], 16)
+    assert est["dsps"] == row["dsps"]
     assert est["brams"] == row["brams"]
 
 
@@ -107,7 +110,7 @@ def test_icebreaker_bitstream(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("arch, in_shape, fmt, ops", [
-    ("cnn:4,8:16", (8, 8, 1), "bipolar", {"sliding_window", "mvau", "maxpool", "collect"}),
+    ("cnn:4,8:16", (12, 12, 1), "bipolar", {"sliding_window", "mvau", "maxpool", "collect"}),
     ("mlp:32", (32,), "binary01", {"mvau", "normalize_sign"}),
     ("mlp:32,16", (32,), "levels5", {"mvau"}),
 ])
@@ -125,7 +128,8 @@ def test_estimate_every_layer_kind(arch, in_shape, fmt, ops):
     assert {layer["op"] for layer in manifest["layers"]} == ops
     est = estimate_manifest(manifest, "arty-a7-35")
     assert [r["op"] for r in est["layers"]] == [layer["op"] for layer in manifest["layers"]]
-    assert all(r["luts"] > 0 and r["ffs"] > 0 for r in est["layers"])
+    # A collect of one pixel is a plain register: no LUTs, but every engine holds state.
+    assert all(r["ffs"] > 0 and (r["luts"] > 0 or r["op"] == "collect") for r in est["layers"])
     assert est["total"]["luts"] == sum(r["luts"] for r in est["layers"])
     assert est["cycles_per_inference"] == max(layer["cycles_per_inference"]
                                               for layer in manifest["layers"])

@@ -38,7 +38,7 @@ def test_sweep_table_plots_and_report(tmp_path, capsys):
 def test_sweep_unreachable_target_is_reported(tmp_path):
     # A CNN's first window layer scans every pixel, so 1 cycle per inference cannot be met.
     out = tmp_path / "sweep"
-    assert main(["sweep", "--arch", "cnn:4", "--in-shape", "6,6,1", "--classes", "2",
+    assert main(["sweep", "--arch", "cnn:4", "--in-shape", "8,8,1", "--classes", "2",
                  "--formats", "bipolar", "--target-cycles", "1,4096", "-o", str(out)]) == 0
     rows = json.loads((out / "sweep.json").read_text())["rows"]
     assert rows[0]["error"] and "no folding reaches 1 cycles per inference" in rows[0]["error"]

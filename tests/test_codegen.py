@@ -59,3 +59,21 @@ def test_build_is_byte_identical_across_runs(tmp_path, digits_graph):
         ["graph.npz", "lowbit_top.v", "manifest.json"]
     for name in names:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+
+
+def test_outputs_get_ordinary_permissions(tmp_path):
+    """Atomic outputs are made private by the temporary-file calls; finished ones must not be."""
+    import os
+
+    from lowbit.files import atomic_dir, atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "a.txt", "x")
+        with atomic_dir(tmp_path / "d") as d:
+            atomic_write_text(d / "b.txt", "y")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "d").stat().st_mode & 0o777 == 0o755
+    assert (tmp_path / "d" / "b.txt").stat().st_mode & 0o777 == 0o644

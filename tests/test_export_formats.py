@@ -98,6 +98,14 @@ def test_unsupported_models_name_the_problem():
         export_model(m)
     with pytest.raises(LowbitError, match="Linear: not supported in hardware yet"):
         export_model(torch.nn.Linear(3, 3))
+    vit = build_model({"kind": "vit", "in_shape": [1, 28, 28], "patch": 7, "dim": 16, "depth": 1,
+                       "heads": 2, "mlp_dim": 32, "classes": 10, "weight_format": "ternary"})
+    with pytest.raises(LowbitError, match=r"layer 'blocks.0.attn' \(LowbitAttention\) of a TinyViT: "
+                                          r"not supported in hardware yet"):
+        export_model(vit)
+    fp32 = build_model({"kind": "mlp", "in_features": 8, "hidden": [4], "classes": 3, "weight_format": "fp32"})
+    with pytest.raises(LowbitError, match=r"float \(fp32\) weights has no hardware form"):
+        export_model(fp32)
 
 
 def test_cnn_graph_round_trips(tmp_path):
@@ -116,6 +124,8 @@ CASES = {
                         "weight_format": "levels5", "act": "u2"}, None),
     "mlp-binary01": ({"kind": "mlp", "in_features": 32, "hidden": [16, 8], "classes": 4,
                       "weight_format": "binary01", "act": "bipolar"}, None),
+    "mlp-bipolar-u1": ({"kind": "mlp", "in_features": 32, "hidden": [16, 8], "classes": 4,
+                        "weight_format": "bipolar", "act": "u1"}, [Folding(2, 8), Folding(4, 4), Folding(1, 8)]),
     "mlp-pow2-folded": ({"kind": "mlp", "in_features": 32, "hidden": [16], "classes": 4,
                          "weight_format": "pow2", "act": "u3"}, [Folding(4, 8), Folding(2, 4)]),
     "mlp-tiled-p4": ({"kind": "mlp", "in_features": 32, "hidden": [16], "classes": 4, "p": 4,
@@ -140,9 +150,10 @@ def test_verilog_equals_ir_with_stalls(case):
     in_fmt = VectorFormat(**man["ports"]["i"]["format"])
     out_fmt = VectorFormat(**man["ports"]["o"]["format"])
     expected = out_fmt.pack(g.hardware_output(x).reshape(n, -1))
+    per_beat = man["cycles_per_inference"] // man["beats_per_inference"]
     res = run_stream(text, "lowbit_top", in_fmt.pack(x.reshape(-1, in_fmt.count)), expected,
-                     n_items=n, timing_items=6,
-                     stall=StallConfig(seed=1, max_gap=2 * man["cycles_per_inference"]), progress=False)
+                     n_items=n, timing_items=6, stall=StallConfig(seed=1, max_gap=max(2, 2 * per_beat)),
+                     progress=False)
     assert res.mismatches == 0
     assert list(res.outputs) == expected
     assert set(res.interval) == {man["cycles_per_inference"]}

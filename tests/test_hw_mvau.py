@@ -1,8 +1,13 @@
+import re
+
 import numpy as np
 import pytest
+from amaranth.back import rtlil
+from amaranth.hdl import Module, Signal, signed
 
 from lowbit.compiler.ir import BIPOLAR, MatMul, MultiThreshold, ValueType
 from lowbit.formats import WEIGHT_FORMATS
+from lowbit.hw.lanes import lane_for
 from lowbit.hw.mvau import MatrixVectorUnit
 from lowbit.hw.network import DataflowTop
 from lowbit.hw.payload import VectorFormat
@@ -95,6 +100,12 @@ def test_bad_parameters(kwargs, message):
     raises_exactly(ValueError, message, lambda: MatrixVectorUnit(W, "bipolar", BIP, T, **kwargs))
 
 
+def test_behavioural_must_be_a_bool():
+    raises_exactly(TypeError, "Behavioural must be a bool, not 1",
+                   lambda: MatrixVectorUnit(W, "bipolar", BIP, T, behavioural=1))
+    assert unelaborated(MatrixVectorUnit(W, "bipolar", BIP, T, behavioural=True)).behavioural
+
+
 def test_bad_weights_inputs_and_thresholds():
     raises_exactly(ValueError, "Weight [0, 0] = 0 is not a level of format 'bipolar'",
                    lambda: MatrixVectorUnit(np.zeros((2, 2), int), "bipolar", VectorFormat("bipolar", 1, 2)))
@@ -124,16 +135,21 @@ def test_every_lane_matches_the_ir_with_stalls(fmt_name, in_name, levels, pe, si
     assert res.outputs == u.out_format.pack(ref)
 
 
+@pytest.mark.parametrize("memory", ["auto", "const", "const-behavioural"])
 @pytest.mark.parametrize("in_name", list(INPUTS))
 @pytest.mark.parametrize("fmt_name", list(WEIGHT_FORMATS))
-def test_worst_case_inputs_do_not_overflow(fmt_name, in_name):
+def test_worst_case_inputs_do_not_overflow(fmt_name, in_name, memory):
     """Rows of all-largest and all-smallest weights, fed the inputs that reach each row's extremes."""
     fmt, vt = WEIGHT_FORMATS[fmt_name], INPUTS[in_name]
     lo_w, hi_w = min(fmt.levels), max(fmt.levels)
     w = np.array([[hi_w] * MW, [lo_w] * MW, [hi_w, lo_w] * (MW // 2), [lo_w, hi_w] * (MW // 2)])
     lo_x, hi_x = vt.min, vt.max
     x = np.array([[hi_x] * MW, [lo_x] * MW, [hi_x, lo_x] * (MW // 2), [lo_x, hi_x] * (MW // 2)])
-    u = unit(w, fmt_name, vt, None, pe=2, simd=MW)
+    if memory == "auto":
+        u = unit(w, fmt_name, vt, None, pe=2, simd=MW)
+    else:
+        u = unit(w, fmt_name, vt, None, pe=len(w), simd=MW, weight_memory="const",
+                 behavioural=memory == "const-behavioural")
     ref = MatMul("m", w, fmt_name, vt).reference(x)
     assert ref.max() == u.dot_range[1] and ref.min() == u.dot_range[0]  # the extremes are reached
     res = run_amaranth_stream(u, u.in_format.pack(x))
@@ -149,6 +165,53 @@ def test_timing_without_stalls(thresholds, pe, simd):
     assert set(res.intervals) == {u.cycles_per_item}
 
 
+def _lane_cells(lane, build):
+    """RTLIL cell types of one lane's partial sum, built by ``build(m, lane)`` into a bare module."""
+    m = Module()
+    out = Signal(signed(24))
+    x = build(m, lane)
+    m.d.comb += out.eq(x[1])
+    text = rtlil.convert(m, ports=[*x[0], out])
+    return re.findall(r"^\s*cell \\?(\S+)", text, flags=re.M)
+
+
+def _const_cells(fmt_name, in_kind, in_bits, weights):
+    def build(m, lane):
+        x = Signal(len(weights) * in_bits)
+        return [x], lane.partial_const(m, weights, x, "lane")
+    return _lane_cells(lane_for(fmt_name, in_kind, in_bits), build)
+
+
+@pytest.mark.parametrize("in_kind, in_bits", [("bipolar", 1), ("uint", 4), ("int", 3)])
+def test_const_zero_weights_add_no_logic_and_signs_no_negation(in_kind, in_bits):
+    nonzero = [1, -1, -1, 1, 1, -1, 1]
+    padded = [0, 1, 0, -1, -1, 0, 0, 1, 1, 0, -1, 1, 0]
+    assert [w for w in padded if w] == nonzero
+    cells = _const_cells("ternary", in_kind, in_bits, nonzero)
+    assert sorted(cells) == sorted(_const_cells("ternary", in_kind, in_bits, padded))
+    # +-1 weights are plain or inverted bits: no negation, subtraction or multiplication.
+    assert not {"$neg", "$sub", "$mul", "$mux"} & set(cells)
+    assert _const_cells("ternary", in_kind, in_bits, [0] * 5) == []
+
+
+@pytest.mark.parametrize("fmt_name, in_kind", [("bipolar", "uint"), ("ternary", "uint"), ("ternary", "int"),
+                                               ("pow2", "int")])
+def test_memory_lanes_negate_without_a_negation_per_input(fmt_name, in_kind):
+    simd, in_bits = 8, 4
+
+    def build(behavioural):
+        def inner(m, lane):
+            w = Signal(simd * lane.weight_bits)
+            x = Signal(simd * in_bits)
+            part = (lane.partial_behavioural if behavioural else lane.partial)(m, w, x, simd, "lane")
+            return [w, x], part
+        return inner
+
+    lane = lane_for(fmt_name, in_kind, in_bits)
+    assert _lane_cells(lane, build(True)).count("$neg") == simd  # the baseline negates each input
+    assert not {"$neg", "$sub"} & set(_lane_cells(lane, build(False)))
+
+
 def test_const_weights_when_fully_unrolled():
     w, x, vt, t, ref = case("ternary", "int4", 1, seed=5)
     u = unit(w, "ternary", vt, t, pe=MH, simd=MW, weight_memory="const")
@@ -156,13 +219,16 @@ def test_const_weights_when_fully_unrolled():
     assert res.outputs == u.out_format.pack(ref)
 
 
-@pytest.mark.parametrize("fmt_name, in_name, levels, pe, simd", [
-    ("bipolar", "bipolar", 1, 2, 3), ("ternary", "int4", None, 2, 4), ("levels5", "uint3", 3, 4, 6),
-    ("pow2", "bipolar", None, 8, 2), ("binary01", "int4", 1, 1, 12),
+@pytest.mark.parametrize("fmt_name, in_name, levels, pe, simd, memory", [
+    ("bipolar", "bipolar", 1, 2, 3, "auto"), ("ternary", "int4", None, 2, 4, "auto"),
+    ("levels5", "uint3", 3, 4, 6, "auto"), ("pow2", "bipolar", None, 8, 2, "auto"),
+    ("binary01", "int4", 1, 1, 12, "auto"), ("bipolar", "uint3", None, 2, 6, "auto"),
+    ("pow2", "int4", None, 4, 4, "auto"),
+    ("ternary", "bipolar", 1, 8, 12, "const"), ("bipolar", "int4", None, 8, 12, "const"),
 ])
-def test_same_vectors_in_verilator(fmt_name, in_name, levels, pe, simd):
+def test_same_vectors_in_verilator(fmt_name, in_name, levels, pe, simd, memory):
     w, x, vt, t, ref = case(fmt_name, in_name, levels, n=60, seed=pe + simd)
-    u = unit(w, fmt_name, vt, t, pe=pe, simd=simd)
+    u = unit(w, fmt_name, vt, t, pe=pe, simd=simd, weight_memory=memory)
     expected = u.out_format.pack(ref)
     both = run_both(u, u.in_format.pack(x), expected, seed=pe)
     assert both.mismatches(expected) == 0

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from lowbit.compiler.export import step_thresholds
-from lowbit.compiler.folding import apply_folding, fold_for_cycles, parse_folding
+from lowbit.compiler.folding import apply_folding, fold_for_cycles, lane_cost, parse_folding
 from lowbit.compiler.ir import (BIPOLAR, ArgMax, Folding, Graph, HostAffine, MatMul, MultiThreshold,
                                 ValueType, int_type_for)
 from lowbit.compiler.serialize import load_graph, save_graph
@@ -114,9 +114,10 @@ def test_folding_parse_apply_and_search(digits_graph):
         parse_folding("1x1,1x1", graph)
     with pytest.raises(LowbitError, match="fc2: PE=3 does not divide the 10 output rows"):
         apply_folding(graph, parse_folding("1x1,1x1,3x1", graph))
-    fast = fold_for_cycles(graph, 256)
+    fast = fold_for_cycles(graph, 256, cost=lane_cost)
     assert fast.cycles_per_inference() <= 256
-    for m in fast.matmuls():  # no cheaper folding of any layer meets the target
+    assert fast.meta["folding"]["cost"] == "given"
+    for m in fast.matmuls():  # no folding of any layer with fewer lanes meets the target
         lanes = m.folding.pe * m.folding.simd
         assert all(m.cycles(Folding(p, s)) > 256
                    for p in range(1, m.mh + 1) if m.mh % p == 0

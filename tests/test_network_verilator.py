@@ -68,3 +68,29 @@ def test_sim_refuses_another_dataset(builds):
 
     with pytest.raises(LowbitError, match="this build was trained on 'digits', not 'mnist'"):
         simulate_build(builds / "parallel", dataset="mnist")
+
+
+def _cli(*args):
+    r = subprocess.run([sys.executable, "-m", "lowbit", *map(str, args)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+@pytest.mark.parametrize("arch, fmt, act, folding", [
+    ("cnn:8:16", "ternary", "2", ["--target-cycles", "200"]),
+    ("mlp:32,16", "binary01", "bipolar", []),
+    ("mlp:64,32", "levels5", "2", ["--target-fps", "1000000", "--clock", "100"]),
+], ids=["cnn-ternary-u2", "mlp-binary01", "mlp-levels5-u2"])
+def test_trained_formats_through_the_cli_on_the_whole_digits_test_split(tmp_path, arch, fmt, act, folding):
+    """train -> compile -> sim from the command line for other formats and a CNN: the IR equals the
+    integer-exact PyTorch model on every test image, and the Verilog equals the IR on every word."""
+    _cli("train", "--arch", arch, "--format", fmt, "--act-bits", act, "--epochs", "4", "-o", tmp_path / "m.pt")
+    out = _cli("compile", tmp_path / "m.pt", "-o", tmp_path / "b", *folding)
+    assert "IR vs torch on 360 test images: 0 disagreements" in out
+    report = json.loads(_cli("sim", tmp_path / "b", "--seed", 4))
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert report["images"] == 360 and report["mismatches"] == 0, report
+    assert report["hw_accuracy"] == report["ir_accuracy"] >= 0.5
+    assert report["cycles_measured"] == report["cycles_predicted"] == manifest["cycles_per_inference"]
+    if folding:
+        assert manifest["cycles_per_inference"] <= 200 if folding[0] == "--target-cycles" else 100

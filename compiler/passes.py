@@ -1,0 +1,44 @@
+"""Graph-to-graph passes after folding: memory styles and identity removal.
+
+Each pass returns a new, checked graph and never mutates its input. (Streamlining, the lowering of
+convolutions and tiled compute-once happen in ``lowbit.compiler.export``; folding and FIFO depths
+in ``lowbit.compiler.folding`` and ``lowbit.compiler.fifo_depth``.)
+"""
+
+from .ir import MatMul
+from .window_ops import MaxPool
+
+__all__ = ["choose_memories", "remove_identities", "LUT_ROM_MAX_BITS", "CONST_MAX_BITS"]
+
+# A ROM this small costs less as LUTs than a block RAM (an xc7 RAMB18 holds 18 Kbit; Yosys's own
+# rule maps small ROMs to logic too).
+LUT_ROM_MAX_BITS = 4096
+# Fully unrolled weights up to this many bits are baked into the logic, where synthesis
+# simplifies by every constant (zero weights vanish); beyond it the logic grows too large.
+CONST_MAX_BITS = 64 * 1024
+
+
+def choose_memories(graph):
+    """Give every MatMul left at ``"auto"`` a weight memory: constants when fully unrolled and
+    small enough, LUT ROM when small, block RAM otherwise. Hand-set choices are kept."""
+    from lowbit.formats import weight_format
+
+    nodes = []
+    for n in graph.nodes:
+        if isinstance(n, MatMul) and n.weight_memory == "auto":
+            bits = n.tile_rows * n.mw * weight_format(n.weight_format).storage_bits
+            if n.folding is not None and n.cycles() == 1 and bits <= CONST_MAX_BITS:
+                n = n.with_weight_memory("const")
+            elif bits <= LUT_ROM_MAX_BITS:
+                n = n.with_weight_memory("lut")
+            else:
+                n = n.with_weight_memory("block")
+        nodes.append(n)
+    return graph.replace_nodes(nodes).check()
+
+
+def remove_identities(graph):
+    """Drop ops that change nothing: a 1x1 max pool with stride 1 (an engine that would only add
+    a register stage and a scan)."""
+    nodes = [n for n in graph.nodes if not (isinstance(n, MaxPool) and n.kernel == 1 and n.stride == 1)]
+    return graph.replace_nodes(nodes).check()
