@@ -8,6 +8,7 @@ from lowbit.boards.build import build_for_board
 from lowbit.boards.calibrate import SWEEP, load_calibration, random_bipolar_mlp, sweep_families
 from lowbit.boards.estimate import estimate_layer, estimate_manifest, load_models, rom_brams
 from lowbit.cli import main
+from lowbit.hw.unused import unelaborated
 from lowbit.compiler.codegen import write_build
 from lowbit.errors import LowbitError
 
@@ -124,7 +125,7 @@ def test_estimate_every_layer_kind(arch, in_shape, fmt, ops):
 
     a = random_model_arch(arch, fmt, in_shape=in_shape, classes=4)
     graph = fold_for_cycles(export_model(_random_model(a, seed=1)), 4096)
-    manifest = build_manifest(graph, lower(graph))
+    manifest = build_manifest(graph, unelaborated(lower(graph)))
     assert {layer["op"] for layer in manifest["layers"]} == ops
     est = estimate_manifest(manifest, "arty-a7-35")
     assert [r["op"] for r in est["layers"]] == [layer["op"] for layer in manifest["layers"]]

@@ -7,16 +7,18 @@ from amaranth.back import verilog
 from lowbit.compiler.ir import Flatten, ValueType
 from lowbit.hw.collect import Collect
 from lowbit.hw.payload import VectorFormat
+from lowbit.hw.unused import unelaborated
 from lowbit.sim.amaranth_stream import run_amaranth_stream
 from lowbit.sim.runner import StallConfig, run_stream
 
+from hwtest import raises_exactly
+
 
 def test_parameters_are_checked():
-    with pytest.raises(TypeError, match="Input format must be a VectorFormat, not 3"):
-        Collect(3, 4)
-    with pytest.raises(ValueError, match="Beats must be a positive integer, not 0"):
-        Collect(VectorFormat("uint", 2, 3), 0)
-    c = Collect(VectorFormat("uint", 2, 3), 5)
+    raises_exactly(TypeError, "Input format must be a VectorFormat, not 3", lambda: Collect(3, 4))
+    raises_exactly(ValueError, "Beats must be a positive integer, not 0",
+                   lambda: Collect(VectorFormat("uint", 2, 3), 0))
+    c = unelaborated(Collect(VectorFormat("uint", 2, 3), 5))
     assert (c.out_format, c.cycles_per_item, c.latency) == (VectorFormat("uint", 2, 15), 5, 5)
 
 
