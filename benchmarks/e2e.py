@@ -118,15 +118,21 @@ def main(argv=None):
 
 
 def _write(rows):
-    """Merge ``rows`` into the recorded results (by case, in CASES order) and update BENCHMARKS.md."""
+    """Merge ``rows`` into the recorded results (by case, in CASES order) and update BENCHMARKS.md.
+
+    Runs of disjoint cases may go in parallel: the merge holds a lock on the results file."""
+    import fcntl
     import json
 
     path = ROOT / "benchmarks" / "results" / "e2e.json"
-    recorded = {r["case"]: r for r in json.loads(path.read_text())} if path.exists() else {}
-    recorded.update({r["case"]: r for r in rows})
-    merged = [recorded[c] for c in CASES if c in recorded]
-    write_results("e2e", merged)
-    update_section("e2e", "## End to end over whole test sets (Verilator)", METHOD + "\n\n" + table(merged))
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        recorded = {r["case"]: r for r in json.loads(path.read_text())} if path.exists() else {}
+        recorded.update({r["case"]: r for r in rows})
+        merged = [recorded[c] for c in CASES if c in recorded]
+        write_results("e2e", merged)
+        update_section("e2e", "## End to end over whole test sets (Verilator)",
+                       METHOD + "\n\n" + table(merged))
 
 
 METHOD = """Command: `python -m benchmarks.e2e --data ../shared/data --write`. Each case trains the network

@@ -98,8 +98,11 @@ def cmd_compile(args):
                                          data_root=args.data)
     folds = ",".join(f"{l['pe']}x{l['simd']}" for l in manifest["layers"] if l["op"] == "mvau")
     print(f"IR vs torch on {check['images']} test images: {check['prediction_disagreements']} disagreements")
-    print(f"folding {folds}: {manifest['cycles_per_inference']} cycles/inference, "
-          f"latency {manifest['latency_cycles']} cycles; wrote {args.output}/")
+    latency = manifest["latency_cycles"]
+    # Window scans overlap consecutive images: such networks have no single latency figure.
+    latency = f"latency {latency} cycles" if latency is not None else "latency: see 'lowbit sim'"
+    print(f"folding {folds}: {manifest['cycles_per_inference']} cycles/inference, {latency}; "
+          f"wrote {args.output}/")
 
 
 def cmd_sim(args):

@@ -37,7 +37,8 @@ def run_demo(out_dir="build/demo", *, hidden=DEFAULT_HIDDEN, epochs=DEFAULT_EPOC
         graph, check = export_checkpoint(tmp / "model.pt")
         log(f"      {check['images']} images: {check['prediction_disagreements']} prediction "
             f"disagreements, activation mismatches {check['activation_mismatches']}, "
-            f"float-tie threshold channels {check['threshold_float_tie_channels']}")
+            f"logit mismatches {check['logit_mismatches']}, "
+            f"float-tie thresholds {check['threshold_float_ties']}")
         slow = most_folded(graph)
         fast = fold_for_cycles(graph, max(1, slow.cycles_per_inference() // SPEEDUP))
         rows = []
