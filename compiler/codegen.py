@@ -149,8 +149,6 @@ def engine_cycles(layer, engine):
     per_image = getattr(engine, "cycles_per_image", None)
     if per_image is not None:
         return per_image
-    if isinstance(engine, Collect):
-        return engine.cycles_per_item
     return engine.cycles_per_item * layer.vectors
 
 

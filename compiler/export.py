@@ -214,7 +214,7 @@ def export_model(model, meta=None):
             if iw.bias_levels is not None:
                 scale, shift = np.ones(out_ch), iw.bias_levels.numpy().astype(np.float64)
             else:
-                scale, shift = stage_affine(stage, in_scale)
+                scale, shift = stage_affine(stage, in_scale, iw)
             nodes += [mm, HostAffine(f"{name}_affine", scale, shift), ArgMax("argmax", out_ch)]
             break
         if iw.bias_levels is not None:  # binary normalized, sign after the normalization
@@ -223,7 +223,7 @@ def export_model(model, meta=None):
             nodes += [mm, NormalizeSign(f"{name}_normsign", out_ch, mm.out_type, out_ch * b - b.sum())]
             in_type, in_scale = BIPOLAR, 1.0
         else:
-            gain, bias = stage_affine(stage, in_scale)
+            gain, bias = stage_affine(stage, in_scale, iw)
             lo, hi = row_bounds(levels, in_type.min, in_type.max)
             t, flip, out_type, n_ties = step_thresholds(gain, bias, lo, hi, stage.act)
             ties += n_ties

@@ -160,7 +160,7 @@ class LowbitNet(nn.Module):
                     break
                 x, in_scale = stage.act(d), 1.0
             else:
-                gain, bias = stage_affine(stage, in_scale)
+                gain, bias = stage_affine(stage, in_scale, iw)
                 view = (-1, *([1] * (d.dim() - 2)))
                 y = d * torch.as_tensor(gain).reshape(view) + torch.as_tensor(bias).reshape(view)
                 if head:
@@ -211,14 +211,15 @@ def row_scales(iw, rows):
     return flat[:, 0].numpy().copy()
 
 
-def stage_affine(stage, in_scale):
+def stage_affine(stage, in_scale, iw=None):
     """Per-channel float64 ``(gain, bias)``: the stage's pre-activation is ``d * gain + bias``.
 
     ``d`` is the integer dot product of the input levels and the weight levels; ``gain`` folds
     the input's activation scale, the weight scale of the row and the BatchNorm's
     ``gamma / sqrt(var + eps)``, ``bias`` the BatchNorm's ``beta - mean * gamma / sqrt(var + eps)``.
+    ``iw`` is the layer's ``integer_weights()`` when the caller already has it.
     """
-    iw = stage.layer.integer_weights()
+    iw = iw if iw is not None else stage.layer.integer_weights()
     rows = iw.levels.shape[0]
     gain = float(in_scale) * row_scales(iw, rows)
     bias = np.zeros(rows)
