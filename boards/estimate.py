@@ -19,6 +19,15 @@ Per engine (one matrix-vector-threshold unit, see :mod:`lowbit.hw.mvau`) and per
   stored in ``calibration.json`` beside the data they were fitted to.
 - **DSPs**: xc7 multiplying lanes (``lut-multiply``) use one DSP48E1 per multiplier once the
   product is 9 bits or wider, as Yosys maps them; other lanes use none.
+- **Level-table lanes** (post-training quantized layers, ``table:c_1,..,c_K``) select one of the
+  products ``c_k * x`` by a sign and magnitude code, as the shift lane selects a shifted input, so
+  they take the shift lane's calibrated features (on bipolar inputs, where each product is a
+  constant ±c, the multiplying lane's), with the weight as wide as its largest magnitude. The
+  products themselves, which the shift lane does not have, are priced by
+  :func:`table_product_luts`: a lookup per output bit where the input element and the magnitude
+  code fit a LUT or two, else their shift-add chains at one LUT per adder bit (a ripple adder
+  bit is one LUT and a carry-chain cell on xc7, iCE40 and ECP5); a structural count, not a
+  fitted coefficient.
 - **Window, pool, collect and normalize-sign engines** have their own features, each op with its
   own constant: row/column counters and line-memory pointers, the pad multiplexer, line memories
   left in logic (on xc7 and ECP5 they sit in distributed RAM, not counted as LUTs; on iCE40 in
@@ -48,7 +57,8 @@ from .boards import get_board
 from .calibrate import CALIBRATION_PATH
 
 __all__ = ["BRAM_SHAPES", "BRAM_COST", "rom_brams", "layer_features", "estimate_layer",
-           "estimate_manifest", "fit_models", "ram_brams", "load_models", "FMAX_DELAYS_NS", "estimate_fmax_mhz"]
+           "estimate_manifest", "fit_models", "ram_brams", "load_models", "FMAX_DELAYS_NS", "estimate_fmax_mhz",
+           "table_product_luts"]
 
 # Block RAM aspect ratios (depth, width) per family, and how many counting units each uses.
 # xc7: RAMB18 modes count 1, RAMB36 modes count 2 (synth.py counts RAMB18 equivalents).
@@ -93,7 +103,38 @@ def _lane_variant(layer, family):
     # A one-word weight ROM is a constant: synthesis simplifies the lane by every weight.
     const = "-const" if layer["weight_memory"]["depth"] == 1 else ""
     dsp = "-dsp" if _lane_dsps(layer, family) else ""
-    return f"{layer['lane']}-{bip}{const}{dsp}"
+    lane = layer["lane"]
+    if lane == "level-table":
+        # A level table selects among its products as the shift lane selects among shifts; on
+        # bipolar inputs the products are the constants +-c, a lookup as in a multiplying lane.
+        lane = "lut-multiply" if k == "bipolar" else "shift"
+    return f"{lane}-{bip}{const}{dsp}"
+
+
+def table_product_luts(layer, family):
+    """LUTs of a level-table engine's constant products ``c_m * x``, per lane (PE * SIMD).
+
+    Each output bit of the selected product is a function of the input element's bits and the
+    magnitude code. When those fit one LUT (6 inputs on xc7, 4 on iCE40/ECP5), synthesis makes
+    each output bit one LUT, or ``2**(n - inputs)`` for n inputs a few more; otherwise it keeps
+    the shift-add chains of ``lowbit.hw.lanes``, one adder per signed digit of c after the first,
+    as wide as ``c * x``, one LUT per adder bit. The cheaper of the two is the estimate. 0 for
+    other lanes and for bipolar inputs (the lane selects the constants themselves)."""
+    fmt = layer["in_format"]
+    if layer.get("op", "mvau") != "mvau" or layer["lane"] != "level-table" or fmt["kind"] == "bipolar":
+        return 0
+    from lowbit.formats import weight_format
+    from lowbit.hw.lanes import signed_digits
+
+    table = weight_format(layer["weight_format"])
+    mags = [c for c in table.levels if c > 0]
+    # Signed width of an input element: uint k one more for the sign.
+    x_bits = fmt["bits"] + (fmt["kind"] == "uint")
+    width = x_bits + max(mags).bit_length()
+    inputs = fmt["bits"] + table.storage_bits - 1  # the element and the magnitude code
+    lookup = width * 2 ** max(0, inputs - math.log2(_LUT_BITS[family]))
+    adders = sum((len(signed_digits(c)) - 1) * (x_bits + c.bit_length()) for c in mags)
+    return layer["pe"] * layer["simd"] * min(lookup, adders)
 
 
 # Yosys' synth_xilinx maps a multiplier to a DSP48E1 once its product is at least 9 bits wide
@@ -171,6 +212,10 @@ def _mvau_features(layer, family):
     out_bits = layer["out_format"]["bits"]
     (wd, ww), t_rom = _roms(layer)
     wb = ww // (pe * simd)
+    if layer["lane"] == "level-table":
+        # The lane works on the weight's value, not its code: as wide as the largest magnitude.
+        from lowbit.formats import weight_format
+        wb = max(weight_format(layer["weight_format"]).levels).bit_length() + 1
     rom_logic_bits = 0 if rom_brams(wd, ww, family) else wd * ww
     rom_logic_width = 0 if rom_brams(wd, ww, family) else ww
     if t_rom is not None and not rom_brams(*t_rom, family):
@@ -184,7 +229,7 @@ def _mvau_features(layer, family):
         "x_select": simd * in_bits * (sf - 1),
         "out": mh * out_bits,
         "rom_logic": rom_logic_bits / _LUT_BITS[family],
-        "mult_bits": lane_work * wb if layer["lane"] in ("lut-multiply", "shift") else 0,
+        "mult_bits": lane_work * wb if layer["lane"] in ("lut-multiply", "shift", "level-table") else 0,
         # Each output element is written at one of the neuron folds: a decode of the fold counter.
         "decode": mh * out_bits * math.log2(_rows(layer) // pe + 1),
         f"lane:{_lane_variant(layer, family)}": lane_work,
@@ -246,7 +291,7 @@ def _stream_features(layer, family):
                "normalize:sum": 2 * sum_bits}
         return luts, ffs
     raise LowbitError(f"the estimator has no model for layer op {op!r}",
-                      "ops: mvau, sliding_window, maxpool, collect, normalize_sign")
+                      "ops: mvau, sliding_window, maxpool, collect, normalize_sign, threshold, residual")
 
 
 def layer_features(layer, family):
@@ -317,6 +362,8 @@ def estimate_layer(layer, family, models=None):
     if family not in BRAM_SHAPES:
         raise LowbitError(f"no estimator for family {family!r}", "families: xilinx, ice40, ecp5")
     models = models if models is not None else load_models()
+    if layer.get("op") in ("residual", "threshold"):
+        return _estimate_residual_parts(layer, family, models)
     model = models[family]
     lut_feats, ff_feats = layer_features(layer, family)
     for name in list(lut_feats):
@@ -333,6 +380,7 @@ def estimate_layer(layer, family, models=None):
                           "add an engine of that kind to the sweep in boards/calibrate.py and "
                           "regenerate with 'python -m benchmarks.estimator --write'")
     luts = sum(c * lut_feats.get(n, 0.0) for n, c in model["luts"].items())
+    luts += table_product_luts(layer, family)  # a structural count, see the module docstring
     ffs = sum(c * ff_feats.get(n, 0.0) for n, c in model["ffs"].items())
     if layer.get("op", "mvau") == "mvau":
         w_rom, t_rom = _roms(layer)
@@ -345,6 +393,50 @@ def estimate_layer(layer, family, models=None):
     return {"luts": int(round(luts)), "ffs": int(round(ffs)), "brams": brams,
             "dsps": _lane_dsps(layer, family),
             "fmax_mhz": estimate_fmax_mhz([layer], family)}
+
+
+# Per-element costs of the engines a residual block adds (hw/residual.py) and of the
+# standalone threshold after it (hw/threshold.py with PE = C), from Yosys synth_xilinx runs of
+# those engines alone (recorded in tests/test_residual.py): the adder is one LUT per sum bit
+# (a ripple adder bit, as for level-table products) plus the FIFO's control; registers are the
+# fork's beat, the skip FIFO's output register and the adder's sum. Only xc7 was measured.
+RESIDUAL_XILINX = {"control_luts": 8, "threshold_luts_per_bit": 0.45, "threshold_luts_per_channel": 1.5}
+
+
+def _sum_bits(layer):
+    """Bits of the adder's sum that are not constant: a sum of two ±1 is even, its low bit 0."""
+    out, fmt = layer["out_format"], layer["in_format"]
+    bits = out["bits"] - (1 if fmt["kind"] == "bipolar" and layer.get("body_kind") == "bipolar" else 0)
+    return bits * out["count"]
+
+
+def _estimate_residual_parts(layer, family, models):
+    """A residual block (its body's engines, plus the fork, the skip FIFO and the adder), or the
+    threshold engine after it; see :data:`RESIDUAL_XILINX`. The skip FIFO's memory is distributed
+    RAM on xc7, which LUT counts leave out (as Yosys's do)."""
+    if family != "xilinx":
+        raise LowbitError(f"the estimator is not calibrated for {layer['op']!r} on {family}",
+                          "estimate residual networks for a Xilinx board (e.g. arty-a7-35)")
+    c = RESIDUAL_XILINX
+    fmt, out = layer["in_format"], layer["out_format"]
+    if layer["op"] == "threshold":
+        channels, levels = layer["channels"], layer["levels"]
+        luts = channels * (c["threshold_luts_per_bit"] * levels * fmt["bits"] + c["threshold_luts_per_channel"])
+        ffs = channels * fmt["bits"] + 2 * out["bits"] * out["count"]
+        return {"luts": int(round(luts)), "ffs": int(ffs), "brams": 0, "dsps": 0,
+                "fmax_mhz": estimate_fmax_mhz([layer], family)}
+    parts = [estimate_layer(entry, family, models) for entry in layer["body"]]
+    width, depth = fmt["bits"] * fmt["count"], layer["skip_depth"]
+    sum_bits = _sum_bits(layer)
+    luts = sum_bits + c["control_luts"]
+    ffs = 2 * width + sum_bits + 2 * math.ceil(math.log2(depth + 1))
+    for fifo_depth in layer.get("body_fifos", []):
+        ffs += width + 2 * math.ceil(math.log2(fifo_depth + 1))
+    return {"luts": int(round(luts + sum(p["luts"] for p in parts))),
+            "ffs": int(round(ffs + sum(p["ffs"] for p in parts))),
+            "brams": sum(p["brams"] for p in parts),
+            "dsps": sum(p["dsps"] for p in parts),
+            "fmax_mhz": min([estimate_fmax_mhz([layer], family)] + [p["fmax_mhz"] for p in parts])}
 
 
 def estimate_manifest(manifest, board_name, models=None):

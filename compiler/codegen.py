@@ -8,6 +8,11 @@ manifest for the host to apply.
 
 A feature map streams one pixel per beat, so an engine after a SlidingWindow runs once per
 window: its cycles per inference are its cycles per vector times the vectors per image.
+
+A :class:`~lowbit.compiler.residual_ops.Residual` becomes one
+:class:`~lowbit.hw.residual.ResidualBlock` (fork, its body lowered like a graph, skip FIFO,
+adder), and the MultiThreshold after it a :class:`~lowbit.hw.threshold.MultiThresholdUnit`
+running all channels in one cycle per beat.
 """
 
 import json
@@ -27,19 +32,23 @@ from lowbit.hw.network import DataflowTop
 from lowbit.hw.normalize import NormalizeSign as NormalizeSignUnit
 from lowbit.hw.payload import VectorFormat
 from lowbit.hw.pool import MaxPool as MaxPoolUnit
+from lowbit.hw.residual import ResidualBlock
+from lowbit.hw.threshold import MultiThresholdUnit
 from lowbit.hw.window import SlidingWindow as SlidingWindowUnit
 
 from .fifo_depth import fifo_depths
 from .ir import ArgMax, Flatten, Folding, HostAffine, MatMul, MultiThreshold
 from .normalize_ops import NormalizeSign
+from .residual_ops import Residual
 from .serialize import save_graph
 from .window_ops import MaxPool, SlidingWindow
 
 __all__ = ["lower", "generate_verilog", "build_manifest", "write_build", "TOP_NAME", "Layer",
-           "HARDWARE_OPS", "layers_of", "layer_entry", "matmul_engine"]
+           "HARDWARE_OPS", "layers_of", "layer_entry", "matmul_engine", "body_layers", "flat_layers"]
 
 TOP_NAME = "lowbit_top"
-HARDWARE_OPS = ("MatMul [+ MultiThreshold]", "SlidingWindow", "MaxPool", "Flatten", "NormalizeSign")
+HARDWARE_OPS = ("MatMul [+ MultiThreshold]", "SlidingWindow", "MaxPool", "Flatten", "NormalizeSign",
+                "Residual", "MultiThreshold")
 
 
 @dataclass(frozen=True)
@@ -61,7 +70,19 @@ class Layer:
 
 def layers_of(graph):
     """The hardware nodes grouped into engines (:class:`Layer`), with each engine's input shape."""
-    nodes, shapes = graph.hardware_nodes, graph.shapes()
+    return _group(graph.hardware_nodes, graph.shapes())
+
+
+def body_layers(layer):
+    """The engines' :class:`Layer` of a residual layer's body."""
+    shapes = [layer.in_shape]
+    for node in layer.head.body:
+        shapes.append(tuple(node.out_shape(shapes[-1])))
+    return _group(layer.head.body, shapes)
+
+
+def _group(nodes, shapes):
+    """Group a chain of ops (with each op's input shape) into engines."""
     layers, k = [], 0
     while k < len(nodes):
         node = nodes[k]
@@ -69,7 +90,8 @@ def layers_of(graph):
         if isinstance(node, MatMul) and isinstance(nxt, MultiThreshold):
             layers.append(Layer((node, nxt), shapes[k]))
             k += 2
-        elif isinstance(node, (MatMul, SlidingWindow, MaxPool, Flatten, NormalizeSign)):
+        elif isinstance(node, (MatMul, SlidingWindow, MaxPool, Flatten, NormalizeSign, Residual,
+                               MultiThreshold)):
             layers.append(Layer((node,), shapes[k]))
             k += 1
         else:
@@ -88,12 +110,13 @@ def matmul_engine(mm, threshold, folding=None, in_format=None):
     if memory == "const" and (mm.tile_rows // f.pe) * (mm.mw // f.simd) != 1:
         memory = "auto"  # a candidate folding of a search, not the built one
     out_kind = threshold.out_type.kind if threshold is not None else "bipolar"
+    invert = threshold.invert if threshold is not None else None
     return MatrixVectorUnit(mm.weights[:mm.tile_rows], mm.weight_format, VectorFormat(kind, bits, mm.mw),
                             th, pe=f.pe, simd=f.simd, copies=mm.copies, weight_memory=memory,
-                            out_kind=out_kind)
+                            out_kind=out_kind, invert=invert)
 
 
-def _engine(layer, in_format):
+def _engine(layer, in_format, upstream_cycles=0):
     op = layer.head
     if isinstance(op, MatMul):
         return matmul_engine(op, layer.ops[1] if len(layer.ops) > 1 else None, None, in_format)
@@ -110,6 +133,11 @@ def _engine(layer, in_format):
     if isinstance(op, NormalizeSign):
         offset = None if op.offset is None else op.offset.tolist()
         return NormalizeSignUnit(in_format, pe=1, offset=offset)
+    if isinstance(op, Residual):
+        return ResidualBlock(_chain(body_layers(layer), in_format, True, upstream_cycles))
+    if isinstance(op, MultiThreshold):
+        out = VectorFormat(op.out_type.kind, op.out_type.bits, op.channels)
+        return MultiThresholdUnit(op.thresholds, in_format, out, pe=op.channels, invert=op.invert)
     raise AssertionError(op)
 
 
@@ -125,19 +153,26 @@ def lower(graph, *, fifos=True):
     (:func:`lowbit.compiler.fifo_depth.fifo_depths`); ``fifos=False`` leaves them out (to
     measure what they are for).
     """
-    fmt, engines, layers = _input_format(graph), [], layers_of(graph)
+    return DataflowTop(_chain(layers_of(graph), _input_format(graph), fifos))
+
+
+def _chain(layers, fmt, fifos, upstream_cycles=0):
+    """The engines of ``layers`` from input format ``fmt``, with FIFOs where they are needed;
+    ``upstream_cycles``: cycles per inference of the slowest engine before the chain."""
+    engines, cycles = [], []
     for layer in layers:
-        engine = _engine(layer, fmt)
+        engine = _engine(layer, fmt, max(upstream_cycles, *cycles, 0))
         engines.append(engine)
+        cycles.append(engine_cycles(layer, engine))
         fmt = engine.out_format
-    cycles = [engine_cycles(layer, engine) for layer, engine in zip(layers, engines)]
-    depths = fifo_depths(engines, cycles, [layer.vectors for layer in layers]) if fifos else [0] * len(engines)
+    vectors = [layer.vectors for layer in layers]
+    depths = fifo_depths(engines, cycles, vectors, upstream_cycles) if fifos else [0] * len(engines)
     chain = []
     for engine, depth in zip(engines, depths):
         chain.append(engine)
         if depth:
             chain.append(StreamFIFO(engine.out_format, depth))
-    return DataflowTop(chain)
+    return chain
 
 
 def _compute_engines(top):
@@ -145,7 +180,11 @@ def _compute_engines(top):
 
 
 def engine_cycles(layer, engine):
-    """Cycles per inference of one engine: per-image scans, or per-vector cycles times vectors."""
+    """Cycles per inference of one engine: per-image scans, or per-vector cycles times vectors;
+    a residual block's are its slowest body engine's (the fork and adder take a beat a cycle)."""
+    if isinstance(engine, ResidualBlock):
+        body = [e for e in engine.body if not isinstance(e, StreamFIFO)]
+        return max(layer.vectors, *(engine_cycles(l, e) for l, e in zip(body_layers(layer), body)))
     per_image = getattr(engine, "cycles_per_image", None)
     if per_image is not None:
         return per_image
@@ -196,7 +235,25 @@ def layer_entry(layer, engine):
         entry.update(op="collect", in_shape=list(op.in_shape))
     elif isinstance(op, NormalizeSign):
         entry.update(op="normalize_sign", channels=op.channels, pe=engine.pe)
+    elif isinstance(op, Residual):
+        body = [e for e in engine.body if not isinstance(e, StreamFIFO)]
+        entry.update(op="residual", skip_depth=engine.skip_depth, in_shape=list(layer.in_shape),
+                     body_kind=body[-1].out_format.kind if body else engine.in_format.kind,
+                     body_fifos=[e.depth for e in engine.body if isinstance(e, StreamFIFO)],
+                     body=[layer_entry(l, e) for l, e in zip(body_layers(layer), body)])
+    elif isinstance(op, MultiThreshold):
+        entry.update(op="threshold", channels=op.channels, levels=int(op.thresholds.shape[1]),
+                     pe=engine.pe)
     return entry
+
+
+def flat_layers(entries):
+    """Manifest layer entries with each residual block's body entries after it, depth first."""
+    out = []
+    for entry in entries:
+        out.append(entry)
+        out += flat_layers(entry.get("body", []))
+    return out
 
 
 def build_manifest(graph, top, name=TOP_NAME):

@@ -16,9 +16,16 @@ negated, so the hardware only ever compares ``>=``.
 Stage to ops:
 
 - fully connected: ``[Flatten] MatMul MultiThreshold``; head: ``MatMul HostAffine ArgMax``;
-- convolution: ``SlidingWindow MatMul MultiThreshold [MaxPool]``;
+- convolution: ``SlidingWindow MatMul MultiThreshold [MaxPool]``, the window padded with the
+  stage's :class:`~lowbit.model.arch.Pad2d` value and strided like the convolution;
+- residual block: ``Residual(body) MultiThreshold``, the body being the stage's ops above and the
+  thresholds those of ``residual_act`` on the integer sum (scale ``s`` folded in as the gain);
 - binary normalized: ``MatMul NormalizeSign`` (the bias becomes the per-channel offset); head:
   ``MatMul HostAffine(scale 1, shift = bias) ArgMax`` (the normalization keeps the argmax).
+
+A post-training quantized layer (``expq`` with any q, or linear PTQ) has integer levels in its own
+level table, the MatMul's format ``table:c_1,..,c_K`` (or ``ternary``/``pow2`` when the levels are
+those); its fixed-point scale folds into ``gain`` like any weight scale.
 """
 
 import math
@@ -30,18 +37,20 @@ from torch import nn
 
 from lowbit.bounds import row_bounds
 from lowbit.errors import LowbitError
-from lowbit.model.arch import LowbitNet, stage_affine
-from lowbit.model.layers import BipolarAct, QuantAct
+from lowbit.model.arch import LowbitNet, residual_affine, stage_affine
+from lowbit.model.layers import BipolarAct, FixedLevelsConv2d, QuantAct
 
 from .ir import BIPOLAR, ArgMax, Flatten, Graph, HostAffine, MatMul, MultiThreshold, ValueType
 from .normalize_ops import NormalizeSign
+from .residual_ops import Residual
 from .window_ops import MaxPool, SlidingWindow
 
 __all__ = ["export_model", "step_thresholds", "SUPPORTED_LAYERS"]
 
-SUPPORTED_LAYERS = ("QuantLinear", "QuantConv2d (no padding, stride 1)", "BatchNorm1d/2d",
-                    "MaxPool2d 2x2", "BinaryNormLinear", "BinaryNormConv2d",
-                    "bipolar or uK activations")
+SUPPORTED_LAYERS = ("QuantLinear", "QuantConv2d (square, explicit Pad2d padding, any stride)",
+                    "BatchNorm1d/2d", "MaxPool2d 2x2", "BinaryNormLinear", "BinaryNormConv2d",
+                    "bipolar or uK activations", "residual blocks",
+                    "FixedLevelsLinear/Conv2d (post-training quantized: lowbit quantize)")
 
 
 def _activation_steps(act):
@@ -123,18 +132,24 @@ def _count_ties(thresholds, gain, bias, sign, e_lo, e_hi, act, levels):
 
 
 def _check_conv(stage, name):
+    """(kernel, stride, pad, pad value) of a stage's convolution; LowbitError where unsupported."""
     conv = stage.layer
-    k = conv.kernel_size
-    if k[0] != k[1] or conv.stride != (1, 1) or conv.padding != (0, 0) or conv.dilation != (1, 1) \
+    k, stride = conv.kernel_size, conv.stride
+    if k[0] != k[1] or stride[0] != stride[1] or conv.padding != (0, 0) or conv.dilation != (1, 1) \
             or conv.groups != 1:
         raise LowbitError(f"{name}: convolution {k} stride {conv.stride} padding {conv.padding} "
                           "is not supported in hardware yet",
-                          "use square kernels, stride 1, no padding, no groups or dilation")
+                          "use square kernels and strides, padding by the stage's Pad2d (the "
+                          "value must suit the input format), no groups or dilation")
     pool = stage.pool
     if pool is not None and not (isinstance(pool, nn.MaxPool2d) and pool.kernel_size in (2, (2, 2))
                                  and pool.stride in (2, (2, 2)) and pool.padding in (0, (0, 0))):
         raise LowbitError(f"{name}: {pool} is not supported in hardware yet", "use MaxPool2d(2)")
-    return k[0]
+    pad, value = (stage.pad.pad, stage.pad.value) if stage.pad is not None else (0, None)
+    if value is not None and value != int(value):
+        raise LowbitError(f"{name}: padding value {value} is not an integer level",
+                          "pad bipolar maps with -1 or +1 and unsigned ones with 0")
+    return k[0], stride[0], pad, None if value is None else int(value)
 
 
 def _first_unsupported(model):
@@ -145,6 +160,28 @@ def _first_unsupported(model):
             if wanted(type(module).__name__):
                 return f"layer {name!r} ({type(module).__name__}) of a {type(model).__name__}"
     return f"a {type(model).__name__}"
+
+
+def _residual_block(stage, name, body, in_type, in_scale, body_scale):
+    """``[Residual(body), MultiThreshold]`` of a residual stage, its output type and scale, and
+    its float ties. The thresholds are those of ``residual_act(z * s)`` over the reachable integer
+    sums ``z``, read off the model's own float64 function like every other threshold."""
+    if stage.pool is not None or stage.flatten:
+        raise LowbitError(f"{name}: a residual block cannot pool or flatten",
+                          "put skip connections only around stages that keep the shape")
+    if body_scale != in_scale:
+        raise LowbitError(f"{name}: a residual block adds levels of scales {body_scale} and {in_scale}",
+                          "the block's activation must be the module that quantized its input")
+    res = Residual(f"{name}_res", body, in_type)
+    channels = body[-1].channels
+    gain, bias = residual_affine(stage, in_scale, channels)
+    lo = np.full(channels, res.body_type.min + in_type.min)
+    hi = np.full(channels, res.body_type.max + in_type.max)
+    t, flip, out_type, ties = step_thresholds(gain, bias, lo, hi, stage.residual_act)
+    if flip.any():
+        raise LowbitError(f"{name}: the residual activation falls as the sum grows (scale {in_scale})")
+    scale = 1.0 if out_type == BIPOLAR else float(stage.residual_act.scale().detach())
+    return [res, MultiThreshold(f"{name}_add_act", t, res.out_type, out_type)], out_type, scale, ties
 
 
 @torch.no_grad()
@@ -175,7 +212,8 @@ def export_model(model, meta=None):
                           f"supported layers: {', '.join(SUPPORTED_LAYERS)}")
     if model.arch["weight_format"] == "fp32":
         raise LowbitError("a model with float (fp32) weights has no hardware form",
-                          "train it in a low-bit format (--format), or quantize it after training")
+                          "train it in a low-bit format (--format), or quantize it after training: "
+                          "'lowbit quantize CKPT --bits K -o OUT'")
     if not model.integer_exact:
         raise LowbitError("a model with float activations has no hardware form",
                           "train it with quantized activations: --act-bits bipolar or K")
@@ -191,7 +229,7 @@ def export_model(model, meta=None):
     last = len(model.stages) - 1
     for k, stage in enumerate(model.stages):
         layer = stage.layer
-        conv = isinstance(layer, nn.Conv2d)
+        conv = isinstance(layer, (nn.Conv2d, FixedLevelsConv2d))
         name = f"{'conv' if conv else 'fc'}{k}"
         iw = layer.integer_weights()
         levels = iw.levels.numpy().astype(np.int64)
@@ -202,9 +240,10 @@ def export_model(model, meta=None):
             # PyTorch flattens (C, H, W); the stream order is (H, W, C).
             levels = levels.reshape(out_ch, c, h, w).transpose(0, 2, 3, 1).reshape(out_ch, -1)
             shape = (h * w * c,)
+        block_start, block_type, block_scale = len(nodes), in_type, in_scale
         if conv:
-            kernel = _check_conv(stage, name)
-            window = SlidingWindow(f"{name}_window", shape[2], kernel, in_type=in_type)
+            kernel, stride, pad, pad_value = _check_conv(stage, name)
+            window = SlidingWindow(f"{name}_window", shape[2], kernel, stride, pad, pad_value, in_type)
             nodes.append(window)
             shape = window.out_shape(shape)
             levels = levels.transpose(0, 2, 3, 1).reshape(out_ch, -1)
@@ -228,18 +267,27 @@ def export_model(model, meta=None):
             t, flip, out_type, n_ties = step_thresholds(gain, bias, lo, hi, stage.act)
             ties += n_ties
             copies = getattr(layer, "copies", 1)
-            if flip.any():
+            invert = None
+            if flip.any() and copies > 1:
+                # The copies share one tile row, so a flipped channel keeps it and counts down:
+                # #{l : -d >= T_l} = L - #{l : d >= 1 - T_l}.
+                t = np.where(flip[:, None], 1 - t[:, ::-1], t)
+                invert = flip
+            elif flip.any():
                 levels = levels.copy()
                 levels[flip] *= -1
             if copies > 1:
-                compute_once[name] = {"copies": copies, "used": not flip.any(),
+                compute_once[name] = {"copies": copies, "used": True,
                                       "flipped_channels": int(flip.sum())}
-                if flip.any():
-                    copies = 1  # a negated row is no longer a copy of the tile
             mm = MatMul(name, levels, fmt, in_type, copies=copies)
-            nodes += [mm, MultiThreshold(f"{name}_act", t, mm.out_type, out_type)]
+            nodes += [mm, MultiThreshold(f"{name}_act", t, mm.out_type, out_type, invert)]
             in_type = out_type
             in_scale = 1.0 if out_type == BIPOLAR else float(stage.act.scale().detach())
+            if stage.residual_act is not None:
+                block, in_type, in_scale, n_ties = _residual_block(
+                    stage, name, nodes[block_start:], block_type, block_scale, in_scale)
+                ties += n_ties
+                nodes[block_start:] = block
         shape = mm.out_shape(shape)
         if stage.pool is not None:
             pool = MaxPool(f"{name}_pool", out_ch, 2, in_type=in_type)

@@ -13,6 +13,11 @@ consumer, so the FIFO is full when the gap begins.
 A windowed engine steps only when its input pixel is there, so its gaps stretch by the interval
 at which its own input arrives: that interval is at most the upstream bottleneck's cycles per
 inference divided by the pixels per image.
+
+The engine that starves is not always the one right after the window: a gap passes through
+faster engines unchanged (they keep no backlog to bridge it) and reaches the slowest engine
+before the next window, e.g. window -> MVAU -> a normalization four times slower than the MVAU.
+The FIFO goes in front of that slowest engine, sized in its own input items.
 """
 
 import math
@@ -34,7 +39,7 @@ def _gap(engine):
     return (kernel - 1) * wp + kernel + (stride - 1) * (wp + 1)
 
 
-def fifo_depths(engines, cycles, vectors):
+def fifo_depths(engines, cycles, vectors, upstream_cycles=0):
     """Depth of the FIFO to put after each engine (0: none needed).
 
     Parameters
@@ -45,6 +50,9 @@ def fifo_depths(engines, cycles, vectors):
         Each engine's cycles per inference.
     vectors : list of int
         Each engine's input beats per inference.
+    upstream_cycles : int
+        Cycles per inference of the slowest engine before the first one (for the body of a
+        residual block: the engines before the block), which paces the input.
 
     Returns
     -------
@@ -57,16 +65,21 @@ def fifo_depths(engines, cycles, vectors):
         gap = _gap(engines[k])
         if gap is None:
             continue
+        # The consumer that can starve: the slowest engine from here up to the next window
+        # (the first of equals, as close to the window as possible).
+        end = next((m for m in range(k + 1, len(engines)) if _gap(engines[m]) is not None),
+                   len(engines) - 1)
+        j = max(range(k + 1, end + 1), key=lambda m: (cycles[m], -m))
         # The consumer's time per item, at its own rate: cycles per inference / items.
-        consumer_c = cycles[k + 1] / max(1, vectors[k + 1])
-        upstream = max(cycles[:k], default=0)
+        consumer_c = cycles[j] / max(1, vectors[j])
+        upstream = max([upstream_cycles, *cycles[:k]])
         pixel_interval = max(1.0, upstream / max(1, vectors[k]))
         g = gap * pixel_interval
         need = math.ceil((g + 2) / consumer_c) + 1
-        # Only a consumer slower than its producer can lose time in the gaps, and it matters only
+        # Only a consumer slower than the window can lose time in the gaps, and it matters only
         # when the time lost (at most every gap of an image) could push it past the bottleneck.
         rows = engines[k].out_height if hasattr(engines[k], "out_height") else 1
         lost = g + rows * engines[k].kernel * pixel_interval
-        if cycles[k + 1] > cycles[k] and cycles[k + 1] + lost > period:
-            depths[k] = max(MIN_DEPTH, need)
+        if cycles[j] > cycles[k] and cycles[j] + lost > period:
+            depths[j - 1] = max(depths[j - 1], MIN_DEPTH, need)
     return depths

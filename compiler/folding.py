@@ -5,6 +5,7 @@ import re
 from lowbit.errors import LowbitError
 
 from .ir import Folding, MatMul, MultiThreshold, divisors
+from .residual_ops import chains, map_nodes
 
 __all__ = ["parse_folding", "apply_folding", "fold_for_cycles", "most_folded", "fold_for_board",
            "fold_for_luts", "fold_to_fit", "lane_cost", "lut_cost"]
@@ -33,7 +34,7 @@ def apply_folding(graph, foldings):
     """A new graph whose MatMuls carry ``foldings`` (checked to divide; clear error otherwise)."""
     foldings = list(foldings)
     it = iter(foldings)
-    nodes = [n.with_folding(next(it)) if isinstance(n, MatMul) else n for n in graph.nodes]
+    nodes = map_nodes(graph.nodes, lambda n: n.with_folding(next(it)) if isinstance(n, MatMul) else n)
     return graph.replace_nodes(nodes).check()
 
 
@@ -70,11 +71,12 @@ def lut_cost(family="xilinx"):
 
 def _thresholds(graph):
     """Each MatMul's MultiThreshold (or None), by name."""
-    nodes, out = graph.nodes, {}
-    for k, n in enumerate(nodes):
-        if isinstance(n, MatMul):
-            nxt = nodes[k + 1] if k + 1 < len(nodes) else None
-            out[n.name] = nxt if isinstance(nxt, MultiThreshold) else None
+    out = {}
+    for nodes in chains(graph.nodes):
+        for k, n in enumerate(nodes):
+            if isinstance(n, MatMul):
+                nxt = nodes[k + 1] if k + 1 < len(nodes) else None
+                out[n.name] = nxt if isinstance(nxt, MultiThreshold) else None
     return out
 
 

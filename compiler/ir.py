@@ -239,6 +239,11 @@ def check_folding(name, mh, mw, folding):
 class MultiThreshold:
     """``y[n, c] = #{l : x[n, c] >= T[c, l]}``; with one level and a bipolar output, ``+1 if x >= T else -1``.
 
+    An inverted channel counts down instead: ``y = L - #{l : x >= T[c, l]}`` (bipolar: ``-y``).
+    That is how a channel whose activation falls as its dot product rises (a negative BatchNorm
+    scale or tile alpha) keeps its weight row as it is: ``#{l : -x >= T_l} = L - #{l : x >= 1 - T_l}``.
+    A tiled layer needs this, since its copies share one tile row and cannot negate it per copy.
+
     Parameters
     ----------
     name : str
@@ -249,17 +254,26 @@ class MultiThreshold:
         Type of the compared values (the range the thresholds are meaningful in).
     out_type : ValueType
         ``BIPOLAR`` or ``uint k``.
+    invert : array of bool (C,), optional
+        The inverted channels; None (or all False) for none.
     """
 
     name: str
     thresholds: np.ndarray
     in_type: ValueType
     out_type: ValueType = BIPOLAR
+    invert: np.ndarray = None
     host = False
 
     def __post_init__(self):
         t = _int_array(f"{self.name}: thresholds", self.thresholds, 2)
         object.__setattr__(self, "thresholds", t)
+        if self.invert is not None:
+            inv = np.asarray(self.invert)
+            if inv.shape != (t.shape[0],) or inv.dtype != np.bool_:
+                raise LowbitError(f"{self.name}: invert must be a bool array of shape ({t.shape[0]},), "
+                                  f"not {inv.dtype} {inv.shape}")
+            object.__setattr__(self, "invert", inv.copy() if inv.any() else None)
         levels = t.shape[1]
         if self.out_type == BIPOLAR:
             if levels != 1:
@@ -286,6 +300,8 @@ class MultiThreshold:
     def reference(self, x):
         x = np.asarray(x, dtype=np.int64)
         count = (x[..., None] >= self.thresholds).sum(axis=-1)
+        if self.invert is not None:
+            count = np.where(self.invert, self.thresholds.shape[1] - count, count)
         return 2 * count - 1 if self.out_type == BIPOLAR else count
 
 
@@ -431,7 +447,9 @@ class Graph:
 
     def check(self):
         """Validate the chain: shapes match, types flow, host ops come last, names are unique."""
-        names = [n.name for n in self.nodes]
+        from .residual_ops import flat_nodes
+
+        names = [n.name for n in flat_nodes(self.nodes)]
         if len(set(names)) != len(names):
             raise LowbitError(f"op names must be unique: {names}")
         vtype, seen_host = self.input_type, False
@@ -457,7 +475,10 @@ class Graph:
         return tuple(n for n in self.nodes if n.host)
 
     def matmuls(self):
-        return [n for n in self.nodes if isinstance(n, MatMul)]
+        """Every MatMul in order, those inside residual bodies included."""
+        from .residual_ops import flat_nodes
+
+        return [n for n in flat_nodes(self.nodes) if isinstance(n, MatMul)]
 
     def replace_nodes(self, nodes):
         return replace(self, nodes=tuple(nodes))
@@ -496,8 +517,10 @@ class Graph:
 
     def positions(self):
         """Per MatMul: the vectors it multiplies per example (1, or OH*OW on a feature map)."""
-        shapes = self.shapes()
-        return {n.name: int(np.prod(s[:-1])) for n, s in zip(self.nodes, shapes) if isinstance(n, MatMul)}
+        from .residual_ops import walk_nodes
+
+        return {n.name: int(np.prod(s[:-1])) for n, s in walk_nodes(self.nodes, self.input_shape)
+                if isinstance(n, MatMul)}
 
     def cycles_per_inference(self):
         """Cycles per example of the slowest MatMul engine (every vector of a feature map)."""

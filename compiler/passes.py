@@ -6,6 +6,7 @@ in ``lowbit.compiler.folding`` and ``lowbit.compiler.fifo_depth``.)
 """
 
 from .ir import MatMul
+from .residual_ops import map_nodes
 from .window_ops import MaxPool
 
 __all__ = ["choose_memories", "remove_identities", "LUT_ROM_MAX_BITS", "CONST_MAX_BITS"]
@@ -23,8 +24,7 @@ def choose_memories(graph):
     small enough, LUT ROM when small, block RAM otherwise. Hand-set choices are kept."""
     from lowbit.formats import weight_format
 
-    nodes = []
-    for n in graph.nodes:
+    def choose(n):
         if isinstance(n, MatMul) and n.weight_memory == "auto":
             bits = n.tile_rows * n.mw * weight_format(n.weight_format).storage_bits
             if n.folding is not None and n.cycles() == 1 and bits <= CONST_MAX_BITS:
@@ -33,12 +33,13 @@ def choose_memories(graph):
                 n = n.with_weight_memory("lut")
             else:
                 n = n.with_weight_memory("block")
-        nodes.append(n)
-    return graph.replace_nodes(nodes).check()
+        return n
+    return graph.replace_nodes(map_nodes(graph.nodes, choose)).check()
 
 
 def remove_identities(graph):
     """Drop ops that change nothing: a 1x1 max pool with stride 1 (an engine that would only add
     a register stage and a scan)."""
-    nodes = [n for n in graph.nodes if not (isinstance(n, MaxPool) and n.kernel == 1 and n.stride == 1)]
-    return graph.replace_nodes(nodes).check()
+    def keep(n):
+        return None if isinstance(n, MaxPool) and n.kernel == 1 and n.stride == 1 else n
+    return graph.replace_nodes(map_nodes(graph.nodes, keep)).check()

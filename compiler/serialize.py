@@ -11,6 +11,7 @@ from lowbit.files import atomic_write_bytes
 
 from .ir import ArgMax, Flatten, Folding, Graph, HostAffine, MatMul, MultiThreshold, ValueType
 from .normalize_ops import NormalizeSign
+from .residual_ops import Residual, flat_nodes
 from .window_ops import MaxPool, SlidingWindow
 
 __all__ = ["save_graph", "load_graph"]
@@ -22,7 +23,8 @@ def _vt(t):
 
 def save_graph(path, graph):
     arrays, nodes = {}, []
-    for k, n in enumerate(graph.nodes):
+    # A residual block is stored as its own entry followed by its body's entries.
+    for k, n in enumerate(flat_nodes(graph.nodes)):
         d = {"op": type(n).__name__, "name": n.name}
         if isinstance(n, MatMul):
             arrays[f"n{k}_weights"] = n.weights
@@ -31,6 +33,8 @@ def save_graph(path, graph):
                      folding=[n.folding.pe, n.folding.simd] if n.folding else None)
         elif isinstance(n, MultiThreshold):
             arrays[f"n{k}_thresholds"] = n.thresholds
+            if n.invert is not None:
+                arrays[f"n{k}_invert"] = n.invert
             d.update(in_type=_vt(n.in_type), out_type=_vt(n.out_type))
         elif isinstance(n, HostAffine):
             arrays[f"n{k}_scale"], arrays[f"n{k}_shift"] = n.scale, n.shift
@@ -47,6 +51,8 @@ def save_graph(path, graph):
             d.update(channels=n.channels, in_type=_vt(n.in_type))
             if n.offset is not None:
                 arrays[f"n{k}_offset"] = n.offset
+        elif isinstance(n, Residual):
+            d.update(body=len(n.body), in_type=_vt(n.in_type))
         else:
             raise LowbitError(f"{n.name}: cannot save a {type(n).__name__}")
         nodes.append(d)
@@ -78,7 +84,8 @@ def load_graph(path):
                                 d.get("copies", 1), d.get("weight_memory", "auto")))
         elif d["op"] == "MultiThreshold":
             nodes.append(MultiThreshold(d["name"], arrays[f"n{k}_thresholds"],
-                                        ValueType(**d["in_type"]), ValueType(**d["out_type"])))
+                                        ValueType(**d["in_type"]), ValueType(**d["out_type"]),
+                                        arrays.get(f"n{k}_invert")))
         elif d["op"] == "HostAffine":
             nodes.append(HostAffine(d["name"], arrays[f"n{k}_scale"], arrays[f"n{k}_shift"]))
         elif d["op"] == "ArgMax":
@@ -93,7 +100,27 @@ def load_graph(path):
         elif d["op"] == "NormalizeSign":
             nodes.append(NormalizeSign(d["name"], d["channels"], ValueType(**d["in_type"]),
                                        arrays.get(f"n{k}_offset")))
+        elif d["op"] == "Residual":
+            nodes.append(d)  # built with its body below
         else:
             raise LowbitError(f"IR file {str(path)!r} has an unknown op {d['op']!r}")
+    nodes = _nest(iter(nodes), None, path)
     shape = header.get("input_shape", header.get("input_features"))
     return Graph(ValueType(**header["input_type"]), shape, nodes, header["meta"])
+
+
+def _nest(flat, count, path):
+    """Rebuild ``count`` ops (None: all that are left) from the flat list; a residual entry takes
+    the ops of its body."""
+    out = []
+    while count is None or len(out) < count:
+        node = next(flat, None)
+        if node is None and count is None:
+            break
+        if node is None:
+            raise LowbitError(f"IR file {str(path)!r} is corrupt (a residual body is cut short)",
+                              "re-create the build with 'lowbit compile'")
+        if isinstance(node, dict):
+            node = Residual(node["name"], _nest(flat, node["body"], path), ValueType(**node["in_type"]))
+        out.append(node)
+    return out

@@ -17,7 +17,7 @@ Each lane builds its partial sum three ways:
   the other two are measured and proven against.
 """
 
-from amaranth.hdl import Array, Cat, Const, Mux, Value, signed
+from amaranth.hdl import Array, Cat, Const, Mux, Signal, Value, signed
 
 from lowbit.errors import LowbitError
 from lowbit.formats import weight_format
@@ -25,7 +25,7 @@ from lowbit.formats import weight_format
 from .compressor import (add_behavioural, add_tree, bit_sum, popcount, popcount_behavioural,
                          xnor_popcount)
 
-__all__ = ["Lane", "lane_for"]
+__all__ = ["Lane", "LevelTableLane", "lane_for", "signed_digits"]
 
 
 def _element(x_bits, kind):
@@ -48,7 +48,7 @@ def _element_bits(x_bits, kind):
     return list(zip((x_bits[i] for i in range(k)), coefficients)), 0
 
 
-def _signed_digits(c):
+def signed_digits(c):
     """``c`` as a sum of ``sign * 2**p`` with no two adjacent digits (non-adjacent form):
     ``[(p, sign)]``, the fewest nonzero digits of any signed-binary form."""
     digits, p = [], 0
@@ -158,7 +158,7 @@ class Lane:
             element, element_constant = _element_bits(x_chunk[s * xb:(s + 1) * xb], self.in_kind)
             constant += w * element_constant
             for bit, coefficient in element:
-                for p, sign in _signed_digits(w * coefficient):
+                for p, sign in signed_digits(w * coefficient):
                     bits.append((p, bit if sign > 0 else ~bit))
                     if sign < 0:
                         constant -= 1 << p
@@ -295,12 +295,88 @@ class ShiftLane(Lane):
         return _negated_sum(m, shifted, signs, name)
 
 
+def _times_constant(x, c):
+    """``c * x`` for a constant ``c >= 1`` as shifted copies of ``x`` added and subtracted at the
+    signed digits of ``c`` (its non-adjacent form): no multiplier.
+
+    The sum is formed signed, one bit wider than ``x`` for an unsigned ``x``, so that a
+    subtracted digit never wraps; for an unsigned ``x`` the result is cut back to the unsigned
+    width of ``c * max(x)``, which it never exceeds.
+    """
+    signed_x = x if x.shape().signed else Cat(x, Const(0, 1)).as_signed()
+    total = None
+    # Positive digits first, largest first: every partial sum stays at least 0 for x >= 0.
+    for p, sign in sorted(signed_digits(c), key=lambda d: (-d[1], -d[0])):
+        term = signed_x << p
+        total = term if total is None else (total + term if sign > 0 else total - term)
+    if x.shape().signed:
+        return total
+    return total[:(c * ((1 << len(x)) - 1)).bit_length()].as_unsigned()
+
+
+class LevelTableLane(ShiftLane):
+    """A per-layer level table ``{0, ±c_1, .., ±c_K}`` (ascending ``c``): a sign bit and a magnitude
+    code m (0 = zero, else magnitude ``c_m``); the magnitude is ``c_m * x``, each ``c_k * x``
+    built from shifted copies of x (:func:`_times_constant`) and selected by the code.
+
+    Like :class:`ShiftLane`, the sign bit XORs the selected magnitude and the negations' +1s are
+    one popcount of the signs. Every ``c_k * x`` depends only on the input element, so the PE
+    rows that share an input share them after synthesis merges identical logic. On bipolar
+    inputs there are no products: the magnitude is the constant ``c_m`` and the input flips the
+    sign.
+    """
+
+    kind = "level-table"
+
+    def __init__(self, fmt, in_kind, in_bits):
+        super().__init__(fmt, in_kind, in_bits)
+        self.magnitudes = tuple(c for c in fmt.levels if c > 0)
+
+    def encode(self, w):
+        w = int(w)
+        if w == 0:
+            return 0
+        code = self.magnitudes.index(abs(w)) + 1
+        return (code << 1) | (1 if w < 0 else 0)
+
+    def magnitude(self, w_bits, x):
+        code = w_bits[1:]
+        options = [Const(0, 1)] + [_times_constant(Value.cast(x), c) for c in self.magnitudes]
+        options += [Const(0, 1)] * (2 ** len(code) - len(options))  # unused codes
+        return Array(options)[code]
+
+    def partial(self, m, w_chunk, x_chunk, simd, name):
+        # As ShiftLane, with each element's selected magnitude held in a signal of its own: the
+        # negation below takes it apart bit by bit, and must not copy the whole selection per bit.
+        # A bipolar input only flips the sign: the magnitude is the constant c_m itself, and the
+        # sign is the weight's sign XOR (x = -1).
+        wb, xb = self.weight_bits, self.in_bits
+        selected, signs = [], []
+        for s in range(simd):
+            w_bits = w_chunk[s * wb:(s + 1) * wb]
+            if self.in_kind == "bipolar":
+                table = [Const(c, max(1, c.bit_length())) for c in (0, *self.magnitudes)]
+                table += [Const(0, 1)] * (2 ** (wb - 1) - len(table))
+                magnitude = Value.cast(Array(table)[w_bits[1:]]).as_unsigned()
+                signs.append(w_bits[0] ^ ~x_chunk[s])
+            else:
+                x = _element(x_chunk[s * xb:(s + 1) * xb], self.in_kind)
+                magnitude = Value.cast(self.magnitude(w_bits, x))
+                magnitude = magnitude.as_signed() if x.shape().signed else magnitude.as_unsigned()
+                signs.append(w_bits[0])
+            held = Signal(magnitude.shape(), name=f"{name}_magnitude{s}")
+            m.d.comb += held.eq(magnitude)
+            selected.append(held)
+        return _negated_sum(m, selected, signs, name)
+
+
 _LANES = {
     "xnor-popcount": XnorLane,
     "and-popcount": AndLane,
     "add-sub-skip": TernaryLane,
     "lut-multiply": Lane,
     "shift": ShiftLane,
+    "level-table": LevelTableLane,
 }
 
 

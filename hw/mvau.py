@@ -6,7 +6,7 @@ dot product with its thresholds (MultiThreshold fused in) or emits the dot produ
 """
 
 import numpy as np
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -15,7 +15,7 @@ from lowbit.formats import weight_format
 
 from .lanes import lane_for
 from .payload import VectorFormat
-from .threshold import threshold_count
+from .threshold import check_invert, invert_masks, threshold_count
 
 __all__ = ["MatrixVectorUnit"]
 
@@ -50,6 +50,10 @@ class MatrixVectorUnit(wiring.Component):
     thresholds : array (MH, L) or None
         Dot-product thresholds, non-decreasing per row: output ``#{l : dot >= T[h, l]}``, or for
         L = 1 bipolar ``+1 iff dot >= T``. ``None`` emits the dot products.
+    invert : array of bool (MH,), optional
+        Rows whose output counts down, ``L - #{l : dot >= T[h, l]}`` (see
+        ``lowbit.compiler.ir.MultiThreshold``): a tiled layer's copy with a negative scale keeps
+        the shared tile row this way. Needs thresholds.
     out_kind : {"bipolar", "uint"}
         With one threshold per row, whether the output bit means -1/+1 (``"bipolar"``, the
         default) or 0/1 (``"uint"``, a 1-bit unsigned activation). The bit is the same; the
@@ -90,7 +94,7 @@ class MatrixVectorUnit(wiring.Component):
     """
 
     def __init__(self, weights, weight_format_name, in_format, thresholds=None, *, pe=1, simd=1,
-                 copies=1, weight_memory="auto", behavioural=False, out_kind="bipolar"):
+                 copies=1, weight_memory="auto", behavioural=False, out_kind="bipolar", invert=None):
         fmt = weight_format(weight_format_name)
         w = np.asarray(weights)
         if w.ndim != 2 or w.size == 0 or w.dtype.kind not in "iu":
@@ -147,8 +151,11 @@ class MatrixVectorUnit(wiring.Component):
             self._out_format = (VectorFormat(out_kind, 1, mh) if levels == 1
                                 else VectorFormat("uint", levels.bit_length(), mh))
         else:
+            if invert is not None:
+                raise ValueError("Invert needs thresholds: it inverts their counts")
             self._thresholds = None
             self._out_format = VectorFormat("int", signed_bits(*self._dot_range), mh)
+        self._invert = check_invert(invert, mh)
         super().__init__({
             "i": In(stream.Signature(in_format.shape)),
             "o": Out(stream.Signature(self._out_format.shape)),
@@ -158,6 +165,7 @@ class MatrixVectorUnit(wiring.Component):
     mh = property(lambda self: self._weights.shape[0] * self._copies)
     mw = property(lambda self: self._weights.shape[1])
     copies = property(lambda self: self._copies)
+    invert = property(lambda self: self._invert, doc="The (MH,) rows that count down, read-only.")
     pe = property(lambda self: self._pe)
     simd = property(lambda self: self._simd)
     lane = property(lambda self: self._lane.kind)
@@ -303,6 +311,12 @@ class MatrixVectorUnit(wiring.Component):
 
             with m.If(c_valid):
                 groups = [[] for _ in range(self.copies)]  # per copy, PE results
+                # Row i * R + nf * PE + p inverted: bit (i * PE + p) of the mask of fold nf.
+                by_fold = self._invert.reshape(self.copies, self.neuron_folds, pe).transpose(1, 0, 2)
+                inverted = invert_masks(by_fold.reshape(-1), self.copies * pe)
+                if inverted is not None:
+                    mask = Signal(self.copies * pe, name="inverted")
+                    m.d.comb += mask.eq(Array(inverted)[c_nf])
                 wbits = simd * lane.weight_bits
                 for p in range(pe):
                     total = Signal(acc_shape, name=f"total{p}")
@@ -325,11 +339,13 @@ class MatrixVectorUnit(wiring.Component):
                         fields = [t_data[(base + l) * tw:(base + l + 1) * tw].as_signed()
                                   for l in range(levels)]
                         if levels == 1:
-                            groups[i].append(total >= fields[0])
+                            count = total >= fields[0]
                         else:
                             count = Signal(self.out_format.bits, name=f"count{i}_{p}")
                             m.d.comb += count.eq(threshold_count(total, fields))
-                            groups[i].append(count)
+                        if inverted is not None:
+                            count = count ^ mask[i * pe + p].replicate(len(count))
+                        groups[i].append(count)
                 with m.If(c_last_sf):
                     for i, group in enumerate(groups):
                         group = Cat(*group)

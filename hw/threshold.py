@@ -6,14 +6,14 @@ This is where batch-norm plus sign, or plus a k-bit quantizer, ends up after str
 """
 
 import numpy as np
-from amaranth.hdl import Cat, Module, Mux, Shape, Signal
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Shape, Signal
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .payload import VectorFormat
 from .compressor import add_behavioural
 
-__all__ = ["threshold_count", "MultiThresholdUnit"]
+__all__ = ["threshold_count", "MultiThresholdUnit", "check_invert", "invert_masks"]
 
 
 def threshold_count(value, thresholds):
@@ -51,6 +51,25 @@ def threshold_count(value, thresholds):
     # comparisons would repeat the whole Cat in the netlist for every bit: quadratic in L.)
     reached = [(value >= t).as_unsigned() for t in thresholds]
     return add_behavioural(reached)[:len(thresholds).bit_length()]
+
+
+def check_invert(invert, channels):
+    """The (channels,) bool array of inverted channels, read-only, all False when ``invert`` is None."""
+    inv = np.zeros(channels, dtype=bool) if invert is None else np.asarray(invert)
+    if inv.shape != (channels,) or inv.dtype != np.bool_:
+        raise ValueError(f"Invert must be a bool array of shape ({channels},), not {inv.dtype} {inv.shape}")
+    inv = inv.copy()
+    inv.setflags(write=False)
+    return inv
+
+
+def invert_masks(invert, width):
+    """Constants of ``width`` bits, one per group of ``width`` consecutive channels, whose bit p
+    says whether channel ``group * width + p`` is inverted; None when no channel is."""
+    if not invert.any():
+        return None
+    groups = invert.reshape(-1, width)
+    return [Const(sum(int(b) << k for k, b in enumerate(g)), width) for g in groups]
 
 
 def _check_format(what, fmt, kinds, count):
@@ -99,6 +118,9 @@ class MultiThresholdUnit(wiring.Component):
         C ``bipolar`` elements (L = 1) or C ``uint`` k-bit elements (L = 2**k - 1).
     pe : int
         Channels per cycle; must divide C.
+    invert : array of bool (C,), optional
+        Channels that count down: ``L - #{l : x[c] >= T[c, l]}`` (bipolar: the opposite bit).
+        With L = 2**k - 1 that is the count's bits inverted, so it costs one XOR per output bit.
 
     Members
     -------
@@ -116,7 +138,7 @@ class MultiThresholdUnit(wiring.Component):
         not a positive divisor of C.
     """
 
-    def __init__(self, thresholds, in_format, out_format, *, pe=1):
+    def __init__(self, thresholds, in_format, out_format, *, pe=1, invert=None):
         t = np.asarray(thresholds)
         if t.ndim != 2 or t.size == 0 or t.dtype.kind not in "iu":
             raise ValueError(f"Thresholds must be a non-empty 2-D integer array, not {t.dtype} {t.shape}")
@@ -129,6 +151,7 @@ class MultiThresholdUnit(wiring.Component):
             raise ValueError(f"A {elem} output needs {want} threshold{'s' * (want > 1)} per channel, "
                              f"not {levels}")
         _check_pe(pe, channels)
+        self._invert = check_invert(invert, channels)
 
         lo = -(1 << (in_format.bits - 1)) if in_format.kind == "int" else 0
         hi = (1 << (in_format.bits - 1)) - 1 if in_format.kind == "int" else (1 << in_format.bits) - 1
@@ -143,6 +166,7 @@ class MultiThresholdUnit(wiring.Component):
         })
 
     thresholds = property(lambda self: self._thresholds, doc="The (C, L) thresholds as given, read-only.")
+    invert = property(lambda self: self._invert, doc="The (C,) inverted channels, read-only.")
     channels = property(lambda self: self._thresholds.shape[0], doc="C, the channels of a vector.")
     levels = property(lambda self: self._thresholds.shape[1], doc="L, the thresholds per channel.")
     pe = property(lambda self: self._pe, doc="Channels computed per cycle.")
@@ -231,10 +255,16 @@ class MultiThresholdUnit(wiring.Component):
 
             with m.If(c_valid):
                 counts = []
+                inverted = invert_masks(self._invert, pe)
+                if inverted is not None:
+                    mask = Signal(pe, name="inverted")
+                    m.d.comb += mask.eq(Array(inverted)[c_fold])
                 for p in range(pe):
                     count = Signal(self._out_format.bits, name=f"count{p}")
                     m.d.comb += count.eq(threshold_count(
                         c_x[p], [t_rd.data[p * levels + l] for l in range(levels)]))
+                    if inverted is not None:
+                        count = count ^ mask[p].replicate(len(count))
                     counts.append(count)
                 group = Cat(*counts)
                 m.d.sync += out_build.word_select(c_fold, len(group)).eq(group)

@@ -57,6 +57,18 @@ def cmd_eval(args):
           f"{r['bits_per_weight']:.3g} bits/weight, {r['weight_memory_bytes'] / 1024:.1f} KiB)")
 
 
+def cmd_quantize(args):
+    from .training import quantize_checkpoint
+    r = quantize_checkpoint(args.checkpoint, args.output, bits=args.bits, method=args.method, q=args.q)
+    for name, layer in r["layers"].items():
+        q = "" if layer["q"] is None else f"q={layer['q']:g}, F={layer['fraction_bits']}, "
+        fmt = layer["format"] if len(layer["format"]) <= 48 else layer["format"][:45] + "..."
+        print(f"{name}: {q}corr {layer['correlation']:.4f}, {fmt}")
+    compiles = "compile it with 'lowbit compile'" if r["integer_exact"] else \
+        "float activations: evaluate it with 'lowbit eval' (hardware needs --act-bits bipolar or K)"
+    print(f"wrote {args.output} ({r['format']} {r['bits']}-bit); {compiles}")
+
+
 def _list(text):
     return [v for v in text.split(",") if v]
 
@@ -96,7 +108,9 @@ def cmd_compile(args):
     manifest, check = compile_checkpoint(args.checkpoint, args.output, folding=args.folding,
                                          target_cycles=target, board=args.board, max_luts=args.max_luts,
                                          data_root=args.data)
-    folds = ",".join(f"{l['pe']}x{l['simd']}" for l in manifest["layers"] if l["op"] == "mvau")
+    from lowbit.compiler.codegen import flat_layers
+
+    folds = ",".join(f"{l['pe']}x{l['simd']}" for l in flat_layers(manifest["layers"]) if l["op"] == "mvau")
     print(f"IR vs torch on {check['images']} test images: {check['prediction_disagreements']} disagreements")
     latency = manifest["latency_cycles"]
     # Window scans overlap consecutive images: such networks have no single latency figure.
@@ -261,6 +275,17 @@ def build_parser():
     s.add_argument("--ptq-method", default="exponential", choices=["exponential", "linear"],
                    help="exponential (expq: ±a*q**k, q per layer) or linear levels")
     s.set_defaults(func=cmd_eval)
+
+    s = sub.add_parser("quantize", help="post-training quantization of an fp32 checkpoint into a "
+                                        "checkpoint that evaluates and compiles like any other")
+    s.add_argument("checkpoint")
+    s.add_argument("--bits", type=int, required=True, help="bits per weight, 2..6")
+    s.add_argument("--method", default="exponential", choices=["exponential", "linear"],
+                   help="exponential (expq: ±a*q**k, q per layer) or linear levels")
+    s.add_argument("--q", type=float, default=None,
+                   help="fixed ratio q in (0, 1) for every layer (default: chosen per layer)")
+    s.add_argument("-o", "--output", required=True, help="checkpoint to write")
+    s.set_defaults(func=cmd_quantize)
 
     s = sub.add_parser("sweep-accuracy",
                        help="train one architecture in every weight format: accuracy table and Pareto plot")

@@ -5,15 +5,22 @@ formats up here by name, so a format is described once: its level set, its stora
 hardware encodes it and which arithmetic lane multiplies by it. Formats with a parameter
 (``expq``: exponential post-training quantization at a bit budget; ``tiled``: p copies of a bipolar
 tile) are :data:`FORMAT_FAMILIES`, built on the fixed formats of :data:`WEIGHT_FORMATS`.
+
+A post-training quantized layer has its own level set ``{0, ±c_1, .., ±c_K}`` of integers (see
+:mod:`lowbit.model.ptq`); it is a *level-table* format named ``"table:c_1,..,c_K"`` (ascending
+magnitudes), built by :func:`level_table_format` and found by :func:`weight_format` like any
+registry format, so the IR, the hardware and the estimator carry it by its name alone.
 """
 
+import functools
 import math
 from dataclasses import dataclass
 
 from .errors import LowbitError
 
 __all__ = ["WeightFormat", "ActivationFormat", "WEIGHT_FORMATS", "weight_format", "activation_format",
-           "FormatFamily", "FORMAT_FAMILIES", "format_family", "ALPHA_BITS"]
+           "FormatFamily", "FORMAT_FAMILIES", "format_family", "ALPHA_BITS", "level_table_format",
+           "format_for_magnitudes", "TABLE_PREFIX", "TABLE_MAX_MAGNITUDE"]
 
 
 @dataclass(frozen=True)
@@ -104,11 +111,83 @@ WEIGHT_FORMATS = {
 }
 
 
+TABLE_PREFIX = "table:"
+# Largest magnitude of a level table: 2**32 keeps every dot product of a layer (inputs up to 8
+# bits, thousands of them) exact in float64, which the integer-exact model relies on.
+TABLE_MAX_MAGNITUDE = 1 << 32
+
+
+def level_table_format(magnitudes):
+    """The weight format with levels ``{0} ∪ {±c : c in magnitudes}``: a per-layer level table.
+
+    Parameters
+    ----------
+    magnitudes : sequence of int
+        Distinct positive integers up to :data:`TABLE_MAX_MAGNITUDE`, in any order.
+
+    Returns
+    -------
+    WeightFormat
+        Named ``"table:c_1,..,c_K"`` with ascending ``c``; stored in ``ceil(log2(2K + 1))`` bits, a
+        sign bit and a magnitude code m (0 = zero, m = the m-th smallest magnitude); lane
+        ``"level-table"``. Scale ``"tensor"``.
+
+    Raises
+    ------
+    LowbitError
+        On an empty table, or magnitudes that are not distinct positive integers in range.
+    """
+    try:
+        mags = sorted(int(c) for c in magnitudes)
+        ok = all(int(c) == c for c in magnitudes)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok or not mags or mags[0] < 1 or mags[-1] > TABLE_MAX_MAGNITUDE or len(set(mags)) != len(mags):
+        raise LowbitError(f"a level table needs distinct integer magnitudes from 1 to 2**32, "
+                          f"not {list(magnitudes)!r}")
+    code_bits = max(1, (len(mags)).bit_length())
+    return WeightFormat(
+        name=TABLE_PREFIX + ",".join(map(str, mags)), levels=tuple([-c for c in reversed(mags)] + [0] + mags),
+        encoding=f"{code_bits + 1} bits: sign, {code_bits}-bit magnitude code (0 = zero)", scale="tensor",
+        lane="level-table", description=f"Per-layer level table of {len(mags)} magnitudes.")
+
+
+def format_for_magnitudes(magnitudes):
+    """The registry format whose levels are exactly ``{0} ∪ {±c}`` (``ternary`` for {1},
+    ``pow2`` for {1, 2, 4}), else the level table of :func:`level_table_format`."""
+    table = level_table_format(magnitudes)
+    for fixed in WEIGHT_FORMATS.values():
+        if fixed.levels == table.levels:
+            return fixed
+    return table
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_table(name):
+    """The level-table format a ``"table:..."`` name describes, or None if it is malformed."""
+    try:
+        mags = [int(v) for v in name[len(TABLE_PREFIX):].split(",")]
+        fmt = level_table_format(mags)
+    except (ValueError, LowbitError):
+        return None
+    return fmt if fmt.name == name else None
+
+
 def weight_format(name):
-    """Look up a weight format by name, with an error that lists the known ones."""
+    """Look up a weight format by name, with an error that lists the known ones.
+
+    Besides the fixed formats of :data:`WEIGHT_FORMATS`, a name ``"table:c_1,..,c_K"`` (ascending
+    magnitudes) gives the level table of :func:`level_table_format`.
+    """
     try:
         return WEIGHT_FORMATS[name]
     except KeyError:
+        if isinstance(name, str) and name.startswith(TABLE_PREFIX):
+            fmt = _parse_table(name)
+            if fmt is not None:
+                return fmt
+            hint = "write 'table:' and distinct ascending magnitudes, e.g. 'table:3,5,8'"
+            raise LowbitError(f"malformed level-table format {name!r}", hint) from None
         if name in FORMAT_FAMILIES:
             fam = FORMAT_FAMILIES[name]
             raise LowbitError(f"weight format {name!r} has a parameter ({fam.parameter}) and no fixed "
@@ -185,6 +264,14 @@ class FormatFamily:
             return 1 / value + (0 if n_weights is None else value * ALPHA_BITS / n_weights)
         return float(value)
 
+    def layer_format(self, magnitudes):
+        """``expq``: the hardware format of one quantized layer, from its integer magnitudes
+        ``c_k = round(q**k * 2**F)`` (:mod:`lowbit.model.ptq`); see :func:`format_for_magnitudes`."""
+        if self.name != "expq":
+            raise LowbitError(f"format {self.name!r} has no per-layer level table",
+                              "only 'expq' layers carry their own magnitudes")
+        return format_for_magnitudes(magnitudes)
+
 
 FORMAT_FAMILIES = {
     f.name: f for f in [
@@ -192,7 +279,8 @@ FORMAT_FAMILIES = {
             name="expq", parameter="bits", values=(2, 3, 4, 5, 6),
             encoding="bits: sign, (bits-1)-bit exponent code k (0 = zero)", scale="tensor (a, q)",
             description="Exponential post-training quantization ±a*q**k plus zero, a = max|w|, "
-                        "q per layer maximizing corr(w, Q(w)); q = 1/2 gives powers of two."),
+                        "q per layer maximizing corr(w, Q(w)); q = 1/2 gives powers of two. In "
+                        "hardware a layer is the level table of its fixed-point magnitudes."),
         FormatFamily(
             name="tiled", parameter="p", values=tuple(2 ** i for i in range(1, 11)),
             encoding="1 bit per tile position (N/p bits per layer) plus p float32 alphas",

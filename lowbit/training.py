@@ -20,7 +20,8 @@ from .formats import FORMAT_FAMILIES, WEIGHT_FORMATS, activation_format, format_
 
 __all__ = ["FLOAT_FORMAT", "SETTINGS", "parse_arch", "parse_act", "setting_of", "image_shape",
            "input_encoding", "encode_inputs", "build_arch", "train_model",
-           "evaluate_model", "evaluate_loaded", "apply_ptq", "weight_memory", "known_formats"]
+           "evaluate_model", "evaluate_loaded", "apply_ptq", "quantize_checkpoint", "weight_memory",
+           "known_formats"]
 
 FLOAT_FORMAT = "fp32"
 """The float baseline's weight format name (not a registry entry: it has no hardware lane)."""
@@ -65,18 +66,27 @@ def parse_arch(spec):
     * ``vit`` or ``vit:dim=64,depth=2,heads=4,mlp_dim=128,patch=7`` (any subset of the keys;
       the default patch cuts the image into 4 x 4 patches).
 
+    mlp and cnn specs take options after ``+``: ``+res`` (skip connections, arch key
+    ``residual``), and for cnn ``+pad=N`` and ``+stride=N``, e.g. ``mlp:64,64,64+res`` or
+    ``cnn:8,8+pad=1+res``.
+
     Raises
     ------
     LowbitError
         On an unknown kind or a malformed list.
     """
-    kind, _, rest = str(spec).partition(":")
+    spec, *options = str(spec).split("+")
+    kind, _, rest = spec.partition(":")
     if kind == "mlp":
-        return {"kind": "mlp", "hidden": _ints(rest, "MLP hidden widths") if rest else [64, 64]}
+        arch = {"kind": "mlp", "hidden": _ints(rest, "MLP hidden widths") if rest else [64, 64]}
+        return _arch_options(arch, options)
     if kind == "cnn":
         channels, _, fc = rest.partition(":")
-        return {"kind": "cnn", "channels": _ints(channels, "CNN channels") if channels else [16, 32],
+        arch = {"kind": "cnn", "channels": _ints(channels, "CNN channels") if channels else [16, 32],
                 "fc": _ints(fc, "CNN fully connected widths") if fc else []}
+        return _arch_options(arch, options)
+    if options:
+        raise LowbitError(f"a {kind!r} architecture takes no '+' options, not {'+'.join(options)!r}")
     if kind == "vit":
         arch = {"kind": "vit"}
         for item in filter(None, rest.split(",")):
@@ -88,6 +98,21 @@ def parse_arch(spec):
         return arch
     raise LowbitError(f"unknown architecture {spec!r}",
                       "use mlp:H1,H2,..., cnn[:C1,C2[:F1,...]] or vit[:key=value,...]")
+
+
+def _arch_options(arch, options):
+    """Apply the ``+`` options of an mlp or cnn spec (see :func:`parse_arch`)."""
+    keys = {"pad": "padding", "stride": "stride"} if arch["kind"] == "cnn" else {}
+    for option in options:
+        key, eq, value = option.partition("=")
+        if option == "res":
+            arch["residual"] = True
+        elif key in keys and eq and value.isdigit():
+            arch[keys[key]] = int(value)
+        else:
+            allowed = "res" + (", pad=N, stride=N" if keys else "")
+            raise LowbitError(f"bad {arch['kind']} option {option!r}", f"options: {allowed}")
+    return arch
 
 
 def image_shape(ds):
@@ -166,7 +191,8 @@ def _checked_format(fmt, p):
         return fmt, None
     if fmt in FORMAT_FAMILIES:  # expq: trained as fp32, quantized after training
         raise LowbitError(f"format {fmt!r} is applied after training, not trained",
-                          "train --format fp32, then 'lowbit eval CKPT --ptq-bits K'")
+                          "train --format fp32, then 'lowbit quantize CKPT --bits K -o OUT' "
+                          "(or 'lowbit eval CKPT --ptq-bits K')")
     weight_format(fmt)
     return fmt, None
 
@@ -258,14 +284,55 @@ def train_model(path, *, arch="mlp:64,64", weight_format_name="bipolar", act="bi
     return metrics
 
 
-def apply_ptq(model, bits, method="exponential"):
-    """Post-training quantization of a float (``fp32``) model: ``(model, per-layer info)``."""
+def apply_ptq(model, bits, method="exponential", q=None):
+    """Post-training quantization of a float (``fp32``) model: ``(model, per-layer info)``; see
+    :func:`lowbit.model.ptq.ptq`."""
     from .model.ptq import ptq
 
     if model.arch.get("weight_format") != FLOAT_FORMAT:
         raise LowbitError(f"post-training quantization needs a float model, not weight format "
                           f"{model.arch.get('weight_format')!r}", "train one with --format fp32")
-    return ptq(model, bits, method)
+    return ptq(model, bits, method, q)
+
+
+def quantize_checkpoint(ckpt, out, *, bits, method="exponential", q=None):
+    """Write the post-training quantized form of a float checkpoint to ``out`` (atomically).
+
+    The result is a checkpoint like any other: ``lowbit eval`` and, with quantized activations,
+    ``lowbit compile`` take it. It holds no resume state (a quantized model is not trained on).
+
+    Returns
+    -------
+    dict
+        ``format`` (``expq`` or ``linear-ptq``), ``bits``, ``layers``: per layer its ``q``, ``F``
+        and hardware ``format``; ``integer_exact`` (whether the model compiles to hardware).
+
+    Raises
+    ------
+    LowbitError
+        On a checkpoint that is not float, bits outside 2..6, a q outside (0, 1) or too small to
+        fit the fixed point, or an output that cannot be written; nothing is written then.
+    """
+    from pathlib import Path
+
+    from .files import ensure_writable_dir
+    from .model.checkpoint import load_checkpoint, save_checkpoint
+    from .model.ptq import PTQ_FORMATS, check_ptq_arguments
+
+    # Every check that needs no model comes first, before the work.
+    check_ptq_arguments(bits, method, q)
+    ensure_writable_dir(Path(out).parent)
+    model, meta = load_checkpoint(ckpt)
+    quantized, layers = apply_ptq(model, bits, method, q)
+    summary = {name: {"q": info.q, "fraction_bits": info.fraction_bits, "format": info.format,
+                      "correlation": info.correlation} for name, info in layers.items()}
+    formats = {**meta["formats"], "weights": PTQ_FORMATS[method], "ptq_bits": bits}
+    extra = {k: v for k, v in meta.items()
+             if k not in ("lowbit_version", "arch", "formats", "input", "resume", "metrics")}
+    save_checkpoint(out, quantized, formats=formats, input_encoding=meta["input"],
+                    extra={**extra, "ptq": {"method": method, "bits": bits, "q": q, "layers": summary}})
+    return {"format": PTQ_FORMATS[method], "bits": bits, "layers": summary,
+            "integer_exact": bool(getattr(quantized, "integer_exact", False))}
 
 
 def evaluate_model(ckpt, *, data_root=None, ptq_bits=None, ptq_method="exponential"):
@@ -296,6 +363,7 @@ def evaluate_loaded(model, meta, *, data_root=None, ptq_bits=None, ptq_method="e
     a = model.arch
     fmt = "tiled" if a.get("p") else a["weight_format"]
     ptq_layers = None
+    quantized_bits = a["ptq"]["bits"] if a.get("ptq") else None  # a checkpoint from 'lowbit quantize'
     if ptq_bits is not None:
         model, ptq_layers = apply_ptq(model, ptq_bits, ptq_method)
         fmt = "expq" if ptq_method == "exponential" else "linear-ptq"
@@ -306,7 +374,8 @@ def evaluate_loaded(model, meta, *, data_root=None, ptq_bits=None, ptq_method="e
     memory = weight_memory(model, ptq_layers)
     return {"accuracy": acc, "images": int(len(ds.y_test)), "dataset": dataset, "format": fmt,
             "setting": setting_of(a["act"]), "bits_per_weight": memory["bits_per_weight"],
-            "weight_memory_bytes": memory["bytes"], "ptq_bits": ptq_bits}
+            "weight_memory_bytes": memory["bytes"],
+            "ptq_bits": ptq_bits if ptq_bits is not None else quantized_bits}
 
 
 def _weight_layers(model):
@@ -322,14 +391,16 @@ def weight_memory(model, ptq_layers=None):
 
     Per layer: ``storage_bits`` of its registry format per weight (ternary: 2 bits); tiled layers
     N/p tile bits plus p float32 alphas; ``binary01`` layers one bit per weight and per bias;
-    float layers 32 bits, or the PTQ bit budget after post-training quantization (``ptq_layers``,
-    by module name). ``bits_per_weight`` is the information per weight averaged over the network:
-    log2 of the level count (ternary: 1.58), so ``bits`` can exceed ``bits_per_weight * weights``.
+    float layers 32 bits; post-training quantized layers (fixed levels, or float layers named in
+    ``ptq_layers``) the PTQ bit budget. ``bits_per_weight`` is the information per weight averaged
+    over the network: log2 of the level count (ternary: 1.58), so ``bits`` can exceed
+    ``bits_per_weight * weights``.
     Scales, biases of other formats, and normalization parameters are not weights and are not
     counted.
     """
     from .formats import ALPHA_BITS
-    from .model.layers import BinaryNormConv2d, BinaryNormEmbedding, BinaryNormLinear
+    from .model.layers import (BinaryNormConv2d, BinaryNormEmbedding, BinaryNormLinear, FixedLevelsConv2d,
+                               FixedLevelsLinear)
 
     names = {id(m): n for n, m in model.named_modules()}
     total_bits = info_bits = weights = 0.0
@@ -338,6 +409,8 @@ def weight_memory(model, ptq_layers=None):
         if isinstance(layer, (BinaryNormLinear, BinaryNormConv2d, BinaryNormEmbedding)):
             n += 0 if getattr(layer, "bias", None) is None else layer.bias.numel()
             stored = info = n
+        elif isinstance(layer, (FixedLevelsLinear, FixedLevelsConv2d)):
+            stored = info = n * layer.bits  # the PTQ bit budget: sign and magnitude code
         elif hasattr(layer, "integer_weights"):
             if layer.tiled and layer.copies > 1:
                 stored = info = n / layer.copies + layer.copies * ALPHA_BITS

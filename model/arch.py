@@ -10,11 +10,22 @@ for plain float weights), ``act``
 (``"float"``: ReLU, the weights-only setting of the papers; ``"bipolar"``; or ``"u1"``..``"u8"``)
 ``p`` (tile copies for Tiled Bit Networks, bipolar weights only; None for untiled) and
 ``min_compress_size`` (tiled layers with fewer weights stay plain bipolar; default 64k).
+A post-training quantized model (:func:`lowbit.model.ptq.ptq`) has ``weight_format`` ``"expq"``
+or ``"linear-ptq"`` and ``ptq = {"method", "bits", "q"}``: its float layers are fixed-level
+layers whose levels, scales and magnitude tables are in the state dict.
 
 - ``{"kind": "mlp", "in_features": F, "hidden": [h1, h2, ...]}``: input (N, F).
 - ``{"kind": "cnn", "in_shape": [C, H, W], "channels": [c1, c2, ...], "fc": [h1, ...],
-  "kernel": 3}``: per entry of ``channels`` a k x k convolution without padding, then max
-  pooling 2 x 2; then fully connected layers. Input (N, C, H, W).
+  "kernel": 3, "padding": 0, "stride": 1, "pad_value": -1}``: per entry of ``channels`` a
+  k x k convolution with that padding and stride, then max pooling 2 x 2; then fully connected
+  layers. Input (N, C, H, W). Padding is explicit (:class:`Pad2d`) with a value the input's
+  format represents: ``pad_value`` (-1 or +1) on bipolar maps, 0 on unsigned ones.
+- ``"residual": True`` (mlp and cnn) adds a skip connection around every hidden stage whose
+  output has the shape of its input: mlp hidden layers after the first whose width is kept; cnn
+  convolutions that keep channels and size (stride 1, ``2*padding == kernel - 1``), which then
+  do not pool. Such a stage's activation is the very module that quantized its input, so both
+  addends are integers of one scale ``s``; the stage outputs ``residual_act(s * (h + x))``
+  (bipolar: ``+1 iff h + x >= 0``). Not for binary normalized layers.
 - ``{"kind": "vit", ...}``: a tiny vision transformer (``lowbit.model.transformer``); trainable,
   not compilable to hardware yet.
 
@@ -55,25 +66,51 @@ class NormalizedSign(nn.Module):
         return f"dim={self.dim}"
 
 
+class Pad2d(nn.Module):
+    """Pad a feature map by ``pad`` on every side with ``value``: -1 or +1 on bipolar maps, whose
+    format has no 0, and 0 on unsigned ones."""
+
+    def __init__(self, pad, value):
+        super().__init__()
+        self.pad, self.value = int(pad), float(value)
+
+    def forward(self, x):
+        return nn.functional.pad(x, (self.pad,) * 4, value=self.value)
+
+    def extra_repr(self):
+        return f"pad={self.pad}, value={self.value:g}"
+
+
 class Stage(nn.Module):
     """One weight layer with its normalization, activation and pooling (each may be None).
 
-    Attributes ``layer``, ``norm``, ``act``, ``pool`` and ``flatten`` (a bool: flatten a feature
-    map before the layer) are what the exporter reads.
+    Attributes ``layer``, ``norm``, ``act``, ``pool``, ``flatten`` (a bool: flatten a feature
+    map before the layer), ``pad`` (a :class:`Pad2d` before a convolution, or None) and
+    ``residual_act`` are what the exporter reads. With ``residual_act`` the stage is a residual
+    block: its activation output and its input are added, and ``residual_act`` quantizes the sum.
     """
 
-    def __init__(self, layer, norm=None, act=None, pool=None, flatten=False):
+    def __init__(self, layer, norm=None, act=None, pool=None, flatten=False, *, pad=None,
+                 residual_act=None):
         super().__init__()
         self.flatten = flatten
         self.layer, self.norm, self.act, self.pool = layer, norm, act, pool
+        self.pad, self.residual_act = pad, residual_act
 
     def forward(self, x):
         if self.flatten:
             x = x.flatten(1)
+        skip = x
+        if self.pad is not None:
+            x = self.pad(x)
         x = self.layer(x)
-        for m in (self.norm, self.act, self.pool):
+        for m in (self.norm, self.act):
             if m is not None:
                 x = m(x)
+        if self.residual_act is not None:
+            x = self.residual_act(x + skip)
+        if self.pool is not None:
+            x = self.pool(x)
         return x
 
 
@@ -152,7 +189,10 @@ class LowbitNet(nn.Module):
             iw = stage.layer.integer_weights()
             w = iw.levels.to(torch.float64)
             conv = w.dim() == 4
-            d = nn.functional.conv2d(x, w) if conv else nn.functional.linear(x, w)
+            skip, skip_scale = x, in_scale
+            if stage.pad is not None:
+                x = stage.pad(x)
+            d = nn.functional.conv2d(x, w, stride=stage.layer.stride) if conv else nn.functional.linear(x, w)
             if iw.bias_levels is not None:
                 d = d + iw.bias_levels.to(torch.float64).reshape(-1, *([1] * (d.dim() - 2)))
                 if head:
@@ -167,6 +207,8 @@ class LowbitNet(nn.Module):
                     outs.append(y)
                     break
                 x, in_scale = _quantize_exact(stage.act, y)
+                if stage.residual_act is not None:
+                    x, in_scale = residual_exact(stage, x, in_scale, skip, skip_scale)
             if stage.pool is not None:
                 x = stage.pool(x)
             outs.append(x)
@@ -192,6 +234,29 @@ def _quantize_exact(act, y):
         return q, s
     raise LowbitError(f"a {type(act).__name__} activation has no integer form",
                       "train with quantized activations (--act-bits bipolar or K)")
+
+
+def residual_exact(stage, h, h_scale, x, x_scale):
+    """(levels, scale) of a residual block's output from its body's levels ``h`` and its input
+    levels ``x``: ``residual_act(s * (h + x))``, the sum exact in integers.
+
+    ``s * (h + x)`` is evaluated as ``(h + x) * gain + bias`` with the ``gain``/``bias`` of
+    :func:`residual_affine`, the same float64 operations the exporter's thresholds reproduce.
+    """
+    if h_scale != x_scale:
+        raise LowbitError(f"a residual block adds levels of scales {h_scale} and {x_scale}",
+                          "the block's activation must be the module that quantized its input")
+    z = h + x
+    gain, bias = residual_affine(stage, h_scale, z.shape[1])
+    view = (-1, *([1] * (z.dim() - 2)))
+    return _quantize_exact(stage.residual_act, z * torch.as_tensor(gain).reshape(view)
+                           + torch.as_tensor(bias).reshape(view))
+
+
+def residual_affine(stage, scale, channels):
+    """Per-channel float64 ``(gain, bias)`` of a residual add: the sum ``z`` of two integer levels
+    of scale ``scale`` is the value ``z * scale + 0``."""
+    return np.full(channels, float(scale)), np.zeros(channels)
 
 
 def row_scales(iw, rows):
@@ -247,9 +312,13 @@ def _weight_layer(fmt, p, conv, n_in, n_out, kernel=None, min_compress_size=DEFA
     return QuantLinear(n_in, n_out, fmt, tiled=tiled, p=p, min_compress_size=min_compress_size)
 
 
-def _hidden_stage(a, conv, n_in, n_out, pool=False, flatten=False):
+def _hidden_stage(a, conv, n_in, n_out, pool=False, flatten=False, *, pad=None, stride=1, skip_from=None):
+    """A hidden stage; ``skip_from``: the stage before a residual block, whose output quantizer
+    the block shares."""
     fmt, binary01 = a["weight_format"], a["weight_format"] == "binary01"
     layer = _weight_layer(fmt, a["p"], conv, n_in, n_out, a.get("kernel"), a["min_compress_size"])
+    if stride != 1:
+        layer.stride = (stride, stride)
     norm = None
     if binary01:
         if a["act"] == "float":
@@ -257,7 +326,20 @@ def _hidden_stage(a, conv, n_in, n_out, pool=False, flatten=False):
     else:
         norm = nn.BatchNorm2d(n_out) if conv else nn.BatchNorm1d(n_out)
     act = _activation(a["act"], conv, binary01)
-    return Stage(layer, norm, act, nn.MaxPool2d(2) if pool else None, flatten)
+    residual_act = None
+    if skip_from is not None:
+        if binary01:
+            raise LowbitError("residual blocks of binary normalized layers are not supported",
+                              "drop 'residual', or use another weight format")
+        act = stage_output_act(skip_from)
+        residual_act = _activation(a["act"], conv, False)
+    return Stage(layer, norm, act, nn.MaxPool2d(2) if pool else None, flatten, pad=pad,
+                 residual_act=residual_act)
+
+
+def stage_output_act(stage):
+    """The module that quantizes a stage's output: its residual activation, else its activation."""
+    return stage.residual_act if stage.residual_act is not None else stage.act
 
 
 def _head(a, n_in, flatten=False):
@@ -274,13 +356,22 @@ def _build_stages(a):
     if a["kind"] == "mlp":
         widths = [a["in_features"], *a["hidden"]]
         for n_in, n_out in zip(widths[:-1], widths[1:]):
-            stages.append(_hidden_stage(a, False, n_in, n_out))
+            skip = stages[-1] if a["residual"] and stages and n_in == n_out else None
+            stages.append(_hidden_stage(a, False, n_in, n_out, skip_from=skip))
         return [*stages, _head(a, widths[-1])]
     c, h, w = a["in_shape"]
-    k = a["kernel"]
+    k, p, s = a["kernel"], a["padding"], a["stride"]
     for out_c in a["channels"]:
-        stages.append(_hidden_stage(a, True, c, out_c, pool=True))
-        c, h, w = out_c, (h - k + 1) // 2, (w - k + 1) // 2
+        oh, ow = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+        skip = stages[-1] if a["residual"] and stages and (out_c, oh, ow) == (c, h, w) else None
+        # Bipolar maps (the encoded input, or bipolar activations) have no 0 to pad with.
+        bipolar_in = not stages or a["act"] == "bipolar"
+        pad = Pad2d(p, a["pad_value"] if bipolar_in else 0) if p else None
+        stages.append(_hidden_stage(a, True, c, out_c, pool=skip is None, pad=pad, stride=s,
+                                    skip_from=skip))
+        c, h, w = out_c, oh, ow
+        if skip is None:
+            h, w = h // 2, w // 2
         if h < 1 or w < 1:
             raise LowbitError(f"the input {a['in_shape']} is too small for {len(a['channels'])} "
                               f"{k}x{k} convolutions with 2x2 pooling", "use fewer conv layers")
@@ -311,8 +402,16 @@ def _check_arch(arch):
     a.setdefault("act", "bipolar")
     a.setdefault("p", None)
     a.setdefault("min_compress_size", DEFAULT_MIN_COMPRESS_SIZE)
-    if a["weight_format"] != "fp32":
-        weight_format(a["weight_format"])
+    a.setdefault("residual", False)
+    if not isinstance(a["residual"], (bool, int)) or a["residual"] not in (0, 1):
+        raise LowbitError(f"architecture 'residual' must be true or false, not {a['residual']!r}")
+    a["residual"] = bool(a["residual"])
+    if a.get("ptq") is not None:
+        _check_ptq(a)
+    elif a["weight_format"] != "fp32" and weight_format(a["weight_format"]).lane == "level-table":
+        raise LowbitError(f"weight format {a['weight_format']!r} is the level table of a post-training "
+                          "quantized layer, not a format to train",
+                          "train --format fp32, then 'lowbit quantize CKPT --bits K -o OUT'")
     if a["act"] != "float":
         activation_format(a["act"])
     if a["p"] is not None and a["weight_format"] != "bipolar":
@@ -333,12 +432,50 @@ def _check_arch(arch):
         a.setdefault("fc", [])
         a["fc"] = _positive_ints(a, "fc")
         a.setdefault("kernel", 3)
+        for key, default, minimum in (("padding", 0, 0), ("stride", 1, 1)):
+            v = a.setdefault(key, default)
+            if not isinstance(v, int) or isinstance(v, bool) or v < minimum:
+                raise LowbitError(f"architecture {key!r} must be an integer >= {minimum}, not {v!r}")
+        if a["padding"] >= a["kernel"]:
+            raise LowbitError(f"architecture 'padding' {a['padding']} must be less than the kernel "
+                              f"{a['kernel']}", "use padding (kernel - 1) // 2 for 'same' convolutions")
+        a.setdefault("pad_value", -1)
+        if a["pad_value"] not in (-1, 1) or isinstance(a["pad_value"], bool):
+            raise LowbitError(f"architecture 'pad_value' pads bipolar maps and must be -1 or +1, "
+                              f"not {a['pad_value']!r}")
     return a
 
 
+def _check_ptq(a):
+    """A post-training quantized model: ``ptq = {"method", "bits", "q"}`` and the method's format."""
+    from .ptq import PTQ_FORMATS
+
+    ptq = a["ptq"]
+    if not isinstance(ptq, dict) or ptq.get("method") not in PTQ_FORMATS or \
+            ptq.get("bits") not in (2, 3, 4, 5, 6) or isinstance(ptq.get("bits"), bool):
+        raise LowbitError(f"architecture 'ptq' must be {{'method': 'exponential' or 'linear', "
+                          f"'bits': 2..6}}, not {ptq!r}", "re-create the checkpoint with 'lowbit quantize'")
+    if a["weight_format"] != PTQ_FORMATS[ptq["method"]]:
+        raise LowbitError(f"a {ptq['method']} PTQ model has weight format "
+                          f"{PTQ_FORMATS[ptq['method']]!r}, not {a['weight_format']!r}",
+                          "re-create the checkpoint with 'lowbit quantize'")
+
+
 def build_model(arch):
-    """Build the model an ``arch`` dict describes (as stored in a checkpoint)."""
+    """Build the model an ``arch`` dict describes (as stored in a checkpoint).
+
+    A post-training quantized model (``arch["ptq"]``, see :func:`lowbit.model.ptq.ptq`) is its
+    float architecture with every float weight layer replaced by an empty fixed-level layer; the
+    checkpoint's state dict fills in the levels, scales and magnitude tables.
+    """
     a = _check_arch(arch)
+    if a.get("ptq") is not None:
+        from .ptq import fixed_levels_model
+
+        model = build_model({k: v for k, v in a.items() if k != "ptq"} | {"weight_format": "fp32"})
+        model = fixed_levels_model(model, a["ptq"]["bits"])
+        model.arch = a
+        return model
     if a["kind"] == "vit":
         from .transformer import build_vit
         return build_vit(a)

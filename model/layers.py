@@ -11,13 +11,15 @@ import torch
 from torch import nn
 
 from lowbit.errors import LowbitError
+from lowbit.formats import format_for_magnitudes
 from lowbit.formats import weight_format as lookup_weight_format
 
 from .quant import (DEFAULT_MIN_COMPRESS_SIZE, ActivationQuantizer, Binary01Quantizer, BinaryNormalize,
-                    BipolarActSTE, TiledQuantizer, weight_quantizer)
+                    BipolarActSTE, IntegerWeights, TiledQuantizer, weight_quantizer)
 
 __all__ = ["QuantLinear", "QuantConv2d", "BipolarAct", "QuantAct",
-           "BinaryNormLinear", "BinaryNormConv2d", "BinaryNormEmbedding"]
+           "BinaryNormLinear", "BinaryNormConv2d", "BinaryNormEmbedding", "FixedLevelsLinear",
+           "FixedLevelsConv2d"]
 
 
 class _QuantWeights:
@@ -250,3 +252,113 @@ class BinaryNormEmbedding(_BinaryNorm, nn.Embedding):
 
     def extra_repr(self):
         return f"{nn.Embedding.extra_repr(self)}, format=binary01"
+
+
+class _FixedLevels:
+    """Shared fixed integer weights of :class:`FixedLevelsLinear` and :class:`FixedLevelsConv2d`.
+
+    The weight is ``scale * levels`` with int64 ``levels`` in ``{0, ±magnitudes}`` and one float64
+    ``scale``, all buffers (they are in the state dict, not trained). ``bits`` is the storage
+    budget per weight of the post-training quantization that made them.
+    """
+
+    def _setup_levels(self, shape, bits, magnitudes):
+        if not isinstance(bits, int) or isinstance(bits, bool) or not 2 <= bits <= 6:
+            raise LowbitError(f"fixed-level weights take 2 to 6 bits, not {bits!r}")
+        self.bits = bits
+        # Placeholders until set_levels or a state dict fills them: all weights zero.
+        self.register_buffer("levels", torch.zeros(shape, dtype=torch.int64))
+        self.register_buffer("scale", torch.tensor(1.0, dtype=torch.float64))
+        self.register_buffer("magnitudes", torch.arange(1, magnitudes + 1, dtype=torch.int64))
+
+    @torch.no_grad()
+    def set_levels(self, levels, scale, magnitudes):
+        """Set the integer levels, their scale and the layer's magnitude table (ascending)."""
+        levels = torch.as_tensor(levels, dtype=torch.int64)
+        magnitudes = torch.as_tensor(sorted(int(c) for c in magnitudes), dtype=torch.int64)
+        if levels.shape != self.levels.shape or magnitudes.shape != self.magnitudes.shape:
+            raise LowbitError(f"levels {tuple(levels.shape)} and {len(magnitudes)} magnitudes do not fit "
+                              f"a layer of {tuple(self.levels.shape)} weights and {len(self.magnitudes)} "
+                              "magnitudes")
+        self.levels.copy_(levels)
+        self.scale.fill_(float(scale))
+        self.magnitudes.copy_(magnitudes)
+
+    @property
+    def format(self):
+        """The layer's weight format: its level table, or the registry format with those levels."""
+        return format_for_magnitudes(self.magnitudes.tolist())
+
+    @property
+    def weight(self):
+        """The quantized weight ``scale * levels`` (float64 product, then the layer's dtype)."""
+        return (self.scale * self.levels.to(torch.float64)).to(torch.get_default_dtype())
+
+    tiled = False
+    copies = 1
+
+    def integer_weights(self):
+        """The exact integer levels and the one scale: a :class:`lowbit.model.quant.IntegerWeights`."""
+        if self.bias is not None:
+            raise LowbitError("a fixed-level layer with a float bias has no integer form",
+                              "build the layer without a bias")
+        fmt = self.format
+        if not torch.isin(self.levels, torch.as_tensor(fmt.levels)).all():
+            raise LowbitError(f"the levels of a fixed-level layer are not all in its format {fmt.name!r}")
+        return IntegerWeights(fmt.name, self.levels, self.scale)
+
+    def _levels_repr(self):
+        return f"bits={self.bits}, format={self.format.name}"
+
+
+class FixedLevelsLinear(_FixedLevels, nn.Module):
+    """A linear layer with fixed integer weights ``scale * levels``: a post-training quantized
+    ``nn.Linear`` (:func:`lowbit.model.ptq.ptq`).
+
+    Parameters
+    ----------
+    in_features, out_features : int
+    bits : int
+        Storage bits per weight, 2 to 6.
+    magnitudes : int
+        Size K of the magnitude table, ``2**(bits-1) - 1`` for PTQ.
+    bias : bool
+        Keep a float bias (no integer form; lowbit's architectures have none).
+    """
+
+    def __init__(self, in_features, out_features, bits, magnitudes, *, bias=False):
+        nn.Module.__init__(self)
+        self.in_features, self.out_features = in_features, out_features
+        self._setup_levels((out_features, in_features), bits, magnitudes)
+        self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
+
+    def forward(self, x):
+        return nn.functional.linear(x, (self.scale * self.levels.to(torch.float64)).to(x.dtype), self.bias)
+
+    def extra_repr(self):
+        return f"in_features={self.in_features}, out_features={self.out_features}, {self._levels_repr()}"
+
+
+class FixedLevelsConv2d(_FixedLevels, nn.Module):
+    """A 2-D convolution with fixed integer weights ``scale * levels``: a post-training quantized
+    ``nn.Conv2d``; the parameters of :class:`FixedLevelsLinear` plus the convolution's."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, bits, magnitudes, *, stride=1, padding=0,
+                 dilation=1, groups=1, bias=False):
+        nn.Module.__init__(self)
+        def pair(v):
+            return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size, self.stride = pair(kernel_size), pair(stride)
+        self.padding, self.dilation, self.groups = pair(padding), pair(dilation), groups
+        self._setup_levels((out_channels, in_channels // groups, *self.kernel_size), bits, magnitudes)
+        self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
+
+    def forward(self, x):
+        w = (self.scale * self.levels.to(torch.float64)).to(x.dtype)
+        return nn.functional.conv2d(x, w, self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+    def extra_repr(self):
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, {self._levels_repr()}")

@@ -307,6 +307,7 @@ def build_simulation(verilog, toplevel, *, waves=False, build_args=(), public=ST
         "toplevel": toplevel,
         "verilator": toolchain.verilator_version(),
         "cocotb": toolchain.cocotb_version(),
+        "cocotb_libs": toolchain.cocotb_libs_dir(),
         "cxx": toolchain.cxx_version(),
         "cxxflags": toolchain.build_cxxflags(),
         "build_args": [*LINT_WAIVERS, *wave_args, *[str(a) for a in build_args]],

@@ -22,8 +22,9 @@ from lowbit.errors import LowbitError
 from lowbit.files import atomic_write_text, ensure_writable_dir
 
 from . import toolchain
-from .build import build_simulation
+from .build import STREAM_PORTS, build_simulation
 from .harness import HARNESS_NAME, batch_depth, design_ports, harness_verilog
+from .job import JOB_ENV
 
 __all__ = ["StallConfig", "StreamResult", "SimulationError", "Phase", "JobResult", "run_phases",
            "run_stream", "SIMULATORS"]
@@ -35,7 +36,9 @@ SIMULATORS = ("verilator", "icarus")
 HARNESS_PUBLIC = ("*",)
 
 TEST_MODULE = "lowbit.sim.stream_test"
-JOB_ENV = "LOWBIT_STREAM_JOB"
+# The testbenches that run a job: the batch harness (Python wakes once per batch), and the
+# per-beat one (a Python driver, sink and monitors on the design's own ports).
+TESTBENCHES = {"batch": TEST_MODULE, "per-beat": "lowbit.sim.perbeat_test"}
 
 
 class SimulationError(LowbitError):
@@ -305,7 +308,7 @@ def _check_simulator(simulator):
 
 def run_phases(verilog, top, phases, *, seed=0, simulator="verilator", waves=False,
                wave_window=None, workdir=None, period_ns=10, build_args=(), cache_dir=None,
-               verbose=False):
+               verbose=False, testbench="batch"):
     """Run ``phases`` through the design inside the batch harness; return the raw results.
 
     Parameters
@@ -331,6 +334,11 @@ def run_phases(verilog, top, phases, *, seed=0, simulator="verilator", waves=Fal
         Extra Verilator arguments.
     cache_dir : path-like, optional
     verbose : bool
+    testbench : {"batch", "per-beat"}
+        ``"batch"``: the Verilog harness of :mod:`lowbit.sim.harness` plays both ends and Python
+        wakes once per batch. ``"per-beat"``: :mod:`lowbit.sim.perbeat_test`, a Python driver,
+        sink and passive monitors on the design's own ports (slower; no waveforms, and phases
+        may not be cut short with ``max_cycles``).
 
     Returns
     -------
@@ -341,6 +349,9 @@ def run_phases(verilog, top, phases, *, seed=0, simulator="verilator", waves=Fal
     SimulationError, LowbitError, TypeError, ValueError
     """
     _check_simulator(simulator)
+    if testbench not in TESTBENCHES:
+        raise ValueError(f"Testbench must be one of {', '.join(map(repr, TESTBENCHES))}, "
+                         f"not {testbench!r}")
     phases = list(phases)
     if not phases or not all(isinstance(p, Phase) for p in phases):
         raise TypeError("Phases must be a non-empty sequence of Phase")
@@ -360,13 +371,20 @@ def run_phases(verilog, top, phases, *, seed=0, simulator="verilator", waves=Fal
         # A missing tool is the first thing to report, before anything about the design.
         toolchain.verilator_env()
     ports = design_ports(verilog, top)
-    in_per_item = max(len(p.inputs) // p.n_items for p in phases)
-    out_per_item = max(-(-len(p.expected) // p.n_items) for p in phases) + 1
     wave_name = f"waves.{wave_format}" if wave_format else None
-    text = verilog + harness_verilog(ports, top, batch_depth(in_per_item, out_per_item),
-                                     wave_file=wave_name)
-    sim = build_simulation(text, HARNESS_NAME, waves=wave_format, build_args=build_args,
-                           public=HARNESS_PUBLIC, cache_dir=cache_dir, verbose=verbose,
+    if testbench == "batch":
+        in_per_item = max(len(p.inputs) // p.n_items for p in phases)
+        out_per_item = max(-(-len(p.expected) // p.n_items) for p in phases) + 1
+        toplevel, public = HARNESS_NAME, HARNESS_PUBLIC
+        text = verilog + harness_verilog(ports, top, batch_depth(in_per_item, out_per_item),
+                                         wave_file=wave_name)
+    else:
+        if wave_format or any(p.max_cycles for p in phases):
+            raise ValueError("The per-beat testbench records no waveforms and cuts no phase "
+                             "short: use testbench='batch' for waves or max_cycles")
+        toplevel, public, text = top, STREAM_PORTS, verilog
+    sim = build_simulation(text, toplevel, waves=wave_format, build_args=build_args,
+                           public=public, cache_dir=cache_dir, verbose=verbose,
                            simulator=simulator)
 
     temporary = workdir is None
@@ -400,8 +418,8 @@ def run_phases(verilog, top, phases, *, seed=0, simulator="verilator", waves=Fal
         runner.log.setLevel(logging.WARNING)
     try:
         # The harness opens its own waveform file; only Icarus needs telling to write FST.
-        runner.test(test_module=TEST_MODULE, hdl_toplevel=HARNESS_NAME, hdl_toplevel_lang="verilog",
-                    build_dir=sim.build_dir, test_dir=workdir, results_xml=str(results_xml),
+        runner.test(test_module=TESTBENCHES[testbench], hdl_toplevel=toplevel,
+                    hdl_toplevel_lang="verilog", build_dir=sim.build_dir, test_dir=workdir, results_xml=str(results_xml),
                     extra_env={JOB_ENV: str(job_path)}, seed=seed,
                     waves=simulator == "icarus" and wave_format is not None,
                     log_file=None if verbose else log)

@@ -1,4 +1,4 @@
-"""cocotb 2.x testbench parts for Amaranth stream ports: clock, driver, sink, scoreboard.
+"""cocotb 2.x testbench parts for Amaranth stream ports: clock, driver, sink, monitor, scoreboard.
 
 This module runs inside the simulator (it imports cocotb's trigger machinery), next to the
 design. The ports are those ``amaranth.back.verilog.convert`` names for a
@@ -24,11 +24,12 @@ Python.
 import random
 from dataclasses import dataclass, field
 
+import cocotb
 from cocotb.clock import Clock
 from cocotb.simtime import convert, get_sim_time
 from cocotb.triggers import First, ReadOnly, RisingEdge, Timer
 
-__all__ = ["Stalls", "CycleClock", "StreamDriver", "StreamSink", "Scoreboard", "Beat"]
+__all__ = ["Stalls", "CycleClock", "StreamDriver", "StreamSink", "StreamMonitor", "Scoreboard", "Beat"]
 
 
 class Stalls:
@@ -359,6 +360,76 @@ class StreamSink:
         await clock.advance(1)
         self.idle()
         return beats
+
+
+class StreamMonitor:
+    """Watches a stream passively and records every beat: ``valid`` and ``ready`` high at a rising edge.
+
+    It drives nothing, so it can watch any stream of the design, whoever drives its ``valid``
+    and ``ready`` (a :class:`StreamDriver`, a :class:`StreamSink` or the design itself). It
+    samples in the ``ReadOnly`` phase at the start of each cycle, the same moment the driver
+    and the sink decide, so its beats and cycles are exactly theirs. Python wakes once per cycle
+    while ``valid`` is high and once per rise of ``valid`` otherwise.
+
+    Parameters
+    ----------
+    dut : cocotb handle
+        The toplevel.
+    prefix : str
+        Port name prefix, e.g. ``"i"`` or ``"o"``.
+    clock : CycleClock
+    callback : callable, optional
+        Called with each :class:`Beat` as it is seen (a :class:`Scoreboard`, say).
+
+    Attributes
+    ----------
+    beats : list of Beat
+        Every beat seen since :meth:`start`.
+    """
+
+    def __init__(self, dut, prefix, clock, callback=None):
+        self._port = _Port(dut, prefix)
+        self._clock = clock
+        self.callback = callback
+        self.beats = []
+        self.wakes = 0
+        self._task = None
+
+    @property
+    def width(self):
+        return self._port.width
+
+    def start(self):
+        """Start watching; call at the start of a cycle."""
+        if self._task is not None:
+            raise RuntimeError("The monitor is already watching")
+        self._task = cocotb.start_soon(self._watch())
+
+    def stop(self):
+        """Stop watching; the beats seen so far stay in :attr:`beats`."""
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+    async def _watch(self):
+        port, clock = self._port, self._clock
+        rise = RisingEdge(port.valid)
+        while True:
+            self.wakes += await clock.align()
+            await ReadOnly()
+            self.wakes += 1
+            if not port.valid.value:
+                # Nothing can transfer until valid rises: one wake-up for the whole idle stretch.
+                await rise
+                self.wakes += 1
+                continue
+            if port.ready.value:
+                beat = Beat(_to_int(port.payload.value), clock.cycle())
+                self.beats.append(beat)
+                if self.callback is not None:
+                    self.callback(beat)
+            await clock.advance(1)
+            self.wakes += 1
 
 
 def _to_int(value):

@@ -21,36 +21,20 @@ the output words, the handshake cycles when recorded, the idle fractions, the wa
 Python wake-ups.
 """
 
-import json
-import os
 import time
 
 import cocotb
 
-from lowbit.files import atomic_write_text
-
 from .bench import BatchBench
+from .job import add_totals, hex_word, job_results, words
 
-JOB_ENV = "LOWBIT_STREAM_JOB"
 NEVER = 2 ** 64 - 1
-
-
-def _words(hex_words):
-    return [int(w, 16) for w in hex_words]
-
-
-def _hex(word):
-    return f"{word:x}" if isinstance(word, int) else word
 
 
 @cocotb.test()
 async def stream_job(dut):
     """Run the phases of the job in ``$LOWBIT_STREAM_JOB``."""
-    with open(os.environ[JOB_ENV]) as f:
-        job = json.load(f)
-    results = {"nonce": job["nonce"]}
-    t0 = time.perf_counter()
-    try:
+    with job_results() as (job, results):
         bench = BatchBench(dut, job.get("period_ns", 10))
         results["widths"] = {"i": bench.in_width, "o": bench.out_width}
         wave = job.get("wave")
@@ -68,7 +52,7 @@ async def stream_job(dut):
             stall = phase.get("stall") or {}
             t_phase = time.perf_counter()
             r = await bench.stream(
-                phase["name"], _words(phase["inputs"]), _words(phase["expected"]),
+                phase["name"], words(phase["inputs"]), words(phase["expected"]),
                 phase.get("n_items") or len(phase["inputs"]),
                 in_idle=stall.get("in_idle", 0.0), out_stall=stall.get("out_stall", 0.0),
                 max_gap=stall.get("max_gap", 1), seed=stall.get("seed", 0),
@@ -77,17 +61,9 @@ async def stream_job(dut):
                 max_cycles=phase.get("max_cycles", 0), partial=phase.get("partial", False),
                 record_cycles=phase.get("record_cycles", False))
             summary = r.summary
-            summary["outputs"] = [_hex(w) for w in r.outputs]
+            summary["outputs"] = [hex_word(w) for w in r.outputs]
             summary["seconds"] = time.perf_counter() - t_phase
             phases[phase["name"]] = summary
-        results["phases"] = phases
-        results["mismatches"] = sum(p["errors"] for p in phases.values())
-        results["beats"] = sum(p["accepted"] + p["received"] for p in phases.values())
+        add_totals(results, phases)
         results["sim_cycles"] = bench.clock.cycle()
         results["wakes"] = bench.wakes
-    except Exception as e:
-        results["error"] = f"{type(e).__name__}: {e}"
-        raise
-    finally:
-        results["seconds"] = time.perf_counter() - t0
-        atomic_write_text(job["results"], json.dumps(results))

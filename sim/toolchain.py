@@ -18,7 +18,8 @@ from pathlib import Path
 from lowbit.errors import LowbitError
 
 __all__ = ["verilator_env", "verilator_root", "verilator_version", "cocotb_version",
-           "cxx_compiler", "cxx_version", "build_cxxflags", "fst_build_args", "iverilog_version"]
+           "cocotb_libs_dir", "cxx_compiler", "cxx_version", "build_cxxflags", "fst_build_args",
+           "iverilog_version"]
 
 
 # Each host tool, why Verilator needs it, and how to get it.
@@ -144,6 +145,21 @@ def cocotb_version():
     str
     """
     return importlib.metadata.version("cocotb")
+
+
+def cocotb_libs_dir():
+    """Folder of cocotb's VPI libraries, which a Verilator simulation links to by absolute path.
+
+    Two checkouts with their own virtual environments share the build cache; a simulation built
+    against one's libraries cannot start once that environment is gone, so builds are keyed by it.
+
+    Returns
+    -------
+    str
+    """
+    from cocotb_tools import config
+
+    return str(config.libs_dir)
 
 
 @functools.lru_cache(maxsize=None)

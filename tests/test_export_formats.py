@@ -84,11 +84,14 @@ def test_tiled_layers_compute_once():
     assert g.matmuls()[0].copies == 4 and g.matmuls()[0].tile_rows == 4
     assert g.meta["export"]["tiled_compute_once"]["fc0"] == {"copies": 4, "used": True, "flipped_channels": 0}
     assert_exact(m, g)
-    # A negative BatchNorm scale negates a row, which is then no copy of the tile: plain rows.
+    # A negative BatchNorm scale flips a channel; its row stays the tile's and its threshold
+    # unit counts down instead, so compute-once still holds.
     m = randomized(arch, seed=3)
     g = export_model(m)
     info = g.meta["export"]["tiled_compute_once"]["fc0"]
-    assert info["flipped_channels"] > 0 and not info["used"] and g.matmuls()[0].copies == 1
+    assert info["flipped_channels"] > 0 and info["used"] and g.matmuls()[0].copies == 4
+    act = next(n for n in g.nodes if n.name == "fc0_act")
+    assert act.invert is not None and int(act.invert.sum()) == info["flipped_channels"]
     assert_exact(m, g)
 
 

@@ -95,6 +95,8 @@ def test_weight_memory_layout():
     (dict(copies=2, pe=3), "PE must divide the tile's rows=8, not 3"),
     (dict(pe=2, weight_memory="const"),
      "Weight memory 'const' needs a fully unrolled unit (PE=8, SIMD=12), not PE=2, SIMD=1"),
+    (dict(invert=np.ones(3, bool)), "Invert must be a bool array of shape (8,), not bool (3,)"),
+    (dict(invert=np.ones(8, int)), "Invert must be a bool array of shape (8,), not int64 (8,)"),
 ])
 def test_bad_parameters(kwargs, message):
     raises_exactly(ValueError, message, lambda: MatrixVectorUnit(W, "bipolar", BIP, T, **kwargs))
@@ -118,6 +120,8 @@ def test_bad_weights_inputs_and_thresholds():
                    lambda: MatrixVectorUnit(W, "bipolar", BIP, T.astype(float)))
     raises_exactly(ValueError, "Thresholds must have 1 or 2**k - 1 non-decreasing levels per row",
                    lambda: MatrixVectorUnit(W, "bipolar", BIP, np.zeros((MH, 2), int)))
+    raises_exactly(ValueError, "Invert needs thresholds: it inverts their counts",
+                   lambda: MatrixVectorUnit(W, "bipolar", BIP, None, invert=np.ones(MH, bool)))
 
 
 @pytest.mark.parametrize("fmt_name, in_name, levels, pe, simd", [
@@ -272,19 +276,24 @@ def test_payload_pack_unpack_round_trip():
 
 @pytest.mark.parametrize("levels, pe, simd", [(1, 1, 4), (1, 4, 12), (3, 2, 3), (None, 2, 6)])
 def test_tiled_copies_compute_each_tile_row_once(levels, pe, simd):
-    """A tiled layer: the tile repeated p times; every copy has its own thresholds (its alpha folded in)."""
+    """A tiled layer: the tile repeated p times; every copy has its own thresholds (its alpha folded
+    in), and a copy with a negative alpha counts down (``invert``) on the same tile row."""
     p = 4
     tile = rng.choice([-1, 1], size=(MH, MW))
     full = np.tile(tile, (p, 1))
     mm = MatMul("m", full)
     lo, hi = mm.bounds
+    invert = None
     if levels is None:
         t, ref = None, mm.reference(X)
     else:
         t = np.sort(rng.integers(lo - 1, hi + 2, size=(p * MH, levels)), axis=1)
+        invert = rng.random(p * MH) < 0.4
         out = BIPOLAR if levels == 1 else ValueType("uint", 2)
-        ref = MultiThreshold("t", t, mm.out_type, out).reference(mm.reference(X))
-    u = MatrixVectorUnit(tile, "bipolar", BIP, t, pe=pe, simd=simd, copies=p)
+        ref = MultiThreshold("t", t, mm.out_type, out, invert).reference(mm.reference(X))
+        plain = MultiThreshold("t", t, mm.out_type, out).reference(mm.reference(X))
+        assert invert.any() and np.any(ref[:, invert] != plain[:, invert])
+    u = MatrixVectorUnit(tile, "bipolar", BIP, t, pe=pe, simd=simd, copies=p, invert=invert)
     assert u.mh == p * MH and u.rows == MH
     assert u.cycles_per_item == (MH // pe) * (MW // simd)  # p times fewer than the full matrix
     assert u.weight_memory_bits == MH * MW
@@ -297,8 +306,9 @@ def test_tiled_copies_in_verilator():
     tile = rng.choice([-1, 1], size=(MH, MW))
     mm = MatMul("m", np.tile(tile, (p, 1)))
     t = rng.integers(-6, 7, size=(p * MH, 1))
-    ref = MultiThreshold("t", t, mm.out_type).reference(mm.reference(X))
-    u = MatrixVectorUnit(tile, "bipolar", BIP, t, pe=2, simd=4, copies=p)
+    invert = np.arange(p * MH) % 3 == 1
+    ref = MultiThreshold("t", t, mm.out_type, BIPOLAR, invert).reference(mm.reference(X))
+    u = MatrixVectorUnit(tile, "bipolar", BIP, t, pe=2, simd=4, copies=p, invert=invert)
     expected = u.out_format.pack(ref)
     both = run_both(u, u.in_format.pack(X), expected, seed=11)
     assert both.mismatches(expected) == 0

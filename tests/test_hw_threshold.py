@@ -33,9 +33,10 @@ def inputs_for(fmt, thresholds, n_random):
     return np.concatenate([rows, rng.integers(lo, hi + 1, size=(n_random, fmt.count))])
 
 
-def reference(thresholds, in_fmt, out_fmt, x):
+def reference(thresholds, in_fmt, out_fmt, x, invert=None):
     out_type = BIPOLAR if out_fmt.kind == "bipolar" else ValueType("uint", out_fmt.bits)
-    return MultiThreshold("t", thresholds, ValueType(in_fmt.kind, in_fmt.bits), out_type).reference(x)
+    return MultiThreshold("t", thresholds, ValueType(in_fmt.kind, in_fmt.bits), out_type,
+                          invert).reference(x)
 
 
 def test_threshold_count_is_the_number_reached():
@@ -111,6 +112,8 @@ def test_construction_and_properties():
     ((T1, INT6, BIP), dict(pe="2"), ValueError, "PE must be a positive integer, not '2'"),
     ((T1, INT6, BIP), dict(pe=True), ValueError, "PE must be a positive integer, not True"),
     ((T1, INT6, BIP), dict(pe=5), ValueError, "PE must divide the 12 channels, not 5"),
+    ((T1, INT6, BIP), dict(invert=np.ones(5, bool)), ValueError,
+     "Invert must be a bool array of shape (12,), not bool (5,)"),
 ])
 def test_bad_parameters(args, kwargs, exc, message):
     raises_exactly(exc, message, lambda: MultiThresholdUnit(*args, **kwargs))
@@ -124,9 +127,11 @@ def test_bad_parameters(args, kwargs, exc, message):
     (np.sort(rng.integers(-2, 10, size=(C, 7)), axis=1), VectorFormat("uint", 3, C), VectorFormat("uint", 3, C), 6),
 ], ids=["bipolar-pe1", "bipolar-pe12", "uint2-pe3", "uint-in-pe4", "uint3-pe6"])
 def test_both_simulators_match_reference_with_stalls(thresholds, in_fmt, out_fmt, pe):
-    u = MultiThresholdUnit(thresholds, in_fmt, out_fmt, pe=pe)
+    # A third of the channels count down (``invert``), the others up.
+    invert = np.arange(C) % 3 == 2
+    u = MultiThresholdUnit(thresholds, in_fmt, out_fmt, pe=pe, invert=invert)
     x = inputs_for(in_fmt, thresholds, 80)
-    expected = out_fmt.pack(reference(thresholds, in_fmt, out_fmt, x))
+    expected = out_fmt.pack(reference(thresholds, in_fmt, out_fmt, x, invert))
     r = run_both(u, in_fmt.pack(x), expected, stall=0.4, seed=pe, name="multi_threshold")
     assert r.mismatches(expected) == 0
     assert r.amaranth_outputs == expected

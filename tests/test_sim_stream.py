@@ -363,3 +363,44 @@ def test_concurrent_builds_of_one_design_build_once(tmp_path):
     builds = [p for p in cache.iterdir() if p.name.startswith("top-")]
     assert [p.name for p in builds] == [Path(reports[0]["dir"]).name]
     assert not list(cache.glob("*.tmp"))
+
+
+def test_per_beat_testbench_and_monitors_agree_with_the_batch_harness(wide):
+    """Python driver, sink and passive monitors on the design's own ports: every word exact,
+    the monitors' beats equal to what the driver sent and the sink took (checked inside the
+    testbench, which fails otherwise), and the same outputs as the batch harness."""
+    component, text = wide
+    inputs, expected = _vectors(component, 200, 300, seed=12)
+    phase = Phase("stalled", inputs, expected, stall=StallConfig(in_idle=0.5, out_stall=0.5,
+                                                                  max_gap=4, seed=13))
+    per_beat = run_phases(text, "top", [phase], testbench="per-beat").phase("stalled")
+    batch = run_phases(text, "top", [phase]).phase("stalled")
+    for r in (per_beat, batch):
+        assert (r["errors"], r["wrong"], r["missing"], r["extra"]) == (0, 0, 0, 0)
+        assert [int(w, 16) for w in r["outputs"]] == expected
+    assert per_beat["accepted"] == len(per_beat["input_cycles"]) == 300
+    # Random stalls on both sides: at least 30 % idle cycles while beats were waiting.
+    assert per_beat["in_idle_cycles"] >= 0.3 * (per_beat["input_cycles"][-1] - per_beat["start_cycle"])
+    assert per_beat["out_idle_cycles"] >= 0.3 * (per_beat["output_cycles"][-1] - per_beat["start_cycle"])
+    # A beat leaves at least the pipeline latency after its input went in, in order.
+    assert all(o - i >= component.latency
+               for i, o in zip(per_beat["input_cycles"], per_beat["output_cycles"]))
+    assert per_beat["output_cycles"] == sorted(set(per_beat["output_cycles"]))
+
+
+def test_per_beat_scoreboard_counts_a_wrong_word(wide):
+    component, text = wide
+    inputs, expected = _vectors(component, 200, 40, seed=14)
+    expected[17] ^= 1
+    r = run_phases(text, "top", [Phase("p", inputs, expected)], testbench="per-beat").phase("p")
+    assert (r["errors"], r["wrong"]) == (1, 1)
+    assert r["first_mismatches"][0]["index"] == 17
+    assert r["first_mismatches"][0]["cycle"] == r["output_cycles"][17]
+
+
+def test_per_beat_testbench_rejects_what_it_cannot_do(wide):
+    _, text = wide
+    with pytest.raises(ValueError, match="Testbench must be one of 'batch', 'per-beat', not 'x'"):
+        run_phases(text, "top", [Phase("p", [1], [20])], testbench="x")
+    with pytest.raises(ValueError, match="per-beat testbench records no waveforms"):
+        run_phases(text, "top", [Phase("p", [1], [20], max_cycles=5)], testbench="per-beat")
