@@ -226,7 +226,7 @@ def measure_bare_xnor():
         "luts": tree.luts, "luts_per_weight_bit": round(tree.luts / N, 3),
         "baseline_luts": base.luts, "baseline_luts_per_weight_bit": round(base.luts / N, 3),
         "weight_bits": N, "carry4": tree.carry, "baseline_carry4": base.carry,
-        "ffs": tree.ffs, "brams": tree.brams, "flow": _flow(tree), "baseline_flow": _flow(base),
+        "dsps": tree.dsps, "baseline_dsps": base.dsps, "ffs": tree.ffs, "brams": tree.brams, "flow": _flow(tree), "baseline_flow": _flow(base),
         "device": tree.device, "yosys": tree.yosys_version,
         "note": "registered input, writable 4-word weight RAM, registered count; no unit control",
     }
@@ -250,7 +250,7 @@ tee -q -o stat.json stat -json
 
 
 def _synth_classic_abc(component):
-    """LUT and CARRY4 counts of ``component`` under :data:`CLASSIC_ABC_SCRIPT`."""
+    """LUT, CARRY4 and DSP48E1 counts of ``component`` under :data:`CLASSIC_ABC_SCRIPT`."""
     argv, _ = find_yosys()
     text = verilog.convert(component, name="top", emit_src=False)
     # YoWASP sees only relative paths below its working folder.
@@ -264,18 +264,18 @@ def _synth_classic_abc(component):
             raise RuntimeError(f"Yosys failed:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
         cells = json.loads(stat.read_text(encoding="utf-8"))["design"]["num_cells_by_type"]
     luts = sum(count for name, count in cells.items() if re.fullmatch(r"LUT[1-6](_2)?", name))
-    return luts, cells.get("CARRY4", 0)
+    return luts, cells.get("CARRY4", 0), cells.get("DSP48E1", 0)
 
 
 def measure_bare_xnor_classic(row):
     """``row`` of :func:`measure_bare_xnor` again, with the classic abc mapper, which keeps the
     tree's counters where abc9 restructures them for depth."""
-    (luts, carry), (base_luts, base_carry) = (_synth_classic_abc(XnorDot(N, tree))
-                                              for tree in (True, False))
+    (luts, carry, dsps), (base_luts, base_carry, base_dsps) = (_synth_classic_abc(XnorDot(N, tree))
+                                                               for tree in (True, False))
     return {**row, "lane": "xnor-popcount (lane only)",
             "luts": luts, "luts_per_weight_bit": round(luts / N, 3),
             "baseline_luts": base_luts, "baseline_luts_per_weight_bit": round(base_luts / N, 3),
-            "carry4": carry, "baseline_carry4": base_carry,
+            "carry4": carry, "baseline_carry4": base_carry, "dsps": dsps, "baseline_dsps": base_dsps,
             "flow": "synth_xilinx, classic abc (not the project flow)", "baseline_flow":
             "synth_xilinx, classic abc (not the project flow)"}
 

@@ -45,10 +45,10 @@ def test_baseline_computes_the_same_dot_products(case):
 def test_table_shows_the_nonzero_column_only_for_constant_weights():
     row = {"lane": "add-sub-skip", "weights": "ternary", "inputs": "bipolar", "weight_memory": "const",
            "n": 256, "luts": 10, "luts_per_weight_bit": 0.02, "baseline_luts": 20,
-           "baseline_luts_per_weight_bit": 0.04, "carry4": 1, "baseline_carry4": 2,
-           "flow": "synth_xilinx", "baseline_flow": "synth_xilinx (abc)"}
+           "baseline_luts_per_weight_bit": 0.04, "carry4": 1, "baseline_carry4": 2, "dsps": 0,
+           "baseline_dsps": 3, "flow": "synth_xilinx", "baseline_flow": "synth_xilinx (abc)"}
     plain = table([row]).splitlines()[-1]
     assert plain == ("| add-sub-skip | ternary × bipolar | const | 256 | 10 | 0.020 |  | 20 | 0.040 | "
-                     "1 / 2 | synth_xilinx / synth_xilinx (abc) |")
+                     "1 / 2 | 0 / 3 | synth_xilinx / synth_xilinx (abc) |")
     const = table([{**row, "nonzero_weights": 170, "luts_per_nonzero_weight": 0.059}]).splitlines()[-1]
     assert "| 0.059 (170) |" in const
