@@ -375,9 +375,14 @@ def run_phases(verilog, top, phases, *, seed=0, simulator="verilator", waves=Fal
     if testbench == "batch":
         in_per_item = max(len(p.inputs) // p.n_items for p in phases)
         out_per_item = max(-(-len(p.expected) // p.n_items) for p in phases) + 1
+        # A phase that records its handshake cycles runs as one batch: the harness reloads its
+        # memories between batches, and no such pause may fall between two timed items.
+        timed = [p for p in phases if p.record_cycles]
+        in_words = max([len(p.inputs) for p in timed], default=0)
+        out_words = max([len(p.expected) + 1 for p in timed], default=0)
+        depth = batch_depth(max(in_per_item, in_words), max(out_per_item, out_words))
         toplevel, public = HARNESS_NAME, HARNESS_PUBLIC
-        text = verilog + harness_verilog(ports, top, batch_depth(in_per_item, out_per_item),
-                                         wave_file=wave_name)
+        text = verilog + harness_verilog(ports, top, depth, wave_file=wave_name)
     else:
         if wave_format or any(p.max_cycles for p in phases):
             raise ValueError("The per-beat testbench records no waveforms and cuts no phase "

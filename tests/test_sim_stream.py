@@ -404,3 +404,15 @@ def test_per_beat_testbench_rejects_what_it_cannot_do(wide):
         run_phases(text, "top", [Phase("p", [1], [20])], testbench="x")
     with pytest.raises(ValueError, match="per-beat testbench records no waveforms"):
         run_phases(text, "top", [Phase("p", [1], [20], max_cycles=5)], testbench="per-beat")
+
+
+def test_timing_phase_of_large_items_runs_in_one_batch(wide):
+    """Items of 700 beats (a 28 x 28 feature map streams about that many pixels): the 8 timed items
+    are 5600 words, more than a 2048-word batch, yet no batch reload falls between them, so every
+    interval between outputs is the design's own."""
+    component, text = wide
+    inputs, expected = _vectors(component, 200, 8 * 700, seed=15)
+    r = run_stream(text, "top", inputs, expected, n_items=8, timing_items=8, stall=None, seed=16,
+                   progress=False)
+    assert r.mismatches == 0 and r.outputs == expected
+    assert set(r.interval) == {component.interval}
