@@ -101,17 +101,28 @@ def fold(graph, *, folding=None, target_cycles=None, board=None, max_luts=None):
     return most_folded(graph)
 
 
-def compile_checkpoint(ckpt, out_dir, *, folding=None, target_cycles=None, board=None, max_luts=None,
-                       data_root=None):
-    """Checkpoint -> build folder (Verilog, manifest.json, graph.npz). Returns the manifest."""
-    from .compiler.codegen import write_build
+def compile_graph(graph, out_dir, *, folding=None, target_cycles=None, board=None, max_luts=None):
+    """IR graph -> build folder (Verilog, memory files, manifest.json, graph.npz); returns the manifest.
 
+    The graph may come from :func:`export_checkpoint` or be built from numpy arrays with the ops
+    of :mod:`lowbit.compiler.ir` (a network trained elsewhere); the passes, the folding (as
+    :func:`fold`) and the code generation are the same.
+    """
+    from .compiler.codegen import write_build
     from .compiler.passes import choose_memories, remove_identities
 
-    graph, check = export_checkpoint(ckpt, data_root)
     graph = remove_identities(graph)
     graph = fold(graph, folding=folding, target_cycles=target_cycles, board=board, max_luts=max_luts)
-    return write_build(choose_memories(graph), out_dir), check
+    return write_build(choose_memories(graph), out_dir)
+
+
+def compile_checkpoint(ckpt, out_dir, *, folding=None, target_cycles=None, board=None, max_luts=None,
+                       data_root=None):
+    """Checkpoint -> build folder (Verilog, manifest.json, graph.npz). Returns the manifest and
+    the IR-vs-PyTorch check."""
+    graph, check = export_checkpoint(ckpt, data_root)
+    return compile_graph(graph, out_dir, folding=folding, target_cycles=target_cycles, board=board,
+                         max_luts=max_luts), check
 
 
 def load_build(build_dir):
@@ -127,27 +138,39 @@ def load_build(build_dir):
 
 
 def simulate_build(build_dir, *, dataset=None, limit=None, stalls=True, seed=0, timing_items=8,
-                   data_root=None, progress=True):
+                   data_root=None, progress=True, inputs=None, labels=None):
     """Run the dataset's test split through the build's Verilog in Verilator; compare every word.
 
-    Returns a plain dict: images, mismatches, IR and hardware accuracy, measured and predicted
-    cycles per inference and latency.
+    ``inputs`` (encoded integers, one row per example, of the graph's input shape) replace the
+    dataset, e.g. for a graph built from numpy arrays; the accuracies then need ``labels``.
+
+    Returns a plain dict: images, mismatches, IR and hardware accuracy (None without labels),
+    measured and predicted cycles per inference and latency.
     """
     manifest, graph, verilog = load_build(build_dir)
     from .hw.payload import VectorFormat
     from .sim.runner import StallConfig, run_stream
 
-    ds_meta = graph.meta.get("dataset") or {"name": "digits", "seed": 0}
-    name = dataset or ds_meta["name"]
-    if name != ds_meta["name"]:
-        raise LowbitError(f"this build was trained on {ds_meta['name']!r}, not {name!r}",
-                          f"drop --dataset or pass --dataset {ds_meta['name']}")
-    ds, enc = load_dataset(name, ds_meta["seed"], data_root)
-    x, y = enc(ds.x_test), ds.y_test
+    if inputs is None:
+        ds_meta = graph.meta.get("dataset") or {"name": "digits", "seed": 0}
+        name = dataset or ds_meta["name"]
+        if name != ds_meta["name"]:
+            raise LowbitError(f"this build was trained on {ds_meta['name']!r}, not {name!r}",
+                              f"drop --dataset or pass --dataset {ds_meta['name']}")
+        ds, enc = load_dataset(name, ds_meta["seed"], data_root)
+        x, y = enc(ds.x_test), ds.y_test
+    else:
+        if dataset is not None:
+            raise LowbitError("give a dataset or inputs to simulate, not both")
+        x = np.asarray(inputs)
+        if x.ndim < 2 or tuple(x.shape[1:]) != tuple(graph.input_shape):
+            raise LowbitError(f"inputs of shape {x.shape} do not fit the graph's input "
+                              f"{tuple(graph.input_shape)}", "pass one row per example")
+        y = None if labels is None else np.asarray(labels)
     if limit is not None:
         if limit < 1:
             raise LowbitError(f"--limit must be at least 1, not {limit}")
-        x, y = x[:limit], y[:limit]
+        x, y = x[:limit], (None if y is None else y[:limit])
     in_fmt = VectorFormat(**manifest["ports"]["i"]["format"])
     out_fmt = VectorFormat(**manifest["ports"]["o"]["format"])
     expected = graph.hardware_output(x)
@@ -168,8 +191,9 @@ def simulate_build(build_dir, *, dataset=None, limit=None, stalls=True, seed=0, 
     return {
         "images": int(len(x)),
         "mismatches": int(result.mismatches),
-        "ir_accuracy": float((ir_pred == y).mean()),
-        "hw_accuracy": float((hw[:, 0] == y).mean()) if len(hw) == len(y) else 0.0,
+        "ir_accuracy": None if y is None else float((ir_pred == y).mean()),
+        "hw_accuracy": None if y is None else
+        float((hw[:, 0] == y).mean()) if len(hw) == len(y) else 0.0,
         "cycles_predicted": manifest["cycles_per_inference"],
         "cycles_measured": intervals[0] if len(intervals) == 1 else intervals,
         "latency_predicted": manifest["latency_cycles"],
