@@ -13,16 +13,7 @@ from lowbit.errors import LowbitError
 from lowbit.flow import compile_checkpoint, simulate_build
 from lowbit.model.arch import Pad2d, build_model
 from lowbit.training import parse_arch, train_model
-
-
-def _random_bn(model, seed):
-    g = torch.Generator().manual_seed(seed)
-    for stage in model.stages:
-        n = stage.norm
-        n.running_mean.copy_(torch.rand(n.num_features, generator=g) * 6 - 3)
-        n.running_var.copy_(torch.rand(n.num_features, generator=g) * 3 + 0.5)
-        n.weight.data.copy_(torch.rand(n.num_features, generator=g) * 3 - 1.5)
-        n.bias.data.copy_(torch.rand(n.num_features, generator=g) * 2 - 1)
+from modeltest import random_batchnorm
 
 
 def _cnn(act, pad_value=-1, **keys):
@@ -50,7 +41,7 @@ def test_padding_is_explicit_with_a_value_the_format_has():
 def test_ir_equals_torch_on_every_stage(act, pad_value, padding, stride):
     torch.manual_seed(5)
     model = _cnn(act, pad_value, padding=padding, stride=stride)
-    _random_bn(model, 6)
+    random_batchnorm(model, 6)
     model.eval()
     graph = export_model(model)
     windows = [n for n in graph.nodes if isinstance(n, SlidingWindow)]

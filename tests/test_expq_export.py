@@ -23,14 +23,12 @@ from lowbit.compiler.check import compare_with_torch
 from lowbit.compiler.codegen import build_manifest, lower
 from lowbit.compiler.export import export_model
 from lowbit.compiler.folding import most_folded
-from lowbit.compiler.ir import BIPOLAR, MatMul, MultiThreshold, ValueType
+from lowbit.compiler.ir import MatMul
 from lowbit.compiler.passes import choose_memories
 from lowbit.compiler.serialize import load_graph, save_graph
 from lowbit.errors import LowbitError
 from lowbit.formats import format_family, level_table_format, weight_format
 from lowbit.hw.lanes import lane_for
-from lowbit.hw.mvau import MatrixVectorUnit
-from lowbit.hw.payload import VectorFormat
 from lowbit.hw.unused import unelaborated
 from lowbit.model.arch import build_model
 from lowbit.model.checkpoint import load_checkpoint, save_checkpoint
@@ -39,6 +37,7 @@ from lowbit.model.ptq import fixed_point_magnitudes, ptq, quantize_exponential, 
 from lowbit.sim.amaranth_stream import run_amaranth_stream
 from lowbit.sim.both import run_both
 from test_export_formats import assert_exact, randomized
+from test_hw_mvau import INPUTS, case, unit
 
 # q = 3/4 at 4 bits is exact with F = 12: powers of three times powers of two.
 TABLE_EXACT = "table:729,972,1296,1728,2304,3072,4096"
@@ -229,35 +228,12 @@ def test_table_matmul_survives_serialization_and_passes(tmp_path):
 
 # --- the level-table lane -------------------------------------------------------------------------
 
-INPUTS = {"bipolar": BIPOLAR, "uint3": ValueType("uint", 3), "int4": ValueType("int", 4)}
-
-
-def _case(fmt_name, in_name, levels, n=40, seed=0, mh=8, mw=12):
-    r = np.random.default_rng(seed)
-    fmt, vt = weight_format(fmt_name), INPUTS[in_name]
-    w = r.choice(fmt.levels, size=(mh, mw))
-    x = r.integers(vt.min, vt.max + 1, size=(n, mw))
-    if vt.kind == "bipolar":
-        x = np.where(x >= 0, 1, -1)
-    mm = MatMul("m", w, fmt_name, vt)
-    if levels is None:
-        return w, x, vt, None, mm.reference(x)
-    lo, hi = mm.bounds
-    t = np.sort(r.integers(lo - 1, hi + 2, size=(mh, levels)), axis=1)
-    out = BIPOLAR if levels == 1 else ValueType("uint", 2)
-    return w, x, vt, t, MultiThreshold("t", t, mm.out_type, out).reference(mm.reference(x))
-
-
-def _unit(w, fmt_name, vt, t, **kw):
-    return MatrixVectorUnit(w, fmt_name, VectorFormat(vt.kind, vt.bits, w.shape[1]), t, **kw)
-
-
 def test_lane_encoding_and_properties():
     lane = lane_for(TABLE_EXACT, "uint", 2)
     assert lane.kind == "level-table" and lane.weight_bits == 4
     assert [lane.encode(w) for w in (0, 729, -729, 4096, -4096)] == [0, 2, 3, 14, 15]
-    w = _case(TABLE_EXACT, "uint3", None)[0]
-    u = unelaborated(_unit(w, TABLE_EXACT, INPUTS["uint3"], None))
+    w = case(TABLE_EXACT, "uint3", None)[0]
+    u = unelaborated(unit(w, TABLE_EXACT, INPUTS["uint3"], None))
     # Accumulators from the real level bounds of these weights, not from the table's width.
     lo, hi = dot_bounds(w, 0, 7)
     assert u.dot_range == (lo, hi) and u.accumulator_bits == signed_bits(lo, hi)
@@ -268,8 +244,8 @@ def test_lane_encoding_and_properties():
     (TABLE_EXACT, "uint3", 3, 2, 4), (TABLE_ROUNDED, "int4", None, 2, 2), (TABLE_ROUNDED, "bipolar", 1, 4, 3),
 ])
 def test_lane_matches_the_ir_with_stalls(fmt_name, in_name, levels, pe, simd):
-    w, x, vt, t, ref = _case(fmt_name, in_name, levels, n=24, seed=pe + simd)
-    u = _unit(w, fmt_name, vt, t, pe=pe, simd=simd)
+    w, x, vt, t, ref = case(fmt_name, in_name, levels, n=24, seed=pe + simd)
+    u = unit(w, fmt_name, vt, t, pe=pe, simd=simd)
     res = run_amaranth_stream(u, u.in_format.pack(x), stall=0.4, seed=pe)
     assert res.outputs == u.out_format.pack(ref)
 
@@ -282,7 +258,7 @@ def test_lane_worst_case_inputs_do_not_overflow(in_name, memory):
     w = np.array([[hi_w] * mw, [lo_w] * mw, [hi_w, lo_w] * (mw // 2), [lo_w, hi_w] * (mw // 2)])
     x = np.array([[vt.max] * mw, [vt.min] * mw, [vt.max, vt.min] * (mw // 2), [vt.min, vt.max] * (mw // 2)])
     kw = dict(pe=2, simd=mw) if memory == "auto" else dict(pe=4, simd=mw, weight_memory="const")
-    u = _unit(w, TABLE_EXACT, vt, None, **kw)
+    u = unit(w, TABLE_EXACT, vt, None, **kw)
     ref = MatMul("m", w, TABLE_EXACT, vt).reference(x)
     assert ref.max() == u.dot_range[1] and ref.min() == u.dot_range[0]
     assert run_amaranth_stream(u, u.in_format.pack(x)).outputs == u.out_format.pack(ref)
@@ -310,8 +286,8 @@ def test_lane_uses_shift_adds_and_no_negation_per_input():
 ])
 def test_lane_same_vectors_in_verilator(fmt_name, in_name, levels, pe, simd, memory):
     mh, mw = (pe, simd) if memory == "const" else (8, 12)  # constant weights: fully unrolled
-    w, x, vt, t, ref = _case(fmt_name, in_name, levels, n=60, seed=pe * simd, mh=mh, mw=mw)
-    u = _unit(w, fmt_name, vt, t, pe=pe, simd=simd, weight_memory=memory)
+    w, x, vt, t, ref = case(fmt_name, in_name, levels, n=60, seed=pe * simd, mh=mh, mw=mw)
+    u = unit(w, fmt_name, vt, t, pe=pe, simd=simd, weight_memory=memory)
     expected = u.out_format.pack(ref)
     both = run_both(u, u.in_format.pack(x), expected, seed=pe)
     assert both.mismatches(expected) == 0

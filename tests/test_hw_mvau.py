@@ -6,7 +6,7 @@ from amaranth.back import rtlil
 from amaranth.hdl import Module, Signal, signed
 
 from lowbit.compiler.ir import BIPOLAR, MatMul, MultiThreshold, ValueType
-from lowbit.formats import WEIGHT_FORMATS
+from lowbit.formats import WEIGHT_FORMATS, weight_format
 from lowbit.hw.lanes import lane_for
 from lowbit.hw.mvau import MatrixVectorUnit
 from lowbit.hw.network import DataflowTop
@@ -26,19 +26,19 @@ INPUTS = {"bipolar": ValueType("bipolar", 1), "uint3": ValueType("uint", 3), "in
 
 
 
-def case(fmt_name, in_name, levels, n=30, seed=0):
+def case(fmt_name, in_name, levels, n=30, seed=0, mh=MH, mw=MW):
     """Random weights of a format, inputs of a type, thresholds with ``levels`` levels (or None)."""
     r = np.random.default_rng(seed)
-    fmt, vt = WEIGHT_FORMATS[fmt_name], INPUTS[in_name]
-    w = r.choice(fmt.levels, size=(MH, MW))
-    x = r.integers(vt.min, vt.max + 1, size=(n, MW))
+    fmt, vt = weight_format(fmt_name), INPUTS[in_name]
+    w = r.choice(fmt.levels, size=(mh, mw))
+    x = r.integers(vt.min, vt.max + 1, size=(n, mw))
     if vt.kind == "bipolar":
         x = np.where(x >= 0, 1, -1)
     mm = MatMul("m", w, fmt_name, vt)
     if levels is None:
         return w, x, vt, None, mm.reference(x)
     lo, hi = mm.bounds
-    t = np.sort(r.integers(lo - 1, hi + 2, size=(MH, levels)), axis=1)
+    t = np.sort(r.integers(lo - 1, hi + 2, size=(mh, levels)), axis=1)
     out = BIPOLAR if levels == 1 else ValueType("uint", 2)
     return w, x, vt, t, MultiThreshold("t", t, mm.out_type, out).reference(mm.reference(x))
 

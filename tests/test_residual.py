@@ -19,6 +19,7 @@ from lowbit.errors import LowbitError
 from lowbit.flow import compile_checkpoint, export_checkpoint, simulate_build
 from lowbit.model.arch import build_model
 from lowbit.training import parse_arch, train_model
+from modeltest import random_batchnorm
 
 
 @pytest.fixture(scope="module")
@@ -79,23 +80,13 @@ def test_exact_trace_adds_levels_then_quantizes():
     assert torch.equal(trace[1], want)
 
 
-def _random_bn(model, seed):
-    g = torch.Generator().manual_seed(seed)
-    for stage in model.stages:
-        n = stage.norm
-        n.running_mean.copy_(torch.rand(n.num_features, generator=g) * 6 - 3)
-        n.running_var.copy_(torch.rand(n.num_features, generator=g) * 3 + 0.5)
-        n.weight.data.copy_(torch.rand(n.num_features, generator=g) * 3 - 1.5)
-        n.bias.data.copy_(torch.rand(n.num_features, generator=g) * 2 - 1)
-
-
 @pytest.mark.parametrize("act", ["bipolar", "u2"])
 def test_cnn_with_padded_residual_convs_ir_equals_torch(act, tmp_path):
     torch.manual_seed(2)
     arch = parse_arch("cnn:4,4,4:8+pad=1+res") | {"in_shape": [1, 8, 8], "classes": 3, "act": act,
                                                   "weight_format": "ternary"}
     model = build_model(arch)
-    _random_bn(model, 3)
+    random_batchnorm(model, 3)
     model.eval()
     graph = export_model(model)
     kinds = [type(n).__name__ for n in graph.nodes]
