@@ -17,7 +17,10 @@ inference divided by the pixels per image.
 The engine that starves is not always the one right after the window: a gap passes through
 faster engines unchanged (they keep no backlog to bridge it) and reaches the slowest engine
 before the next window, e.g. window -> MVAU -> a normalization four times slower than the MVAU.
-The FIFO goes in front of that slowest engine, sized in its own input items.
+The FIFO goes in front of that slowest engine, sized in its own input items. Behind more than
+one window the gap is also longer than the window's own scan suggests: before a second window
+can emit an image's first output, the first window must have scanned far into that image
+(:func:`_first_output_wait` traces it back), and the FIFO must bridge that whole wait.
 """
 
 import math
@@ -37,6 +40,37 @@ def _gap(engine):
     # From the last window of an image (bottom-right corner) to the first of the next; the
     # row-to-row gap, (kernel - 1) + stride * ..., is never longer than this.
     return (kernel - 1) * wp + kernel + (stride - 1) * (wp + 1)
+
+
+def _first_output_wait(engines, cycles, vectors, k):
+    """Cycles from an image's first input beat until windowed engine ``k`` can emit that image's
+    first output, each engine before it running at its own pace: the longest, over the engines
+    up to ``k``, of (the beats or scan steps it must go through first) x (its cycles per beat).
+
+    The first output's window is traced back through every windowed engine to the pixels it
+    needs; between windows (a matrix-vector unit, a normalization) a pixel is a pixel. Behind a
+    second window that gap is far longer than the window's own ``_gap`` at the average pace
+    suggests: a 3x3 window after a 2x2 pool after a 3x3 window on 28 x 28 needs 204 input scan
+    steps before its first output, against 29 of its own steps.
+    """
+    r = c = 0
+    width = area = None
+    wait = 0.0
+    for m in range(k, -1, -1):
+        e = engines[m]
+        per_beat = max(1.0, cycles[m] / max(1, vectors[m]))
+        if _gap(e) is not None:
+            kk, s, p = e.kernel, e.stride, getattr(e, "pad", 0)
+            r = min(max(r * s + kk - 1 - p, 0), e.height - 1)
+            c = min(max(c * s + kk - 1 - p, 0), e.width - 1)
+            width, area = e.width, e.width * e.height
+            steps = (r + p) * e.padded_width + (c + p) + 1
+            wait = max(wait, steps * max(1.0, cycles[m] / (e.padded_height * e.padded_width)))
+        elif area is not None and vectors[m] == area:
+            wait = max(wait, (r * width + c + 1) * per_beat)
+        else:
+            break  # the map was not pixels here (e.g. collected into one vector)
+    return wait
 
 
 def fifo_depths(engines, cycles, vectors, upstream_cycles=0):
@@ -74,7 +108,7 @@ def fifo_depths(engines, cycles, vectors, upstream_cycles=0):
         consumer_c = cycles[j] / max(1, vectors[j])
         upstream = max([upstream_cycles, *cycles[:k]])
         pixel_interval = max(1.0, upstream / max(1, vectors[k]))
-        g = gap * pixel_interval
+        g = max(gap * pixel_interval, _first_output_wait(engines, cycles, vectors, k))
         need = math.ceil((g + 2) / consumer_c) + 1
         # Only a consumer slower than the window can lose time in the gaps, and it matters only
         # when the time lost (at most every gap of an image) could push it past the bottleneck.
