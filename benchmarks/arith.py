@@ -5,9 +5,8 @@ product per cycle, PE = 1), built from the product's own lanes (:mod:`lowbit.hw.
 same unit built with ``behavioural=True``: the lane's partial sum is the plain sum of the lane's
 products (``popcount`` / ``sum`` as a balanced tree of ``+``), and constant weights reach it as
 a constant word rather than as integers. Both are synthesized in the same run with
-:func:`lowbit.boards.synth.synthesize` (``synth_xilinx -family xc7 -flatten``, whose LUT mapper
-in Yosys 0.70 is ``abc9``; designs that crash abc9 fall back to the classic ``abc`` mapper, and
-the ``flow`` column says which one counted).
+:func:`lowbit.boards.synth.synthesize` (``synth_xilinx -family xc7 -flatten`` with the classic
+``abc`` LUT mapper, the project's xc7 flow; the ``flow`` column names it).
 
 Weights come from memory (a ROM of two rows with ``rom_style = "block"``, so synthesis cannot
 see them) unless the row says ``const`` (``weight_memory="const"``, fully unrolled, so synthesis
@@ -24,10 +23,7 @@ Usage::
 
 import argparse
 import json
-import re
-import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +33,7 @@ from amaranth.hdl import Module, Signal
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
-from lowbit.boards.synth import find_yosys, synthesize
+from lowbit.boards.synth import synthesize
 from lowbit.files import atomic_write_text
 from lowbit.formats import weight_format
 from lowbit.hw.compressor import popcount_behavioural, popcount_width, xnor_popcount
@@ -233,53 +229,6 @@ def measure_bare_xnor():
     return row
 
 
-# synth_xilinx with the classic ``abc`` LUT mapper in its map_luts step instead of ``abc9``;
-# every other step is the stock script.
-CLASSIC_ABC_SCRIPT = """read_verilog -sv design.v
-synth_xilinx -family xc7 -flatten -top top -run :map_luts
-opt_expr -mux_undef -noclkinv
-abc -luts 2:2,3,6:5,10,20
-clean
-xilinx_srl -fixed -minlen 3
-techmap -map +/xilinx/lut_map.v -map +/xilinx/cells_map.v -D LUT_WIDTH=6
-xilinx_dffopt
-opt_lut_ins -tech xilinx
-synth_xilinx -family xc7 -flatten -top top -run finalize:
-tee -q -o stat.json stat -json
-"""
-
-
-def _synth_classic_abc(component):
-    """LUT, CARRY4 and DSP48E1 counts of ``component`` under :data:`CLASSIC_ABC_SCRIPT`."""
-    argv, _ = find_yosys()
-    text = verilog.convert(component, name="top", emit_src=False)
-    # YoWASP sees only relative paths below its working folder.
-    with tempfile.TemporaryDirectory(prefix="lowbit-arith-") as work:
-        (Path(work) / "design.v").write_text(text, encoding="utf-8")
-        (Path(work) / "synth.ys").write_text(CLASSIC_ABC_SCRIPT, encoding="utf-8")
-        proc = subprocess.run([*argv, "-q", "-s", "synth.ys"], cwd=work, capture_output=True,
-                              text=True, stdin=subprocess.DEVNULL)
-        stat = Path(work) / "stat.json"
-        if proc.returncode != 0 or not stat.exists():
-            raise RuntimeError(f"Yosys failed:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
-        cells = json.loads(stat.read_text(encoding="utf-8"))["design"]["num_cells_by_type"]
-    luts = sum(count for name, count in cells.items() if re.fullmatch(r"LUT[1-6](_2)?", name))
-    return luts, cells.get("CARRY4", 0), cells.get("DSP48E1", 0)
-
-
-def measure_bare_xnor_classic(row):
-    """``row`` of :func:`measure_bare_xnor` again, with the classic abc mapper, which keeps the
-    tree's counters where abc9 restructures them for depth."""
-    (luts, carry, dsps), (base_luts, base_carry, base_dsps) = (_synth_classic_abc(XnorDot(N, tree))
-                                                               for tree in (True, False))
-    return {**row, "lane": "xnor-popcount (lane only)",
-            "luts": luts, "luts_per_weight_bit": round(luts / N, 3),
-            "baseline_luts": base_luts, "baseline_luts_per_weight_bit": round(base_luts / N, 3),
-            "carry4": carry, "baseline_carry4": base_carry, "dsps": dsps, "baseline_dsps": base_dsps,
-            "flow": "synth_xilinx, classic abc (not the project flow)", "baseline_flow":
-            "synth_xilinx, classic abc (not the project flow)"}
-
-
 def table(rows):
     head = ("| lane | weights × inputs | weight memory | n | LUTs | LUT/weight bit | LUT/nonzero weight "
             "| baseline LUTs | baseline LUT/weight bit | CARRY4 (lane / base) | DSP48 (lane / base) "
@@ -305,24 +254,26 @@ def write_markdown(rows):
 
 
 def _row_key(row):
-    return (row["lane"], row.get("weights"), row.get("inputs"), row.get("weight_memory"), row.get("flow"))
+    return (row["lane"], row.get("weights"), row.get("inputs"), row.get("weight_memory"))
 
 
 def merge_rows(rows):
     """``rows`` plus the recorded rows of the current cases that this run did not measure (with
-    ``--only``), in table order; rows of cases no longer in the benchmark are dropped."""
+    ``--only``), in table order; rows of cases no longer in the benchmark, or synthesized by
+    another flow, are dropped."""
     try:
         recorded = json.loads(RESULTS.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         recorded = []
     order = ["xnor-popcount (lane only)"] + [c.lane for c in CASES]
     current = {(c.lane, c.fmt, _inputs(c), "const" if c.const else "block ROM") for c in CASES}
+    flow = rows[0]["flow"] if rows else None
     merged = {_row_key(r): r for r in recorded
-              if "flow" in r and (r["lane"] == "xnor-popcount (lane only)"
-                                  or _row_key(r)[:4] in current)}
+              if r.get("flow") == flow and (r["lane"] == "xnor-popcount (lane only)"
+                                            or _row_key(r) in current)}
     merged.update({_row_key(r): r for r in rows})
     return sorted(merged.values(), key=lambda r: (order.index(r["lane"]), r["weights"], r["inputs"],
-                                                  r["weight_memory"], r["flow"]))
+                                                  r["weight_memory"]))
 
 
 def main(argv=None):
@@ -335,7 +286,6 @@ def main(argv=None):
     rows = []
     if not args.only or "xnor-popcount (lane only)".startswith(args.only):
         rows.append(measure_bare_xnor())
-        rows.append(measure_bare_xnor_classic(rows[-1]))
     for case in CASES:
         if not args.only or case.lane.startswith(args.only):
             rows.append(measure(case))

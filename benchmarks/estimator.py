@@ -62,7 +62,8 @@ def compare(rows, models):
                     "held_out_luts": held,
                     "held_out_err_pct": None if held is None else _pct(held, r["luts"]),
                     "est_ffs": est["ffs"], "synth_ffs": r["ffs"],
-                    "est_brams": est["brams"], "synth_brams": r["brams"]})
+                    "est_brams": est["brams"], "synth_brams": r["brams"],
+                    "est_dsps": est["dsps"], "synth_dsps": r["dsps"]})
     return out
 
 
@@ -90,13 +91,15 @@ def summary(results):
         held_worst = max(held, key=lambda r: abs(r["held_out_err_pct"])) if held else None
         held_over = [r for r in held if abs(r["held_out_err_pct"]) > GOAL_PCT]
         brams_ok = sum(r["est_brams"] == r["synth_brams"] for r in rs)
+        dsps_ok = sum(r["est_dsps"] == r["synth_dsps"] for r in rs)
         lines.append(
             f"- {device}: {len(rs)} engines; in-sample mean |LUT error| {mean:.1f} %, worst "
             f"{worst['err_pct']:+.1f} % ({worst['engine']}), {len(over)} over {GOAL_PCT:.0f} %; "
             f"held out ({len(held)} engines) mean {held_mean:.1f} %"
             + (f", worst {held_worst['held_out_err_pct']:+.1f} % ({held_worst['engine']})"
                if held_worst else "")
-            + f", {len(held_over)} over {GOAL_PCT:.0f} %; BRAM exact on {brams_ok} of {len(rs)}.")
+            + f", {len(held_over)} over {GOAL_PCT:.0f} %; BRAM exact on {brams_ok} of {len(rs)}, "
+            f"DSP exact on {dsps_ok} of {len(rs)}.")
     return "\n".join(lines)
 
 
@@ -150,6 +153,51 @@ def placed_table(rows):
         f"{r['est_fmax_mhz']} | {r['placed_fmax_mhz']} | {r['fmax_err_pct']:+.1f} |\n" for r in rows)
 
 
+PLOT = ROOT / "benchmarks" / "results" / "estimator.png"
+
+
+def write_plot(results, path=PLOT):
+    """Estimated against synthesized LUTs, one panel per family, held-out estimates filled and
+    in-sample ones hollow, with the 15 % band: the picture of the table."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from lowbit.files import atomic_write_bytes
+
+    families = sorted({r["device"] for r in results})
+    fig, axes = plt.subplots(1, len(families), figsize=(5 * len(families), 4.6), squeeze=False)
+    for ax, family in zip(axes[0], families):
+        rs = [r for r in results if r["device"] == family]
+        lo = max(1, min(r["synth_luts"] for r in rs) * 0.7)
+        hi = max(max(r["synth_luts"], r["est_luts"]) for r in rs) * 1.4
+        line = [lo, hi]
+        ax.plot(line, line, color="black", lw=0.8)
+        ax.fill_between(line, [v * (1 - GOAL_PCT / 100) for v in line],
+                        [v * (1 + GOAL_PCT / 100) for v in line], color="tab:green", alpha=0.15,
+                        label=f"within {GOAL_PCT:.0f} %")
+        for op, marker in (("mvau", "o"), ("other", "s")):
+            sel = [r for r in rs if (r["engine"].split("-")[0] in ("sliding_window", "maxpool", "collect",
+                                                                  "normalize", "fifo")) == (op == "other")]
+            held = [r for r in sel if r["held_out_luts"] is not None]
+            ax.scatter([r["synth_luts"] for r in held], [max(r["held_out_luts"], lo) for r in held],
+                       marker=marker, s=18, color="tab:red" if op == "mvau" else "tab:purple",
+                       label=f"{'matrix' if op == 'mvau' else 'stream'} engines, held out")
+            ax.scatter([r["synth_luts"] for r in sel], [max(r["est_luts"], lo) for r in sel],
+                       marker=marker, s=18, facecolors="none", edgecolors="gray", lw=0.7,
+                       label="in sample" if op == "mvau" else None)
+        ax.set(xscale="log", yscale="log", xlim=line, ylim=line, xlabel="Yosys LUTs",
+               ylabel="estimated LUTs", title=f"{family} ({len(rs)} engines)")
+        ax.grid(True, which="both", lw=0.3)
+        ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    import io
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
 def write_markdown(results, yosys, placed=()):
     placed_block = ("\nPlaced networks (bitstreams through nextpnr; placed LUT counts include the "
                     "UART top; fmax is nextpnr's for the board's clock constraint):\n\n"
@@ -193,6 +241,7 @@ def main(argv=None):
         atomic_write_text(RESULTS, json.dumps({"rows": results, "placed": placed,
                                                "yosys": rows[0]["yosys_version"]}, indent=1) + "\n")
         write_markdown(results, rows[0]["yosys_version"], placed)
+        write_plot(results)
     return 0
 
 

@@ -16,7 +16,7 @@ import numpy as np
 from lowbit.files import atomic_write_text
 
 __all__ = ["EngineSpec", "StreamSpec", "SWEEP", "FAMILIES", "build_engine", "layer_record", "synthesize_engine",
-           "run_sweep", "sweep_families", "EXTENDED_FAMILIES", "CALIBRATION_PATH", "load_calibration"]
+           "run_sweep", "sweep_families", "HAND_PICKED", "sampled_specs", "CALIBRATION_PATH", "load_calibration"]
 
 CALIBRATION_PATH = Path(__file__).with_name("calibration.json")
 FAMILIES = ("xilinx", "ice40", "ecp5")
@@ -52,10 +52,12 @@ class EngineSpec:
 
 @dataclass(frozen=True)
 class StreamSpec:
-    """One non-matrix engine of the sweep: a sliding window, max pool, collect or normalize-sign.
+    """One non-matrix engine of the sweep: a sliding window, max pool, collect, normalize-sign or
+    stream FIFO.
 
     ``height`` x ``width`` x ``channels`` is the input feature map (for ``normalize_sign``:
-    ``channels`` accumulators of ``bits`` bits, ``pe`` per cycle); ``kind``/``bits`` its elements.
+    ``channels`` accumulators of ``bits`` bits, ``pe`` per cycle; for ``fifo``: payloads of
+    ``channels`` elements, ``depth`` of them); ``kind``/``bits`` its elements.
     """
 
     op: str
@@ -68,10 +70,13 @@ class StreamSpec:
     stride: int = 1
     pad: int = 0
     pe: int = 1
+    depth: int = 0
 
     @property
     def name(self):
         inp = "bip" if self.kind == "bipolar" else f"{self.kind}{self.bits}"
+        if self.op == "fifo":
+            return f"fifo-{inp}-c{self.channels}-d{self.depth}"
         if self.op == "normalize_sign":
             return f"normalize-{inp}-c{self.channels}-pe{self.pe}"
         shape = f"{self.height}x{self.width}x{self.channels}"
@@ -91,12 +96,14 @@ def _spec(fmt, inp, mh, mw, pe, simd, levels=1, copies=1):
 # ({0,1}, both input kinds), lut-multiply (levels5/9/17), shift (pow2), tiled copies, engines
 # that emit dot products or k-bit outputs; then the non-matrix engines of CNNs and binary
 # normalized networks.
-SWEEP = (
+HAND_PICKED = (
     _spec("bipolar", "bip", 64, 64, 1, 8),
     _spec("bipolar", "bip", 64, 64, 4, 16),
     _spec("bipolar", "bip", 64, 64, 8, 64),
     _spec("bipolar", "bip", 32, 32, 32, 32),
     _spec("bipolar", "bip", 64, 256, 1, 8),
+    # A FINN-style first layer: 784 pixels, one whole row per cycle.
+    _spec("bipolar", "bip", 64, 784, 1, 784),
     _spec("bipolar", "bip", 10, 64, 2, 16, levels=0),
     _spec("bipolar", "uint2", 64, 64, 4, 16),
     _spec("bipolar", "uint4", 32, 64, 2, 8, levels=3),
@@ -114,6 +121,19 @@ SWEEP = (
     _spec("pow2", "uint4", 16, 32, 4, 8, levels=0),
     _spec("bipolar", "bip", 64, 64, 4, 16, copies=4),
     _spec("ternary", "uint2", 32, 64, 2, 16, copies=2),
+    # Fully unrolled engines, whose weights are constants (small last layers): XNOR, add-sub
+    # and add-sub-skip on both input kinds.
+    _spec("ternary", "bip", 16, 32, 16, 32),
+    _spec("ternary", "bip", 10, 32, 10, 32, levels=0),
+    _spec("ternary", "bip", 8, 64, 8, 64),
+    _spec("bipolar", "bip", 16, 64, 16, 64, levels=3),
+    _spec("bipolar", "bip", 10, 64, 10, 64, levels=0),
+    _spec("ternary", "uint2", 10, 32, 10, 32, levels=0),
+    _spec("ternary", "uint2", 16, 16, 16, 16, levels=3),
+    _spec("ternary", "uint4", 8, 16, 8, 16),
+    _spec("bipolar", "uint2", 10, 32, 10, 32, levels=0),
+    _spec("bipolar", "uint2", 16, 16, 16, 16),
+    _spec("bipolar", "uint4", 8, 16, 8, 16, levels=3),
     StreamSpec("sliding_window", 8, 8, 16),
     StreamSpec("sliding_window", 12, 12, 8, "uint", 2, pad=1),
     StreamSpec("sliding_window", 28, 28, 1, "uint", 8),
@@ -126,11 +146,102 @@ SWEEP = (
     StreamSpec("normalize_sign", 1, 1, 64, "int", 8),
     StreamSpec("normalize_sign", 1, 1, 128, "uint", 7, pe=4),
     StreamSpec("normalize_sign", 1, 1, 32, "int", 10, pe=32),
+    # Stream FIFOs between engines: the depths the compiler's FIFO sizing gives, on the widths
+    # of hidden vectors, feature-map pixels and logits.
+    StreamSpec("fifo", 1, 1, 64, depth=3),
+    StreamSpec("fifo", 1, 1, 32, "uint", 2, depth=8),
+    StreamSpec("fifo", 1, 1, 16, "uint", 4, depth=27),
+    StreamSpec("fifo", 1, 1, 256, depth=16),
+    StreamSpec("fifo", 1, 1, 10, "int", 10, depth=4),
+    StreamSpec("fifo", 1, 1, 8, "uint", 2, depth=64),
 )
+
+
+# What the sampler draws per lane: (weight format, input kind, how many engines). Bipolar inputs
+# are drawn more often (the XNOR lane is the one most networks use); fully unrolled (constant
+# weight) and tiled engines are drawn among them.
+_SAMPLED_LANES = (
+    ("bipolar", "bipolar", 10), ("bipolar", "uint", 6),
+    ("ternary", "bipolar", 5), ("ternary", "uint", 6),
+    ("binary01", "bipolar", 4), ("binary01", "uint", 4),
+    ("levels5", "bipolar", 3), ("levels5", "uint", 4), ("levels9", "uint", 4),
+    ("levels17", "uint", 3), ("pow2", "uint", 5),
+)
+_SAMPLED_STREAMS = (("sliding_window", 8), ("maxpool", 5), ("collect", 4), ("normalize_sign", 5))
+
+
+def _divisors(n):
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def _sample_mvau(rng, fmt, kind):
+    """One matrix engine of ``fmt`` on ``kind`` inputs, drawn until it is of a size that
+    synthesizes in well under a minute: at most 512 lane input bits (2048 for XNOR), 4096 weight
+    words."""
+    while True:
+        mh = int(rng.choice([8, 16, 32, 64, 128]))
+        mw = int(rng.choice([16, 32, 64, 128, 256, 512]))
+        bits = 1 if kind == "bipolar" else int(rng.choice([2, 2, 3, 4, 4, 8]))
+        copies = int(rng.choice([1, 1, 1, 2, 4])) if (fmt, kind) == ("bipolar", "bipolar") else 1
+        if mh % copies or mh // copies < 2:
+            continue
+        rows = mh // copies
+        pe = int(rng.choice(_divisors(rows)))
+        simd = int(rng.choice(_divisors(mw)))
+        work = pe * simd * bits
+        if work > (2048 if kind == "bipolar" else 512) or work < 4:
+            continue
+        if (rows // pe) * (mw // simd) > 4096:
+            continue
+        levels = int(rng.choice([0, 1, 1, 3, 3, 7]))
+        return EngineSpec(fmt, kind, bits, mh, mw, pe, simd, levels, copies)
+
+
+def _sample_stream(rng, op):
+    """One window, pool, collect or normalize-sign engine with its geometry drawn."""
+    kind, bits = [("bipolar", 1), ("uint", 2), ("uint", 4), ("uint", 8)][int(rng.integers(4))]
+    size = int(rng.choice([6, 8, 12, 16, 24, 28, 32]))
+    channels = int(rng.choice([1, 3, 8, 16, 32, 64]))
+    if op == "sliding_window":
+        k = int(rng.choice([2, 3, 3, 5]))
+        stride = int(rng.choice([1, 1, 2]))
+        pad = int(rng.integers(0, k // 2 + 1))
+        return StreamSpec(op, size, size, channels, kind, bits, kernel=k, stride=stride, pad=pad)
+    if op == "maxpool":
+        k = int(rng.choice([2, 2, 3]))
+        size -= size % k
+        return StreamSpec(op, size, size, channels, kind, bits, kernel=k, stride=k)
+    if op == "collect":
+        side = int(rng.choice([1, 2, 3, 4, 5, 7]))
+        return StreamSpec(op, side, side, channels, kind, bits)
+    channels = int(rng.choice([16, 32, 64, 128, 256]))
+    pe = int(rng.choice([d for d in _divisors(channels) if d <= 64]))
+    kind, bits = [("int", int(rng.integers(6, 13))), ("uint", int(rng.integers(5, 11)))][int(rng.integers(2))]
+    return StreamSpec(op, 1, 1, channels, kind, bits, pe=pe)
+
+
+def sampled_specs(seed=2026):
+    """Engines drawn at random (seeded) for every lane and non-matrix op, beside the hand-picked
+    ones: enough engines per kind that each can be predicted by a model fitted without it."""
+    rng = np.random.default_rng(seed)
+    specs = []
+    for fmt, kind, n in _SAMPLED_LANES:
+        for _ in range(n):
+            specs.append(_sample_mvau(rng, fmt, kind))
+    for op, n in _SAMPLED_STREAMS:
+        for _ in range(n):
+            specs.append(_sample_stream(rng, op))
+    seen = set(HAND_PICKED)
+    return tuple(s for s in specs if not (s in seen or seen.add(s)))
+
+
+# The calibration sweep: the hand-picked engines, then the sampled ones.
+SWEEP = HAND_PICKED + sampled_specs()
 
 
 def _build_stream_engine(spec, seed):
     from lowbit.hw.collect import Collect
+    from lowbit.hw.fifo import StreamFIFO
     from lowbit.hw.normalize import NormalizeSign
     from lowbit.hw.payload import VectorFormat
     from lowbit.hw.pool import MaxPool
@@ -145,6 +256,8 @@ def _build_stream_engine(spec, seed):
                        kind=spec.kind, bits=spec.bits)
     if spec.op == "collect":
         return Collect(VectorFormat(spec.kind, spec.bits, spec.channels), spec.height * spec.width)
+    if spec.op == "fifo":
+        return StreamFIFO(VectorFormat(spec.kind, spec.bits, spec.channels), spec.depth)
     # A layer bias per channel, small against the range of C * z.
     offset = np.random.default_rng(seed).integers(-spec.channels, spec.channels + 1,
                                                   size=spec.channels).tolist()
@@ -152,15 +265,9 @@ def _build_stream_engine(spec, seed):
                          offset=offset)
 
 
-# The first six (XNOR) engines are synthesized for every family; the others, so far, for xc7
-# only (Yosys takes a minute or more per engine and family on a small shared machine). The
-# estimator refuses an engine kind on a family it was not calibrated for, naming this sweep.
-EXTENDED_FAMILIES = ("xilinx",)
-
-
 def sweep_families(spec):
-    """The families ``spec`` is synthesized for in the calibration."""
-    return FAMILIES if SWEEP.index(spec) < 6 else EXTENDED_FAMILIES
+    """The families ``spec`` is synthesized for in the calibration: all of them."""
+    return FAMILIES
 
 
 def build_engine(spec, seed=0):
@@ -210,6 +317,8 @@ def layer_record(engine, spec=None):
                 record["pad"] = spec.pad
         elif spec.op == "collect":
             record["in_shape"] = shape
+        elif spec.op == "fifo":
+            record.update(depth=spec.depth, bits=engine.format.width)
         else:
             record.update(channels=spec.channels, pe=spec.pe)
         return record
@@ -239,6 +348,12 @@ def synthesize_engine(engine, family, cache_dir=None):
     return synthesize(text, "engine", family, cache_dir=cache_dir)
 
 
+def lutram_luts_of(result):
+    """LUTs of a synthesis result that are distributed RAM or shift registers (xc7; else 0)."""
+    from .synth import XC7_LUTRAM_SITES
+    return sum(n * result.cells.get(cell, 0) for cell, n in XC7_LUTRAM_SITES.items())
+
+
 def run_sweep(families=FAMILIES, specs=SWEEP, progress=None):
     """Synthesize every engine of ``specs`` for every family; return the calibration rows."""
     rows = []
@@ -250,7 +365,8 @@ def run_sweep(families=FAMILIES, specs=SWEEP, progress=None):
             rows.append({"engine": spec.name, "spec": asdict(spec), "family": family,
                          "layer": layer, "flow": r.flow, "yosys_version": r.yosys_version,
                          "luts": r.luts, "ffs": r.ffs, "brams": r.brams, "dsps": r.dsps,
-                         "carry": r.carry, "seconds": round(r.seconds, 2)})
+                         "carry": r.carry, "lutram_luts": lutram_luts_of(r),
+                         "seconds": round(r.seconds, 2)})
             if progress:
                 progress(rows[-1])
     return rows

@@ -17,8 +17,9 @@ Per engine (one matrix-vector-threshold unit, see :mod:`lowbit.hw.mvau`) and per
   separate coefficients for the shared features. The coefficients are fitted by non-negative
   least squares on relative error to the calibration sweep (:mod:`lowbit.boards.calibrate`) and
   stored in ``calibration.json`` beside the data they were fitted to.
-- **DSPs**: xc7 multiplying lanes (``lut-multiply``) use one DSP48E1 per multiplier once the
-  product is 9 bits or wider, as Yosys maps them; other lanes use none.
+- **DSPs**: multiplying lanes (``lut-multiply``) use one DSP per multiplier where Yosys maps
+  them so: on xc7 a DSP48E1 once its operands are 10 bits together, on ECP5 a MULT18X18D for every
+  multiplier, on iCE40 none; other lanes use none.
 - **Level-table lanes** (post-training quantized layers, ``table:c_1,..,c_K``) select one of the
   products ``c_k * x`` by a sign and magnitude code, as the shift lane selects a shifted input, so
   they take the shift lane's calibrated features (on bipolar inputs, where each product is a
@@ -57,7 +58,8 @@ from .boards import get_board
 from .calibrate import CALIBRATION_PATH
 
 __all__ = ["BRAM_SHAPES", "BRAM_COST", "rom_brams", "layer_features", "estimate_layer",
-           "estimate_manifest", "fit_models", "ram_brams", "load_models", "FMAX_DELAYS_NS", "estimate_fmax_mhz",
+           "estimate_manifest", "fit_models", "ram_brams", "mux_luts", "rom_logic_luts", "lutram_luts",
+           "structural_luts", "load_models", "FMAX_DELAYS_NS", "estimate_fmax_mhz",
            "table_product_luts"]
 
 # Block RAM aspect ratios (depth, width) per family, and how many counting units each uses.
@@ -70,10 +72,11 @@ BRAM_SHAPES = {
     "ecp5": [((16384, 1), 1), ((8192, 2), 1), ((4096, 4), 1), ((2048, 9), 1), ((1024, 18), 1),
              ((512, 36), 1)],
 }
-# Soft-logic cost units per block RAM unit, bracketed by synthesized ROMs: xc7 between 512 (a
-# 512 x 16 ROM stays in logic) and 1024 (a 1024 x 16 ROM becomes one RAMB18); iCE40 between 64
-# (64 x 64 stays in logic) and 256 (512 x 8 is one SB_RAM40_4K); ECP5 between 128 and 256 (same).
-BRAM_COST = {"xilinx": 768, "ice40": 96, "ecp5": 192}
+# Soft-logic cost units per block RAM unit, bracketed by synthesized ROMs: lone ROMs (xc7: a
+# 512 x 16 ROM stays in logic, a 1024 x 16 ROM becomes one RAMB18) and the weight and threshold
+# ROMs of the calibration sweep, whose BRAM counts every value in these ranges reproduces: xc7
+# 512 to 640, iCE40 64 to 104, ECP5 144 to 184.
+BRAM_COST = {"xilinx": 576, "ice40": 96, "ecp5": 168}
 _LOGIC_COST_PER_BIT = 1 / 16
 
 # Bits a LUT holds as ROM: LUT6 on xc7, LUT4 on iCE40/ECP5.
@@ -120,8 +123,10 @@ def table_product_luts(layer, family):
     the shift-add chains of ``lowbit.hw.lanes``, one adder per signed digit of c after the first,
     as wide as ``c * x``, one LUT per adder bit. The cheaper of the two is the estimate. 0 for
     other lanes and for bipolar inputs (the lane selects the constants themselves)."""
+    if layer.get("op", "mvau") != "mvau" or layer["lane"] != "level-table":
+        return 0
     fmt = layer["in_format"]
-    if layer.get("op", "mvau") != "mvau" or layer["lane"] != "level-table" or fmt["kind"] == "bipolar":
+    if fmt["kind"] == "bipolar":
         return 0
     from lowbit.formats import weight_format
     from lowbit.hw.lanes import signed_digits
@@ -137,15 +142,53 @@ def table_product_luts(layer, family):
     return layer["pe"] * layer["simd"] * min(lookup, adders)
 
 
-# Yosys' synth_xilinx maps a multiplier to a DSP48E1 once its product is at least 9 bits wide
-# (the DSP_Y_MINWIDTH of its xc7 DSP mapping).
-_XC7_DSP_MIN_PRODUCT_BITS = 9
+def lutram_luts(depth, width):
+    """xc7 LUT sites of a ``depth`` x ``width`` memory with one write and one read port in
+    distributed RAM, as Yosys maps it: RAM32M (32 x 6 per four LUTs) up to 32 words, else
+    RAM64M (64 x 3 per four LUTs) per 64 words with a multiplexer over them."""
+    if depth <= 32:
+        return 4 * math.ceil(width / 6)
+    banks = math.ceil(depth / 64)
+    return 4 * math.ceil(width / 3) * banks + width * mux_luts(banks, "xilinx")
+
+
+def _fifo_memory(layer, family):
+    """Bits of a FIFO's memory that iCE40 keeps in flip-flops (0 elsewhere, or in block RAM)."""
+    words = layer["depth"] - 1
+    if family != "ice40" or words < 1 or ram_brams(words, layer["bits"], family):
+        return 0
+    return words * layer["bits"]
+
+
+def structural_luts(layer, family):
+    """LUTs that the estimator counts from the structure, not from fitted coefficients: the
+    constant products of level-table lanes (:func:`table_product_luts`) and, on xc7, the
+    distributed RAM of window and pool line memories (:func:`lutram_luts`)."""
+    luts = table_product_luts(layer, family)
+    if family == "xilinx" and layer.get("op") in ("sliding_window", "maxpool"):
+        n, depth, width = _line_memories(layer)
+        if n:
+            luts += n * lutram_luts(depth, width)
+    if family == "xilinx" and layer.get("op") == "fifo" and layer["depth"] > 2:
+        luts += lutram_luts(layer["depth"] - 1, layer["bits"])
+    return luts
+
+
+# Yosys' synth_xilinx maps a lane's multiplier to a DSP48E1 once its signed operands add up to
+# 10 bits or more (bracketed by the sweep: 4 x 5 and 5 x 4 stay in LUTs, 5 x 5 and 3 x 9 map).
+_XC7_DSP_MIN_PRODUCT_BITS = 10
 
 
 def _lane_dsps(layer, family):
-    """DSP blocks of a multiplying lane: one per PE x SIMD multiplier that synthesis maps to one."""
-    if family != "xilinx" or layer.get("op", "mvau") != "mvau" or layer["lane"] != "lut-multiply":
+    """DSP blocks of a multiplying lane: one per PE x SIMD multiplier that synthesis maps to one.
+
+    xc7: a DSP48E1 once the operands are 10 bits together (narrower ones stay in LUTs). ECP5:
+    synth_ecp5 maps every multiplier to a MULT18X18D, however narrow. iCE40: synth_ice40 maps
+    none to SB_MAC16 (it infers DSPs only when asked to)."""
+    if family == "ice40" or layer.get("op", "mvau") != "mvau" or layer["lane"] != "lut-multiply":
         return 0
+    if family == "ecp5":
+        return layer["pe"] * layer["simd"]
     rows, mw = _rows(layer), layer["mw"]
     wb = layer["weight_memory"]["bits"] // (rows * mw)
     fmt = layer["in_format"]
@@ -191,15 +234,49 @@ def _line_memories(layer):
     return (k - 1, depth, pixel_bits) if depth >= 2 and k > 1 else (0, 0, pixel_bits)
 
 
-def ram_brams(depth, width, family):
-    """Block RAM units of one line memory (one write, one read port), 0 when it stays in logic.
+# iCE40 has no distributed RAM: Yosys puts a memory with a write port (a window's line, a
+# FIFO) in block RAM from this many words and more than this many bits on, and in flip-flops
+# otherwise (bracketed by the sweep and lone FIFOs: 4 x 16 and 3 x 100 bits stay in flip-flops,
+# 5 x 16 takes an SB_RAM40_4K; 6 x 8 stays, 5 x 16 goes).
+_ICE40_RAM_MIN_WORDS = 5
+_ICE40_RAM_MIN_BITS = 65
 
-    Xilinx and ECP5 keep short line memories in distributed (LUT) RAM; iCE40 has none, so
-    Yosys puts a memory in block RAM once it outgrows the same cost rule as ROMs.
+
+def ram_brams(depth, width, family):
+    """Block RAM units of one memory with one write and one read port (a window's line memory,
+    a FIFO's queue), 0 when it stays out of block RAM.
+
+    xc7 and ECP5 keep such memories in distributed (LUT) RAM; iCE40 has none, so Yosys puts
+    every one of :data:`_ICE40_RAM_MIN_WORDS` words and :data:`_ICE40_RAM_MIN_BITS` bits or
+    more in block RAM, in the fewest primitives of any aspect ratio.
     """
-    if family != "ice40":
+    if family != "ice40" or depth < _ICE40_RAM_MIN_WORDS or depth * width < _ICE40_RAM_MIN_BITS:
         return 0
-    return rom_brams(depth, width, family)
+    return min(math.ceil(depth / d) * math.ceil(width / w) * units
+               for (d, w), units in BRAM_SHAPES[family])
+
+
+def mux_luts(n, family):
+    """LUTs of one bit of an ``n``:1 multiplexer: on xc7 a LUT6 is a 4:1 mux and MUXF7/MUXF8
+    join four of them into 16:1 without LUTs; on iCE40 and ECP5 (LUT4) each 2:1 step is a LUT."""
+    if n <= 1:
+        return 0
+    if family != "xilinx":
+        return n - 1
+    if n <= 16:
+        return math.ceil(n / 4)
+    groups = math.ceil(n / 16)
+    return 4 * groups + mux_luts(groups, family)
+
+
+def rom_logic_luts(depth, width, family):
+    """LUTs of a ``depth`` x ``width`` ROM left in logic: per output bit, one LUT per
+    ``2**inputs`` words and a multiplexer over them (a one-word ROM is a constant: none)."""
+    if depth <= 1:
+        return 0
+    words = _LUT_BITS[family]
+    per_bit = math.ceil(depth / words)
+    return width * (per_bit + mux_luts(per_bit, family))
 
 
 def _mvau_features(layer, family):
@@ -216,40 +293,62 @@ def _mvau_features(layer, family):
         # The lane works on the weight's value, not its code: as wide as the largest magnitude.
         from lowbit.formats import weight_format
         wb = max(weight_format(layer["weight_format"]).levels).bit_length() + 1
-    rom_logic_bits = 0 if rom_brams(wd, ww, family) else wd * ww
-    rom_logic_width = 0 if rom_brams(wd, ww, family) else ww
+    # ROMs left in logic, as LUTs of the ROM alone (a one-word ROM is a constant folded into
+    # the logic it feeds). Threshold words partly fold into their compares, so they have their
+    # own coefficient.
+    w_rom = 0 if rom_brams(wd, ww, family) or wd <= 1 else rom_logic_luts(wd, ww, family)
+    t_luts = 0
     if t_rom is not None and not rom_brams(*t_rom, family):
-        rom_logic_bits += t_rom[0] * t_rom[1]
-        rom_logic_width += t_rom[1]
+        t_luts = rom_logic_luts(*t_rom, family)
     lane_work = pe * simd * (in_bits if layer["in_format"]["kind"] != "bipolar" else 1)
+    # Bipolar-input engines (XNOR, AND-popcount) and k-bit-input engines read their weight ROMs
+    # differently (a k-bit lane's weight bit selects or inverts k input bits), so the weight ROM
+    # has a coefficient per group.
+    group = "bip" if layer["in_format"]["kind"] == "bipolar" else "k"
     luts = {
         "const": 1.0,
-        "acc": pe * acc,
-        "compare": pe * copies * levels * acc,
-        "x_select": simd * in_bits * (sf - 1),
-        "out": mh * out_bits,
-        "rom_logic": rom_logic_bits / _LUT_BITS[family],
-        "mult_bits": lane_work * wb if layer["lane"] in ("lut-multiply", "shift", "level-table") else 0,
-        # Each output element is written at one of the neuron folds: a decode of the fold counter.
-        "decode": mh * out_bits * math.log2(_rows(layer) // pe + 1),
         f"lane:{_lane_variant(layer, family)}": lane_work,
+        # Multiplying lanes: one partial product bit per input bit and weight bit.
+        "mult_bits": lane_work * wb if layer["lane"] in ("lut-multiply", "shift", "level-table") else 0,
+        "acc": pe * acc,
+        # Threshold compares, for every tiled copy; several levels are counted into a code.
+        "compare": pe * copies * levels * acc,
+        "count": pe * copies * levels * out_bits if levels > 1 else 0,
+        # Without thresholds, the dot product is scaled and offset: an adder per PE.
+        "dot": 0 if levels else pe * out_bits,
+        # The input slice: one SF:1 multiplexer per bit of a SIMD chunk.
+        "x_select": simd * in_bits * mux_luts(sf, family),
+        # Output registers, and the write of each output element at its neuron fold.
+        "out": mh * out_bits,
+        "decode": mh * out_bits * math.log2(_rows(layer) // pe + 1),
+        # The fold counters and the ROM address.
+        "control": math.log2(wd + 1),
+        f"w_rom:{group}": w_rom,
+        "t_rom": t_luts,
     }
-    # Bipolar-input engines (XNOR, AND-popcount) and k-bit-input engines share structure but not
-    # its cost per unit (k-bit accumulators and slices are wider), so each group has its own
-    # coefficients.
-    group = "bip" if layer["in_format"]["kind"] == "bipolar" else "k"
-    luts = {(n if n.startswith("lane:") or n == "mult_bits" else f"{n}:{group}"): v
-            for n, v in luts.items()}
     # Flip-flops: input vector and slice, accumulators, output registers, ROM output registers
     # of ROMs in logic.
+    rom_width = (ww if w_rom else 0) + (t_rom[1] if t_luts else 0)
     ffs = {"const": 1.0, "ff_in": in_bits * (mw + simd), "acc": pe * acc, "ff_out": mh * out_bits,
-           "ff_rom": rom_logic_width}
+           "ff_rom": rom_width}
     return luts, ffs
 
 
 def _stream_features(layer, family):
-    """LUT and FF features of the window, pool, collect and normalize-sign engines."""
+    """LUT and FF features of the window, pool, collect, normalize-sign and FIFO engines."""
     op = layer["op"]
+    if op == "fifo":
+        depth, bits = layer["depth"], layer["bits"]
+        # A memory of depth - 1 words and an output register (amaranth's SyncFIFOBuffered): on
+        # xc7 the memory is distributed RAM (:func:`structural_luts`), on ECP5 too (not in its
+        # LUT count), on iCE40 flip-flops with a read multiplexer until it becomes block RAM.
+        mem = _fifo_memory(layer, family)
+        luts = {"fifo:const": 1.0, "fifo:pointers": math.log2(depth + 1), "fifo:mem": mem,
+                "fifo:width": bits,
+                "fifo:banks": bits * mux_luts(math.ceil((depth - 1) / 16), family) if family == "ecp5" else 0}
+        ffs = {"fifo:const": 1.0, "ff_out": bits, "fifo:pointers": math.log2(depth + 1),
+               "fifo:mem": mem}
+        return luts, ffs
     in_bits = layer["in_format"]["bits"]
     out_bits = layer["out_format"]["bits"] * layer["out_format"]["count"]
     if op in ("sliding_window", "maxpool"):
@@ -258,10 +357,14 @@ def _stream_features(layer, family):
         pixel = c * in_bits
         n, depth, width = _line_memories(layer)
         in_logic = n and not ram_brams(depth, width, family)
-        # Distributed RAM holds 64 (xc7) or 16 (ECP5) bits of a column per LUT; iCE40 keeps a
-        # memory that stays in logic in flip-flops with a read multiplexer.
-        line_bits = n * depth * width if in_logic else 0
+        # iCE40 keeps a line memory that stays in logic in flip-flops with a read multiplexer;
+        # xc7 puts it in distributed RAM, counted by :func:`structural_luts`; ECP5's
+        # distributed RAM is not in its LUT count.
+        line_bits = n * depth * width if in_logic and family == "ice40" else 0
         luts = {f"{op}:const": 1.0, f"{op}:line": line_bits,
+                # ECP5 distributed RAM is 16 words deep: a longer line reads through a
+                # multiplexer over its banks.
+                f"{op}:banks": n * width * mux_luts(math.ceil(depth / 16), family) if family == "ecp5" else 0,
                 # Row and column counters, and each line memory's pointer.
                 f"{op}:counters": math.log2(w * layer["in_shape"][0]),
                 f"{op}:pointers": n * math.log2(depth) if n else 0}
@@ -291,7 +394,7 @@ def _stream_features(layer, family):
                "normalize:sum": 2 * sum_bits}
         return luts, ffs
     raise LowbitError(f"the estimator has no model for layer op {op!r}",
-                      "ops: mvau, sliding_window, maxpool, collect, normalize_sign, threshold, residual")
+                      "ops: mvau, sliding_window, maxpool, collect, normalize_sign, fifo, threshold, residual")
 
 
 def layer_features(layer, family):
@@ -306,23 +409,28 @@ def _nnls(a, b):
     return nnls(a, b)[0]
 
 
-def _fit(feats, counts):
-    """Non-negative coefficients over the union of ``feats``' names, on relative error."""
+def _fit(feats, counts, totals=None):
+    """Non-negative coefficients over the union of ``feats``' names, on relative error (of
+    ``totals``, the whole counts, where ``counts`` are what the features must explain)."""
     names = sorted({n for f in feats for n in f})
     a = np.array([[f.get(n, 0.0) for n in names] for f in feats], dtype=float)
     y = np.array(counts, dtype=float)
-    # Each row divided by its own count, so small engines weigh as much as large ones.
-    coef = _nnls(a / y[:, None], np.ones(len(y)))
+    w = np.array(totals if totals is not None else counts, dtype=float)
+    # Each row divided by its engine's count, so small engines weigh as much as large ones.
+    coef = _nnls(a / w[:, None], y / w)
     return {n: float(c) for n, c in zip(names, coef)}
 
 
 def fit_models(rows):
-    """Fit the per-family LUT and FF coefficients to calibration rows (see ``calibrate.run_sweep``)."""
+    """Fit the per-family LUT and FF coefficients to calibration rows (see ``calibrate.run_sweep``).
+
+    The LUT coefficients explain what :func:`structural_luts` does not already count."""
     models = {}
     for family in sorted({r["family"] for r in rows}):
         fam_rows = [r for r in rows if r["family"] == family]
         feats = [layer_features(r["layer"], family) for r in fam_rows]
-        models[family] = {"luts": _fit([f[0] for f in feats], [max(r["luts"], 1) for r in fam_rows]),
+        fitted = [max(r["luts"] - structural_luts(r["layer"], family), 1) for r in fam_rows]
+        models[family] = {"luts": _fit([f[0] for f in feats], fitted, [max(r["luts"], 1) for r in fam_rows]),
                           "ffs": _fit([f[1] for f in feats], [max(r["ffs"], 1) for r in fam_rows])}
     return models
 
@@ -380,7 +488,7 @@ def estimate_layer(layer, family, models=None):
                           "add an engine of that kind to the sweep in boards/calibrate.py and "
                           "regenerate with 'python -m benchmarks.estimator --write'")
     luts = sum(c * lut_feats.get(n, 0.0) for n, c in model["luts"].items())
-    luts += table_product_luts(layer, family)  # a structural count, see the module docstring
+    luts += structural_luts(layer, family)
     ffs = sum(c * ff_feats.get(n, 0.0) for n, c in model["ffs"].items())
     if layer.get("op", "mvau") == "mvau":
         w_rom, t_rom = _roms(layer)
@@ -388,6 +496,8 @@ def estimate_layer(layer, family, models=None):
     elif layer["op"] in ("sliding_window", "maxpool"):
         n, depth, width = _line_memories(layer)
         brams = n * ram_brams(depth, width, family) if n else 0
+    elif layer["op"] == "fifo":
+        brams = ram_brams(layer["depth"] - 1, layer["bits"], family) if layer["depth"] > 1 else 0
     else:
         brams = 0
     return {"luts": int(round(luts)), "ffs": int(round(ffs)), "brams": brams,
@@ -399,7 +509,8 @@ def estimate_layer(layer, family, models=None):
 # standalone threshold after it (hw/threshold.py with PE = C), from Yosys synth_xilinx runs of
 # those engines alone (recorded in tests/test_residual.py): the adder is one LUT per sum bit
 # (a ripple adder bit, as for level-table products) plus the FIFO's control; registers are the
-# fork's beat, the skip FIFO's output register and the adder's sum. Only xc7 was measured.
+# fork's beat, the skip FIFO's output register and the adder's sum; the skip FIFO's and the
+# body FIFOs' memories are distributed RAM (:func:`lutram_luts`). Only xc7 was measured.
 RESIDUAL_XILINX = {"control_luts": 8, "threshold_luts_per_bit": 0.45, "threshold_luts_per_channel": 1.5}
 
 
@@ -412,8 +523,7 @@ def _sum_bits(layer):
 
 def _estimate_residual_parts(layer, family, models):
     """A residual block (its body's engines, plus the fork, the skip FIFO and the adder), or the
-    threshold engine after it; see :data:`RESIDUAL_XILINX`. The skip FIFO's memory is distributed
-    RAM on xc7, which LUT counts leave out (as Yosys's do)."""
+    threshold engine after it; see :data:`RESIDUAL_XILINX`."""
     if family != "xilinx":
         raise LowbitError(f"the estimator is not calibrated for {layer['op']!r} on {family}",
                           "estimate residual networks for a Xilinx board (e.g. arty-a7-35)")
@@ -430,6 +540,8 @@ def _estimate_residual_parts(layer, family, models):
     sum_bits = _sum_bits(layer)
     luts = sum_bits + c["control_luts"]
     ffs = 2 * width + sum_bits + 2 * math.ceil(math.log2(depth + 1))
+    for fifo_depth in [depth, *layer.get("body_fifos", [])]:
+        luts += lutram_luts(fifo_depth - 1, width) if fifo_depth > 2 else 0
     for fifo_depth in layer.get("body_fifos", []):
         ffs += width + 2 * math.ceil(math.log2(fifo_depth + 1))
     return {"luts": int(round(luts + sum(p["luts"] for p in parts))),
@@ -469,6 +581,14 @@ def estimate_manifest(manifest, board_name, models=None):
                      "cycles": layer["cycles_per_item"],
                      "cycles_per_inference": layer.get("cycles_per_inference",
                                                        layer["cycles_per_item"]), **est})
+        # The stream FIFOs the compiler put after this layer.
+        for fifo in manifest.get("fifos", []):
+            if fifo["after"] == layer.get("name"):
+                entry = {"op": "fifo", "depth": fifo["depth"], "bits": fifo["bits"]}
+                rows.append({"name": f"{fifo['after']}.fifo", "op": "fifo", "lane": "fifo",
+                             "weight_format": "-", "shape": f"{fifo['depth']}x{fifo['bits']}",
+                             "folding": "-", "cycles": 1, "cycles_per_inference": "-",
+                             **estimate_layer(entry, board.family, models)})
     total = {k: sum(r[k] for r in rows) for k in ("luts", "ffs", "brams", "dsps")}
     capacity = board.capacity()
     over = {k: total[k] - capacity[k] for k in total if total[k] > capacity[k]}

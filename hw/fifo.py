@@ -58,7 +58,6 @@ class StreamFIFO(wiring.Component):
 
     format = property(lambda self: self._format)
     in_format = out_format = format
-    in_format = out_format = format
     depth = property(lambda self: self._depth)
 
     @property

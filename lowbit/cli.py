@@ -166,14 +166,14 @@ def cmd_estimate(args):
         print(json.dumps(est, indent=2))
         return
     print(f"{est['board']} ({est['device']}), per engine:")
-    print(f"{'layer':<8} {'lane':<14} {'shape':>9} {'PExSIMD':>8} {'cyc/inf':>8} {'LUT':>7} {'FF':>7} "
+    print(f"{'layer':<10} {'lane':<14} {'shape':>9} {'PExSIMD':>8} {'cyc/inf':>8} {'LUT':>7} {'FF':>7} "
           f"{'BRAM':>5} {'DSP':>4} {'fmax':>6}")
     for r in est["layers"]:
-        print(f"{r['name']:<8} {r['lane']:<14} {r['shape']:>9} {r['folding']:>8} {r['cycles_per_inference']:>8} "
+        print(f"{r['name']:<10} {r['lane']:<14} {r['shape']:>9} {r['folding']:>8} {r['cycles_per_inference']:>8} "
               f"{r['luts']:>7} {r['ffs']:>7} {r['brams']:>5} {r['dsps']:>4} {r['fmax_mhz']:>6.1f}")
     t, c = est["total"], est["capacity"]
-    print(f"{'total':<51} {t['luts']:>7} {t['ffs']:>7} {t['brams']:>5} {t['dsps']:>4}")
-    print(f"{'capacity':<51} {c['luts']:>7} {c['ffs']:>7} {c['brams']:>5} {c['dsps']:>4}")
+    print(f"{'total':<53} {t['luts']:>7} {t['ffs']:>7} {t['brams']:>5} {t['dsps']:>4}")
+    print(f"{'capacity':<53} {c['luts']:>7} {c['ffs']:>7} {c['brams']:>5} {c['dsps']:>4}")
     if est["fits"]:
         print("fits: " + ", ".join(f"{k[:-1].upper()} {v:.0%}" for k, v in est["utilization"].items()))
     else:

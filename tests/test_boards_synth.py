@@ -74,7 +74,7 @@ def test_device_labels(designs, cache):
     assert labels == {
         "ice40": "iCE40 (yosys synth_ice40)",
         "ecp5": "ECP5 (yosys synth_ecp5)",
-        "xilinx": "xc7 (yosys synth_xilinx)",
+        "xilinx": "xc7 (yosys synth_xilinx, abc)",
     }
 
 
@@ -157,10 +157,13 @@ def test_missing_yosys(designs, tmp_path, monkeypatch):
     assert info.value.hint == "pip install lowbit-no-such-yosys"
 
 
-def test_xilinx_falls_back_to_abc_where_abc9_crashes(tmp_path):
+def test_xilinx_maps_every_design_with_classic_abc(tmp_path):
     # Yosys 0.70's abc9 asserts (ABC_OPS_REINTEGRATE) on ternary engines with k-bit inputs; the
-    # classic abc mapper synthesizes them, and the result says which flow counted.
+    # xc7 flow maps every design with the classic abc mapper, so this one synthesizes in one run
+    # and its counts compare with every other engine's.
     from lowbit.boards.calibrate import EngineSpec, build_engine
+    assert "abc9" not in synth._script("top", "xilinx", None)
+    assert "abc -luts" in synth._script("top", "xilinx", None)
     engine = build_engine(EngineSpec("ternary", "uint", 4, 8, 16, 1, 8))
     result = synthesize(verilog.convert(engine, name="top", emit_src=False), "top", "xilinx",
                         cache_dir=tmp_path)
@@ -170,6 +173,18 @@ def test_xilinx_falls_back_to_abc_where_abc9_crashes(tmp_path):
     cached = synthesize(verilog.convert(engine, name="top", emit_src=False), "top", "xilinx",
                         cache_dir=tmp_path)
     assert cached.cached and cached.flow == "synth_xilinx (abc)"
+
+
+def test_ice40_falls_back_to_abc_where_abc9_crashes(tmp_path):
+    # Yosys 0.70's abc9 asserts (ABC_OPS_REINTEGRATE) on this iCE40 engine; the classic abc
+    # mapper synthesizes it, and the result says which flow counted.
+    from lowbit.boards.calibrate import EngineSpec, build_engine
+    engine = build_engine(EngineSpec("bipolar", "bipolar", 1, 8, 32, 1, 32, levels=3))
+    result = synthesize(verilog.convert(engine, name="top", emit_src=False), "top", "ice40",
+                        cache_dir=tmp_path)
+    assert result.flow == "synth_ice40 (abc)"
+    assert result.luts > 0
+    assert not list((tmp_path / "synth").glob("*.failed.log"))
 
 
 def test_stock_flow_is_recorded(designs, cache):
