@@ -20,7 +20,7 @@ Usage::
 
     python -m benchmarks.finn                    # cycles and fps only
     python -m benchmarks.finn --synth tfc        # plus Yosys xc7 for TFC (seconds)
-    python -m benchmarks.finn --synth tfc,sfc --write   # SFC takes about 7 minutes
+    python -m benchmarks.finn --synth tfc,sfc,lfc --write   # SFC and LFC: ~7 minutes each
 """
 
 import argparse
@@ -96,7 +96,7 @@ def table(rows):
 
 def write_markdown(rows):
     block = f"{TABLE_BEGIN}\n{table(rows)}{TABLE_END}"
-    intro = (f"{SECTION}\n\nCommand: `python -m benchmarks.finn --synth tfc,sfc --write`. Random "
+    intro = (f"{SECTION}\n\nCommand: `python -m benchmarks.finn --synth tfc,sfc,lfc --write`. Random "
                  "W1A1 weights and thresholds built as IR, folded to FINN-like cycle targets; "
                  "cycles are exact, fps = clock / cycles; LUT/RAMB18 from Yosys `synth_xilinx` "
                  "(whole network, out of context, no place and route).\n\n")

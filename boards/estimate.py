@@ -6,17 +6,20 @@ Per engine (one matrix-vector-threshold unit, see :mod:`lowbit.hw.mvau`) and per
   ROM becomes block RAM when its soft-logic cost, ``bits / 16`` (the pass's default ROM cost per
   bit), exceeds the cost of the fewest block RAMs that hold it (:data:`BRAM_SHAPES`, cost
   :data:`BRAM_COST` per primitive, in the family's counting unit). The cost constants were
-  bracketed by synthesizing lone ROMs of many shapes and are checked against every engine of the
-  calibration sweep.
+  bracketed by synthesizing lone ROMs of many shapes and by every engine of the calibration
+  sweep. Memories with a write port (window lines, FIFOs) sit in distributed RAM on xc7 and
+  ECP5, and in block RAM on iCE40 once they are large enough (:func:`ram_brams`).
 - **LUTs and FFs** of a matrix-vector unit are linear in features that follow its structure: the
   lanes (``PE * SIMD`` elements times the input width, one coefficient per lane, input kind,
-  constant weights and DSP use), accumulators (``PE * acc``), threshold compares (times the tiled
-  copies), the input-slice multiplexer (``SIMD * in_bits * (SF - 1)``), output registers
-  (``MH * out_bits``) and their fold decode (``MH * out_bits * log2(NF + 1)``), ROMs left in
-  logic (``depth * width``) and multiplier bits. Bipolar-input and k-bit-input units have
-  separate coefficients for the shared features. The coefficients are fitted by non-negative
-  least squares on relative error to the calibration sweep (:mod:`lowbit.boards.calibrate`) and
-  stored in ``calibration.json`` beside the data they were fitted to.
+  constant weights and DSP use), multiplier bits, accumulators (``PE * acc``), threshold
+  compares (times the tiled copies), the input-slice multiplexer (``SIMD * in_bits`` times the
+  LUTs of an SF:1 multiplexer, :func:`mux_luts`), output registers (``MH * out_bits``) and
+  their fold decode (``MH * out_bits * log2(NF + 1)``), the fold counters (``log2`` of the
+  weight words), and ROMs left in logic as the LUTs of the ROM alone (:func:`rom_logic_luts`;
+  weights per input kind, thresholds apart). The coefficients are fitted by non-negative least
+  squares on relative error to the calibration sweep (:mod:`lowbit.boards.calibrate`) and stored
+  in ``calibration.json`` beside the data they were fitted to; what :func:`structural_luts`
+  counts (xc7 distributed RAM, level-table products) is added, not fitted.
 - **DSPs**: multiplying lanes (``lut-multiply``) use one DSP per multiplier where Yosys maps
   them so: on xc7 a DSP48E1 once its operands are 10 bits together, on ECP5 a MULT18X18D for every
   multiplier, on iCE40 none; other lanes use none.
@@ -29,12 +32,13 @@ Per engine (one matrix-vector-threshold unit, see :mod:`lowbit.hw.mvau`) and per
   code fit a LUT or two, else their shift-add chains at one LUT per adder bit (a ripple adder
   bit is one LUT and a carry-chain cell on xc7, iCE40 and ECP5); a structural count, not a
   fitted coefficient.
-- **Window, pool, collect and normalize-sign engines** have their own features, each op with its
-  own constant: row/column counters and line-memory pointers, the pad multiplexer, line memories
-  left in logic (on xc7 and ECP5 they sit in distributed RAM, not counted as LUTs; on iCE40 in
-  flip-flops or, once large, in block RAM by the ROM rule), OR or compare trees of the pool, the
-  collected vector, and for normalize-sign the fold multiplexers, the PE adders and compares and
-  the per-channel offsets.
+- **Window, pool, collect, normalize-sign and FIFO engines** have their own features, each op
+  with its own constant: row/column counters and line-memory pointers, the pad multiplexer, line
+  memories (xc7: distributed RAM, counted as LUT sites by :func:`lutram_luts`; ECP5:
+  distributed RAM, not in its LUT count, read through a multiplexer over 16-word banks; iCE40:
+  flip-flops or block RAM), OR or compare trees of the pool, the collected vector, for
+  normalize-sign the fold multiplexers, the PE adders and compares and the per-channel offsets,
+  and for FIFOs their pointers and queue. A network's estimate adds its stream FIFOs.
 - **Cycles** are exact: the manifest's ``cycles_per_item`` and ``latency`` (from the engines'
   timing properties).
 - **fmax**: nextpnr's critical path on a placed network runs from the last engine's output
@@ -73,10 +77,11 @@ BRAM_SHAPES = {
              ((512, 36), 1)],
 }
 # Soft-logic cost units per block RAM unit, bracketed by synthesized ROMs: lone ROMs (xc7: a
-# 512 x 16 ROM stays in logic, a 1024 x 16 ROM becomes one RAMB18) and the weight and threshold
-# ROMs of the calibration sweep, whose BRAM counts every value in these ranges reproduces: xc7
-# 512 to 640, iCE40 64 to 104, ECP5 144 to 184.
-BRAM_COST = {"xilinx": 576, "ice40": 96, "ecp5": 168}
+# 512 x 16 ROM stays in logic, a 1024 x 16 ROM becomes one RAMB18), the weight and threshold
+# ROMs of the calibration sweep, whose BRAM counts every value in these ranges reproduces (xc7
+# 512 to 640, iCE40 64 to 104, ECP5 144 to 184), and on xc7 the FINN LFC network, whose
+# 256 x 4096 weight ROMs Yosys puts in 114 RAMB18 each (below 575).
+BRAM_COST = {"xilinx": 544, "ice40": 96, "ecp5": 168}
 _LOGIC_COST_PER_BIT = 1 / 16
 
 # Bits a LUT holds as ROM: LUT6 on xc7, LUT4 on iCE40/ECP5.

@@ -127,6 +127,9 @@ def test_calibration_covers_sweep():
 @pytest.mark.parametrize("depth, width, family, brams", [
     (512, 16, "xilinx", 0), (512, 64, "xilinx", 2), (1024, 16, "xilinx", 1),
     (1024, 256, "xilinx", 15), (256, 256, "xilinx", 0), (2048, 4, "xilinx", 0),
+    # The weight ROMs of FINN's LFC at 256 cycles (benchmarks/finn.py): 88 + 114 + 114 RAMB18,
+    # the 316 Yosys reports for the whole network.
+    (256, 3136, "xilinx", 88), (256, 4096, "xilinx", 114),
 ])
 def test_rom_mapping_rule(depth, width, family, brams):
     # Lone ROMs synthesized with Yosys 0.70 (synth_xilinx) mapped to these RAMB18 counts.
