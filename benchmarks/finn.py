@@ -2,11 +2,12 @@
 
 Each network is built directly as IR (:func:`lowbit.boards.calibrate.random_bipolar_mlp`, random
 bipolar weights and thresholds: cost does not depend on the trained values beyond what random
-ones show) and folded with :func:`lowbit.compiler.folding.fold_for_cycles` to a cycle target per
-inference close to FINN's published design point:
+ones show) and folded to a cycle target per inference close to FINN's published design point, at
+the foldings of :data:`NETWORKS` (``--search`` runs :func:`lowbit.compiler.folding.fold_for_cycles`
+instead):
 
 - TFC (784-64-64-64-10), 64 cycles: the cycle count of FINN's tfc-w1a1 folding (PE 16 / SIMD 49
-  on the first layer); lowbit picks its own cheapest folding for that target.
+  on the first layer); lowbit's folding search picked its own cheapest folding for that target.
 - SFC (784-256-256-256-10), 16 cycles: FINN's SFC-max reaches 12.3 M fps at 200 MHz, which is
   about 16 cycles per image.
 - LFC (784-1024-1024-1024-10), 256 cycles: FINN's LFC-W1A1 on PYNQ-Z1 reports 356,633 fps at
@@ -21,6 +22,7 @@ Usage::
     python -m benchmarks.finn                    # cycles and fps only
     python -m benchmarks.finn --synth tfc        # plus Yosys xc7 for TFC (seconds)
     python -m benchmarks.finn --synth tfc,sfc,lfc --write   # SFC and LFC: ~7 minutes each
+    python -m benchmarks.finn --search           # the foldings the search picks today
 """
 
 import argparse
@@ -46,10 +48,14 @@ TABLE_END = "<!-- finn table end -->"
 
 # The Zynq-7020 of the PYNQ-Z1 (FINN's LFC board) is the chip of the Arty Z7-20.
 ESTIMATE_BOARD = "arty-z7-20"
+# Widths, cycle target and the folding (PE, SIMD) per layer. The foldings are those lowbit's
+# folding search (:func:`lowbit.compiler.folding.fold_for_cycles`) picked for each target with
+# the estimator of the synthesized runs; they are fixed here so that the synthesized designs stay
+# the same when the estimator is refitted (``--search`` folds with the current estimator).
 NETWORKS = {
-    "tfc": ([784, 64, 64, 64, 10], 64),
-    "sfc": ([784, 256, 256, 256, 10], 16),
-    "lfc": ([784, 1024, 1024, 1024, 10], 256),
+    "tfc": ([784, 64, 64, 64, 10], 64, [(1, 784), (1, 64), (1, 64), (5, 2)]),
+    "sfc": ([784, 256, 256, 256, 10], 16, [(16, 784), (16, 256), (16, 256), (5, 32)]),
+    "lfc": ([784, 1024, 1024, 1024, 10], 256, [(16, 196), (16, 256), (16, 256), (5, 8)]),
 }
 # Published FINN numbers quoted for comparison (FINN paper, FPGA 2017, and FINN-R, 2018).
 FINN_PUBLISHED = {
@@ -59,11 +65,15 @@ FINN_PUBLISHED = {
 }
 
 
-def measure(name, synth):
-    widths, target = NETWORKS[name]
-    graph = fold_for_cycles(random_bipolar_mlp(widths, seed=0), target)
+def measure(name, synth, search=False):
+    widths, target, folding = NETWORKS[name]
+    if search:
+        graph = fold_for_cycles(random_bipolar_mlp(widths, seed=0), target)
+    else:
+        graph = random_bipolar_mlp(widths, folding, seed=0)
     folds = ",".join(str(m.folding) for m in graph.matmuls())
     cycles = max(m.cycles(m.folding) for m in graph.matmuls())
+    assert cycles == target, (name, folds, cycles)
     # The estimate needs only the engines' parameters, not their Verilog: quick at any size.
     est = estimate_manifest(build_manifest(graph, unelaborated(lower(graph))), ESTIMATE_BOARD)
     row = {"network": name, "widths": "-".join(map(str, widths)), "folding": folds,
@@ -108,12 +118,18 @@ def main(argv=None):
     parser.add_argument("--synth", default="", help="comma-separated networks to synthesize (tfc,sfc,lfc)")
     parser.add_argument("--write", action="store_true",
                         help="update benchmarks/results/finn.json and BENCHMARKS.md")
+    parser.add_argument("--search", action="store_true",
+                        help="fold each network with the folding search and the current estimator "
+                             "instead of the recorded foldings (not with --write)")
     args = parser.parse_args(argv)
+    if args.search and args.write:
+        parser.error("--search folds with the current estimator; the recorded table keeps the "
+                     "synthesized foldings, so drop --write")
     synth = {s for s in args.synth.split(",") if s}
     unknown = synth - set(NETWORKS)
     if unknown:
         parser.error(f"unknown networks {sorted(unknown)}; choose from {', '.join(NETWORKS)}")
-    rows = [measure(name, name in synth) for name in NETWORKS]
+    rows = [measure(name, name in synth, args.search) for name in NETWORKS]
     print(table(rows))
     if args.write:
         atomic_write_text(RESULTS, json.dumps({"rows": rows}, indent=1) + "\n")

@@ -7,8 +7,9 @@ Per engine (one matrix-vector-threshold unit, see :mod:`lowbit.hw.mvau`) and per
   bit), exceeds the cost of the fewest block RAMs that hold it (:data:`BRAM_SHAPES`, cost
   :data:`BRAM_COST` per primitive, in the family's counting unit). The cost constants were
   bracketed by synthesizing lone ROMs of many shapes and by every engine of the calibration
-  sweep. Memories with a write port (window lines, FIFOs) sit in distributed RAM on xc7 and
-  ECP5, and in block RAM on iCE40 once they are large enough (:func:`ram_brams`).
+  sweep (on ECP5 no constant fits every engine; see :data:`BRAM_COST`). Memories with a write
+  port (window lines, FIFOs) sit in distributed RAM on xc7 and ECP5, and in block RAM on iCE40
+  once they are large enough (:func:`ram_brams`).
 - **LUTs and FFs** of a matrix-vector unit are linear in features that follow its structure: the
   lanes (``PE * SIMD`` elements times the input width, one coefficient per lane, input kind,
   constant weights and DSP use), multiplier bits, accumulators (``PE * acc``), threshold
@@ -16,10 +17,13 @@ Per engine (one matrix-vector-threshold unit, see :mod:`lowbit.hw.mvau`) and per
   LUTs of an SF:1 multiplexer, :func:`mux_luts`), output registers (``MH * out_bits``) and
   their fold decode (``MH * out_bits * log2(NF + 1)``), the fold counters (``log2`` of the
   weight words), and ROMs left in logic as the LUTs of the ROM alone (:func:`rom_logic_luts`;
-  weights per input kind, thresholds apart). The coefficients are fitted by non-negative least
-  squares on relative error to the calibration sweep (:mod:`lowbit.boards.calibrate`) and stored
-  in ``calibration.json`` beside the data they were fitted to; what :func:`structural_luts`
-  counts (xc7 distributed RAM, level-table products) is added, not fitted.
+  thresholds apart, weights by their depth against the LUT's inputs, :func:`_rom_depth_class`,
+  since a shallow ROM folds into the lane's LUTs and a deep one reads through a multiplexer;
+  compares against threshold ROMs of at most four words apart, which fold into the compare's
+  LUTs the same way). The coefficients are fitted by non-negative least squares on relative
+  error to the calibration sweep (:mod:`lowbit.boards.calibrate`) and stored in
+  ``calibration.json`` beside the data they were fitted to; what :func:`structural_luts` counts
+  (xc7 distributed RAM, level-table products) is added, not fitted.
 - **DSPs**: multiplying lanes (``lut-multiply``) use one DSP per multiplier where Yosys maps
   them so: on xc7 a DSP48E1 once its operands are 10 bits together, on ECP5 a MULT18X18D for every
   multiplier, on iCE40 none; other lanes use none.
@@ -36,9 +40,10 @@ Per engine (one matrix-vector-threshold unit, see :mod:`lowbit.hw.mvau`) and per
   with its own constant: row/column counters and line-memory pointers, the pad multiplexer, line
   memories (xc7: distributed RAM, counted as LUT sites by :func:`lutram_luts`; ECP5:
   distributed RAM, not in its LUT count, read through a multiplexer over 16-word banks; iCE40:
-  flip-flops or block RAM), OR or compare trees of the pool, the collected vector, for
-  normalize-sign the fold multiplexers, the PE adders and compares and the per-channel offsets,
-  and for FIFOs their pointers and queue. A network's estimate adds its stream FIFOs.
+  flip-flops or block RAM), OR or compare trees of the pool, the collect's per-beat write
+  enables, for normalize-sign the fold multiplexers (a C/PE:1 multiplexer, :func:`mux_luts`)
+  and the PE adders and compares, and for FIFOs their pointers and queue. A network's estimate
+  adds its stream FIFOs.
 - **Cycles** are exact: the manifest's ``cycles_per_item`` and ``latency`` (from the engines'
   timing properties).
 - **fmax**: nextpnr's critical path on a placed network runs from the last engine's output
@@ -78,10 +83,11 @@ BRAM_SHAPES = {
 }
 # Soft-logic cost units per block RAM unit, bracketed by synthesized ROMs: lone ROMs (xc7: a
 # 512 x 16 ROM stays in logic, a 1024 x 16 ROM becomes one RAMB18), the weight and threshold
-# ROMs of the calibration sweep, whose BRAM counts every value in these ranges reproduces (xc7
-# 512 to 640, iCE40 64 to 104, ECP5 144 to 184), and on xc7 the FINN LFC network, whose
-# 256 x 4096 weight ROMs Yosys puts in 114 RAMB18 each (below 575).
-BRAM_COST = {"xilinx": 544, "ice40": 96, "ecp5": 168}
+# ROMs of the calibration sweep, and on xc7 the FINN LFC network, whose 256 x 4096 weight ROMs
+# Yosys puts in 114 RAMB18 each (below 575). Over the sweep's 203 engines, every xc7 value from
+# 524 to 636 reproduces every BRAM count; iCE40 64 to 88 all but one; on ECP5 no value fits
+# every engine, and 132 to 136 misses the fewest (3: the rule prices each ROM alone).
+BRAM_COST = {"xilinx": 544, "ice40": 76, "ecp5": 134}
 _LOGIC_COST_PER_BIT = 1 / 16
 
 # Bits a LUT holds as ROM: LUT6 on xc7, LUT4 on iCE40/ECP5.
@@ -284,6 +290,21 @@ def rom_logic_luts(depth, width, family):
     return width * (per_bit + mux_luts(per_bit, family))
 
 
+def _rom_depth_class(depth, family):
+    """How a weight ROM of ``depth`` words left in logic meets the lane it feeds, by its address
+    bits ``a`` against the LUT's inputs ``k``: ``shallow`` (``a <= k - 4``) folds into the lane's
+    LUTs with the input bits it selects or inverts, ``narrow`` (``a <= k - 2``) partly does,
+    ``lut`` (``a <= k``) is a LUT per weight bit of its own, ``deep`` reads through a
+    multiplexer. Each class has its own coefficient: the sweep showed one per-bit cost
+    overpricing shallow ROMs and underpricing deep ones."""
+    a = math.ceil(math.log2(depth)) if depth > 1 else 0
+    k = int(math.log2(_LUT_BITS[family]))
+    for name, limit in (("shallow", k - 4), ("narrow", k - 2), ("lut", k)):
+        if a <= limit:
+            return name
+    return "deep"
+
+
 def _mvau_features(layer, family):
     pe, simd, mh, mw = layer["pe"], layer["simd"], layer["mh"], layer["mw"]
     copies = layer.get("copies", 1)
@@ -306,10 +327,9 @@ def _mvau_features(layer, family):
     if t_rom is not None and not rom_brams(*t_rom, family):
         t_luts = rom_logic_luts(*t_rom, family)
     lane_work = pe * simd * (in_bits if layer["in_format"]["kind"] != "bipolar" else 1)
-    # Bipolar-input engines (XNOR, AND-popcount) and k-bit-input engines read their weight ROMs
-    # differently (a k-bit lane's weight bit selects or inverts k input bits), so the weight ROM
-    # has a coefficient per group.
-    group = "bip" if layer["in_format"]["kind"] == "bipolar" else "k"
+    # A compare against a threshold ROM of at most four words is a function of two address
+    # bits besides the accumulator: synthesis folds the ROM into the compare's LUTs.
+    shallow_t = t_rom is not None and t_rom[0] <= 4
     luts = {
         "const": 1.0,
         f"lane:{_lane_variant(layer, family)}": lane_work,
@@ -317,7 +337,7 @@ def _mvau_features(layer, family):
         "mult_bits": lane_work * wb if layer["lane"] in ("lut-multiply", "shift", "level-table") else 0,
         "acc": pe * acc,
         # Threshold compares, for every tiled copy; several levels are counted into a code.
-        "compare": pe * copies * levels * acc,
+        ("compare:shallow" if shallow_t else "compare"): pe * copies * levels * acc,
         "count": pe * copies * levels * out_bits if levels > 1 else 0,
         # Without thresholds, the dot product is scaled and offset: an adder per PE.
         "dot": 0 if levels else pe * out_bits,
@@ -328,7 +348,7 @@ def _mvau_features(layer, family):
         "decode": mh * out_bits * math.log2(_rows(layer) // pe + 1),
         # The fold counters and the ROM address.
         "control": math.log2(wd + 1),
-        f"w_rom:{group}": w_rom,
+        f"w_rom:{_rom_depth_class(wd, family)}": w_rom,
         "t_rom": t_luts,
     }
     # Flip-flops: input vector and slice, accumulators, output registers, ROM output registers
@@ -385,16 +405,20 @@ def _stream_features(layer, family):
         return luts, ffs
     if op == "collect":
         beats = layer["in_shape"][0] * layer["in_shape"][1]
-        luts = {"collect:const": 1.0, "collect:bits": out_bits, "collect:beats": math.log2(beats)}
+        # Each beat's slice of the vector is written when the beat counter selects it: one
+        # enable per beat, decoded from the counter (the vector's bits are flip-flops only).
+        luts = {"collect:const": 1.0, "collect:beats": beats}
         return luts, {"collect:const": 1.0, "ff_out": out_bits}
     if op == "normalize_sign":
         c, pe = layer["channels"], layer["pe"]
         folds = c // pe
         sum_bits = in_bits + math.ceil(math.log2(c)) + 1
+        # The sum and the compare phase each select a fold's PE elements (a C/PE:1 multiplexer
+        # per bit); each PE adds its element into the sum and compares C*z - sum + offset, both
+        # as wide as the sum (the sweep's engines carry per-channel offsets, as biased layers do).
         luts = {"normalize:const": 1.0,
-                "normalize:select": pe * in_bits * (folds - 1) * 2,
-                "normalize:lanes": pe * sum_bits,
-                "normalize:offset": c * sum_bits / _LUT_BITS[family] if folds > 1 else pe * sum_bits}
+                "normalize:select": 2 * pe * in_bits * mux_luts(folds, family),
+                "normalize:lanes": pe * sum_bits}
         ffs = {"normalize:const": 1.0, "normalize:vectors": 2 * c * in_bits, "ff_out": c,
                "normalize:sum": 2 * sum_bits}
         return luts, ffs

@@ -21,7 +21,7 @@ def run(capsys, *args):
 
 
 # (options, expected formats entry, expected input encoding, the accuracy it must at least reach
-# after 3 epochs on digits' 360 test images; chance is 0.1)
+# after EPOCHS epochs on digits' 360 test images; chance is 0.1)
 CASES = {
     "ternary-u2": (["--arch", "mlp:32", "--format", "ternary", "--act-bits", "2"],
                    {"weights": "ternary", "activations": "u2", "p": None}, "thermometer", 0.85),
@@ -35,24 +35,29 @@ CASES = {
                     {"weights": "levels5", "activations": "u2", "p": None}, "thermometer", 0.8),
     "vit-pow2": (["--arch", "vit:dim=32,depth=1,heads=2,mlp_dim=64", "--format", "pow2",
                   "--act-bits", "float", "--lr", "0.01"],
-                 {"weights": "pow2", "activations": "float", "p": None}, "float", 0.5),
+                 {"weights": "pow2", "activations": "float", "p": None}, "float", 0.7),
 }
+# Epochs per case: 3, but 6 for the ViT, whose accuracy after 3 epochs swings between 0.41 and
+# 0.87 with the seed and the thread count (float sums in another order); after 6 it is 0.83 to
+# 0.92 over seeds 1 to 4 on one thread.
+EPOCHS = {"vit-pow2": 6}
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_train_cli_writes_a_checkpoint_with_its_formats_and_eval_agrees(tmp_path, capsys, name):
     options, formats, encoding, floor = CASES[name]
+    epochs = EPOCHS.get(name, 3)
     ckpt = tmp_path / "m.pt"
-    rc, out, err = run(capsys, "train", *options, "--epochs", 3, "--seed", 1, "-o", ckpt)
+    rc, out, err = run(capsys, "train", *options, "--epochs", epochs, "--seed", 1, "-o", ckpt)
     assert rc == 0, err
     model, meta = load_checkpoint(ckpt)
     assert meta["formats"] == formats
     assert meta["input"]["encoding"] == encoding
     assert meta["dataset"] == {"name": "digits", "seed": 1}
-    assert meta["metrics"]["epochs"] == 3 and meta["resume"]["epoch"] == 3
+    assert meta["metrics"]["epochs"] == epochs and meta["resume"]["epoch"] == epochs
     acc = meta["metrics"]["test_accuracy"]
     assert acc >= floor, acc
-    assert f"test accuracy {acc:.4f} after 3 epochs" in out
+    assert f"test accuracy {acc:.4f} after {epochs} epochs" in out
     rc, out, err = run(capsys, "eval", ckpt)
     assert rc == 0, err
     assert f"digits test accuracy {acc:.4f} on 360 images" in out
