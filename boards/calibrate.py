@@ -15,7 +15,7 @@ import numpy as np
 
 from lowbit.files import atomic_write_text
 
-__all__ = ["EngineSpec", "StreamSpec", "SWEEP", "FAMILIES", "build_engine", "layer_record", "synthesize_engine",
+__all__ = ["EngineSpec", "StreamSpec", "RomSpec", "SWEEP", "FAMILIES", "build_engine", "layer_record", "synthesize_engine",
            "run_sweep", "sweep_families", "HAND_PICKED", "SAMPLE_SEEDS", "sampled_specs", "CALIBRATION_PATH", "load_calibration"]
 
 CALIBRATION_PATH = Path(__file__).with_name("calibration.json")
@@ -85,6 +85,22 @@ class StreamSpec:
         return f"{self.op}-{inp}-{shape}-k{self.kernel}s{self.stride}p{self.pad}"
 
 
+@dataclass(frozen=True)
+class RomSpec:
+    """A lone ROM of the sweep (:class:`lowbit.hw.rom.ROM`, random contents): on xc7, where the
+    flow maps every deep ROM of an engine on its own, these give the LUTs a ROM costs by depth;
+    on every family they check the block RAM mapping rule."""
+
+    depth: int
+    width: int
+
+    op = "rom"
+
+    @property
+    def name(self):
+        return f"rom-{self.depth}x{self.width}"
+
+
 def _spec(fmt, inp, mh, mw, pe, simd, levels=1, copies=1):
     kind, bits = ("bipolar", 1) if inp == "bip" else ("uint", int(inp[4:]))
     return EngineSpec(fmt, kind, bits, mh, mw, pe, simd, levels, copies)
@@ -141,6 +157,20 @@ HAND_PICKED = (
     StreamSpec("maxpool", 8, 8, 32, kernel=2, stride=2),
     StreamSpec("maxpool", 12, 12, 8, "uint", 2, kernel=2, stride=2),
     StreamSpec("maxpool", 24, 24, 16, kernel=3, stride=3),
+    # Integer pools of every element width, two or more of each: the LUTs of a compare and
+    # select grow unevenly with the width (the estimator prices each width on its own).
+    StreamSpec("maxpool", 8, 8, 8, "uint", 3, kernel=2, stride=2),
+    StreamSpec("maxpool", 8, 8, 4, "uint", 5, kernel=2, stride=2),
+    StreamSpec("maxpool", 6, 6, 4, "uint", 6, kernel=3, stride=3),
+    StreamSpec("maxpool", 8, 8, 8, "uint", 8, kernel=2, stride=2),
+    StreamSpec("maxpool", 8, 8, 16, "int", 4, kernel=2, stride=2),
+    StreamSpec("maxpool", 6, 6, 8, "uint", 3, kernel=3, stride=3),
+    StreamSpec("maxpool", 6, 6, 4, "uint", 5, kernel=3, stride=3),
+    StreamSpec("maxpool", 8, 8, 8, "uint", 6, kernel=2, stride=2),
+    StreamSpec("maxpool", 8, 8, 4, "uint", 7, kernel=2, stride=2),
+    StreamSpec("maxpool", 6, 6, 4, "uint", 7, kernel=3, stride=3),
+    StreamSpec("maxpool", 6, 6, 2, "uint", 8, kernel=3, stride=3),
+    StreamSpec("maxpool", 8, 8, 8, "int", 8, kernel=2, stride=2),
     StreamSpec("collect", 4, 4, 32),
     StreamSpec("collect", 5, 5, 16, "uint", 2),
     StreamSpec("normalize_sign", 1, 1, 64, "int", 8),
@@ -154,6 +184,9 @@ HAND_PICKED = (
     StreamSpec("fifo", 1, 1, 256, depth=16),
     StreamSpec("fifo", 1, 1, 10, "int", 10, depth=4),
     StreamSpec("fifo", 1, 1, 8, "uint", 2, depth=64),
+    # Lone ROMs at every depth an engine's weights or thresholds can have (16 to 4096 words,
+    # where they are their own module), narrow and wide; the widest ones become block RAM.
+    *(RomSpec(d, w) for d in (2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096) for w in (2, 16, 96)),
 )
 
 
@@ -223,8 +256,9 @@ def _sample_stream(rng, op):
 # The seeds of the sampled engines, one draw of :data:`_SAMPLED_LANES` and
 # :data:`_SAMPLED_STREAMS` each. A second draw was added when the first left kinds with too few
 # engines for a model fitted without one of them to predict it (normalize-sign at a wide PE,
-# multiplying lanes with deep weight ROMs); a new seed adds engines without changing the others.
-SAMPLE_SEEDS = (2026, 2027)
+# multiplying lanes with deep weight ROMs), and a third when the models were split by part (PE
+# rows, ROMs, the rest); a new seed adds engines without changing the others.
+SAMPLE_SEEDS = (2026, 2027, 2028)
 
 
 def sampled_specs(seeds=SAMPLE_SEEDS):
@@ -289,6 +323,10 @@ def build_engine(spec, seed=0):
 
     from lowbit.formats import weight_format
 
+    if spec.op == "rom":
+        from lowbit.hw.rom import ROM
+        bits = np.random.default_rng(seed).integers(0, 2, size=(spec.depth, spec.width))
+        return ROM([int("".join(map(str, row)), 2) for row in bits], spec.width)
     if spec.op != "mvau":
         return _build_stream_engine(spec, seed)
     rng = np.random.default_rng(seed)
@@ -312,6 +350,9 @@ def layer_record(engine, spec=None):
     """
     def fmt(f):
         return {"kind": f.kind, "bits": f.bits, "count": f.count}
+    if spec is not None and spec.op == "rom":
+        return {"op": "rom", "depth": engine.depth, "width": engine.width,
+                "latency": engine.latency, "cycles_per_item": 1}
     if spec is not None and spec.op != "mvau":
         record = {"op": spec.op, "in_format": fmt(engine.in_format),
                   "out_format": fmt(engine.out_format), "latency": engine.latency,
@@ -362,6 +403,19 @@ def lutram_luts_of(result):
     return sum(n * result.cells.get(cell, 0) for cell, n in XC7_LUTRAM_SITES.items())
 
 
+def lut_parts(result):
+    """LUTs of a synthesis result by part: ``rom`` (the ``*_rom`` modules), ``rows`` (the PE row
+    modules, ``*_row``) and ``glue`` (the rest). Only the xc7 flow keeps those modules apart; a
+    flattened design is all ``glue``."""
+    from .synth import count_luts
+
+    parts = {"rom": 0, "rows": 0, "glue": 0}
+    for name, cells in result.modules.items():
+        part = "rom" if name.endswith("_rom") else "rows" if name.endswith("_row") else "glue"
+        parts[part] += count_luts(result.family, cells)
+    return parts
+
+
 def run_sweep(families=FAMILIES, specs=SWEEP, progress=None):
     """Synthesize every engine of ``specs`` for every family; return the calibration rows."""
     rows = []
@@ -373,7 +427,7 @@ def run_sweep(families=FAMILIES, specs=SWEEP, progress=None):
             rows.append({"engine": spec.name, "spec": asdict(spec), "family": family,
                          "layer": layer, "flow": r.flow, "yosys_version": r.yosys_version,
                          "luts": r.luts, "ffs": r.ffs, "brams": r.brams, "dsps": r.dsps,
-                         "carry": r.carry, "lutram_luts": lutram_luts_of(r),
+                         "carry": r.carry, "lutram_luts": lutram_luts_of(r), "lut_parts": lut_parts(r),
                          "seconds": round(r.seconds, 2)})
             if progress:
                 progress(rows[-1])

@@ -10,20 +10,37 @@ Per engine (one matrix-vector-threshold unit, see :mod:`lowbit.hw.mvau`) and per
   sweep (on ECP5 no constant fits every engine; see :data:`BRAM_COST`). Memories with a write
   port (window lines, FIFOs) sit in distributed RAM on xc7 and ECP5, and in block RAM on iCE40
   once they are large enough (:func:`ram_brams`).
-- **LUTs and FFs** of a matrix-vector unit are linear in features that follow its structure: the
-  lanes (``PE * SIMD`` elements times the input width, one coefficient per lane, input kind,
-  constant weights and DSP use), multiplier bits, accumulators (``PE * acc``), threshold
-  compares (times the tiled copies), the input-slice multiplexer (``SIMD * in_bits`` times the
-  LUTs of an SF:1 multiplexer, :func:`mux_luts`), output registers (``MH * out_bits``) and
-  their fold decode (``MH * out_bits * log2(NF + 1)``), the fold counters (``log2`` of the
-  weight words), and ROMs left in logic as the LUTs of the ROM alone (:func:`rom_logic_luts`;
-  thresholds apart, weights by their depth against the LUT's inputs, :func:`_rom_depth_class`,
-  since a shallow ROM folds into the lane's LUTs and a deep one reads through a multiplexer;
-  compares against threshold ROMs of at most four words apart, which fold into the compare's
-  LUTs the same way). The coefficients are fitted by non-negative least squares on relative
-  error to the calibration sweep (:mod:`lowbit.boards.calibrate`) and stored in
-  ``calibration.json`` beside the data they were fitted to; what :func:`structural_luts` counts
-  (xc7 distributed RAM, level-table products) is added, not fitted.
+- **LUTs and FFs** of a matrix-vector unit are counted by its parts, as synthesis maps them. The
+  unit reads its weights and thresholds from ROM modules and puts each PE row (lane,
+  accumulator, compares) in a module of its own (:mod:`lowbit.hw.rom`, :mod:`lowbit.hw.mvau`);
+  the xc7 flow keeps those modules apart (``lowbit.boards.synth.KEEP_MODULES``), so an engine's
+  LUTs there are the sum of three parts that synthesis counts separately (and the sweep records,
+  :func:`lowbit.boards.calibrate.lut_parts`):
+
+  - *ROMs*, counted from the structure: a ROM's distinct bits (:func:`_distinct_columns`; a
+    shallow ROM's bits share the few functions of its address) times the LUTs per bit that lone
+    ROMs of its depth take (:func:`rom_luts`, measured by the sweep's lone ROMs); a threshold
+    ROM, whose sorted, narrow words repeat their high bits, at the fitted fraction
+    ``threshold_rom_scale`` of that.
+  - *PE rows* (``row:`` features, times PE): per lane variant (lane, input kind, constant
+    weights, DSP use) the bits that enter its compressor tree (``SIMD`` times the term width:
+    the input, the input times a weight, or the shifted input), the product bits of multiplying
+    lanes, the tree's counters as the lane builds them (:func:`lowbit.hw.lanes.lane_counters`)
+    and a per-row constant; then the accumulator, the threshold compares by where the
+    thresholds come from (constants with one neuron fold, a ROM, or a ROM of at most four words
+    that a flattened design folds into the compare), the count of several levels, and the dot
+    product's offset adder of the XNOR lane.
+  - *The rest* of the unit: the input-slice multiplexer (``SIMD * in_bits`` times the LUTs of an
+    SF:1 multiplexer, :func:`mux_luts`), the output beat's writes at each neuron fold and their
+    enables, the fold counters; and, where the rows are not modules (fully unrolled units, whose
+    constant weights stay in one module for synthesis to share), the rows' own features
+    (``flat:``).
+
+  iCE40 and ECP5 flatten everything, so there the same features are fitted to the engine's
+  total, ROMs left in logic priced by their depth against the LUT's inputs
+  (:func:`_rom_depth_class`). The coefficients are fitted by non-negative least squares on
+  relative error to the calibration sweep (:mod:`lowbit.boards.calibrate`), each part's to that
+  part's count, and stored in ``calibration.json`` beside the data they were fitted to.
 - **DSPs**: multiplying lanes (``lut-multiply``) use one DSP per multiplier where Yosys maps
   them so: on xc7 a DSP48E1 once its operands are 10 bits together, on ECP5 a MULT18X18D for every
   multiplier, on iCE40 none; other lanes use none.
@@ -40,9 +57,10 @@ Per engine (one matrix-vector-threshold unit, see :mod:`lowbit.hw.mvau`) and per
   with its own constant: row/column counters and line-memory pointers, the pad multiplexer, line
   memories (xc7: distributed RAM, counted as LUT sites by :func:`lutram_luts`; ECP5:
   distributed RAM, not in its LUT count, read through a multiplexer over 16-word banks; iCE40:
-  flip-flops or block RAM), OR or compare trees of the pool, the collect's per-beat write
-  enables, for normalize-sign the fold multiplexers (a C/PE:1 multiplexer, :func:`mux_luts`)
-  and the PE adders and compares, and for FIFOs their pointers and queue. A network's estimate
+  flip-flops or block RAM), OR or compare trees of the pool (an integer compare and select
+  priced per element width, which synthesis maps unevenly), the collect's per-beat write
+  enables, for normalize-sign the fold multiplexers (about a LUT per held element bit), the
+  sum chain and the PE compares with their per-fold offsets, and for FIFOs their pointers and queue. A network's estimate
   adds its stream FIFOs.
 - **Cycles** are exact: the manifest's ``cycles_per_item`` and ``latency`` (from the engines'
   timing properties).
@@ -62,6 +80,7 @@ import math
 import numpy as np
 
 from lowbit.errors import LowbitError
+from lowbit.hw.lanes import lane_counters
 
 from .boards import get_board
 from .calibrate import CALIBRATION_PATH
@@ -171,18 +190,108 @@ def _fifo_memory(layer, family):
     return words * layer["bits"]
 
 
-def structural_luts(layer, family):
+def _rom_class(depth):
+    """The depth class of a ROM: its depth rounded up to a power of two (its address bits)."""
+    return 1 << max(0, (depth - 1).bit_length())
+
+
+def isolated_rom(depth, width, family):
+    """Whether synthesis maps a ``depth`` x ``width`` ROM of an engine as a module of its own: on
+    xc7 every ROM of two words or more that stays out of block RAM (the flow keeps ``*_rom``
+    modules, see :mod:`lowbit.hw.rom`; a one-word ROM is a constant of the engine)."""
+    return family == "xilinx" and depth > 1 and not rom_brams(depth, width, family)
+
+
+def _distinct_columns(depth, width, family):
+    """Expected number of distinct functions among ``width`` random ROM bits of ``depth`` words.
+
+    A bit of a ROM is a function of its address; a shallow ROM has few of them (16 for four
+    words), and its bits share them, so its LUTs stop growing with its width. From 32 words on
+    there are 2**32 functions or more: every bit is its own. On xc7 a ROM of up to four words
+    is its output flip-flops, each loaded from an address bit and set or reset by one of a few
+    shared signals: at most one LUT per word."""
+    functions = 2 ** _rom_class(depth)
+    if functions > 2 ** 16:
+        return width
+    distinct = functions * (1 - (1 - 1 / functions) ** width)
+    return min(distinct, depth) if family == "xilinx" and depth <= 4 else distinct
+
+
+def rom_luts(depth, width, family, rom_table):
+    """LUTs of a ``depth`` x ``width`` ROM mapped on its own: its distinct bits
+    (:func:`_distinct_columns`) times the LUTs per bit that the sweep's lone ROMs of its depth
+    class took (``rom_table``, class -> LUTs per distinct bit)."""
+    if rom_brams(depth, width, family):
+        return 0
+    per_bit = rom_table.get(str(_rom_class(depth))) if rom_table else None
+    if per_bit is None:
+        raise LowbitError(f"the estimator is not calibrated for a {depth}-word ROM on {family}",
+                          "add a lone ROM of that depth to the sweep in boards/calibrate.py and "
+                          "regenerate with 'python -m benchmarks.estimator --write'")
+    return _distinct_columns(depth, width, family) * per_bit
+
+
+def rom_table(rows):
+    """LUTs per distinct bit of lone ROMs in logic, by depth class, from calibration rows of one
+    family."""
+    per_class = {}
+    for r in rows:
+        layer = r["layer"]
+        if layer["op"] == "rom" and not r["brams"]:
+            per_class.setdefault(str(_rom_class(layer["depth"])), []).append(
+                r["luts"] / _distinct_columns(layer["depth"], layer["width"], r["family"]))
+    return {k: sum(v) / len(v) for k, v in sorted(per_class.items(), key=lambda kv: int(kv[0]))}
+
+
+def structural_luts(layer, family, model=None, part=None):
     """LUTs that the estimator counts from the structure, not from fitted coefficients: the
-    constant products of level-table lanes (:func:`table_product_luts`) and, on xc7, the
-    distributed RAM of window and pool line memories (:func:`lutram_luts`)."""
-    luts = table_product_luts(layer, family)
-    if family == "xilinx" and layer.get("op") in ("sliding_window", "maxpool"):
+    constant products of level-table lanes (:func:`table_product_luts`), ROMs mapped on their own
+    (:func:`rom_luts`, from the lone ROMs of the family's ``model``; threshold ROMs scaled by its
+    ``threshold_rom_scale``), and on xc7 the distributed RAM of window and pool line memories
+    and FIFOs (:func:`lutram_luts`). ``part`` (``"rom"``, ``"rows"``, ``"glue"``, as
+    :func:`lowbit.boards.calibrate.lut_parts` splits an engine) counts that part alone."""
+    model = model or {}
+    rom_table = model.get("rom_luts_per_bit")
+    op = layer.get("op", "mvau")
+    parts = {"rom": 0, "rows": 0, "glue": 0}
+    if op == "rom":
+        parts["rom"] = rom_luts(layer["depth"], layer["width"], family, rom_table)
+    elif op == "mvau":
+        products = table_product_luts(layer, family)
+        parts["rows" if separate_rows(layer) and family == "xilinx" else "glue"] += products
+        weights, thresholds = _roms(layer)
+        if isolated_rom(*weights, family):
+            parts["rom"] += rom_luts(*weights, family, rom_table)
+        if thresholds and isolated_rom(*thresholds, family):
+            parts["rom"] += model.get("threshold_rom_scale", 1.0) * rom_luts(*thresholds, family, rom_table)
+    elif family == "xilinx" and op in ("sliding_window", "maxpool"):
         n, depth, width = _line_memories(layer)
         if n:
-            luts += n * lutram_luts(depth, width)
-    if family == "xilinx" and layer.get("op") == "fifo" and layer["depth"] > 2:
-        luts += lutram_luts(layer["depth"] - 1, layer["bits"])
-    return luts
+            parts["glue"] += n * lutram_luts(depth, width)
+    elif family == "xilinx" and op == "fifo" and layer["depth"] > 2:
+        parts["glue"] += lutram_luts(layer["depth"] - 1, layer["bits"])
+    return parts[part] if part else sum(parts.values())
+
+
+def _threshold_rom_scale(rows, family, rom_table):
+    """How many of the LUTs of a random ROM a threshold ROM of the same shape takes: its words are
+    sorted and narrow, so high bits repeat across words. The least-squares ratio, on relative
+    error, over the engines whose threshold ROM synthesis maps on its own."""
+    num = den = 0.0
+    for r in rows:
+        layer = r["layer"]
+        if layer["op"] != "mvau" or "lut_parts" not in r:
+            continue
+        weights, thresholds = _roms(layer)
+        if not thresholds or not isolated_rom(*thresholds, family):
+            continue
+        own = rom_luts(*thresholds, family, rom_table)
+        rest = r["lut_parts"]["rom"] - (rom_luts(*weights, family, rom_table)
+                                        if isolated_rom(*weights, family) else 0)
+        weight = 1 / max(r["luts"], 1) ** 2
+        num += weight * own * rest
+        den += weight * own * own
+    return num / den if den else 1.0
 
 
 # Yosys' synth_xilinx maps a lane's multiplier to a DSP48E1 once its signed operands add up to
@@ -305,63 +414,115 @@ def _rom_depth_class(depth, family):
     return "deep"
 
 
-def _mvau_features(layer, family):
-    pe, simd, mh, mw = layer["pe"], layer["simd"], layer["mh"], layer["mw"]
-    copies = layer.get("copies", 1)
-    in_bits = layer["in_format"]["bits"]
+def separate_rows(layer):
+    """Whether a matrix-vector unit's PE rows are modules of their own: whenever its weights come
+    from a ROM (:mod:`lowbit.hw.mvau`); fully unrolled, its constant weights keep them together."""
+    return layer["weight_memory"]["depth"] > 1
+
+
+def _row_features(layer, family):
+    """LUT features of one PE row of a matrix-vector unit: its lane, accumulator, compares."""
+    simd, copies = layer["simd"], layer.get("copies", 1)
+    fmt = layer["in_format"]
     acc = layer["accumulator_bits"]
-    sf = mw // simd
     levels = _levels(layer)
     out_bits = layer["out_format"]["bits"]
     (wd, ww), t_rom = _roms(layer)
-    wb = ww // (pe * simd)
+    wb = ww // (layer["pe"] * simd)
     if layer["lane"] == "level-table":
         # The lane works on the weight's value, not its code: as wide as the largest magnitude.
         from lowbit.formats import weight_format
         wb = max(weight_format(layer["weight_format"]).levels).bit_length() + 1
-    # ROMs left in logic, as LUTs of the ROM alone (a one-word ROM is a constant folded into
-    # the logic it feeds). Threshold words partly fold into their compares, so they have their
-    # own coefficient.
-    w_rom = 0 if rom_brams(wd, ww, family) or wd <= 1 else rom_logic_luts(wd, ww, family)
-    t_luts = 0
-    if t_rom is not None and not rom_brams(*t_rom, family):
-        t_luts = rom_logic_luts(*t_rom, family)
-    lane_work = pe * simd * (in_bits if layer["in_format"]["kind"] != "bipolar" else 1)
-    # A compare against a threshold ROM of at most four words is a function of two address
-    # bits besides the accumulator: synthesis folds the ROM into the compare's LUTs.
-    shallow_t = t_rom is not None and t_rom[0] <= 4
-    luts = {
+    k = fmt["bits"] if fmt["kind"] != "bipolar" else 1
+    # Each product enters the lane's compressor tree as a term of this many bits: the input
+    # element itself (XNOR, add/subtract/skip, AND), the element times a weight of wb bits
+    # (multiply; a bipolar element only negates the weight), or the element shifted by up to
+    # 2**(wb - 1) - 2 places (powers of two).
+    term = {"lut-multiply": k + wb if fmt["kind"] != "bipolar" else wb,
+            "level-table": k + wb if fmt["kind"] != "bipolar" else wb,
+            "shift": k + 2 ** (wb - 1) - 2}.get(layer["lane"], k)
+    variant = _lane_variant(layer, family)
+    multiplies = layer["lane"] in ("lut-multiply", "shift", "level-table")
+    lookup = layer["lane"] == "lut-multiply" and fmt["kind"] != "bipolar" and 2 ** (k + wb) <= _LUT_BITS[family]
+    # Thresholds are constants of the row when there is one neuron fold; on a flattened
+    # design, a threshold ROM of at most four words is a function of two address bits besides
+    # the accumulator, which synthesis folds into the compare's LUTs.
+    t_depth = t_rom[0] if t_rom else 0
+    source = ("compare:const" if t_depth <= 1 else
+              "compare:shallow" if t_depth <= 4 and not isolated_rom(*t_rom, family) else "compare")
+    return {
         "const": 1.0,
-        f"lane:{_lane_variant(layer, family)}": lane_work,
+        f"lane:{variant}": simd * term,
+        # What a row of this lane spends whatever its size (the bipolar masked lanes, for one,
+        # subtract one popcount from the other).
+        f"lane:{variant}:row": 1.0,
         # Multiplying lanes: one partial product bit per input bit and weight bit.
-        "mult_bits": lane_work * wb if layer["lane"] in ("lut-multiply", "shift", "level-table") else 0,
-        "acc": pe * acc,
+        f"lane:{variant}:mult": simd * k * wb if multiplies and not lookup else 0,
+        # ... unless the element and the weight fit one LUT: then each product bit is a lookup.
+        f"lane:{variant}:lookup": simd * (k + wb) if multiplies and lookup else 0,
+        # The counters of the lane's compressor tree, as the lane builds them.
+        f"lane:{variant}:counters": lane_counters(layer["weight_format"], fmt["kind"], fmt["bits"], simd,
+                                                  constant=wd == 1),
+        "acc": acc,
         # Threshold compares, for every tiled copy; several levels are counted into a code.
-        ("compare:shallow" if shallow_t else "compare"): pe * copies * levels * acc,
-        "count": pe * copies * levels * out_bits if levels > 1 else 0,
-        # Without thresholds, the dot product is scaled and offset: an adder per PE.
-        "dot": 0 if levels else pe * out_bits,
+        source: copies * levels * acc,
+        "count": copies * levels * out_bits if levels > 1 else 0,
+        # Without thresholds, the XNOR lane's count is scaled and offset into the dot product
+        # (2 * count - MW): an adder; the other lanes accumulate the dot product itself.
+        "dot": out_bits if not levels and layer["lane"] == "xnor-popcount" else 0,
+    }
+
+
+def _mvau_features(layer, family):
+    """LUT and FF features of a matrix-vector unit: ``row:`` features of its PE rows (times PE)
+    where they are modules of their own, ``flat:`` ones where they are not, then those of the
+    unit around them."""
+    pe, simd, mh, mw = layer["pe"], layer["simd"], layer["mh"], layer["mw"]
+    copies = layer.get("copies", 1)
+    in_bits = layer["in_format"]["bits"]
+    sf, nf = mw // simd, _rows(layer) // pe
+    out_bits = layer["out_format"]["bits"]
+    (wd, ww), t_rom = _roms(layer)
+    prefix = "row:" if separate_rows(layer) else "flat:"
+    luts = {prefix + name: pe * v for name, v in _row_features(layer, family).items()}
+    # ROMs in logic that are not modules of their own, as LUTs of the ROM alone (a one-word ROM
+    # is a constant of the logic it feeds; the others are counted by :func:`structural_luts`).
+    w_rom = 0 if rom_brams(wd, ww, family) or wd <= 1 or isolated_rom(wd, ww, family) \
+        else rom_logic_luts(wd, ww, family)
+    t_luts = 0
+    if t_rom is not None and not rom_brams(*t_rom, family) and not isolated_rom(*t_rom, family):
+        t_luts = rom_logic_luts(*t_rom, family)
+    luts.update({
+        "const": 1.0,
         # The input slice: one SF:1 multiplexer per bit of a SIMD chunk.
-        "x_select": simd * in_bits * mux_luts(sf, family),
-        # Output registers, and the write of each output element at its neuron fold.
-        "out": mh * out_bits,
-        "decode": mh * out_bits * math.log2(_rows(layer) // pe + 1),
+        "x_select": simd * in_bits * mux_luts(sf, family) if sf > 4 else 0,
+        # Up to four folds, each bit is a single LUT, which carries nothing else.
+        "x_select:lut": simd * in_bits * mux_luts(sf, family) if sf <= 4 else 0,
+        # The output beat: each element written at its neuron fold, the fold's enable decoded.
+        "out": mh * out_bits if nf > 1 and copies == 1 else 0,
+        "decode": copies * nf if nf > 1 else 0,
+        # Tiled units write the copies' codes of a row together, from one accumulator.
+        "out:tiled": mh * out_bits if nf > 1 and copies > 1 else 0,
         # The fold counters and the ROM address.
         "control": math.log2(wd + 1),
         f"w_rom:{_rom_depth_class(wd, family)}": w_rom,
         "t_rom": t_luts,
-    }
+    })
     # Flip-flops: input vector and slice, accumulators, output registers, ROM output registers
     # of ROMs in logic.
-    rom_width = (ww if w_rom else 0) + (t_rom[1] if t_luts else 0)
-    ffs = {"const": 1.0, "ff_in": in_bits * (mw + simd), "acc": pe * acc, "ff_out": mh * out_bits,
-           "ff_rom": rom_width}
+    rom_width = sum(w for d, w in filter(None, ((wd, ww), t_rom))
+                    if d > 1 and not rom_brams(d, w, family))
+    ffs = {"const": 1.0, "ff_in": in_bits * (mw + simd), "acc": pe * layer["accumulator_bits"],
+           "ff_out": mh * out_bits, "ff_rom": rom_width}
     return luts, ffs
 
 
 def _stream_features(layer, family):
-    """LUT and FF features of the window, pool, collect, normalize-sign and FIFO engines."""
+    """LUT and FF features of the window, pool, collect, normalize-sign and FIFO engines (and of
+    a lone ROM, whose LUTs are all structural)."""
     op = layer["op"]
+    if op == "rom":
+        return {}, {"ff_rom": 0 if rom_brams(layer["depth"], layer["width"], family) else layer["width"]}
     if op == "fifo":
         depth, bits = layer["depth"], layer["bits"]
         # A memory of depth - 1 words and an output register (amaranth's SyncFIFOBuffered): on
@@ -398,7 +559,9 @@ def _stream_features(layer, family):
             luts["sliding_window:pad"] = pixel if layer.get("pad", 0) else 0
         else:
             # Bipolar maximum is an OR; integers need a compare and select per window element.
-            kind = "or" if layer["in_format"]["kind"] == "bipolar" else "compare"
+            # Integers: the LUTs of a b-bit compare and select do not grow evenly with b (synthesis
+            # maps some widths far better than others), so each width has its own coefficient.
+            kind = "or" if layer["in_format"]["kind"] == "bipolar" else f"compare:{in_bits}"
             luts[f"maxpool:{kind}"] = pixel * (k * k - 1)
         ffs = {f"{op}:const": 1.0, f"{op}:taps": k * k * pixel, "ff_out": out_bits,
                f"{op}:line": line_bits if family == "ice40" else n * width}
@@ -413,12 +576,16 @@ def _stream_features(layer, family):
         c, pe = layer["channels"], layer["pe"]
         folds = c // pe
         sum_bits = in_bits + math.ceil(math.log2(c)) + 1
-        # The sum and the compare phase each select a fold's PE elements (a C/PE:1 multiplexer
-        # per bit); each PE adds its element into the sum and compares C*z - sum + offset, both
-        # as wide as the sum (the sweep's engines carry per-channel offsets, as biased layers do).
+        offset_bits = math.ceil(math.log2(2 * c + 1)) + 1
+        # Both phases select a fold's PE elements from the vector they hold: multiplexers that
+        # together cost about a LUT per held element bit, whatever the folding. Each PE adds its
+        # element into the sum (a chain as wide as the sum) and compares C*z - sum + offset: the
+        # sweep's engines carry per-channel offsets, as biased layers do, and a folded PE selects
+        # its fold's offset (about log2(2C) bits) and adds it, a constant when C/PE is 1.
         luts = {"normalize:const": 1.0,
-                "normalize:select": 2 * pe * in_bits * mux_luts(folds, family),
-                "normalize:lanes": pe * sum_bits}
+                "normalize:vectors": c * in_bits,
+                "normalize:chain": pe * sum_bits,
+                "normalize:compare": pe * (sum_bits + (offset_bits if folds > 1 else 0))}
         ffs = {"normalize:const": 1.0, "normalize:vectors": 2 * c * in_bits, "ff_out": c,
                "normalize:sum": 2 * sum_bits}
         return luts, ffs
@@ -453,14 +620,38 @@ def _fit(feats, counts, totals=None):
 def fit_models(rows):
     """Fit the per-family LUT and FF coefficients to calibration rows (see ``calibrate.run_sweep``).
 
-    The LUT coefficients explain what :func:`structural_luts` does not already count."""
+    The LUT coefficients explain what :func:`structural_luts` does not already count. Where the
+    flow keeps a unit's ROMs and PE rows apart (xc7), synthesis counts each part, and each part is
+    fitted to its own count: the ``row:`` coefficients to the rows' LUTs, the others to the rest
+    of the engine; elsewhere every coefficient is fitted to the engine's total."""
     models = {}
     for family in sorted({r["family"] for r in rows}):
         fam_rows = [r for r in rows if r["family"] == family]
-        feats = [layer_features(r["layer"], family) for r in fam_rows]
-        fitted = [max(r["luts"] - structural_luts(r["layer"], family), 1) for r in fam_rows]
-        models[family] = {"luts": _fit([f[0] for f in feats], fitted, [max(r["luts"], 1) for r in fam_rows]),
-                          "ffs": _fit([f[1] for f in feats], [max(r["ffs"], 1) for r in fam_rows])}
+        roms = rom_table(fam_rows)
+        model = {"rom_luts_per_bit": roms,
+                 "threshold_rom_scale": _threshold_rom_scale(fam_rows, family, roms)}
+        ff_feats = [layer_features(r["layer"], family)[1] for r in fam_rows]
+        # Lone ROMs are all structure: they give the ROM table, not LUT coefficients.
+        fit_rows = [r for r in fam_rows if r["layer"]["op"] != "rom"]
+        lut_feats = [layer_features(r["layer"], family)[0] for r in fit_rows]
+        totals = [max(r["luts"], 1) for r in fit_rows]
+        if not any(r.get("lut_parts", {}).get("rows") for r in fit_rows):
+            fitted = [max(r["luts"] - structural_luts(r["layer"], family, model), 1) for r in fit_rows]
+            luts = _fit(lut_feats, fitted, totals)
+        else:
+            luts = {}
+            for part in ("rows", "glue"):
+                feats, counts, weights = [], [], []
+                for r, f, total in zip(fit_rows, lut_feats, totals):
+                    f = {n: v for n, v in f.items() if n.startswith("row:") == (part == "rows")}
+                    if any(f.values()):
+                        feats.append(f)
+                        counts.append(max(r["lut_parts"][part]
+                                          - structural_luts(r["layer"], family, model, part=part), 0))
+                        weights.append(total)
+                luts.update(_fit(feats, counts, weights))
+        models[family] = {"luts": luts, "ffs": _fit(ff_feats, [max(r["ffs"], 1) for r in fam_rows]),
+                          **model}
     return models
 
 
@@ -503,21 +694,27 @@ def estimate_layer(layer, family, models=None):
         return _estimate_residual_parts(layer, family, models)
     model = models[family]
     lut_feats, ff_feats = layer_features(layer, family)
-    for name in list(lut_feats):
-        # Constant (fully unrolled) weights only simplify a lane; where that variant was not
-        # calibrated, the lane with its weights in a ROM is the estimate (an upper bound).
-        in_rom = name.replace("-const", "")
-        if in_rom != name and name not in model["luts"] and in_rom in model["luts"]:
-            lut_feats[in_rom] = lut_feats.pop(name)
+    if any(n.startswith("flat:") and v and n not in model["luts"] for n, v in lut_feats.items()):
+        # Constant (fully unrolled) weights only simplify the rows; where such a lane was not
+        # calibrated, the rows with their weights in a ROM are the estimate (an upper bound).
+        lut_feats = {(n.replace("flat:", "row:", 1).replace("-const", "") if n.startswith("flat:") else n): v
+                     for n, v in lut_feats.items()}
     missing = _uncalibrated(lut_feats, model["luts"])
     if missing:
-        lanes = [n[5:] for n in missing if n.startswith("lane:")]
+        lanes = [n.split("lane:", 1)[1] for n in missing if "lane:" in n]
         what = lanes[0] if lanes else layer.get("op", "mvau")
         raise LowbitError(f"the estimator is not calibrated for {what!r} on {family}",
                           "add an engine of that kind to the sweep in boards/calibrate.py and "
                           "regenerate with 'python -m benchmarks.estimator --write'")
-    luts = sum(c * lut_feats.get(n, 0.0) for n, c in model["luts"].items())
-    luts += structural_luts(layer, family)
+    # The LUTs of each part of the engine (see :func:`structural_luts`): the PE rows' features,
+    # the rest's, and what the structure counts.
+    parts = {part: structural_luts(layer, family, model, part=part) for part in ("rom", "rows", "glue")}
+    for n, c in model["luts"].items():
+        parts["rows" if n.startswith("row:") else "glue"] += c * lut_feats.get(n, 0.0)
+    if family != "xilinx" or layer.get("op", "mvau") != "mvau" or not separate_rows(layer):
+        # Only the xc7 flow keeps the rows apart; elsewhere they are part of one module.
+        parts = {"rom": parts["rom"], "rows": 0.0, "glue": parts["rows"] + parts["glue"]}
+    luts = sum(parts.values())
     ffs = sum(c * ff_feats.get(n, 0.0) for n, c in model["ffs"].items())
     if layer.get("op", "mvau") == "mvau":
         w_rom, t_rom = _roms(layer)
@@ -525,13 +722,16 @@ def estimate_layer(layer, family, models=None):
     elif layer["op"] in ("sliding_window", "maxpool"):
         n, depth, width = _line_memories(layer)
         brams = n * ram_brams(depth, width, family) if n else 0
+    elif layer["op"] == "rom":
+        brams = rom_brams(layer["depth"], layer["width"], family)
     elif layer["op"] == "fifo":
         brams = ram_brams(layer["depth"] - 1, layer["bits"], family) if layer["depth"] > 1 else 0
     else:
         brams = 0
     return {"luts": int(round(luts)), "ffs": int(round(ffs)), "brams": brams,
             "dsps": _lane_dsps(layer, family),
-            "fmax_mhz": estimate_fmax_mhz([layer], family)}
+            "fmax_mhz": estimate_fmax_mhz([layer], family),
+            "lut_parts": {part: round(v, 1) for part, v in parts.items()}}
 
 
 # Per-element costs of the engines a residual block adds (hw/residual.py) and of the
@@ -540,7 +740,7 @@ def estimate_layer(layer, family, models=None):
 # (a ripple adder bit, as for level-table products) plus the FIFO's control; registers are the
 # fork's beat, the skip FIFO's output register and the adder's sum; the skip FIFO's and the
 # body FIFOs' memories are distributed RAM (:func:`lutram_luts`). Only xc7 was measured.
-RESIDUAL_XILINX = {"control_luts": 8, "threshold_luts_per_bit": 0.45, "threshold_luts_per_channel": 1.5}
+RESIDUAL_XILINX = {"control_luts": 8, "threshold_luts_per_bit": 0.14, "threshold_luts_per_channel": 0.47}
 
 
 def _sum_bits(layer):

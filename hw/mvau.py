@@ -6,8 +6,8 @@ dot product with its thresholds (MultiThreshold fused in) or emits the dot produ
 """
 
 import numpy as np
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import memory, stream, wiring
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
+from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from lowbit.bounds import dot_bounds, signed_bits
@@ -15,6 +15,7 @@ from lowbit.formats import weight_format
 
 from .lanes import lane_for
 from .payload import VectorFormat
+from .rom import ROM
 from .threshold import check_invert, invert_masks, threshold_count
 
 __all__ = ["MatrixVectorUnit"]
@@ -38,6 +39,11 @@ class MatrixVectorUnit(wiring.Component):
 
     Accumulators are sized from the exact range of every row's dot product over all inputs of
     ``in_format`` (see ``lowbit.bounds.dot_bounds``), so they cannot overflow.
+
+    Structure: the weights and thresholds are :class:`~lowbit.hw.rom.ROM` submodules
+    (``weights_rom``, ``thresholds_rom``; a store of one word is a constant instead), and with
+    weights from a ROM each PE's lane, accumulator and compares form a submodule of their own
+    (``pe{p}_row``), which synthesis can map one by one (see :mod:`lowbit.hw.rom`).
 
     Parameters
     ----------
@@ -67,8 +73,7 @@ class MatrixVectorUnit(wiring.Component):
         each with its own thresholds, into which the copy's scale is folded. Compute and weight
         memory shrink by ``copies``; ``MH = copies * R``.
     weight_memory : {"auto", "block", "lut", "const"}
-        ``"auto"``: weights (and thresholds) in ``amaranth.lib.memory`` ROMs that synthesis maps as
-        it sees fit; ``"block"`` / ``"lut"``: the same ROMs with a ``rom_style`` attribute
+        ``"auto"``: weights (and thresholds) in ROMs that synthesis maps as it sees fit; ``"block"`` / ``"lut"``: the same ROMs with a ``rom_style`` attribute
         asking for block RAM or for logic (LUTs). ``"const"``: baked into logic, allowed only when fully
         unrolled (one step per vector): the lane sees each weight as a Python integer, so a zero
         weight adds no logic, a weight of +-1 adds its input plain or inverted, and the
@@ -224,36 +229,68 @@ class MatrixVectorUnit(wiring.Component):
         return signed_bits(self._acc_range[0], self._acc_range[1] + 1)
 
     def _rom(self, m, name, width, words):
-        """A read port (addr, en, data with one cycle of latency) onto a ROM, or a constant."""
-        if self._weight_memory == "const":
-            data = Signal(width, name=f"{name}_data")
-            m.d.comb += data.eq(Const(words[0], width))
-            return None, data
-        style = self._weight_memory
+        """A read port (addr, en, data with one cycle of latency) onto a ROM, or for a ROM of one
+        word (or ``"const"`` weights) no port and the word as a constant."""
+        if self._weight_memory == "const" or len(words) == 1:
+            return None, Const(words[0], width)
         # Yosys reads rom_style/ram_style; a ROM in LUTs is "logic" (LUT RAM needs a write port).
-        yosys_style = {"block": "block", "lut": "logic"}.get(style)
-        attrs = {"rom_style": yosys_style, "ram_style": yosys_style} if yosys_style else None
-        mem = memory.Memory(shape=unsigned(width), depth=len(words), init=words, attrs=attrs)
-        m.submodules[name] = mem
-        port = mem.read_port()
-        return port, port.data
+        style = {"block": "block", "lut": "logic"}.get(self._weight_memory)
+        m.submodules[f"{name}_rom"] = rom = ROM(words, width, style=style)
+        return rom, rom.data
+
+    def _row(self, m, p, x, w, t, first, en, suffix):
+        """PE ``p``'s datapath, built into ``m``: the lane over the input slice ``x`` and the weight
+        bits ``w`` (``None``: the row's weights as constants), the accumulator (restarted by
+        ``first``, stored when ``en``) and, per copy, the count of the row's thresholds ``t`` (its
+        fields, copy by copy) that the new total reaches; without thresholds, the dot product
+        itself. Returns the per-copy values."""
+        lane, acc_shape = self._lane, signed(self.accumulator_bits)
+        acc = Signal(acc_shape, name=f"acc{suffix}")
+        total = Signal(acc_shape, name=f"total{suffix}")
+        if w is None:
+            partial = lane.partial_const(m, self._weights[p], x, f"lane{suffix}")
+        else:
+            build = lane.partial_behavioural if self._behavioural else lane.partial
+            partial = build(m, w, x, self.simd, f"lane{suffix}")
+        m.d.comb += total.eq(Mux(first, 0, acc) + partial)
+        with m.If(en):
+            m.d.sync += acc.eq(total)
+        if not self.has_thresholds:
+            # One dot product, every copy's output: compute once.
+            dot = Signal(signed(self.out_format.bits), name=f"dot{suffix}")
+            m.d.comb += dot.eq(lane.scale * total + lane.offset(self.mw))
+            return [dot] * self.copies
+        levels, tw = self._thresholds.shape[1], self._threshold_bits
+        counts = []
+        for i in range(self.copies):
+            fields = [t[(i * levels + l) * tw:(i * levels + l + 1) * tw].as_signed() for l in range(levels)]
+            if levels == 1:
+                counts.append(total >= fields[0])
+            else:
+                count = Signal(self.out_format.bits, name=f"count{i}{suffix}")
+                m.d.comb += count.eq(threshold_count(total, fields))
+                counts.append(count)
+        return counts
 
     def elaborate(self, platform):
         m = Module()
         nf_max, sf_max = self.neuron_folds - 1, self.synapse_folds - 1
         pe, simd, lane = self.pe, self.simd, self._lane
         xw = self.in_format.bits * simd
-        acc_shape = signed(self.accumulator_bits)
 
         # Constant weights reach the lane as integers (one row per PE, fully unrolled), not as a word.
         const_rows = self._weight_memory == "const" and not self._behavioural
-        w_port = w_data = None
+        w_port = w_data = t_port = t_data = None
         if not const_rows:
             w_port, w_data = self._rom(m, "weights", pe * simd * lane.weight_bits, self.weight_words())
         if self.has_thresholds:
             levels, tw = self._thresholds.shape[1], self._threshold_bits
             t_port, t_data = self._rom(m, "thresholds", self.copies * pe * levels * tw,
                                        self.threshold_words())
+        # Weights read from a ROM make each PE's datapath a module of its own, which synthesis
+        # maps alone (see lowbit.hw.rom); constant weights stay in one module, where synthesis
+        # shares what the rows' constant weights have in common.
+        separate_rows = w_port is not None
 
         # Issue stage: walks (nf, sf) over the current input vector.
         active = Signal()
@@ -266,7 +303,6 @@ class MatrixVectorUnit(wiring.Component):
         c_valid, c_first, c_last_sf, c_last = Signal(), Signal(), Signal(), Signal()
         c_nf = Signal(range(nf_max + 1))
         x_slice = Signal(xw)
-        acc = [Signal(acc_shape, name=f"acc{p}") for p in range(pe)]
         copy_width = self.out_format.width // self.copies
         out_build = [Signal(copy_width, name=f"out_build{i}") for i in range(self.copies)]
         # Result register: the output beat.
@@ -282,9 +318,41 @@ class MatrixVectorUnit(wiring.Component):
             self.o.valid.eq(r_valid),
             self.o.payload.eq(r_data),
         ]
-        for port, address in ((w_port, addr), (t_port if self.has_thresholds else None, nf)):
+        for port, address in ((w_port, addr), (t_port, nf)):
             if port is not None:
                 m.d.comb += [port.addr.eq(address), port.en.eq(advance)]
+
+        # The PE rows: per copy, each PE's count (or dot product) of the current step.
+        groups = [[] for _ in range(self.copies)]
+        # Row i * R + nf * PE + p inverted: bit (i * PE + p) of the mask of fold nf.
+        by_fold = self._invert.reshape(self.copies, self.neuron_folds, pe).transpose(1, 0, 2)
+        inverted = invert_masks(by_fold.reshape(-1), self.copies * pe)
+        if inverted is not None:
+            mask = Signal(self.copies * pe, name="inverted")
+            m.d.comb += mask.eq(Array(inverted)[c_nf])
+        wbits = simd * lane.weight_bits
+        step = Signal()
+        m.d.comb += step.eq(advance & c_valid)
+        for p in range(pe):
+            w = None if const_rows else w_data[p * wbits:(p + 1) * wbits]
+            t = None
+            if self.has_thresholds:
+                # PE p's fields of every copy: field (i * PE + p) * L + l of the threshold word.
+                t = Cat(*(t_data[(i * pe + p) * levels * tw:((i * pe + p) * levels + levels) * tw]
+                          for i in range(self.copies)))
+            if separate_rows:
+                row = _PERow(self, p, x_slice, w, t, port_thresholds=t_port is not None)
+                m.submodules[f"pe{p}_row"] = row
+                m.d.comb += [row.x.eq(x_slice), row.w.eq(w), row.first.eq(c_first), row.en.eq(step)]
+                if t_port is not None:
+                    m.d.comb += row.t.eq(t)
+                outs = row.outputs()
+            else:
+                outs = self._row(m, p, x_slice, w, t, c_first, step, str(p))
+            for i, out in enumerate(outs):
+                if inverted is not None:
+                    out = out ^ mask[i * pe + p].replicate(len(out))
+                groups[i].append(out)
 
         with m.If(self.o.valid & self.o.ready):
             m.d.sync += r_valid.eq(0)
@@ -309,50 +377,59 @@ class MatrixVectorUnit(wiring.Component):
             with m.Elif(issue_last):
                 m.d.sync += active.eq(0)
 
-            with m.If(c_valid):
-                groups = [[] for _ in range(self.copies)]  # per copy, PE results
-                # Row i * R + nf * PE + p inverted: bit (i * PE + p) of the mask of fold nf.
-                by_fold = self._invert.reshape(self.copies, self.neuron_folds, pe).transpose(1, 0, 2)
-                inverted = invert_masks(by_fold.reshape(-1), self.copies * pe)
-                if inverted is not None:
-                    mask = Signal(self.copies * pe, name="inverted")
-                    m.d.comb += mask.eq(Array(inverted)[c_nf])
-                wbits = simd * lane.weight_bits
-                for p in range(pe):
-                    total = Signal(acc_shape, name=f"total{p}")
-                    if const_rows:
-                        partial = lane.partial_const(m, self._weights[p], x_slice, f"lane{p}")
-                    else:
-                        build = lane.partial_behavioural if self._behavioural else lane.partial
-                        partial = build(m, w_data[p * wbits:(p + 1) * wbits], x_slice, simd, f"lane{p}")
-                    m.d.comb += total.eq(Mux(c_first, 0, acc[p]) + partial)
-                    m.d.sync += acc[p].eq(total)
-                    if not self.has_thresholds:
-                        dot = Signal(signed(self.out_format.bits), name=f"dot{p}")
-                        m.d.comb += dot.eq(lane.scale * total + lane.offset(self.mw))
-                    # One dot product, every copy's output: compute once.
-                    for i in range(self.copies):
-                        if not self.has_thresholds:
-                            groups[i].append(dot)
-                            continue
-                        base = (i * pe + p) * levels
-                        fields = [t_data[(base + l) * tw:(base + l + 1) * tw].as_signed()
-                                  for l in range(levels)]
-                        if levels == 1:
-                            count = total >= fields[0]
-                        else:
-                            count = Signal(self.out_format.bits, name=f"count{i}_{p}")
-                            m.d.comb += count.eq(threshold_count(total, fields))
-                        if inverted is not None:
-                            count = count ^ mask[i * pe + p].replicate(len(count))
-                        groups[i].append(count)
-                with m.If(c_last_sf):
+            with m.If(c_valid & c_last_sf):
+                for i, group in enumerate(groups):
+                    group = Cat(*group)
+                    m.d.sync += out_build[i].word_select(c_nf, len(group)).eq(group)
+                with m.If(c_last):
+                    m.d.sync += [r_data.eq(Cat(*out_build)), r_valid.eq(1)]
                     for i, group in enumerate(groups):
                         group = Cat(*group)
-                        m.d.sync += out_build[i].word_select(c_nf, len(group)).eq(group)
-                    with m.If(c_last):
-                        m.d.sync += [r_data.eq(Cat(*out_build)), r_valid.eq(1)]
-                        for i, group in enumerate(groups):
-                            group = Cat(*group)
-                            m.d.sync += r_data.word_select(i * self.neuron_folds + c_nf, len(group)).eq(group)
+                        m.d.sync += r_data.word_select(i * self.neuron_folds + c_nf, len(group)).eq(group)
+        return m
+
+
+class _PERow(wiring.Component):
+    """One PE of a :class:`MatrixVectorUnit` as a module of its own: the unit's ``_row`` datapath
+    behind ports. The output is combinational: per copy, the count (or the dot product) of the
+    step whose inputs are on the ports.
+
+    Members
+    -------
+    x : In(SIMD * input bits)
+        The input slice.
+    w : In(SIMD * weight bits)
+        The row's weights of the slice.
+    t : In(copies * L * threshold bits)
+        The row's thresholds, copy by copy; only when they come from a ROM (otherwise they are
+        constants inside the row).
+    first, en : In(1)
+        Restart the accumulator with this step; store this step's total.
+    out : Out(...)
+        Per copy, the count; or the one dot product without thresholds.
+    """
+
+    def __init__(self, unit, p, x, w, t, *, port_thresholds):
+        self._unit, self._p = unit, p
+        self._const_t = None if port_thresholds else t
+        signature = {"x": In(len(x)), "w": In(len(w)), "first": In(1), "en": In(1)}
+        if port_thresholds:
+            signature["t"] = In(len(t))
+        width = unit.out_format.bits * (unit.copies if unit.has_thresholds else 1)
+        signature["out"] = Out(width)
+        super().__init__(signature)
+
+    def outputs(self):
+        """The per-copy values of ``out``, as the unit's ``_row`` returns them."""
+        u = self._unit
+        if not u.has_thresholds:
+            return [self.out.as_signed()] * u.copies
+        bits = u.out_format.bits
+        return [self.out[i * bits:(i + 1) * bits] for i in range(u.copies)]
+
+    def elaborate(self, platform):
+        m = Module()
+        t = self._const_t if self._const_t is not None else getattr(self, "t", None)
+        outs = self._unit._row(m, self._p, self.x, self.w, t, self.first, self.en, "")
+        m.d.comb += self.out.eq(Cat(*(outs[:1] if not self._unit.has_thresholds else outs)))
         return m

@@ -189,7 +189,10 @@ class WindowScan(wiring.Component):
         pixel = Signal(pw)
 
         m.d.comb += [
-            real.eq(real_rows.bit_select(py, 1) & real_cols.bit_select(px, 1)),
+            # Without padding every position is real. The lookup would say so too, but only for
+            # py < hp and px < wp, which synthesis cannot prove when hp or wp is not a power of
+            # two: it would keep a pixel-wide padding multiplexer that never switches.
+            real.eq(1 if pad == 0 else real_rows.bit_select(py, 1) & real_cols.bit_select(px, 1)),
             emit.eq(emit_rows.bit_select(py, 1) & emit_cols.bit_select(px, 1)),
             room.eq(~r_valid | self.o.ready),
             # A step waits for the input only at real positions, for the output only at corners.

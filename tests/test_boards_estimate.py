@@ -40,12 +40,16 @@ RECORDED = json.loads((Path(__file__).resolve().parent.parent / "benchmarks" / "
 
 
 # The engines whose BRAM count the mapping rule misses: on iCE40 a 128 x 56 threshold ROM and a
-# 2048 x 4 weight ROM take 5 SB_RAM40_4K where the rule says 4 + 2; on ECP5 three engines whose
-# weight and threshold ROMs Yosys maps together differently from the rule's ROM-by-ROM costs.
+# 2048 x 4 weight ROM take 5 SB_RAM40_4K where the rule says 4 + 2, and a pool's 6 x 20 line
+# memory stays in flip-flops where its 6 x 12 and 6 x 24 neighbours take block RAM; on ECP5
+# four engines whose weight and threshold ROMs Yosys maps together differently from the rule's
+# ROM-by-ROM costs.
 BRAM_MISSES = {("ternary-uint2-128x32-1x2-t7", "ice40"): "BRAM rule: 6, Yosys: 5",
+               ("maxpool-uint5-8x8x4-k2s2p0", "ice40"): "BRAM rule: 2, Yosys: 0",
                ("binary01-uint2-64x512-1x64-t3", "ecp5"): "BRAM rule: 3, Yosys: 2",
                ("ternary-bip-128x32-2x16-t3", "ecp5"): "BRAM rule: 2, Yosys: 3",
-               ("levels5-uint4-64x16-1x2-t7", "ecp5"): "BRAM rule: 1, Yosys: 3"}
+               ("levels5-uint4-64x16-1x2-t7", "ecp5"): "BRAM rule: 1, Yosys: 3",
+               ("binary01-uint2-64x64-1x4-t7", "ecp5"): "BRAM rule: 3, Yosys: 1"}
 
 
 def _calibration_params():
@@ -69,14 +73,60 @@ def test_estimate_against_recorded_synthesis(row):
     assert (est["luts"], published["synth_luts"]) == (published["est_luts"], row["luts"])
 
 
-@pytest.mark.parametrize("family", ["xilinx", "ice40", "ecp5"])
-def test_estimator_error_over_the_sweep(family):
+def _sweep_errors(family):
     rows = [r for r in load_calibration() if r["family"] == family]
-    errors = [abs(estimate_layer(r["layer"], family)["luts"] - r["luts"]) / r["luts"] for r in rows]
-    # In sample: mean |error| under 15 %, and three engines in five within 15 % (the model
-    # reaches 8.6 to 12.7 % and 67 to 85 %; BENCHMARKS.md has the held-out figures).
+    return {r["engine"]: abs(estimate_layer(r["layer"], family)["luts"] - r["luts"]) / max(r["luts"], 1)
+            for r in rows}
+
+
+def test_xc7_estimate_within_15_percent_on_every_sweep_engine():
+    # The accuracy goal: every engine of the sweep within 15 % of Yosys synth_xilinx (in sample;
+    # BENCHMARKS.md also reports each engine's error with the engine left out of the fit). The
+    # lone ROMs are not engines but the probes the ROM table is measured on, a few LUTs each:
+    # test_lone_roms_are_structural holds them to a LUT.
+    errors = {name: e for name, e in _sweep_errors("xilinx").items() if not name.startswith("rom-")}
+    assert len(errors) >= 280
+    over = {name: round(100 * e, 1) for name, e in errors.items() if e > 0.15}
+    assert not over, over
+    assert sum(errors.values()) / len(errors) < 0.05
+
+
+@pytest.mark.parametrize("family", ["ice40", "ecp5"])
+def test_estimator_error_over_the_sweep(family):
+    errors = list(_sweep_errors(family).values())
+    # The flattened flows mix every part of an engine in one netlist: in sample, mean |error|
+    # under 15 % and three engines in five within 15 % (BENCHMARKS.md has the figures).
     assert sum(errors) / len(errors) < 0.15
     assert sum(e <= 0.15 for e in errors) >= 0.6 * len(errors)
+
+
+def test_xc7_parts_are_the_kept_modules():
+    # The xc7 flow keeps a unit's ROMs and PE rows as modules of their own, so synthesis counts
+    # each part apart, and the parts add up to the engine. Units with ROM weights have rows;
+    # fully unrolled ones (constant weights) keep everything in one module.
+    rows = [r for r in load_calibration() if r["family"] == "xilinx"]
+    for r in rows:
+        assert sum(r["lut_parts"].values()) == r["luts"], r["engine"]
+        layer = r["layer"]
+        if layer["op"] == "mvau":
+            assert bool(r["lut_parts"]["rows"]) == (layer["weight_memory"]["depth"] > 1), r["engine"]
+        elif layer["op"] != "rom":
+            assert r["lut_parts"]["rows"] == r["lut_parts"]["rom"] == 0, r["engine"]
+    # iCE40 and ECP5 flatten the design: everything is one part.
+    assert all(r["lut_parts"]["rows"] == r["lut_parts"]["rom"] == 0
+               for r in load_calibration() if r["family"] != "xilinx")
+
+
+def test_lone_roms_are_structural():
+    # A ROM mapped on its own costs its distinct bits times the LUTs per bit of its depth: the
+    # lone ROMs of the sweep, which give that table, are estimated within a LUT or 10 %.
+    rows = [r for r in load_calibration() if r["layer"]["op"] == "rom"]
+    assert len(rows) >= 3 * 36
+    for r in rows:
+        est = estimate_layer(r["layer"], r["family"])
+        assert est["brams"] == r["brams"], r["engine"]
+        if r["family"] == "xilinx":
+            assert abs(est["luts"] - r["luts"]) <= max(1, 0.1 * r["luts"]), (r["engine"], est["luts"], r["luts"])
 
 
 def test_lutram_count_is_structural():
@@ -120,7 +170,7 @@ def test_calibration_covers_sweep():
     # Every lane and engine kind is calibrated on every family, each by three engines or more
     # (so that every one of them can be predicted by a model fitted without it).
     kinds = {"xnor-popcount", "add-sub", "add-sub-skip", "and-popcount", "lut-multiply", "shift",
-             "sliding_window", "maxpool", "collect", "normalize_sign", "fifo"}
+             "sliding_window", "maxpool", "collect", "normalize_sign", "fifo", "rom"}
     for family in ("xilinx", "ice40", "ecp5"):
         seen = [r["layer"].get("lane", r["layer"]["op"]) for r in rows if r["family"] == family]
         assert set(seen) == kinds
@@ -223,7 +273,7 @@ def test_uncalibrated_lane_refused_on_family():
     layer = next(r["layer"] for r in load_calibration()
                  if r["family"] == "ice40" and r["layer"].get("lane") == "lut-multiply")
     models = load_models()
-    del models["ice40"]["luts"]["lane:lut-multiply-k"]
+    del models["ice40"]["luts"]["row:lane:lut-multiply-k"]
     with pytest.raises(LowbitError, match=r"not calibrated for 'lut-multiply-k' on ice40"):
         estimate_layer(layer, "ice40", models)
 

@@ -200,8 +200,8 @@ def test_export_refuses_a_block_whose_scales_differ():
 
 # Yosys synth_xilinx (xc7, classic abc mapper; LUT sites with distributed RAM) counts of the
 # engines alone, as built by hw/residual.py and hw/threshold.py: (entry, LUTs, FFs). Blocks have
-# a 3-deep FIFO as their body and a 3-deep skip FIFO; thresholds are sorted random integers of
-# the input's range (numpy seed 0).
+# a 3-deep FIFO as their body and a 3-deep skip FIFO; thresholds (PE = C) are
+# np.sort(np.random.default_rng(0).integers(lo, hi + 1, (C, L)), axis=1) over the input's range.
 def _block(kind, bits, count, out_kind, out_bits):
     return {"op": "residual", "in_format": {"kind": kind, "bits": bits, "count": count},
             "out_format": {"kind": out_kind, "bits": out_bits, "count": count}, "skip_depth": 3,
@@ -219,9 +219,9 @@ SYNTHESIZED = [
     (_block("bipolar", 1, 64, "int", 3), 238, 334),
     (_block("uint", 2, 64, "uint", 3), 326, 590),
     (_block("uint", 2, 16, "uint", 3), 102, 158),
-    (_threshold(3, 1, 64), 181, 313),
-    (_threshold(3, 3, 16), 84, 129),
-    (_threshold(4, 3, 64), 379, 623),
+    (_threshold(3, 1, 64), 56, 313),
+    (_threshold(3, 3, 16), 31, 120),
+    (_threshold(4, 3, 64), 128, 622),
 ]
 
 
