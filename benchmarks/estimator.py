@@ -80,6 +80,9 @@ def table(results):
         for r in results)
 
 
+_STREAM_OPS = ("sliding_window", "maxpool", "collect", "normalize", "fifo")
+
+
 def _is_rom_probe(r):
     return r["engine"].startswith("rom-")
 
@@ -205,18 +208,24 @@ def write_plot(results, path=PLOT):
         ax.fill_between(line, [v * (1 - GOAL_PCT / 100) for v in line],
                         [v * (1 + GOAL_PCT / 100) for v in line], color="tab:green", alpha=0.15,
                         label=f"within {GOAL_PCT:.0f} %")
-        for op, marker in (("mvau", "o"), ("other", "s")):
-            sel = [r for r in rs if (r["engine"].split("-")[0] in ("sliding_window", "maxpool", "collect",
-                                                                  "normalize", "fifo")) == (op == "other")]
+        def kind(r):
+            if _is_rom_probe(r):
+                return "rom"
+            return "stream" if r["engine"].split("-")[0] in _STREAM_OPS else "matrix"
+
+        for k, marker, color, label in (("matrix", "o", "tab:red", "matrix engines, held out"),
+                                        ("stream", "s", "tab:purple", "stream engines, held out"),
+                                        ("rom", "^", "tab:blue", "lone ROMs, held out")):
+            sel = [r for r in rs if kind(r) == k]
             held = [r for r in sel if r["held_out_luts"] is not None]
             ax.scatter([r["synth_luts"] for r in held], [max(r["held_out_luts"], lo) for r in held],
-                       marker=marker, s=18, color="tab:red" if op == "mvau" else "tab:purple",
-                       label=f"{'matrix' if op == 'mvau' else 'stream'} engines, held out")
+                       marker=marker, s=18, color=color, label=label)
             ax.scatter([r["synth_luts"] for r in sel], [max(r["est_luts"], lo) for r in sel],
                        marker=marker, s=18, facecolors="none", edgecolors="gray", lw=0.7,
-                       label="in sample" if op == "mvau" else None)
+                       label="in sample" if k == "matrix" else None)
+        engines = sum(kind(r) != "rom" for r in rs)
         ax.set(xscale="log", yscale="log", xlim=line, ylim=line, xlabel="Yosys LUTs",
-               ylabel="estimated LUTs", title=f"{family} ({len(rs)} engines)")
+               ylabel="estimated LUTs", title=f"{family} ({engines} engines, {len(rs) - engines} lone ROMs)")
         ax.grid(True, which="both", lw=0.3)
         ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
