@@ -15,8 +15,8 @@ import numpy as np
 
 from lowbit.files import atomic_write_text
 
-__all__ = ["EngineSpec", "StreamSpec", "RomSpec", "SWEEP", "FAMILIES", "build_engine", "layer_record", "synthesize_engine",
-           "run_sweep", "sweep_families", "HAND_PICKED", "SAMPLE_SEEDS", "sampled_specs", "CALIBRATION_PATH", "load_calibration"]
+__all__ = ["EngineSpec", "StreamSpec", "RomSpec", "SWEEP", "FAMILIES", "build_engine", "layer_record",
+           "synthesize_engine", "run_sweep", "sweep_families", "HAND_PICKED", "SAMPLE_SEEDS", "sampled_specs", "CALIBRATION_PATH", "load_calibration"]
 
 CALIBRATION_PATH = Path(__file__).with_name("calibration.json")
 FAMILIES = ("xilinx", "ice40", "ecp5")
@@ -159,18 +159,11 @@ HAND_PICKED = (
     StreamSpec("maxpool", 24, 24, 16, kernel=3, stride=3),
     # Integer pools of every element width, two or more of each: the LUTs of a compare and
     # select grow unevenly with the width (the estimator prices each width on its own).
-    StreamSpec("maxpool", 8, 8, 8, "uint", 3, kernel=2, stride=2),
-    StreamSpec("maxpool", 8, 8, 4, "uint", 5, kernel=2, stride=2),
-    StreamSpec("maxpool", 6, 6, 4, "uint", 6, kernel=3, stride=3),
-    StreamSpec("maxpool", 8, 8, 8, "uint", 8, kernel=2, stride=2),
-    StreamSpec("maxpool", 8, 8, 16, "int", 4, kernel=2, stride=2),
-    StreamSpec("maxpool", 6, 6, 8, "uint", 3, kernel=3, stride=3),
-    StreamSpec("maxpool", 6, 6, 4, "uint", 5, kernel=3, stride=3),
-    StreamSpec("maxpool", 8, 8, 8, "uint", 6, kernel=2, stride=2),
-    StreamSpec("maxpool", 8, 8, 4, "uint", 7, kernel=2, stride=2),
-    StreamSpec("maxpool", 6, 6, 4, "uint", 7, kernel=3, stride=3),
-    StreamSpec("maxpool", 6, 6, 2, "uint", 8, kernel=3, stride=3),
-    StreamSpec("maxpool", 8, 8, 8, "int", 8, kernel=2, stride=2),
+    *(StreamSpec("maxpool", h, h, c, kind, bits, kernel=k, stride=k)
+      for h, c, kind, bits, k in ((8, 8, "uint", 3, 2), (8, 4, "uint", 5, 2), (6, 4, "uint", 6, 3),
+                                  (8, 8, "uint", 8, 2), (8, 16, "int", 4, 2), (6, 8, "uint", 3, 3),
+                                  (6, 4, "uint", 5, 3), (8, 8, "uint", 6, 2), (8, 4, "uint", 7, 2),
+                                  (6, 4, "uint", 7, 3), (6, 2, "uint", 8, 3), (8, 8, "int", 8, 2))),
     StreamSpec("collect", 4, 4, 32),
     StreamSpec("collect", 5, 5, 16, "uint", 2),
     StreamSpec("normalize_sign", 1, 1, 64, "int", 8),
@@ -186,7 +179,8 @@ HAND_PICKED = (
     StreamSpec("fifo", 1, 1, 8, "uint", 2, depth=64),
     # Lone ROMs at every depth an engine's weights or thresholds can have (16 to 4096 words,
     # where they are their own module), narrow and wide; the widest ones become block RAM.
-    *(RomSpec(d, w) for d in (2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096) for w in (2, 16, 96)),
+    *(RomSpec(d, w) for d in (2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
+      for w in (2, 16, 96)),
 )
 
 
@@ -427,7 +421,8 @@ def run_sweep(families=FAMILIES, specs=SWEEP, progress=None):
             rows.append({"engine": spec.name, "spec": asdict(spec), "family": family,
                          "layer": layer, "flow": r.flow, "yosys_version": r.yosys_version,
                          "luts": r.luts, "ffs": r.ffs, "brams": r.brams, "dsps": r.dsps,
-                         "carry": r.carry, "lutram_luts": lutram_luts_of(r), "lut_parts": lut_parts(r),
+                         "carry": r.carry, "lutram_luts": lutram_luts_of(r),
+                         "lut_parts": lut_parts(r),
                          "seconds": round(r.seconds, 2)})
             if progress:
                 progress(rows[-1])

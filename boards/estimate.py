@@ -60,8 +60,8 @@ Per engine (one matrix-vector-threshold unit, see :mod:`lowbit.hw.mvau`) and per
   flip-flops or block RAM), OR or compare trees of the pool (an integer compare and select
   priced per element width, which synthesis maps unevenly), the collect's per-beat write
   enables, for normalize-sign the fold multiplexers (about a LUT per held element bit), the
-  sum chain and the PE compares with their per-fold offsets, and for FIFOs their pointers and queue. A network's estimate
-  adds its stream FIFOs.
+  sum chain and the PE compares with their per-fold offsets, and for FIFOs their pointers and
+  queue. A network's estimate adds its stream FIFOs.
 - **Cycles** are exact: the manifest's ``cycles_per_item`` and ``latency`` (from the engines'
   timing properties).
 - **fmax**: nextpnr's critical path on a placed network runs from the last engine's output
@@ -443,7 +443,8 @@ def _row_features(layer, family):
             "shift": k + 2 ** (wb - 1) - 2}.get(layer["lane"], k)
     variant = _lane_variant(layer, family)
     multiplies = layer["lane"] in ("lut-multiply", "shift", "level-table")
-    lookup = layer["lane"] == "lut-multiply" and fmt["kind"] != "bipolar" and 2 ** (k + wb) <= _LUT_BITS[family]
+    lookup = (layer["lane"] == "lut-multiply" and fmt["kind"] != "bipolar"
+              and 2 ** (k + wb) <= _LUT_BITS[family])
     # Thresholds are constants of the row when there is one neuron fold; on a flattened
     # design, a threshold ROM of at most four words is a function of two address bits besides
     # the accumulator, which synthesis folds into the compare's LUTs.

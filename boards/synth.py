@@ -335,9 +335,13 @@ def _parse_stat(stat_text):
     return cells, modules
 
 
+def _weighted(cells, weights):
+    return sum(weight * cells.get(name, 0) for name, weight in weights.items())
+
+
 def count_luts(family, cells):
     """LUTs of ``cells`` (cell type → count) as :class:`SynthResult` counts them for ``family``."""
-    return sum(weight * cells.get(name, 0) for name, weight in _FAMILIES[family].lut_weights.items())
+    return _weighted(cells, _FAMILIES[family].lut_weights)
 
 
 def _flow_name(family, fallback=False):
@@ -348,18 +352,14 @@ def _flow_name(family, fallback=False):
 
 def _summarize(family, cells, modules, seconds, cached, version, key, flow):
     fam = _FAMILIES[family]
-
-    def weighted(weights):
-        return sum(weight * cells.get(name, 0) for name, weight in weights.items())
-
     return SynthResult(
         family=family,
         device=fam.device,
-        luts=weighted(fam.lut_weights),
+        luts=count_luts(family, cells),
         ffs=sum(count for name, count in cells.items() if name.startswith(fam.ff_prefixes)),
-        brams=weighted(fam.bram_weights),
-        dsps=weighted(fam.dsp_weights),
-        carry=weighted(fam.carry_weights),
+        brams=_weighted(cells, fam.bram_weights),
+        dsps=_weighted(cells, fam.dsp_weights),
+        carry=_weighted(cells, fam.carry_weights),
         cells=dict(cells),
         modules={name: dict(m) for name, m in modules.items()},
         seconds=seconds,

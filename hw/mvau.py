@@ -73,7 +73,8 @@ class MatrixVectorUnit(wiring.Component):
         each with its own thresholds, into which the copy's scale is folded. Compute and weight
         memory shrink by ``copies``; ``MH = copies * R``.
     weight_memory : {"auto", "block", "lut", "const"}
-        ``"auto"``: weights (and thresholds) in ROMs that synthesis maps as it sees fit; ``"block"`` / ``"lut"``: the same ROMs with a ``rom_style`` attribute
+        ``"auto"``: weights (and thresholds) in ROMs that synthesis maps as it sees fit;
+        ``"block"`` / ``"lut"``: the same ROMs with a ``rom_style`` attribute
         asking for block RAM or for logic (LUTs). ``"const"``: baked into logic, allowed only when fully
         unrolled (one step per vector): the lane sees each weight as a Python integer, so a zero
         weight adds no logic, a weight of +-1 adds its input plain or inverted, and the
@@ -263,7 +264,8 @@ class MatrixVectorUnit(wiring.Component):
         levels, tw = self._thresholds.shape[1], self._threshold_bits
         counts = []
         for i in range(self.copies):
-            fields = [t[(i * levels + l) * tw:(i * levels + l + 1) * tw].as_signed() for l in range(levels)]
+            fields = [t[(i * levels + l) * tw:(i * levels + l + 1) * tw].as_signed()
+                      for l in range(levels)]
             if levels == 1:
                 counts.append(total >= fields[0])
             else:
