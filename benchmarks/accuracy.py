@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from lowbit.files import atomic_write_bytes, atomic_write_text
+from lowbit.core.files import atomic_write_bytes, atomic_write_text
 from lowbit.sweep_accuracy import DEFAULT_FORMATS, markdown_table, plot_pareto, sweep_accuracy
 
 from .report import replace_block

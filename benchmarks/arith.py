@@ -34,8 +34,8 @@ from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from lowbit.boards.synth import synthesize
-from lowbit.files import atomic_write_text
-from lowbit.formats import weight_format
+from lowbit.core.files import atomic_write_text
+from lowbit.core.formats import weight_format
 from lowbit.hw.compressor import popcount_behavioural, popcount_width, xnor_popcount
 from lowbit.hw.mvau import MatrixVectorUnit
 from lowbit.hw.payload import VectorFormat

@@ -19,7 +19,8 @@ import sys
 import time
 from pathlib import Path
 
-from lowbit.errors import LowbitError
+from lowbit.compiler.codegen import foldings
+from lowbit.core.errors import LowbitError
 
 from .report import ROOT, update_section, write_results
 
@@ -47,9 +48,6 @@ def run_case(name, *, work, data, epochs, limit, target_cycles, seed=0):
         train_checkpoint(ckpt, dataset=dataset, arch=arch, weight_format=fmt, p=p, act=act,
                          epochs=epochs, seed=seed, data_root=data, resume=ckpt if done else None)
     build = work / name
-    if build.exists():
-        import shutil
-        shutil.rmtree(build)
     manifest, check = compile_checkpoint(ckpt, build, target_cycles=target_cycles, data_root=data)
     start = time.monotonic()
     sim = simulate_build(build, limit=limit, data_root=data, seed=seed)
@@ -60,7 +58,7 @@ def run_case(name, *, work, data, epochs, limit, target_cycles, seed=0):
         "hw_accuracy": sim["hw_accuracy"], "cycles_predicted": sim["cycles_predicted"],
         "cycles_measured": sim["cycles_measured"], "latency_predicted": sim["latency_predicted"],
         "latency_measured": sim["latency_measured"], "threshold_float_ties": check["threshold_float_ties"],
-        "folding": ",".join(f"{l['pe']}x{l['simd']}" for l in manifest["layers"] if l["op"] == "mvau"),
+        "folding": ",".join(foldings(manifest)),
         "sim_seconds": round(time.monotonic() - start, 1),
     }
 

@@ -23,9 +23,10 @@ import sys
 from pathlib import Path
 
 from lowbit.boards.calibrate import CALIBRATION_PATH, load_calibration, run_sweep
-from lowbit.boards.estimate import estimate_layer, fit_models
-from lowbit.errors import LowbitError
-from lowbit.files import atomic_write_text
+from lowbit.boards.estimate import estimate_layer
+from lowbit.boards.fit import fit_models
+from lowbit.core.errors import LowbitError
+from lowbit.core.files import atomic_write_text
 
 from .report import replace_block
 
@@ -150,7 +151,7 @@ def placed_rows(progress=None):
 
     from lowbit.boards.build import build_for_board
     from lowbit.boards.calibrate import random_bipolar_mlp
-    from lowbit.compiler.codegen import write_build
+    from lowbit.compiler.build import write_build
 
     rows = []
     for board, widths, foldings in PLACED:
@@ -195,7 +196,7 @@ def write_plot(results, path=PLOT):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from lowbit.files import atomic_write_bytes
+    from lowbit.core.files import atomic_write_bytes
 
     families = sorted({r["device"] for r in results})
     fig, axes = plt.subplots(1, len(families), figsize=(5 * len(families), 4.6), squeeze=False)
@@ -244,7 +245,7 @@ def write_markdown(results, yosys, placed=()):
              f"{placed_block}{TABLE_END}")
     intro = (f"{SECTION}\n\nCommand: `python -m benchmarks.estimator --write` synthesizes the "
                  "calibration sweep (`lowbit.boards.calibrate.SWEEP`, cached), refits the LUT/FF "
-                 "models of `lowbit.boards.estimate` and records them in `boards/calibration.json`.\n"
+                 "models of `lowbit.boards.fit` and records them in `boards/calibration.json`.\n"
                  "\"err %\" is in-sample (the model is fitted to these same engines); "
                  "\"held-out %\" refits without the engine and predicts it. BRAM is predicted by the "
                  "Yosys ROM-mapping rule, not fitted.\n\n")

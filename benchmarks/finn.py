@@ -3,7 +3,7 @@
 Each network is built directly as IR (:func:`lowbit.boards.calibrate.random_bipolar_mlp`, random
 bipolar weights and thresholds: cost does not depend on the trained values beyond what random
 ones show) and folded to a cycle target per inference close to FINN's published design point, at
-the foldings of :data:`NETWORKS` (``--search`` runs :func:`lowbit.compiler.folding.fold_for_cycles`
+the foldings of :data:`NETWORKS` (``--search`` runs :func:`lowbit.folding.fold_for_cycles`
 instead):
 
 - TFC (784-64-64-64-10), 64 cycles: the cycle count of FINN's tfc-w1a1 folding (PE 16 / SIMD 49
@@ -33,10 +33,10 @@ from pathlib import Path
 
 from lowbit.boards.calibrate import random_bipolar_mlp
 from lowbit.boards.estimate import estimate_manifest
-from lowbit.compiler.codegen import TOP_NAME, build_manifest, generate_verilog, lower
-from lowbit.compiler.folding import fold_for_cycles
-from lowbit.files import atomic_write_text
-from lowbit.hw.unused import unelaborated
+from lowbit.boards.synth import synthesize
+from lowbit.compiler.codegen import TOP_NAME, describe, generate_verilog
+from lowbit.core.files import atomic_write_text
+from lowbit.folding import fold_for_cycles
 
 from .report import replace_block
 
@@ -49,7 +49,7 @@ TABLE_END = "<!-- finn table end -->"
 # The Zynq-7020 of the PYNQ-Z1 (FINN's LFC board) is the chip of the Arty Z7-20.
 ESTIMATE_BOARD = "arty-z7-20"
 # Widths, cycle target and the folding (PE, SIMD) per layer. The foldings are those lowbit's
-# folding search (:func:`lowbit.compiler.folding.fold_for_cycles`) picked for each target with
+# folding search (:func:`lowbit.folding.fold_for_cycles`) picked for each target with
 # the estimator of the synthesized runs; they are fixed here so that the synthesized designs stay
 # the same when the estimator is refitted (``--search`` folds with the current estimator).
 NETWORKS = {
@@ -75,7 +75,7 @@ def measure(name, synth, search=False):
     cycles = max(m.cycles(m.folding) for m in graph.matmuls())
     assert cycles == target, (name, folds, cycles)
     # The estimate needs only the engines' parameters, not their Verilog: quick at any size.
-    est = estimate_manifest(build_manifest(graph, unelaborated(lower(graph))), ESTIMATE_BOARD)
+    est = estimate_manifest(describe(graph), ESTIMATE_BOARD)
     row = {"network": name, "widths": "-".join(map(str, widths)), "folding": folds,
            "cycles_per_inference": cycles, "fps_100mhz": 100e6 / cycles,
            "fps_200mhz": 200e6 / cycles, "est_luts": est["total"]["luts"],
@@ -83,7 +83,6 @@ def measure(name, synth, search=False):
            "fits_xc7z020": est["fits"], "luts": None, "ffs": None, "brams": None,
            "synth_seconds": None, "finn": FINN_PUBLISHED[name]}
     if synth:
-        from lowbit.boards.synth import synthesize
         text, _ = generate_verilog(graph)
         start = time.monotonic()
         r = synthesize(text, TOP_NAME, "xilinx")

@@ -17,7 +17,7 @@ import json
 import sys
 from pathlib import Path
 
-from lowbit.files import atomic_write_text
+from lowbit.core.files import atomic_write_text
 from lowbit.fuzz import TORCH_VECTORS, fuzz, summary_text
 
 from .report import replace_block

@@ -4,7 +4,7 @@ import json
 import re
 from pathlib import Path
 
-from lowbit.files import atomic_write_text
+from lowbit.core.files import atomic_write_text
 
 __all__ = ["ROOT", "BENCHMARKS_MD", "write_results", "update_section", "replace_block"]
 

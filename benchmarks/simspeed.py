@@ -31,7 +31,7 @@ import numpy as np
 
 from lowbit.compiler.codegen import generate_verilog
 from lowbit.compiler.ir import BIPOLAR, Folding, Graph, MatMul, MultiThreshold
-from lowbit.files import atomic_write_text
+from lowbit.core.files import atomic_write_text
 from lowbit.sim import build, toolchain
 from lowbit.sim.runner import Phase, StallConfig, run_phases
 

@@ -10,7 +10,7 @@ FPGA-DS-02008 for iCE40 UltraPlus, FPGA-DS-02012 for ECP5; AMD DS180 for 7-serie
 import importlib
 from dataclasses import dataclass
 
-from lowbit.errors import LowbitError
+from lowbit.core.errors import LowbitError
 
 __all__ = ["Board", "BOARDS", "get_board"]
 

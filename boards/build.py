@@ -11,28 +11,17 @@ import json
 import shutil
 from pathlib import Path
 
-from lowbit.errors import LowbitError
-from lowbit.files import atomic_dir
+from lowbit.compiler.build import load_build
+from lowbit.core.errors import LowbitError
+from lowbit.core.files import atomic_dir
 
 from .boards import get_board
 from .estimate import estimate_manifest
+from .pnr import place_and_route
+from .synth import synthesize
+from .wrapper import UartTop
 
-__all__ = ["load_build_dir", "build_for_board", "does_not_fit_message"]
-
-
-def load_build_dir(build_dir):
-    """(manifest, Verilog text) of a folder made by ``lowbit compile``."""
-    build_dir = Path(build_dir)
-    manifest_path = build_dir / "manifest.json"
-    if not manifest_path.is_file():
-        raise LowbitError(f"{str(build_dir)!r} is not a build folder (no manifest.json)",
-                          "create one with 'lowbit compile CKPT -o BUILD'")
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    verilog = build_dir / f"{manifest['top']}.v"
-    if not verilog.is_file():
-        raise LowbitError(f"build folder {str(build_dir)!r} has no {verilog.name}",
-                          "recreate it with 'lowbit compile CKPT -o BUILD'")
-    return manifest, verilog.read_text(encoding="utf-8")
+__all__ = ["build_for_board", "does_not_fit_message"]
 
 
 def does_not_fit_message(estimate):
@@ -57,7 +46,8 @@ def build_for_board(build_dir, board_name, out_dir, *, cache_dir=None):
         If the folder is not a build, the board is unknown, the estimate exceeds the board (the
         message gives the numbers), or a tool fails.
     """
-    manifest, verilog = load_build_dir(build_dir)
+    build = load_build(build_dir)
+    manifest, verilog = build.manifest, build.verilog()
     board = get_board(board_name)
     estimate = estimate_manifest(manifest, board.name)
     if not estimate["fits"]:
@@ -68,9 +58,6 @@ def build_for_board(build_dir, board_name, out_dir, *, cache_dir=None):
     report = {"board": board.name, "device": board.device, "estimate": estimate}
     out_dir = Path(out_dir)
     if board.bitstream:
-        from .pnr import place_and_route
-        from .wrapper import UartTop
-
         design = UartTop(top, verilog, manifest["ports"]["i"]["payload_bits"],
                          manifest["ports"]["o"]["payload_bits"])
         placed = place_and_route(design, board, cache_dir=cache_dir)
@@ -94,8 +81,6 @@ def build_for_board(build_dir, board_name, out_dir, *, cache_dir=None):
             (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
             (tmp / "board_report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
     else:
-        from .synth import synthesize
-
         r = synthesize(verilog, top, board.family, cache_dir=cache_dir)
         report["synth"] = {"luts": r.luts, "ffs": r.ffs, "brams": r.brams, "dsps": r.dsps,
                            "carry": r.carry, "flow": r.flow, "yosys_version": r.yosys_version,

@@ -1,10 +1,11 @@
 """The calibration sweep: engines of every lane at several foldings and sizes, synthesized by Yosys.
 
 The estimator (:mod:`lowbit.boards.estimate`) is fitted to and tested against these results. The
-sweep builds each matrix-vector unit straight from seeded random integer weights and thresholds,
-and each window, pool, collect and normalize-sign unit from its geometry, so no training is needed, synthesizes it for every family and records, per engine, the layer
-description the estimator reads (the same fields as a build's ``manifest.json``) beside the
-synthesized counts. ``python -m benchmarks.estimator --write`` regenerates ``calibration.json``.
+sweep draws each matrix-vector unit as a MatMul of seeded random integer weights and thresholds,
+and each other engine from its geometry (each engine kind builds its own, from its op's module),
+so no training is needed; it lowers each as the compiler does, synthesizes it for every family
+and records, per engine, its manifest entry (what the estimator reads) beside the synthesized
+counts. ``python -m benchmarks.estimator --write`` regenerates ``calibration.json``.
 """
 
 import json
@@ -12,14 +13,21 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+from amaranth.back import verilog
 
-from lowbit.files import atomic_write_text
+from lowbit.compiler.ir import BIPOLAR, Folding, Graph, MatMul, MultiThreshold, ValueType, divisors, engine_kind
+from lowbit.compiler.lowering import Layer, engine_format, sample_engine
+from lowbit.core.files import atomic_write_text
+from lowbit.core.formats import weight_format
+from lowbit.hw.fabric import FAMILIES
 
-__all__ = ["EngineSpec", "StreamSpec", "RomSpec", "SWEEP", "FAMILIES", "build_engine", "layer_record",
-           "synthesize_engine", "run_sweep", "sweep_families", "HAND_PICKED", "SAMPLE_SEEDS", "sampled_specs", "CALIBRATION_PATH", "load_calibration"]
+from .synth import XC7_LUTRAM_SITES, count_luts, synthesize
+
+__all__ = ["EngineSpec", "StreamSpec", "RomSpec", "SWEEP", "FAMILIES", "build_engine", "synthesize_engine",
+           "run_sweep", "sweep_families", "HAND_PICKED", "SAMPLE_SEEDS", "sampled_specs", "CALIBRATION_PATH",
+           "load_calibration"]
 
 CALIBRATION_PATH = Path(__file__).with_name("calibration.json")
-FAMILIES = ("xilinx", "ice40", "ecp5")
 
 
 @dataclass(frozen=True)
@@ -49,6 +57,24 @@ class EngineSpec:
         tiled = f"-c{self.copies}" if self.copies > 1 else ""
         return f"{self.weight_format}-{inp}-{self.mh}x{self.mw}-{self.pe}x{self.simd}-{out}{tiled}"
 
+    def sample(self, seed=0):
+        """``(unit, manifest entry)``: the matrix-vector unit of a MatMul of seeded random weights
+        (and its MultiThreshold), lowered as the compiler lowers every op."""
+        rng = np.random.default_rng(seed)
+        levels = weight_format(self.weight_format).levels
+        tile = rng.choice(levels, size=(self.mh // self.copies, self.mw)).astype(np.int64)
+        in_type = ValueType(self.in_kind, self.in_bits)
+        mm = MatMul("engine", np.tile(tile, (self.copies, 1)), self.weight_format, in_type,
+                    Folding(self.pe, self.simd), self.copies)
+        ops = (mm,)
+        if self.levels:
+            # Thresholds spread over the middle of the dot-product range, so none folds to a constant.
+            hi = max(1, self.mw * ((1 << self.in_bits) - 1 if self.in_kind == "uint" else 1) // 4)
+            t = np.sort(rng.integers(-hi, hi + 1, size=(self.mh, self.levels)), axis=1)
+            out = BIPOLAR if self.levels == 1 else ValueType("uint", self.levels.bit_length())
+            ops += (MultiThreshold("engine_act", t, mm.out_type, out),)
+        return sample_engine(Layer(ops, (self.mw,)), engine_format(in_type, (self.mw,)))
+
 
 @dataclass(frozen=True)
 class StreamSpec:
@@ -75,14 +101,11 @@ class StreamSpec:
     @property
     def name(self):
         inp = "bip" if self.kind == "bipolar" else f"{self.kind}{self.bits}"
-        if self.op == "fifo":
-            return f"fifo-{inp}-c{self.channels}-d{self.depth}"
-        if self.op == "normalize_sign":
-            return f"normalize-{inp}-c{self.channels}-pe{self.pe}"
-        shape = f"{self.height}x{self.width}x{self.channels}"
-        if self.op == "collect":
-            return f"collect-{inp}-{shape}"
-        return f"{self.op}-{inp}-{shape}-k{self.kernel}s{self.stride}p{self.pad}"
+        return engine_kind(self.op).sample_name(self, inp)
+
+    def sample(self, seed=0):
+        """``(engine, manifest entry)``, built by the engine kind (with seeded contents)."""
+        return engine_kind(self.op).sample(self, seed)
 
 
 @dataclass(frozen=True)
@@ -99,6 +122,10 @@ class RomSpec:
     @property
     def name(self):
         return f"rom-{self.depth}x{self.width}"
+
+    def sample(self, seed=0):
+        """``(ROM, entry)`` with seeded random contents."""
+        return engine_kind(self.op).sample(self, seed)
 
 
 def _spec(fmt, inp, mh, mw, pe, simd, levels=1, copies=1):
@@ -197,10 +224,6 @@ _SAMPLED_LANES = (
 _SAMPLED_STREAMS = (("sliding_window", 8), ("maxpool", 5), ("collect", 4), ("normalize_sign", 5))
 
 
-def _divisors(n):
-    return [d for d in range(1, n + 1) if n % d == 0]
-
-
 def _sample_mvau(rng, fmt, kind):
     """One matrix engine of ``fmt`` on ``kind`` inputs, drawn until it is of a size that
     synthesizes in well under a minute: at most 512 lane input bits (2048 for XNOR), 4096 weight
@@ -213,8 +236,8 @@ def _sample_mvau(rng, fmt, kind):
         if mh % copies or mh // copies < 2:
             continue
         rows = mh // copies
-        pe = int(rng.choice(_divisors(rows)))
-        simd = int(rng.choice(_divisors(mw)))
+        pe = int(rng.choice(divisors(rows)))
+        simd = int(rng.choice(divisors(mw)))
         work = pe * simd * bits
         if work > (2048 if kind == "bipolar" else 512) or work < 4:
             continue
@@ -225,26 +248,12 @@ def _sample_mvau(rng, fmt, kind):
 
 
 def _sample_stream(rng, op):
-    """One window, pool, collect or normalize-sign engine with its geometry drawn."""
+    """One window, pool, collect or normalize-sign engine with its geometry drawn (the element type,
+    image size and channels here, the rest by the engine kind)."""
     kind, bits = [("bipolar", 1), ("uint", 2), ("uint", 4), ("uint", 8)][int(rng.integers(4))]
     size = int(rng.choice([6, 8, 12, 16, 24, 28, 32]))
     channels = int(rng.choice([1, 3, 8, 16, 32, 64]))
-    if op == "sliding_window":
-        k = int(rng.choice([2, 3, 3, 5]))
-        stride = int(rng.choice([1, 1, 2]))
-        pad = int(rng.integers(0, k // 2 + 1))
-        return StreamSpec(op, size, size, channels, kind, bits, kernel=k, stride=stride, pad=pad)
-    if op == "maxpool":
-        k = int(rng.choice([2, 2, 3]))
-        size -= size % k
-        return StreamSpec(op, size, size, channels, kind, bits, kernel=k, stride=k)
-    if op == "collect":
-        side = int(rng.choice([1, 2, 3, 4, 5, 7]))
-        return StreamSpec(op, side, side, channels, kind, bits)
-    channels = int(rng.choice([16, 32, 64, 128, 256]))
-    pe = int(rng.choice([d for d in _divisors(channels) if d <= 64]))
-    kind, bits = [("int", int(rng.integers(6, 13))), ("uint", int(rng.integers(5, 11)))][int(rng.integers(2))]
-    return StreamSpec(op, 1, 1, channels, kind, bits, pe=pe)
+    return StreamSpec(op, **engine_kind(op).draw(rng, kind, bits, size, channels))
 
 
 # The seeds of the sampled engines, one draw of :data:`_SAMPLED_LANES` and
@@ -275,125 +284,25 @@ def sampled_specs(seeds=SAMPLE_SEEDS):
 SWEEP = HAND_PICKED + sampled_specs()
 
 
-def _build_stream_engine(spec, seed):
-    from lowbit.hw.collect import Collect
-    from lowbit.hw.fifo import StreamFIFO
-    from lowbit.hw.normalize import NormalizeSign
-    from lowbit.hw.payload import VectorFormat
-    from lowbit.hw.pool import MaxPool
-    from lowbit.hw.window import SlidingWindow
-
-    if spec.op == "sliding_window":
-        return SlidingWindow(spec.height, spec.width, spec.channels, spec.kernel, stride=spec.stride,
-                             pad=spec.pad, kind=spec.kind, bits=spec.bits,
-                             pad_value=-1 if spec.kind == "bipolar" and spec.pad else None)
-    if spec.op == "maxpool":
-        return MaxPool(spec.height, spec.width, spec.channels, spec.kernel, stride=spec.stride,
-                       kind=spec.kind, bits=spec.bits)
-    if spec.op == "collect":
-        return Collect(VectorFormat(spec.kind, spec.bits, spec.channels), spec.height * spec.width)
-    if spec.op == "fifo":
-        return StreamFIFO(VectorFormat(spec.kind, spec.bits, spec.channels), spec.depth)
-    # A layer bias per channel, small against the range of C * z.
-    offset = np.random.default_rng(seed).integers(-spec.channels, spec.channels + 1,
-                                                  size=spec.channels).tolist()
-    return NormalizeSign(VectorFormat(spec.kind, spec.bits, spec.channels), pe=spec.pe,
-                         offset=offset)
-
-
 def sweep_families(spec):
     """The families ``spec`` is synthesized for in the calibration: all of them."""
     return FAMILIES
 
 
 def build_engine(spec, seed=0):
-    """The engine for ``spec`` with seeded random weights, thresholds or offsets.
-
-    A :class:`lowbit.hw.mvau.MatrixVectorUnit` for an :class:`EngineSpec`; a window, pool,
-    collect or normalize-sign unit for a :class:`StreamSpec`.
-    """
-    from lowbit.hw.mvau import MatrixVectorUnit
-    from lowbit.hw.payload import VectorFormat
-
-    from lowbit.formats import weight_format
-
-    if spec.op == "rom":
-        from lowbit.hw.rom import ROM
-        bits = np.random.default_rng(seed).integers(0, 2, size=(spec.depth, spec.width))
-        return ROM([int("".join(map(str, row)), 2) for row in bits], spec.width)
-    if spec.op != "mvau":
-        return _build_stream_engine(spec, seed)
-    rng = np.random.default_rng(seed)
-    levels = weight_format(spec.weight_format).levels
-    weights = rng.choice(levels, size=(spec.mh // spec.copies, spec.mw)).astype(np.int64)
-    thresholds = None
-    if spec.levels:
-        # Thresholds spread over the middle of the dot-product range, so none folds to a constant.
-        hi = max(1, spec.mw * ((1 << spec.in_bits) - 1 if spec.in_kind == "uint" else 1) // 4)
-        thresholds = np.sort(rng.integers(-hi, hi + 1, size=(spec.mh, spec.levels)), axis=1)
-    in_format = VectorFormat(spec.in_kind, spec.in_bits, spec.mw)
-    return MatrixVectorUnit(weights, spec.weight_format, in_format, thresholds,
-                            pe=spec.pe, simd=spec.simd, copies=spec.copies)
-
-
-def layer_record(engine, spec=None):
-    """The fields of a manifest layer that the estimator reads, from an engine's properties.
-
-    The same keys as ``lowbit.compiler.codegen.build_manifest`` writes; ``spec`` (a
-    :class:`StreamSpec`) gives the window geometry of non-matrix engines.
-    """
-    def fmt(f):
-        return {"kind": f.kind, "bits": f.bits, "count": f.count}
-    if spec is not None and spec.op == "rom":
-        return {"op": "rom", "depth": engine.depth, "width": engine.width,
-                "latency": engine.latency, "cycles_per_item": 1}
-    if spec is not None and spec.op != "mvau":
-        record = {"op": spec.op, "in_format": fmt(engine.in_format),
-                  "out_format": fmt(engine.out_format), "latency": engine.latency,
-                  "cycles_per_item": getattr(engine, "cycles_per_item", None)
-                  or engine.cycles_per_image}
-        shape = [spec.height, spec.width, spec.channels]
-        if spec.op in ("sliding_window", "maxpool"):
-            record.update(kernel=spec.kernel, stride=spec.stride, in_shape=shape,
-                          buffer_pixels=engine.buffer_pixels)
-            if spec.op == "sliding_window":
-                record["pad"] = spec.pad
-        elif spec.op == "collect":
-            record["in_shape"] = shape
-        elif spec.op == "fifo":
-            record.update(depth=spec.depth, bits=engine.format.width)
-        else:
-            record.update(channels=spec.channels, pe=spec.pe)
-        return record
-    return {
-        "op": "mvau",
-        "lane": engine.lane,
-        "copies": engine.copies,
-        "weight_format": engine.weight_format,
-        "mh": engine.mh, "mw": engine.mw, "pe": engine.pe, "simd": engine.simd,
-        "accumulator_bits": engine.accumulator_bits,
-        "cycles_per_item": engine.cycles_per_item,
-        "latency": engine.latency,
-        "weight_memory": {"depth": engine.cycles_per_item, "width": engine.pe * engine.simd,
-                          "bits": engine.weight_memory_bits},
-        "in_format": fmt(engine.in_format),
-        "out_format": fmt(engine.out_format),
-    }
+    """The engine for ``spec`` with seeded random weights, thresholds or offsets (see each spec's
+    ``sample``)."""
+    return spec.sample(seed)[0]
 
 
 def synthesize_engine(engine, family, cache_dir=None):
     """Yosys counts of one engine on its own (top ``engine``)."""
-    from amaranth.back import verilog
-
-    from .synth import synthesize
-
     text = verilog.convert(engine, name="engine", emit_src=False)
     return synthesize(text, "engine", family, cache_dir=cache_dir)
 
 
 def lutram_luts_of(result):
     """LUTs of a synthesis result that are distributed RAM or shift registers (xc7; else 0)."""
-    from .synth import XC7_LUTRAM_SITES
     return sum(n * result.cells.get(cell, 0) for cell, n in XC7_LUTRAM_SITES.items())
 
 
@@ -401,8 +310,6 @@ def lut_parts(result):
     """LUTs of a synthesis result by part: ``rom`` (the ``*_rom`` modules), ``rows`` (the PE row
     modules, ``*_row``) and ``glue`` (the rest). Only the xc7 flow keeps those modules apart; a
     flattened design is all ``glue``."""
-    from .synth import count_luts
-
     parts = {"rom": 0, "rows": 0, "glue": 0}
     for name, cells in result.modules.items():
         part = "rom" if name.endswith("_rom") else "rows" if name.endswith("_row") else "glue"
@@ -414,8 +321,7 @@ def run_sweep(families=FAMILIES, specs=SWEEP, progress=None):
     """Synthesize every engine of ``specs`` for every family; return the calibration rows."""
     rows = []
     for spec in specs:
-        engine = build_engine(spec)
-        layer = layer_record(engine, spec)
+        engine, layer = spec.sample()
         for family in [f for f in families if f in sweep_families(spec)]:
             r = synthesize_engine(engine, family)
             rows.append({"engine": spec.name, "spec": asdict(spec), "family": family,
@@ -445,8 +351,6 @@ def random_bipolar_mlp(widths, foldings=None, seed=0):
     hidden layer is a bipolar MatMul and a one-level MultiThreshold, the last MatMul emits its
     integer dot products. ``foldings`` is a list of ``(pe, simd)`` per layer (default: 1x1).
     """
-    from lowbit.compiler.ir import BIPOLAR, Folding, Graph, MatMul, MultiThreshold
-
     rng = np.random.default_rng(seed)
     layers = list(zip(widths[:-1], widths[1:]))
     foldings = foldings or [(1, 1)] * len(layers)

@@ -22,8 +22,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from lowbit.errors import LowbitError
-from lowbit.files import atomic_dir
+from lowbit.core.errors import LowbitError
+from lowbit.core.files import atomic_dir
 
 from .synth import default_cache_dir
 

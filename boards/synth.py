@@ -23,8 +23,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from lowbit.errors import LowbitError
-from lowbit.files import atomic_write_text
+from lowbit.core.errors import LowbitError
+from lowbit.core.files import atomic_write_text
 
 
 __all__ = ["SynthResult", "synthesize", "find_yosys", "default_cache_dir", "XC7_LUTRAM_SITES",

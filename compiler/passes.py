@@ -1,13 +1,14 @@
 """Graph-to-graph passes after folding: memory styles and identity removal.
 
 Each pass returns a new, checked graph and never mutates its input. (Streamlining, the lowering of
-convolutions and tiled compute-once happen in ``lowbit.compiler.export``; folding and FIFO depths
-in ``lowbit.compiler.folding`` and ``lowbit.compiler.fifo_depth``.)
+convolutions and tiled compute-once happen in the export, ``lowbit.model.export``; foldings in
+``lowbit.compiler.folding`` and FIFO depths in ``lowbit.compiler.fifo_depth``.)
 """
 
-from .ir import MatMul
-from .residual_ops import map_nodes
-from .window_ops import MaxPool
+from lowbit.core.formats import weight_format
+
+from .graph import map_nodes
+from .ops.matmul import MatMul
 
 __all__ = ["choose_memories", "remove_identities", "LUT_ROM_MAX_BITS", "CONST_MAX_BITS"]
 
@@ -22,8 +23,6 @@ CONST_MAX_BITS = 64 * 1024
 def choose_memories(graph):
     """Give every MatMul left at ``"auto"`` a weight memory: constants when fully unrolled and
     small enough, LUT ROM when small, block RAM otherwise. Hand-set choices are kept."""
-    from lowbit.formats import weight_format
-
     def choose(n):
         if isinstance(n, MatMul) and n.weight_memory == "auto":
             bits = n.tile_rows * n.mw * weight_format(n.weight_format).storage_bits
@@ -38,8 +37,8 @@ def choose_memories(graph):
 
 
 def remove_identities(graph):
-    """Drop ops that change nothing: a 1x1 max pool with stride 1 (an engine that would only add
-    a register stage and a scan)."""
+    """Drop ops that change nothing (:attr:`lowbit.compiler.graph.Op.identity`), such as a 1x1
+    max pool with stride 1: an engine that would only add a register stage and a scan."""
     def keep(n):
-        return None if isinstance(n, MaxPool) and n.kernel == 1 and n.stride == 1 else n
+        return None if n.identity else n
     return graph.replace_nodes(map_nodes(graph.nodes, keep)).check()

@@ -60,9 +60,8 @@ class Collect(wiring.Component):
     in_format = property(lambda self: self._in_format)
     out_format = property(lambda self: self._out_format)
     beats = property(lambda self: self._beats)
-    cycles_per_item = property(lambda self: self._beats, doc="Input beats per vector.")
-    # One output vector per image: its cycles per image, like a window scan's.
-    cycles_per_image = cycles_per_item
+    cycles_per_item = property(lambda self: self._beats,
+                               doc="Input beats per vector: cycles per image, whose one vector it makes.")
     latency = property(lambda self: self._beats,
                        doc="Cycles from a vector's first input handshake to its output handshake.")
 

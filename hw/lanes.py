@@ -22,8 +22,8 @@ import functools
 import numpy as np
 from amaranth.hdl import Array, Cat, Const, Fragment, Module, Mux, Signal, Value, signed
 
-from lowbit.errors import LowbitError
-from lowbit.formats import weight_format
+from lowbit.core.errors import LowbitError
+from lowbit.core.formats import weight_format
 
 from .compressor import (add_behavioural, add_tree, bit_sum, popcount, popcount_behavioural,
                          xnor_popcount)

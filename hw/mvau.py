@@ -10,8 +10,8 @@ from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from lowbit.bounds import dot_bounds, signed_bits
-from lowbit.formats import weight_format
+from lowbit.core.bounds import dot_bounds, signed_bits
+from lowbit.core.formats import weight_format
 
 from .lanes import lane_for
 from .payload import VectorFormat
@@ -19,10 +19,6 @@ from .rom import ROM
 from .threshold import check_invert, invert_masks, threshold_count
 
 __all__ = ["MatrixVectorUnit"]
-
-_INPUT_RANGES = {"bipolar": lambda bits: (-1, 1), "uint": lambda bits: (0, (1 << bits) - 1),
-                 "int": lambda bits: (-(1 << (bits - 1)), (1 << (bits - 1)) - 1)}
-
 
 class MatrixVectorUnit(wiring.Component):
     """``y = W x`` over a stream of vectors, optionally followed by per-row thresholds.
@@ -38,7 +34,7 @@ class MatrixVectorUnit(wiring.Component):
     weight read, one of accumulate and compare).
 
     Accumulators are sized from the exact range of every row's dot product over all inputs of
-    ``in_format`` (see ``lowbit.bounds.dot_bounds``), so they cannot overflow.
+    ``in_format`` (see ``lowbit.core.bounds.dot_bounds``), so they cannot overflow.
 
     Structure: the weights and thresholds are :class:`~lowbit.hw.rom.ROM` submodules
     (``weights_rom``, ``thresholds_rom``; a store of one word is a constant instead), and with
@@ -50,7 +46,7 @@ class MatrixVectorUnit(wiring.Component):
     weights : array (MH, MW)
         Integer weight levels of ``weight_format``.
     weight_format : str
-        A name from ``lowbit.formats.WEIGHT_FORMATS``; it selects the lane.
+        A name from ``lowbit.core.formats.WEIGHT_FORMATS``; it selects the lane.
     in_format : VectorFormat
         Input elements (``count`` must be MW): bipolar, uint k or int k.
     thresholds : array (MH, L) or None
@@ -136,8 +132,7 @@ class MatrixVectorUnit(wiring.Component):
         self._pe, self._simd, self._copies, self._weight_memory = pe, simd, copies, weight_memory
         self._in_format = in_format
 
-        lo, hi = _INPUT_RANGES[in_format.kind](in_format.bits)
-        self._dot_range = dot_bounds(self._weights, lo, hi)
+        self._dot_range = dot_bounds(self._weights, in_format.element.min, in_format.element.max)
         scale, offset = self._lane.scale, self._lane.offset(mw)
         self._acc_range = tuple((d - offset) // scale for d in self._dot_range)
 

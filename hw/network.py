@@ -50,10 +50,13 @@ class DataflowTop(wiring.Component):
 
     @property
     def cycles_per_item(self):
+        """Cycles between accepted items with neither side stalling: the slowest engine's."""
         return max(e.cycles_per_item for e in self._engines)
 
     @property
     def latency(self):
+        """Cycles from an input handshake to its output handshake with the output ready: the sum
+        of the engines' latencies."""
         return sum(e.latency for e in self._engines)
 
     def elaborate(self, platform):

@@ -2,7 +2,7 @@
 
 Subtracting the mean and dividing by a positive standard deviation does not change a sign, so
 ``sign(normalize(z)_i) = sign(n*z_i - sum_j z_j)`` exactly (derived in
-``lowbit.compiler.normalize_ops.NormalizeSign``, the reference). The output needs the sum over
+``lowbit.compiler.ops.normalize.NormalizeSign``, the reference). The output needs the sum over
 the whole vector before its first bit, hence two phases per vector.
 """
 
@@ -41,7 +41,7 @@ class NormalizeSign(wiring.Component):
         Channels per cycle, in both phases; must divide C.
     offset : sequence of C int, optional
         Per-channel constants added before the sign: bit ``i`` is ``C*z_i - sum + offset_i >= 0``
-        (a layer bias; see ``lowbit.compiler.normalize_ops.NormalizeSign``). Each fold's PE
+        (a layer bias; see ``lowbit.compiler.ops.normalize.NormalizeSign``). Each fold's PE
         constants are selected by the fold counter.
 
     Members
@@ -63,9 +63,7 @@ class NormalizeSign(wiring.Component):
         channels = in_format.count if isinstance(in_format, VectorFormat) else None
         _check_format("Input", in_format, ("int", "uint"), channels)
         _check_pe(pe, channels)
-        signed = in_format.kind == "int"
-        lo = -(1 << (in_format.bits - 1)) if signed else 0
-        hi = (1 << (in_format.bits - 1)) - 1 if signed else (1 << in_format.bits) - 1
+        lo, hi = in_format.element.min, in_format.element.max
         # C*z_i - sum_j z_j = (C-1)*z_i - sum_{j != i} z_j: extreme at z_i = hi, the rest lo, or
         # the reverse; a prefix of the sum lies between C*lo and C*hi because lo <= 0 <= hi.
         span = (channels - 1) * (hi - lo)

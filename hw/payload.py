@@ -11,26 +11,36 @@ import numpy as np
 from amaranth.hdl import signed, unsigned
 from amaranth.lib import data
 
+from lowbit.core.types import ValueType
+
 __all__ = ["VectorFormat"]
 
 
 @dataclass(frozen=True)
 class VectorFormat:
-    """A vector payload: ``count`` elements of ``kind`` ("bipolar", "uint", "int") and ``bits`` each."""
+    """A vector payload: ``count`` elements of ``kind`` ("bipolar", "uint", "int") and ``bits`` each.
+
+    The element type is :class:`lowbit.core.types.ValueType` (``element``), which checks
+    ``kind`` and ``bits``.
+    """
 
     kind: str
     bits: int
     count: int
 
     def __post_init__(self):
-        if self.kind not in ("bipolar", "uint", "int"):
-            raise ValueError(f"Kind must be one of 'bipolar', 'uint', 'int', not {self.kind!r}")
-        if self.kind == "bipolar" and self.bits != 1:
-            raise ValueError(f"Bipolar elements have 1 bit, not {self.bits}")
-        if not isinstance(self.bits, int) or self.bits < 1:
-            raise ValueError(f"Element width must be a positive integer, not {self.bits!r}")
+        ValueType(self.kind, self.bits)
         if not isinstance(self.count, int) or self.count < 1:
             raise ValueError(f"Element count must be a positive integer, not {self.count!r}")
+
+    @property
+    def element(self):
+        """The element type."""
+        return ValueType(self.kind, self.bits)
+
+    def record(self):
+        """The format as plain data, as manifests record it."""
+        return {"kind": self.kind, "bits": self.bits, "count": self.count}
 
     @property
     def width(self):

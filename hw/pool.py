@@ -30,7 +30,7 @@ class MaxPool(WindowScan):
 
     It shares the scan of :class:`~lowbit.hw.window.SlidingWindow` and reduces the window before
     the output register, so the timing is the same with ``pad = 0``: with neither side stalling,
-    ``cycles_per_image = H * W`` (one input per cycle) and ``latency = (k-1)*W + k`` cycles from
+    ``cycles_per_item = H * W`` per image (one input per cycle) and ``latency = (k-1)*W + k`` cycles from
     an image's first input handshake to its first output handshake. Storage is
     ``buffer_pixels = (k-1)*W + k - 1`` pixels.
 

@@ -17,6 +17,8 @@ from amaranth.hdl import Module, Mux, Signal, Value
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from lowbit.core.types import int_type_for
+
 from .fifo import StreamFIFO
 from .network import DataflowTop
 from .payload import VectorFormat
@@ -24,22 +26,10 @@ from .payload import VectorFormat
 __all__ = ["StreamFork", "StreamAdd", "ResidualBlock", "sum_format", "skip_depth", "add_reference"]
 
 
-def _bounds(fmt):
-    """(min, max) of one element of ``fmt`` (bipolar: -1 and +1)."""
-    if fmt.kind == "bipolar":
-        return -1, 1
-    if fmt.kind == "int":
-        return -(1 << (fmt.bits - 1)), (1 << (fmt.bits - 1)) - 1
-    return 0, (1 << fmt.bits) - 1
-
-
 def sum_format(a, b):
     """The narrowest format of the elementwise sum of ``a`` and ``b``, from their exact bounds."""
-    (alo, ahi), (blo, bhi) = _bounds(a), _bounds(b)
-    lo, hi = alo + blo, ahi + bhi
-    if lo >= 0:
-        return VectorFormat("uint", max(1, hi.bit_length()), a.count)
-    return VectorFormat("int", max(hi.bit_length(), (-lo - 1).bit_length()) + 1, a.count)
+    t = int_type_for(a.element.min + b.element.min, a.element.max + b.element.max)
+    return VectorFormat(t.kind, t.bits, a.count)
 
 
 def add_reference(a, b):
@@ -229,7 +219,8 @@ class ResidualBlock(wiring.Component):
     """``o = body(i) + i``: a fork, the body's engines, a skip FIFO and an adder.
 
     Timing, with the output ready: ``latency = 1 + max(body latency, skip FIFO latency) + 1``
-    (fork, the slower path, adder); ``cycles_per_item`` is the largest of the body's and 1.
+    (fork, the slower path, adder); ``cycles_per_item`` is the body's (per beat, or per image
+    when the body scans windows).
     The skip FIFO is ``skip_depth(body)`` deep unless given, so it never throttles the body.
 
     Parameters
@@ -276,8 +267,8 @@ class ResidualBlock(wiring.Component):
     body = property(lambda self: tuple(self._body))
     skip_depth = property(lambda self: self._depth)
 
-    # A block built only to read its timing is never elaborated, nor are its parts; marking it
-    # unused (lowbit.hw.unused) marks them too.
+    # A block built only to read its timing is never elaborated, nor are its parts, made here;
+    # marking it unused (lowbit.hw.unused) marks them too.
     @property
     def _MustUse__silence(self):
         return self.__dict__.get("_silenced", False)
@@ -292,24 +283,20 @@ class ResidualBlock(wiring.Component):
 
     @property
     def cycles_per_item(self):
-        """Cycles between accepted beats with neither side stalling; a body with a window scan
-        has none (AttributeError), its timing is :attr:`cycles_per_image`."""
-        return max(self._top.cycles_per_item, self._skip.cycles_per_item)
-
-    @property
-    def cycles_per_image(self):
-        """Cycles per image of a body with a window scan: its slowest engine, per-beat engines
-        counted once per pixel. AttributeError for a body without a scan."""
-        scans = [e for e in self._body if getattr(e, "cycles_per_image", None) is not None
-                 and hasattr(e, "in_beats_per_image")]
+        """Cycles between accepted items when neither side stalls. An item is a beat, or, when
+        the body scans windows, a whole image: then the slowest body engine's cycles per image,
+        per-beat engines counted once per pixel."""
+        scans = [e for e in self._body if hasattr(e, "in_beats_per_image")]
         if not scans:
-            raise AttributeError("a residual block without a window scan has no cycles per image")
+            return max(self._top.cycles_per_item, self._skip.cycles_per_item)
         pixels = scans[0].in_beats_per_image
-        return max(pixels, *(e.cycles_per_image if e in scans else e.cycles_per_item * pixels
+        return max(pixels, *(e.cycles_per_item if e in scans else e.cycles_per_item * pixels
                              for e in self._body))
 
     @property
     def latency(self):
+        """Cycles from an input handshake to its output handshake, with the output ready: the
+        fork, the slower of the body and the skip FIFO, the adder."""
         return StreamFork.latency + max(self._top.latency, self._skip.latency) + StreamAdd.latency
 
     def elaborate(self, platform):

@@ -23,7 +23,8 @@ class ROM(wiring.Component):
     """``depth`` words of ``width`` bits, read through one synchronous port.
 
     Timing: ``data`` holds the word at ``addr`` one cycle after a cycle with ``en`` high, and
-    keeps its value while ``en`` is low (``latency = 1``).
+    keeps its value while ``en`` is low (``latency = 1``); a new address every cycle
+    (``cycles_per_item = 1``).
 
     Parameters
     ----------
@@ -49,6 +50,7 @@ class ROM(wiring.Component):
     """
 
     latency = 1
+    cycles_per_item = 1
 
     def __init__(self, words, width, *, style=None):
         if not isinstance(width, int) or isinstance(width, bool) or width < 1:

@@ -153,8 +153,7 @@ class MultiThresholdUnit(wiring.Component):
         _check_pe(pe, channels)
         self._invert = check_invert(invert, channels)
 
-        lo = -(1 << (in_format.bits - 1)) if in_format.kind == "int" else 0
-        hi = (1 << (in_format.bits - 1)) - 1 if in_format.kind == "int" else (1 << in_format.bits) - 1
+        lo, hi = in_format.element.min, in_format.element.max
         self._thresholds = t.astype(np.int64)
         self._thresholds.setflags(write=False)
         self._stored = np.clip(self._thresholds, lo, hi + 1)

@@ -55,8 +55,8 @@ class WindowScan(wiring.Component):
     output format, and define ``result(m, pixels)``, which turns the window's pixels (given as
     ``pixels[ky][kx]``, each ``in_format.width`` bits) into the output word.
 
-    Timing (no stalls): one scan step per cycle, so
-    ``cycles_per_image = (H + 2*pad) * (W + 2*pad)``; the input is not ready during the
+    Timing (no stalls): one scan step per cycle, and an item is a whole image, so
+    ``cycles_per_item = (H + 2*pad) * (W + 2*pad)``; the input is not ready during the
     ``2*pad*(W + 2*pad) + 2*pad*H`` padding steps of an image. A window is registered on the
     step of its bottom-right corner and handed over on the next cycle, so the first window of an
     image is handed over ``latency = (k-1-pad) * (W + 2*pad) + (k-1-pad) + 1`` cycles after the
@@ -125,8 +125,9 @@ class WindowScan(wiring.Component):
         return self.out_height * self.out_width
 
     @property
-    def cycles_per_image(self):
-        """Cycles between the starts of consecutive images when neither side stalls."""
+    def cycles_per_item(self):
+        """Cycles between the starts of consecutive images (a scan's item is a whole image) when
+        neither side stalls."""
         return self.padded_height * self.padded_width
 
     @property
@@ -266,8 +267,8 @@ class SlidingWindow(WindowScan):
     hardware; the input carries only real pixels. Images stream back to back without a gap.
 
     Timing, with neither side stalling: one step per padded position, so
-    ``cycles_per_image = (H + 2*pad) * (W + 2*pad)`` cycles between the starts of consecutive
-    images (the input is not ready on the padding steps); a window is handed over one cycle after
+    ``cycles_per_item = (H + 2*pad) * (W + 2*pad)`` cycles between the starts of consecutive
+    images (an item is a whole image) (the input is not ready on the padding steps); a window is handed over one cycle after
     the step of its bottom-right corner, so ``latency = (k-1-pad)*(W + 2*pad) + (k-1-pad) + 1``
     cycles from an image's first input handshake to its first output handshake. Within an image
     the output beats follow the corners: one per cycle along a row when ``stride = 1``.

@@ -1,3 +1,5 @@
 """lowbit: low-bit neural networks on FPGAs, trained, compiled and proven bit-exact."""
 
-__version__ = "0.1.0"
+from lowbit.core.version import __version__
+
+__all__ = ["__version__"]

@@ -3,8 +3,20 @@
 import argparse
 import json
 import sys
+from pathlib import Path
 
-from .errors import LowbitError
+from lowbit.boards.build import build_for_board, does_not_fit_message
+from lowbit.boards.estimate import estimate_manifest
+from lowbit.compiler.build import load_build
+from lowbit.compiler.codegen import describe, foldings
+from lowbit.core.errors import LowbitError
+
+from .demo import run_demo
+from .flow import (compile_checkpoint, evaluate_checkpoint, export_checkpoint, fold, simulate_build, synth_build,
+                   train_checkpoint)
+from .fuzz import fuzz, summary_text
+from . import sweep, sweep_accuracy
+from .training import quantize_checkpoint
 
 
 def _hidden(text):
@@ -21,7 +33,6 @@ _FROM_CHECKPOINT = ("dataset", "arch", "hidden", "format", "act_bits", "p", "see
 
 
 def cmd_train(args):
-    from .flow import train_checkpoint
     if args.resume is not None:
         given = [k for k in _FROM_CHECKPOINT if getattr(args, k) is not None]
         if given:
@@ -49,7 +60,6 @@ def cmd_train(args):
 
 
 def cmd_eval(args):
-    from .flow import evaluate_checkpoint
     r = evaluate_checkpoint(args.checkpoint, data_root=args.data, ptq_bits=args.ptq_bits,
                             ptq_method=args.ptq_method)
     what = r["format"] + (f" {r['ptq_bits']}-bit" if r["ptq_bits"] is not None else "")
@@ -58,7 +68,6 @@ def cmd_eval(args):
 
 
 def cmd_quantize(args):
-    from .training import quantize_checkpoint
     r = quantize_checkpoint(args.checkpoint, args.output, bits=args.bits, method=args.method, q=args.q)
     for name, layer in r["layers"].items():
         q = "" if layer["q"] is None else f"q={layer['q']:g}, F={layer['fraction_bits']}, "
@@ -83,19 +92,17 @@ def _ptq_bits(text):
 
 
 def cmd_sweep_accuracy(args):
-    from .sweep_accuracy import DEFAULT_FORMATS, markdown_table, sweep_accuracy, write_sweep
-    rows = sweep_accuracy(args.output, dataset=args.dataset, arch=args.arch,
-                          formats=args.formats or DEFAULT_FORMATS,
+    rows = sweep_accuracy.sweep_accuracy(args.output, dataset=args.dataset, arch=args.arch,
+                          formats=args.formats or sweep_accuracy.DEFAULT_FORMATS,
                           settings=args.settings, epochs=args.epochs, seed=args.seed, p=args.p,
                           ptq_bits=args.ptq_bits, lr=args.lr, batch_size=args.batch_size,
                           data_root=args.data)
-    paths = write_sweep(args.output, rows, title=f"{args.dataset}, {args.arch}, {args.epochs} epochs")
-    print(markdown_table(rows), end="")
+    paths = sweep_accuracy.write_sweep(args.output, rows, title=f"{args.dataset}, {args.arch}, {args.epochs} epochs")
+    print(sweep_accuracy.markdown_table(rows), end="")
     print(f"wrote {paths['table']}, {paths['json']} and {paths['plot']}")
 
 
 def cmd_compile(args):
-    from .flow import compile_checkpoint
     target = args.target_cycles
     if args.target_fps is not None:
         if args.target_fps <= 0 or args.clock <= 0:
@@ -108,9 +115,8 @@ def cmd_compile(args):
     manifest, check = compile_checkpoint(args.checkpoint, args.output, folding=args.folding,
                                          target_cycles=target, board=args.board, max_luts=args.max_luts,
                                          data_root=args.data)
-    from lowbit.compiler.codegen import flat_layers
 
-    folds = ",".join(f"{l['pe']}x{l['simd']}" for l in flat_layers(manifest["layers"]) if l["op"] == "mvau")
+    folds = ",".join(foldings(manifest))
     print(f"IR vs torch on {check['images']} test images: {check['prediction_disagreements']} disagreements")
     latency = manifest["latency_cycles"]
     # Window scans overlap consecutive images: such networks have no single latency figure.
@@ -120,7 +126,6 @@ def cmd_compile(args):
 
 
 def cmd_sim(args):
-    from .flow import simulate_build
     report = simulate_build(args.build, dataset=args.dataset, limit=args.limit,
                             stalls=not args.no_stalls, seed=args.seed, data_root=args.data)
     print(json.dumps(report, indent=2))
@@ -129,14 +134,12 @@ def cmd_sim(args):
 
 
 def cmd_synth(args):
-    from .flow import synth_build
     r = synth_build(args.build, args.family)
     print(f"{r.device}: {r.luts} LUT, {r.ffs} FF, {r.brams} BRAM, {r.dsps} DSP"
           f" ({'cached' if r.cached else f'{r.seconds:.1f} s'})")
 
 
 def cmd_demo(args):
-    from .demo import run_demo
     report = run_demo(args.output, epochs=args.epochs, seed=args.seed, family=args.family)
     if any(r["mismatches"] for r in report["rows"]):
         return 1
@@ -144,23 +147,15 @@ def cmd_demo(args):
 
 def _estimate_target(target):
     """Manifest of a build folder, or of a checkpoint exported and folded most in memory."""
-    from pathlib import Path
     if Path(target).is_dir():
-        from .boards.build import load_build_dir
-        return load_build_dir(target)[0]
+        return load_build(target).manifest
     if not Path(target).is_file():
         raise LowbitError(f"{target!r} is neither a build folder nor a checkpoint file",
                           "pass a folder from 'lowbit compile' or a .pt from 'lowbit train'")
-    from .compiler.codegen import build_manifest, lower
-    from .flow import export_checkpoint, fold
-    from .hw.unused import unelaborated
-    graph = fold(export_checkpoint(target)[0])
-    return build_manifest(graph, unelaborated(lower(graph)))
+    return describe(fold(export_checkpoint(target)[0]))
 
 
 def cmd_estimate(args):
-    from .boards.build import does_not_fit_message
-    from .boards.estimate import estimate_manifest
     est = estimate_manifest(_estimate_target(args.target), args.board)
     if args.json:
         print(json.dumps(est, indent=2))
@@ -189,7 +184,6 @@ def cmd_estimate(args):
 
 
 def cmd_build(args):
-    from .boards.build import build_for_board
     report = build_for_board(args.build, args.board, args.output)
     if "placed" in report:
         pl = report["placed"]
@@ -216,21 +210,19 @@ def _positive_list(text):
 
 
 def cmd_sweep(args):
-    from .sweep import DEFAULT_FORMATS, checkpoint_rows, markdown_table, sweep_resources, write_sweep
-    rows = sweep_resources(args.arch, in_shape=args.in_shape, classes=args.classes,
-                           formats=args.formats or DEFAULT_FORMATS, targets=args.target_cycles,
-                           board=args.board, p=args.p, min_compress_size=args.min_compress_size,
-                           seed=args.seed, synth=args.synth)
-    acc = checkpoint_rows(args.checkpoint, data_root=args.data) if args.checkpoint else []
+    rows = sweep.sweep_resources(args.arch, in_shape=args.in_shape, classes=args.classes,
+                                 formats=args.formats or sweep.DEFAULT_FORMATS, targets=args.target_cycles,
+                                 board=args.board, p=args.p, min_compress_size=args.min_compress_size,
+                                 seed=args.seed, synth=args.synth)
+    acc = sweep.checkpoint_rows(args.checkpoint, data_root=args.data) if args.checkpoint else []
     shape = "x".join(map(str, args.in_shape))
-    paths = write_sweep(args.output, rows, title=f"{args.arch}, input {shape}, {args.classes} classes",
-                        board=args.board, accuracy_rows=acc, synth=args.synth)
-    print(markdown_table(rows), end="")
+    paths = sweep.write_sweep(args.output, rows, title=f"{args.arch}, input {shape}, {args.classes} classes",
+                              board=args.board, accuracy_rows=acc, synth=args.synth)
+    print(sweep.markdown_table(rows), end="")
     print(f"wrote {', '.join(str(v) for v in paths.values())}")
 
 
 def cmd_fuzz(args):
-    from .fuzz import fuzz, summary_text
     totals = fuzz(args.n, seed=args.seed, vectors=args.vectors, out_dir=args.output)
     print(summary_text(totals))
     if totals["failures"]:

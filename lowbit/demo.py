@@ -8,7 +8,11 @@ step succeeded.
 import json
 from pathlib import Path
 
-from .files import atomic_dir, atomic_write_text
+from lowbit.compiler.build import write_build
+from lowbit.compiler.folding import most_folded
+from lowbit.core.files import atomic_dir, atomic_write_bytes, atomic_write_text
+
+from .folding import fold_for_cycles
 from .flow import (DEFAULT_EPOCHS, DEFAULT_HIDDEN, export_checkpoint, simulate_build, synth_build,
                    train_checkpoint)
 
@@ -24,9 +28,6 @@ COLUMNS = [
 
 def run_demo(out_dir="build/demo", *, hidden=DEFAULT_HIDDEN, epochs=DEFAULT_EPOCHS, seed=0,
              family="xilinx", progress=True, log=print):
-    from .compiler.codegen import write_build
-    from .compiler.folding import fold_for_cycles, most_folded
-
     out_dir = Path(out_dir)
     with atomic_dir(out_dir) as tmp:
         log(f"[1/4] training a bipolar MLP {list(hidden)} on digits ({epochs} epochs, seed {seed})")
@@ -103,8 +104,6 @@ def plot_report(rows, path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from .files import atomic_write_bytes
 
     labels = [f"{r['_detail']['label']}\n{r['folding']}" for r in rows]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))

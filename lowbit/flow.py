@@ -3,33 +3,23 @@
 Each step is a function the CLI calls; ``run_demo`` chains them at two foldings.
 """
 
-import json
 from pathlib import Path
 
 import numpy as np
 
-from .errors import LowbitError
+from lowbit.boards.synth import synthesize
+from lowbit.compiler.build import load_build, write_build
+from lowbit.compiler.folding import apply_folding, most_folded, parse_folding
+from lowbit.compiler.passes import choose_memories, remove_identities
+from lowbit.core.errors import LowbitError
+from lowbit.hw.payload import VectorFormat
+from lowbit.model.data import load_hardware_dataset
+from lowbit.sim.runner import StallConfig, run_stream
+
+from .folding import fold_for_board, fold_for_cycles, fold_for_luts
 
 DEFAULT_HIDDEN = (64, 64)
 DEFAULT_EPOCHS = 30
-DEFAULT_THERMOMETER_LEVELS = 4
-
-
-# Thermometer levels per dataset: digits has 17 grey levels worth keeping; MNIST-style images are
-# binarized at mid-grey (one level), as binary MLPs on MNIST usually are.
-THERMOMETER_LEVELS = {"digits": DEFAULT_THERMOMETER_LEVELS, "mnist": 1, "fashion-mnist": 1}
-
-
-def load_dataset(name, seed=0, root=None):
-    """A flat-image dataset and its input encoding, by name (``root``: folder of file-based data)."""
-    from .model.data import Thermometer
-    from .model.data import load_dataset as load
-
-    if name not in THERMOMETER_LEVELS:
-        raise LowbitError(f"dataset {name!r} has no MLP input encoding yet",
-                          f"datasets for the MLP flow: {', '.join(THERMOMETER_LEVELS)}")
-    ds = load(name, root=root, seed=seed)
-    return ds, Thermometer.uniform(THERMOMETER_LEVELS[name], ds.max_value)
 
 
 def train_checkpoint(path, *, dataset="digits", hidden=DEFAULT_HIDDEN, epochs=DEFAULT_EPOCHS,
@@ -44,7 +34,7 @@ def train_checkpoint(path, *, dataset="digits", hidden=DEFAULT_HIDDEN, epochs=DE
     choose any other network; ``resume`` continues a checkpoint up to ``epochs`` in total.
     See :func:`lowbit.training.train_model`. Returns the metrics dict.
     """
-    from .training import train_model
+    from .training import train_model  # torch
 
     if arch is None:
         if not hidden or any(h < 1 for h in hidden):
@@ -58,21 +48,22 @@ def train_checkpoint(path, *, dataset="digits", hidden=DEFAULT_HIDDEN, epochs=DE
 def evaluate_checkpoint(ckpt, *, data_root=None, ptq_bits=None, ptq_method="exponential"):
     """Test-split accuracy of a checkpoint, optionally after post-training quantization of a
     float (``fp32``) model to ``ptq_bits`` bits; see :func:`lowbit.training.evaluate_model`."""
-    from .training import evaluate_model
+    from .training import evaluate_model  # torch
 
     return evaluate_model(ckpt, data_root=data_root, ptq_bits=ptq_bits, ptq_method=ptq_method)
 
 
 def export_checkpoint(ckpt, data_root=None):
     """Load a checkpoint, export it to the IR and check the IR against PyTorch on the test split."""
-    from .compiler.check import compare_with_torch
-    from .compiler.export import export_model
-    from .model.checkpoint import load_checkpoint
+    # torch: loaded only by the steps that need a model.
+    from lowbit.model.check import compare_with_torch
+    from lowbit.model.checkpoint import load_checkpoint
+    from lowbit.model.export import export_model
 
     model, meta = load_checkpoint(ckpt)
     graph = export_model(model, {"input": meta["input"], "dataset": meta.get("dataset"),
                                  "formats": meta["formats"]})
-    ds, enc = load_dataset(meta["dataset"]["name"], meta["dataset"]["seed"], data_root)
+    ds, enc = load_hardware_dataset(meta["dataset"]["name"], meta["dataset"]["seed"], data_root)
     check = compare_with_torch(model, graph, enc(ds.x_test), ds.y_test)
     if check["export_errors"] or any(check["activation_mismatches"].values()):
         raise LowbitError(f"the IR does not reproduce the PyTorch model: {check}",
@@ -83,9 +74,6 @@ def export_checkpoint(ckpt, data_root=None):
 def fold(graph, *, folding=None, target_cycles=None, board=None, max_luts=None):
     """Apply a hand-given folding spec, or search one: the cheapest meeting ``target_cycles``, or
     the fastest whose estimate fits ``board`` or ``max_luts`` LUTs; else the most folded."""
-    from .compiler.folding import (apply_folding, fold_for_board, fold_for_cycles, fold_for_luts,
-                                   most_folded, parse_folding)
-
     given = [k for k, v in (("a folding", folding), ("a cycle target", target_cycles),
                             ("a board", board), ("a LUT budget", max_luts)) if v is not None]
     if len(given) > 1:
@@ -108,9 +96,6 @@ def compile_graph(graph, out_dir, *, folding=None, target_cycles=None, board=Non
     of :mod:`lowbit.compiler.ir` (a network trained elsewhere); the passes, the folding (as
     :func:`fold`) and the code generation are the same.
     """
-    from .compiler.codegen import write_build
-    from .compiler.passes import choose_memories, remove_identities
-
     graph = remove_identities(graph)
     graph = fold(graph, folding=folding, target_cycles=target_cycles, board=board, max_luts=max_luts)
     return write_build(choose_memories(graph), out_dir)
@@ -125,18 +110,6 @@ def compile_checkpoint(ckpt, out_dir, *, folding=None, target_cycles=None, board
                          max_luts=max_luts), check
 
 
-def load_build(build_dir):
-    from .compiler.serialize import load_graph
-
-    build_dir = Path(build_dir)
-    manifest_path = build_dir / "manifest.json"
-    if not manifest_path.is_file():
-        raise LowbitError(f"{str(build_dir)!r} is not a build folder (no manifest.json)",
-                          "create one with 'lowbit compile CKPT -o BUILD'")
-    manifest = json.loads(manifest_path.read_text())
-    return manifest, load_graph(build_dir / "graph.npz"), build_dir / f"{manifest['top']}.v"
-
-
 def simulate_build(build_dir, *, dataset=None, limit=None, stalls=True, seed=0, timing_items=8,
                    data_root=None, progress=True, inputs=None, labels=None):
     """Run the dataset's test split through the build's Verilog in Verilator; compare every word.
@@ -147,9 +120,8 @@ def simulate_build(build_dir, *, dataset=None, limit=None, stalls=True, seed=0, 
     Returns a plain dict: images, mismatches, IR and hardware accuracy (None without labels),
     measured and predicted cycles per inference and latency.
     """
-    manifest, graph, verilog = load_build(build_dir)
-    from .hw.payload import VectorFormat
-    from .sim.runner import StallConfig, run_stream
+    build = load_build(build_dir)
+    manifest, graph = build.manifest, build.graph()
 
     if inputs is None:
         ds_meta = graph.meta.get("dataset") or {"name": "digits", "seed": 0}
@@ -157,7 +129,7 @@ def simulate_build(build_dir, *, dataset=None, limit=None, stalls=True, seed=0, 
         if name != ds_meta["name"]:
             raise LowbitError(f"this build was trained on {ds_meta['name']!r}, not {name!r}",
                               f"drop --dataset or pass --dataset {ds_meta['name']}")
-        ds, enc = load_dataset(name, ds_meta["seed"], data_root)
+        ds, enc = load_hardware_dataset(name, ds_meta["seed"], data_root)
         x, y = enc(ds.x_test), ds.y_test
     else:
         if dataset is not None:
@@ -180,7 +152,7 @@ def simulate_build(build_dir, *, dataset=None, limit=None, stalls=True, seed=0, 
     # block the pipeline (a feature map has one beat per pixel, so its gaps are per pixel).
     per_beat = manifest["cycles_per_inference"] // manifest.get("beats_per_inference", 1)
     stall = StallConfig(seed=seed, max_gap=max(2, 2 * per_beat)) if stalls else None
-    result = run_stream(verilog.read_text(), manifest["top"], beats, out_fmt.pack(expected),
+    result = run_stream(build.verilog(), manifest["top"], beats, out_fmt.pack(expected),
                         n_items=len(x), timing_items=min(timing_items, len(x)), stall=stall,
                         seed=seed, progress=progress)
     hw = out_fmt.unpack(result.outputs)
@@ -205,7 +177,5 @@ def simulate_build(build_dir, *, dataset=None, limit=None, stalls=True, seed=0, 
 
 
 def synth_build(build_dir, family="xilinx"):
-    from .boards.synth import synthesize
-
-    manifest, _, verilog = load_build(build_dir)
-    return synthesize(Path(verilog), manifest["top"], family)
+    build = load_build(build_dir)
+    return synthesize(Path(build.verilog_path), build.manifest["top"], family)

@@ -27,7 +27,17 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import LowbitError
+from lowbit.compiler.codegen import TOP_NAME, build_manifest, generate_verilog
+from lowbit.compiler.folding import apply_folding, most_folded
+from lowbit.compiler.ir import Folding, divisors
+from lowbit.compiler.serialize import save_graph
+from lowbit.core.errors import LowbitError
+from lowbit.core.files import atomic_dir, atomic_write_text
+from lowbit.hw.payload import VectorFormat
+from lowbit.sim import toolchain
+from lowbit.sim.runner import SimulationError, StallConfig, run_stream
+
+from .folding import fold_for_cycles
 
 __all__ = ["random_case", "random_model", "random_folding", "check_network", "NetworkResult",
            "fuzz", "TORCH_VECTORS"]
@@ -118,9 +128,6 @@ def random_model(case):
 
 def random_folding(graph, case):
     """``graph`` folded as ``case["folding"]`` says, with the draws seeded by the case."""
-    from .compiler.folding import apply_folding, fold_for_cycles, most_folded
-    from .compiler.ir import Folding, divisors
-
     how = case["folding"]
     if how == "most":
         return most_folded(graph)
@@ -227,11 +234,8 @@ def check_network(seed, vectors, *, torch_vectors=TORCH_VECTORS):
     -------
     NetworkResult
     """
-    from .compiler.check import compare_with_torch
-    from .compiler.codegen import TOP_NAME, build_manifest, generate_verilog
-    from .compiler.export import export_model
-    from .hw.payload import VectorFormat
-    from .sim.runner import SimulationError, StallConfig, run_stream
+    from lowbit.model.check import compare_with_torch  # torch
+    from lowbit.model.export import export_model
 
     case = random_case(seed)
     result = NetworkResult(seed, describe(case), case=case)
@@ -288,9 +292,6 @@ def _is_toolchain_error(error):
 
 def save_reproduction(result, out_dir):
     """Write ``out_dir/seed-<seed>/``: ``case.json`` (arch, folding, problems) and ``graph.npz``."""
-    from .compiler.serialize import save_graph
-    from .files import atomic_dir, atomic_write_text
-
     path = Path(out_dir) / f"seed-{result.seed}"
     with atomic_dir(path) as tmp:
         info = {**result.case, "summary": result.summary, "problems": result.problems,
@@ -339,7 +340,6 @@ def fuzz(n, seed=0, vectors=16, out_dir="build/fuzz", *, progress=True, stream=s
     LowbitError
         On bad arguments or a missing simulation toolchain.
     """
-    from .sim import toolchain
 
     for name, value, least in (("--n", n, 1), ("--vectors", vectors, 2)):
         if not isinstance(value, int) or isinstance(value, bool) or value < least:

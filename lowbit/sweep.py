@@ -13,9 +13,18 @@ atomically.
 import io
 import json
 import math
+from pathlib import Path
 
-from .errors import LowbitError
-from .files import atomic_dir
+from lowbit.boards.boards import get_board
+from lowbit.boards.estimate import estimate_manifest
+from lowbit.boards.synth import synthesize
+from lowbit.compiler.codegen import build_manifest, describe, generate_verilog
+from lowbit.core.errors import LowbitError
+from lowbit.core.files import atomic_dir
+from lowbit.core.formats import weight_format
+
+from .folding import fold_for_cycles
+from .training import parse_arch
 
 __all__ = ["DEFAULT_FORMATS", "DEFAULT_TARGETS", "random_model_arch", "sweep_resources",
            "checkpoint_rows", "markdown_table", "write_sweep"]
@@ -30,7 +39,6 @@ _MULTI_LEVEL_ACT = "u2"
 
 
 def _bits_per_weight(fmt, p):
-    from .formats import weight_format
     if fmt == "tiled":
         return 1 / p
     return math.log2(len(weight_format(fmt).levels))
@@ -38,8 +46,6 @@ def _bits_per_weight(fmt, p):
 
 def random_model_arch(arch, fmt, *, in_shape, classes, p=4, min_compress_size=None):
     """The ``arch`` dict of :func:`lowbit.model.arch.build_model` for a spec such as ``mlp:64,64``."""
-    from .training import parse_arch
-
     a = parse_arch(arch)
     if a["kind"] == "vit":
         raise LowbitError("the resource sweep covers mlp and cnn architectures, not vit",
@@ -86,8 +92,8 @@ def _random_model(arch_dict, seed):
 
 
 def _weight_bits(manifest):
-    return sum(layer["weight_memory"]["bits"] for layer in manifest["layers"]
-               if layer.get("op", "mvau") == "mvau")
+    """Bits of the weight memories of the manifest's engines."""
+    return sum(layer["weight_memory"]["bits"] for layer in manifest["layers"] if "weight_memory" in layer)
 
 
 def sweep_resources(arch="mlp:64,64", *, in_shape=(64,), classes=10, formats=DEFAULT_FORMATS,
@@ -101,12 +107,7 @@ def sweep_resources(arch="mlp:64,64", *, in_shape=(64,), classes=10, formats=DEF
     ``min_compress_size`` shape the ``tiled`` format: layers with fewer weights than
     ``min_compress_size`` stay plain bipolar (the model's default when None).
     """
-    from .boards.boards import get_board
-    from .boards.estimate import estimate_manifest
-    from .compiler.codegen import build_manifest, generate_verilog, lower
-    from .hw.unused import unelaborated
-    from .compiler.export import export_model
-    from .compiler.folding import fold_for_cycles
+    from lowbit.model.export import export_model  # torch
 
     board = get_board(board)
     if not formats:
@@ -114,7 +115,6 @@ def sweep_resources(arch="mlp:64,64", *, in_shape=(64,), classes=10, formats=DEF
     rows = []
     for fmt in formats:
         if fmt != "tiled":
-            from .formats import weight_format
             weight_format(fmt)
         arch_dict = random_model_arch(arch, fmt, in_shape=in_shape, classes=classes, p=p,
                                       min_compress_size=min_compress_size)
@@ -131,9 +131,9 @@ def sweep_resources(arch="mlp:64,64", *, in_shape=(64,), classes=10, formats=DEF
                 continue
             if synth:
                 text, top = generate_verilog(folded)
+                manifest = build_manifest(folded, top)
             else:
-                top = unelaborated(lower(folded))
-            manifest = build_manifest(folded, top)
+                manifest = describe(folded)
             est = estimate_manifest(manifest, board.name)
             row.update({
                 "tiled_layers": sum(m.copies > 1 for m in folded.matmuls()),
@@ -147,7 +147,6 @@ def sweep_resources(arch="mlp:64,64", *, in_shape=(64,), classes=10, formats=DEF
                 "inferences_per_second_at_clock": round(est["inferences_per_second_at_clock"]),
             })
             if synth:
-                from .boards.synth import synthesize
                 r = synthesize(text, manifest["top"], board.family)
                 row.update(synth_luts=r.luts, synth_ffs=r.ffs, synth_brams=r.brams, synth_flow=r.flow)
             rows.append(row)
@@ -254,8 +253,6 @@ def write_sweep(out_dir, rows, *, title, board, accuracy_rows=(), synth=False):
 
     Returns the paths written, by kind.
     """
-    from pathlib import Path
-
     out_dir = Path(out_dir)
     names = {"report": "sweep.md", "json": "sweep.json", "luts_vs_bits": "luts_vs_bits.png",
              "throughput_vs_luts": "throughput_vs_luts.png"}

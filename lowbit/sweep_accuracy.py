@@ -15,8 +15,8 @@ import json
 import time
 from pathlib import Path
 
-from .errors import LowbitError
-from .files import atomic_write_bytes, atomic_write_text, ensure_writable_dir
+from lowbit.core.errors import LowbitError
+from lowbit.core.files import atomic_write_bytes, atomic_write_text, ensure_writable_dir
 from .training import FLOAT_FORMAT, SETTINGS, evaluate_loaded, known_formats, train_model
 
 __all__ = ["DEFAULT_FORMATS", "HARDWARE_ACT", "DEFAULT_PTQ_BITS", "sweep_accuracy", "format_label",

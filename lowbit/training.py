@@ -5,7 +5,7 @@ Two settings, as in the papers lowbit implements:
 * **weights-only** (``act="float"``): float activations (ReLU, GELU in the transformer) and float
   pixels in [0, 1]; only the weights are low-bit. This is how weight formats are usually compared.
 * **hardware** (``act`` = ``"bipolar"`` or ``"uK"``): quantized activations and the thermometer
-  input code of :func:`lowbit.flow.load_dataset`, the network the compiler turns into hardware.
+  input code of :func:`lowbit.model.data.load_hardware_dataset`, the network the compiler turns into hardware.
 
 A checkpoint is written atomically after every epoch with the state a resumed run needs
 (:class:`lowbit.model.train.TrainState`), so an interrupted run loses at most one epoch and
@@ -13,10 +13,15 @@ A checkpoint is written atomically after every epoch with the state a resumed ru
 """
 
 import math
+from pathlib import Path
+
 import numpy as np
 
-from .errors import LowbitError
-from .formats import FORMAT_FAMILIES, WEIGHT_FORMATS, activation_format, format_family, weight_format
+from lowbit.core.errors import LowbitError
+from lowbit.core.files import ensure_writable_dir
+from lowbit.core.formats import (ALPHA_BITS, FORMAT_FAMILIES, WEIGHT_FORMATS, activation_format, format_family,
+                                 weight_format)
+from lowbit.model.data import Thermometer, load_dataset, load_hardware_dataset
 
 __all__ = ["FLOAT_FORMAT", "SETTINGS", "parse_arch", "parse_act", "setting_of", "image_shape",
            "input_encoding", "encode_inputs", "build_arch", "train_model",
@@ -129,11 +134,9 @@ def input_encoding(dataset, act, seed=0, data_root=None):
     """``(Dataset, encoding dict)`` for a setting: the flow's thermometer code in the hardware
     setting, float pixels in [0, 1] in the weights-only setting."""
     if setting_of(act) == "hardware":
-        from .flow import load_dataset
-        ds, enc = load_dataset(dataset, seed, data_root)
+        ds, enc = load_hardware_dataset(dataset, seed, data_root)
         enc = enc.to_dict()
     else:
-        from .model.data import load_dataset
         ds = load_dataset(dataset, root=data_root, seed=seed)
         enc = {"encoding": "float", "max_value": int(ds.max_value)}
     return ds, {**enc, "image_shape": list(image_shape(ds))}
@@ -144,8 +147,6 @@ def encode_inputs(x, encoding, kind):
 
     The thermometer code of a pixel's channel c at level t is channel ``c*T + t`` of the image.
     """
-    from .model.data import Thermometer
-
     h, w, c = encoding["image_shape"]
     x = np.asarray(x).reshape(len(x), h * w * c)
     if encoding["encoding"] == "thermometer":
@@ -313,9 +314,6 @@ def quantize_checkpoint(ckpt, out, *, bits, method="exponential", q=None):
         On a checkpoint that is not float, bits outside 2..6, a q outside (0, 1) or too small to
         fit the fixed point, or an output that cannot be written; nothing is written then.
     """
-    from pathlib import Path
-
-    from .files import ensure_writable_dir
     from .model.checkpoint import load_checkpoint, save_checkpoint
     from .model.ptq import PTQ_FORMATS, check_ptq_arguments
 
@@ -354,7 +352,6 @@ def evaluate_model(ckpt, *, data_root=None, ptq_bits=None, ptq_method="exponenti
 def evaluate_loaded(model, meta, *, data_root=None, ptq_bits=None, ptq_method="exponential", name=None):
     """:func:`evaluate_model` of a model in memory, with its checkpoint metadata ``meta``
     (``dataset`` and ``input``); ``name`` names the checkpoint in errors."""
-    from .model.data import load_dataset
     from .model.train import evaluate
 
     if "dataset" not in meta or "input" not in meta:
@@ -398,7 +395,6 @@ def weight_memory(model, ptq_layers=None):
     Scales, biases of other formats, and normalization parameters are not weights and are not
     counted.
     """
-    from .formats import ALPHA_BITS
     from .model.layers import (BinaryNormConv2d, BinaryNormEmbedding, BinaryNormLinear, FixedLevelsConv2d,
                                FixedLevelsLinear)
 

@@ -37,8 +37,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from lowbit.errors import LowbitError
-from lowbit.formats import activation_format, weight_format
+from lowbit.core.errors import LowbitError
+from lowbit.core.formats import activation_format, weight_format
 
 from .layers import BinaryNormConv2d, BinaryNormLinear, BipolarAct, QuantAct, QuantConv2d, QuantLinear
 from .quant import DEFAULT_MIN_COMPRESS_SIZE, BinaryNormalize, BipolarActSTE, binary_normalize, normalized_sign

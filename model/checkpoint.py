@@ -5,9 +5,9 @@ from pathlib import Path
 
 import torch
 
-from lowbit import __version__
-from lowbit.errors import LowbitError
-from lowbit.files import atomic_write_bytes
+from lowbit.core.version import __version__
+from lowbit.core.errors import LowbitError
+from lowbit.core.files import atomic_write_bytes
 
 from .arch import build_model
 

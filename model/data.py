@@ -24,10 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
-from lowbit.errors import LowbitError
+from lowbit.core.errors import LowbitError
 
 __all__ = ["Dataset", "load_digits_split", "Thermometer", "DATASET_NAMES", "DATA_ENV",
-           "load_dataset", "load_idx_dataset", "load_cifar10"]
+           "load_dataset", "load_idx_dataset", "load_cifar10", "THERMOMETER_LEVELS",
+           "load_hardware_dataset"]
 
 DATASET_NAMES = ("digits", "mnist", "fashion-mnist", "cifar10")
 """Names accepted by :func:`load_dataset`."""
@@ -126,6 +127,21 @@ def load_dataset(name, root=None, seed=0):
     if name == "cifar10":
         return load_cifar10(root)
     raise LowbitError(f"unknown dataset {name!r}", f"supported datasets: {', '.join(DATASET_NAMES)}")
+
+
+# Thermometer levels per dataset in the hardware setting: digits has 17 grey levels worth keeping;
+# MNIST-style images are binarized at mid-grey (one level), as binary MLPs on MNIST usually are.
+THERMOMETER_LEVELS = {"digits": 4, "mnist": 1, "fashion-mnist": 1}
+
+
+def load_hardware_dataset(name, seed=0, root=None):
+    """A flat-image dataset and the thermometer code of its inputs in the hardware setting, by
+    name (``root``: folder of file-based data)."""
+    if name not in THERMOMETER_LEVELS:
+        raise LowbitError(f"dataset {name!r} has no MLP input encoding yet",
+                          f"datasets for the MLP flow: {', '.join(THERMOMETER_LEVELS)}")
+    ds = load_dataset(name, root=root, seed=seed)
+    return ds, Thermometer.uniform(THERMOMETER_LEVELS[name], ds.max_value)
 
 
 def _data_root(root, title, hint):

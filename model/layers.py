@@ -10,9 +10,9 @@ costs nothing and keeps the straight-through gradient meaningful.
 import torch
 from torch import nn
 
-from lowbit.errors import LowbitError
-from lowbit.formats import format_for_magnitudes
-from lowbit.formats import weight_format as lookup_weight_format
+from lowbit.core.errors import LowbitError
+from lowbit.core.formats import format_for_magnitudes
+from lowbit.core.formats import weight_format as lookup_weight_format
 
 from .quant import (DEFAULT_MIN_COMPRESS_SIZE, ActivationQuantizer, Binary01Quantizer, BinaryNormalize,
                     BipolarActSTE, IntegerWeights, TiledQuantizer, weight_quantizer)
@@ -95,7 +95,7 @@ class QuantLinear(_QuantWeights, nn.Linear):
     in_features, out_features : int
         Layer shape.
     weight_format : str
-        A name from ``lowbit.formats.WEIGHT_FORMATS``.
+        A name from ``lowbit.core.formats.WEIGHT_FORMATS``.
     granularity : {None, "none", "tensor", "channel"}
         Scale granularity; None takes the registry's default for the format.
     tiled : bool

@@ -16,7 +16,7 @@ layer has an exact integer form and hardware. For the exponential method the mag
 which every ``q**k * 2**F`` is an exact integer (q = 1/2 gives powers of two
 ``{1, 2, .., 2**(K-1)}``, q = 3/4 powers of three times powers of two), unless that needs more
 bits than keeping :data:`FIXED_POINT_BITS` significant bits in the smallest magnitude ``c_{K-1}``,
-which then decides F. ``c_0 = 2**F`` is at most ``2**32`` (:data:`lowbit.formats.TABLE_MAX_MAGNITUDE`),
+which then decides F. ``c_0 = 2**F`` is at most ``2**32`` (:data:`lowbit.core.formats.TABLE_MAX_MAGNITUDE`),
 so a q whose ratio ``q**(K-1)`` is too small for that (below about ``2**-21``; at 6 bits q < 0.62)
 is left out of the search. The levels the weights round to are the fixed-point ones, so
 ``Q(w) == scale * levels`` holds exactly.
@@ -26,7 +26,7 @@ Every weight goes to the nearest level by value. Only the weights of ``nn.Linear
 or :class:`~lowbit.model.layers.FixedLevelsConv2d` holding its integer levels, its scale and its
 magnitude table; biases and other parameters stay float, and layers that already quantize their
 own weights (lowbit's layers, with ``integer_weights``) are left alone. In hardware a layer is
-the level table of its magnitudes (:func:`lowbit.formats.format_for_magnitudes`): ``ternary`` at 2
+the level table of its magnitudes (:func:`lowbit.core.formats.format_for_magnitudes`): ``ternary`` at 2
 bits, ``pow2`` for exponential 3-bit with q = 1/2, else ``table:c_1,..,c_K``.
 """
 
@@ -37,8 +37,8 @@ from fractions import Fraction
 import torch
 from torch import nn
 
-from lowbit.errors import LowbitError
-from lowbit.formats import TABLE_MAX_MAGNITUDE, format_for_magnitudes
+from lowbit.core.errors import LowbitError
+from lowbit.core.formats import TABLE_MAX_MAGNITUDE, format_for_magnitudes
 
 from .layers import FixedLevelsConv2d, FixedLevelsLinear
 

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from lowbit.errors import LowbitError
-from lowbit.formats import activation_format, weight_format
+from lowbit.core.errors import LowbitError
+from lowbit.core.formats import activation_format, weight_format
 
 __all__ = [
     "bipolar_sign", "BipolarWeightSTE", "BipolarActSTE",
@@ -369,7 +369,7 @@ def weight_quantizer(fmt, granularity=None):
     Parameters
     ----------
     fmt : str
-        A name from ``lowbit.formats.WEIGHT_FORMATS``.
+        A name from ``lowbit.core.formats.WEIGHT_FORMATS``.
     granularity : {None, "none", "tensor", "channel"}
         None takes the registry's default (``WeightFormat.scale``).
 
@@ -455,7 +455,7 @@ class ActivationQuantizer(nn.Module):
     Parameters
     ----------
     fmt : str
-        ``"bipolar"``, ``"u1"``..``"u8"`` or ``"s2"``..``"s8"`` (``lowbit.formats.activation_format``).
+        ``"bipolar"``, ``"u1"``..``"u8"`` or ``"s2"``..``"s8"`` (``lowbit.core.formats.activation_format``).
     clip : float
         Initial (or fixed) clip; 3.0 covers batch-normalized activations.
     learn_clip : bool

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from lowbit.errors import LowbitError
+from lowbit.core.errors import LowbitError
 
 __all__ = ["train", "evaluate", "set_seed", "TrainState", "cosine_lr", "DEFAULT_LR",
            "DEFAULT_BATCH_SIZE"]

@@ -23,8 +23,8 @@ import math
 import torch
 from torch import nn
 
-from lowbit.errors import LowbitError
-from lowbit.formats import activation_format
+from lowbit.core.errors import LowbitError
+from lowbit.core.formats import activation_format
 
 from .layers import BinaryNormLinear, BipolarAct, QuantAct, QuantLinear
 from .quant import DEFAULT_MIN_COMPRESS_SIZE, BinaryNormalize

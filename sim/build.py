@@ -35,8 +35,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from lowbit.errors import LowbitError
-from lowbit.files import atomic_write_text, ensure_writable_dir
+from lowbit.core.errors import LowbitError
+from lowbit.core.files import atomic_write_text, ensure_writable_dir
 
 from . import toolchain
 

@@ -30,7 +30,7 @@ deep into a long run gives a small waveform around itself.
 
 import re
 
-from lowbit.errors import LowbitError
+from lowbit.core.errors import LowbitError
 
 __all__ = ["HARNESS_NAME", "DesignPorts", "design_ports", "harness_verilog", "batch_depth"]
 

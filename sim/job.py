@@ -9,7 +9,7 @@ import json
 import os
 import time
 
-from lowbit.files import atomic_write_text
+from lowbit.core.files import atomic_write_text
 
 __all__ = ["JOB_ENV", "job_results", "words", "hex_word", "add_totals"]
 

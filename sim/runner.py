@@ -18,8 +18,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lowbit.errors import LowbitError
-from lowbit.files import atomic_write_text, ensure_writable_dir
+from lowbit.core.errors import LowbitError
+from lowbit.core.files import atomic_write_text, ensure_writable_dir
 
 from . import toolchain
 from .build import STREAM_PORTS, build_simulation

@@ -15,7 +15,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from lowbit.errors import LowbitError
+from lowbit.core.errors import LowbitError
 
 __all__ = ["verilator_env", "verilator_root", "verilator_version", "cocotb_version",
            "cocotb_libs_dir", "cxx_compiler", "cxx_version", "build_cxxflags", "fst_build_args",

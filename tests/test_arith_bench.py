@@ -6,7 +6,7 @@ import pytest
 
 from benchmarks.arith import CASES, table
 from lowbit.compiler.ir import MatMul, ValueType
-from lowbit.formats import weight_format
+from lowbit.core.formats import weight_format
 from lowbit.hw.mvau import MatrixVectorUnit
 from lowbit.hw.payload import VectorFormat
 from lowbit.sim.amaranth_stream import run_amaranth_stream

@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from lowbit.cli import main
-from lowbit.errors import LowbitError
+from lowbit.core.errors import LowbitError
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "bad-inputs.md"
 TABLE_BEGIN = "<!-- bad-inputs table begin -->"
@@ -238,7 +238,7 @@ def render_table():
 
 
 def write_doc():
-    from lowbit.files import atomic_write_text
+    from lowbit.core.files import atomic_write_text
 
     text = DOC.read_text(encoding="utf-8")
     block = f"{TABLE_BEGIN}\n{render_table()}{TABLE_END}"
@@ -308,8 +308,8 @@ API_NAMES = {}
 
 def _api_names():
     if not API_NAMES:
-        from lowbit.compiler.export import export_model
-        from lowbit.compiler.folding import fold_for_cycles
+        from lowbit.model.export import export_model
+        from lowbit.folding import fold_for_cycles
         from lowbit.compiler.serialize import load_graph
         from lowbit.model.arch import build_model
         API_NAMES.update(np=np, build_model=build_model, export_model=export_model,

@@ -7,11 +7,13 @@ import pytest
 from lowbit.boards.boards import BOARDS, get_board
 from lowbit.boards.build import build_for_board
 from lowbit.boards.calibrate import SWEEP, load_calibration, random_bipolar_mlp, sweep_families
-from lowbit.boards.estimate import estimate_layer, estimate_manifest, load_models, rom_brams
+from lowbit.boards.estimate import estimate_layer, estimate_manifest
+from lowbit.boards.fit import load_models
+from lowbit.hw.fabric import rom_brams
 from lowbit.cli import main
 from lowbit.hw.unused import unelaborated
-from lowbit.compiler.codegen import write_build
-from lowbit.errors import LowbitError
+from lowbit.compiler.build import write_build
+from lowbit.core.errors import LowbitError
 
 
 def test_boards_have_capacities():
@@ -132,7 +134,7 @@ def test_lone_roms_are_structural():
 def test_lutram_count_is_structural():
     # Window and pool line memories and FIFOs: the LUTs Yosys put in distributed RAM on xc7 are
     # exactly the structural count the estimator adds.
-    from lowbit.boards.estimate import structural_luts
+    from lowbit.boards.features import structural_luts
     rows = [r for r in load_calibration() if r["family"] == "xilinx"
             and r["layer"]["op"] in ("sliding_window", "maxpool", "fifo")]
     assert len(rows) >= 15 and any(r["lutram_luts"] for r in rows)
@@ -141,7 +143,7 @@ def test_lutram_count_is_structural():
 
 
 def test_mux_and_rom_luts():
-    from lowbit.boards.estimate import lutram_luts, mux_luts
+    from lowbit.hw.fabric import lutram_luts, mux_luts
     # LUT6 + MUXF7/MUXF8: 4:1 in one LUT, 16:1 in four, 64:1 in 16 + a 4:1.
     assert [mux_luts(n, "xilinx") for n in (1, 2, 4, 5, 16, 17, 64)] == [0, 1, 1, 2, 4, 9, 17]
     assert [mux_luts(n, "ice40") for n in (1, 2, 8)] == [0, 1, 7]
@@ -245,8 +247,8 @@ def test_estimate_every_layer_kind(arch, in_shape, fmt, ops):
     # Random models of the compiled kinds: CNNs (windows, pools, collect) and binary normalized
     # nets (normalize-sign); the manifest needs the engines' parameters only, not their Verilog.
     from lowbit.compiler.codegen import build_manifest, lower
-    from lowbit.compiler.export import export_model
-    from lowbit.compiler.folding import fold_for_cycles
+    from lowbit.model.export import export_model
+    from lowbit.folding import fold_for_cycles
     from lowbit.sweep import _random_model, random_model_arch
 
     a = random_model_arch(arch, fmt, in_shape=in_shape, classes=4)

@@ -6,7 +6,7 @@ from amaranth.lib.wiring import In, Out
 
 from lowbit.boards import synth
 from lowbit.boards.synth import SynthResult, synthesize
-from lowbit.errors import LowbitError
+from lowbit.core.errors import LowbitError
 
 
 class Counter(wiring.Component):

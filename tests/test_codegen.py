@@ -2,9 +2,11 @@ import json
 
 import pytest
 
-from lowbit.compiler.codegen import TOP_NAME, generate_verilog, write_build
-from lowbit.compiler.folding import fold_for_cycles, most_folded
-from lowbit.errors import LowbitError
+from lowbit.compiler.build import write_build
+from lowbit.compiler.codegen import TOP_NAME, generate_verilog
+from lowbit.compiler.folding import most_folded
+from lowbit.folding import fold_for_cycles
+from lowbit.core.errors import LowbitError
 
 
 def test_verilog_is_byte_identical_across_runs(digits_graph):
@@ -33,7 +35,7 @@ def test_build_folder_and_manifest(tmp_path, digits_graph):
 
 
 def test_failed_build_leaves_nothing(tmp_path, digits_graph, monkeypatch):
-    import lowbit.compiler.codegen as codegen
+    import lowbit.compiler.build as codegen
 
     def broken(path, graph):
         raise LowbitError("disk full")
@@ -47,7 +49,7 @@ def test_build_is_byte_identical_across_runs(tmp_path, digits_graph):
     """Deterministic output: two builds of the same graph are the same bytes, file by file."""
     import time
 
-    from lowbit.compiler.codegen import write_build
+    from lowbit.compiler.build import write_build
     from lowbit.compiler.folding import most_folded
 
     graph = most_folded(digits_graph[0])
@@ -65,7 +67,7 @@ def test_outputs_get_ordinary_permissions(tmp_path):
     """Atomic outputs are made private by the temporary-file calls; finished ones must not be."""
     import os
 
-    from lowbit.files import atomic_dir, atomic_write_text
+    from lowbit.core.files import atomic_dir, atomic_write_text
 
     old = os.umask(0o022)
     try:

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from lowbit.compiler.check import compare_with_torch
-from lowbit.compiler.export import export_model
-from lowbit.compiler.window_ops import SlidingWindow
-from lowbit.errors import LowbitError
+from lowbit.model.check import compare_with_torch
+from lowbit.model.export import export_model
+from lowbit.compiler.ir import SlidingWindow
+from lowbit.core.errors import LowbitError
 from lowbit.flow import compile_checkpoint, simulate_build
 from lowbit.model.arch import Pad2d, build_model
 from lowbit.training import parse_arch, train_model

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lowbit.errors import LowbitError
+from lowbit.core.errors import LowbitError
 from lowbit.model.data import DATASET_NAMES, load_cifar10, load_dataset, load_idx_dataset
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

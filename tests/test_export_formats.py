@@ -5,13 +5,13 @@ import numpy as np
 import pytest
 import torch
 
-from lowbit.compiler.check import compare_with_torch
+from lowbit.model.check import compare_with_torch
 from lowbit.compiler.codegen import build_manifest, generate_verilog
-from lowbit.compiler.export import export_model
+from lowbit.model.export import export_model
 from lowbit.compiler.folding import apply_folding, most_folded
 from lowbit.compiler.ir import Folding
 from lowbit.compiler.serialize import load_graph, save_graph
-from lowbit.errors import LowbitError
+from lowbit.core.errors import LowbitError
 from lowbit.hw.payload import VectorFormat
 from lowbit.model.arch import build_model
 from lowbit.sim.runner import StallConfig, run_stream
@@ -165,7 +165,7 @@ def test_verilog_equals_ir_with_stalls(case):
 
 
 def test_folding_search_counts_every_window_of_a_convolution():
-    from lowbit.compiler.folding import fold_for_cycles
+    from lowbit.folding import fold_for_cycles
 
     m = randomized({"kind": "cnn", "in_shape": [2, 12, 12], "channels": [4, 8], "fc": [16],
                     "classes": 5, "weight_format": "ternary", "act": "u2"})

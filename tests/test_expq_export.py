@@ -17,17 +17,18 @@ import torch
 from amaranth.back import rtlil
 from amaranth.hdl import Module, Signal, signed
 
-from lowbit.bounds import dot_bounds, signed_bits
-from lowbit.boards.estimate import estimate_layer, table_product_luts
-from lowbit.compiler.check import compare_with_torch
+from lowbit.core.bounds import dot_bounds, signed_bits
+from lowbit.boards.estimate import estimate_layer
+from lowbit.model.check import compare_with_torch
 from lowbit.compiler.codegen import build_manifest, lower
-from lowbit.compiler.export import export_model
+from lowbit.model.export import export_model
 from lowbit.compiler.folding import most_folded
 from lowbit.compiler.ir import MatMul
+from lowbit.compiler.ops.matmul import table_product_luts
 from lowbit.compiler.passes import choose_memories
 from lowbit.compiler.serialize import load_graph, save_graph
-from lowbit.errors import LowbitError
-from lowbit.formats import format_family, level_table_format, weight_format
+from lowbit.core.errors import LowbitError
+from lowbit.core.formats import format_family, level_table_format, weight_format
 from lowbit.hw.lanes import lane_for
 from lowbit.hw.unused import unelaborated
 from lowbit.model.arch import build_model
@@ -200,12 +201,12 @@ def digits_fp32(tmp_path_factory):
 @pytest.mark.parametrize("net", ["mlp", "cnn"])
 @pytest.mark.parametrize("bits, q", [(3, 0.7), (4, 0.62), (4, 0.5), (3, None)])
 def test_digits_ir_equals_torch_on_the_whole_test_split(digits_fp32, net, bits, q):
-    from lowbit.flow import load_dataset
+    from lowbit.model.data import load_hardware_dataset
 
     model, meta = load_checkpoint(digits_fp32[net])
     quantized, _ = ptq(model, bits, q=q)
     graph = export_model(quantized)
-    ds, enc = load_dataset("digits")
+    ds, enc = load_hardware_dataset("digits")
     r = compare_with_torch(quantized, graph, enc(ds.x_test), ds.y_test)
     assert r["images"] == 360
     assert r["prediction_disagreements"] == 0 and r["logit_mismatches"] == 0, r

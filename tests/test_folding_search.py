@@ -5,10 +5,10 @@ import itertools
 import numpy as np
 import pytest
 
-from lowbit.compiler.folding import (apply_folding, fold_for_board, fold_for_cycles, fold_for_luts,
-                                     lut_cost)
+from lowbit.compiler.folding import apply_folding
+from lowbit.folding import fold_for_board, fold_for_cycles, fold_for_luts, lut_cost
 from lowbit.compiler.ir import BIPOLAR, Folding, Graph, MatMul, MultiThreshold, divisors
-from lowbit.errors import LowbitError
+from lowbit.core.errors import LowbitError
 
 
 def small_graph():
@@ -75,7 +75,7 @@ def test_board_fit_and_too_big():
 
 def test_memory_choice_and_identity_removal():
     from lowbit.compiler.passes import choose_memories, remove_identities
-    from lowbit.compiler.window_ops import MaxPool
+    from lowbit.compiler.ir import MaxPool
 
     g = apply_folding(small_graph(), [Folding(16, 48), Folding(1, 2)])
     mems = [m.weight_memory for m in choose_memories(g).matmuls()]

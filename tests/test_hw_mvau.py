@@ -6,7 +6,7 @@ from amaranth.back import rtlil
 from amaranth.hdl import Module, Signal, signed
 
 from lowbit.compiler.ir import BIPOLAR, MatMul, MultiThreshold, ValueType
-from lowbit.formats import WEIGHT_FORMATS, weight_format
+from lowbit.core.formats import WEIGHT_FORMATS, weight_format
 from lowbit.hw.lanes import lane_for
 from lowbit.hw.mvau import MatrixVectorUnit
 from lowbit.hw.network import DataflowTop

@@ -2,10 +2,10 @@ import numpy as np
 import pytest
 from amaranth.hdl import Shape, signed
 
-from lowbit.bounds import signed_bits
+from lowbit.core.bounds import signed_bits
 from lowbit.compiler.ir import BIPOLAR, Graph, ValueType
-from lowbit.compiler.normalize_ops import NormalizeSign as NormalizeSignOp
-from lowbit.errors import LowbitError
+from lowbit.compiler.ir import NormalizeSign as NormalizeSignOp
+from lowbit.core.errors import LowbitError
 from lowbit.hw.normalize import NormalizeSign
 from lowbit.hw.payload import VectorFormat
 from lowbit.sim.amaranth_stream import run_amaranth_stream

@@ -4,8 +4,8 @@ from amaranth.hdl import Value
 from amaranth.sim import Simulator
 
 from lowbit.compiler.ir import BIPOLAR, ValueType
-from lowbit.compiler.window_ops import MaxPool as MaxPoolOp
-from lowbit.errors import LowbitError
+from lowbit.compiler.ir import MaxPool as MaxPoolOp
+from lowbit.core.errors import LowbitError
 from lowbit.hw.fifo import StreamFIFO
 from lowbit.hw.payload import VectorFormat
 from lowbit.hw.pool import MaxPool
@@ -71,7 +71,7 @@ def test_pool_construction_and_properties():
     assert (p.height, p.width, p.channels, p.kernel, p.stride, p.pad) == (6, 7, 4, 2, 2, 0)
     assert p.in_format == p.out_format == VectorFormat("uint", 3, 4)
     assert (p.out_height, p.out_width, p.out_beats_per_image) == (3, 3, 9)
-    assert p.cycles_per_image == 42 and p.in_beats_per_image == 42
+    assert p.cycles_per_item == 42 and p.in_beats_per_image == 42
     assert p.latency == 7 + 1 + 1
     assert MaxPool(6, 6, 1, 3, stride=1).out_height == 4
 
@@ -104,8 +104,8 @@ def test_pool_both_simulators_with_stalls_and_timing(vtype, k, stride):
     ins, outs = v.timing_input_cycles, v.timing_output_cycles
     per_in, per_out = p.in_beats_per_image, p.out_beats_per_image
     assert v.latency == p.latency
-    # No padding: the input never waits, so a whole stream of images takes cycles_per_image each.
-    assert ins[-1] - ins[0] + 1 == n * p.cycles_per_image
+    # No padding: the input never waits, so a whole stream of images takes cycles_per_item each.
+    assert ins[-1] - ins[0] + 1 == n * p.cycles_per_item
     for b in range(n):
         assert outs[b * per_out] - ins[b * per_in] == p.latency
 

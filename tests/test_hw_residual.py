@@ -7,9 +7,8 @@ import pytest
 from amaranth.hdl import Value
 from amaranth.sim import Simulator
 
-from lowbit.compiler.codegen import matmul_engine
 from lowbit.compiler.ir import BIPOLAR, MatMul, MultiThreshold, ValueType
-from lowbit.compiler.residual_ops import Residual
+from lowbit.compiler.ir import Residual
 from lowbit.hw.fifo import StreamFIFO
 from lowbit.hw.payload import VectorFormat
 from lowbit.hw.residual import ResidualBlock, StreamAdd, StreamFork, add_reference, skip_depth, sum_format
@@ -62,7 +61,7 @@ def test_bad_parameters(build, exc, message):
 
 def test_a_body_that_changes_the_width_is_refused():
     mm = MatMul("mm", np.ones((3, 4), dtype=int), "bipolar", BIPOLAR)
-    engine = unelaborated(matmul_engine(mm, MultiThreshold("t", np.zeros((3, 1), dtype=int), mm.out_type)))
+    engine = unelaborated(mm.unit(MultiThreshold("t", np.zeros((3, 1), dtype=int), mm.out_type)))
     raises_exactly(ValueError, "Body must output the 4 elements it takes, not 3",
                    lambda: ResidualBlock([engine]))
 
@@ -174,7 +173,7 @@ def test_block_with_a_matrix_vector_body_equals_the_ir_in_both_simulators(in_typ
     op = Residual("res", (mm.with_folding(None), th), in_type)
     in_fmt = VectorFormat(in_type.kind, in_type.bits, c)
     from lowbit.compiler.ir import Folding
-    block = ResidualBlock([matmul_engine(mm, th, Folding(2, 3))])
+    block = ResidualBlock([mm.unit(th, Folding(2, 3))])
     x = random_values(in_fmt, 40, rng)
     ref = op.reference(x)
     assert block.out_format == VectorFormat(op.out_type.kind, op.out_type.bits, c)
@@ -195,10 +194,10 @@ def test_block_around_a_padded_window_keeps_its_scan_rate():
     # A 1x1 "convolution" that keeps the window's centre pixel: the body's output is its input.
     keep = MatMul("keep", np.eye(9, dtype=int)[4:5], "ternary", ValueType("uint", 2))
     from lowbit.compiler.ir import Folding
-    body = [window, matmul_engine(keep, None, Folding(1, 9))]
+    body = [window, keep.unit(None, Folding(1, 9))]
     block = ResidualBlock(body)
     assert block.skip_depth == skip_depth(body) == (window.buffer_pixels + 3) + (3 + 2) + 1
-    assert block.cycles_per_image == (h + 2) * (w + 2)
+    assert block.cycles_per_item == (h + 2) * (w + 2)
     x = random_values(fmt, 3 * h * w, np.random.default_rng(7))
     expected = block.out_format.pack(2 * x)
     r = run_both(block, fmt.pack(x), expected, seed=8, timing_items=2 * h * w, name="residual_window")
@@ -221,7 +220,7 @@ def test_a_skip_fifo_below_the_bound_deadlocks_or_slows_the_block():
         window = SlidingWindowUnit(h, w, 1, 3, pad=1, pad_value=0, kind="uint", bits=2)
         keep = MatMul("keep", np.eye(9, dtype=int)[4:5], "ternary", ValueType("uint", 2))
         from lowbit.compiler.ir import Folding
-        block = ResidualBlock([window, matmul_engine(keep, None, Folding(1, 9))], depth)
+        block = ResidualBlock([window, keep.unit(None, Folding(1, 9))], depth)
         r = run_amaranth_stream(block, fmt.pack(x), n_outputs=len(x), max_cycles=600)
         done[depth] = (len(r.outputs), r.input_cycles[-1])
     assert done[3][0] == 0

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 
 from lowbit.compiler.ir import BIPOLAR, ValueType
-from lowbit.compiler.window_ops import SlidingWindow as SlidingWindowOp
-from lowbit.errors import LowbitError
+from lowbit.compiler.ir import SlidingWindow as SlidingWindowOp
+from lowbit.core.errors import LowbitError
 from lowbit.hw.payload import VectorFormat
 from lowbit.hw.window import SlidingWindow
 from lowbit.sim.amaranth_stream import run_amaranth_stream
@@ -106,12 +106,12 @@ def test_construction_and_properties():
     assert d.out_format == VectorFormat("int", 4, 27)
     assert (d.out_height, d.out_width) == (3, 3)
     assert (d.in_beats_per_image, d.out_beats_per_image) == (30, 9)
-    assert d.cycles_per_image == 8 * 7
+    assert d.cycles_per_item == 8 * 7
     assert d.latency == 1 * 7 + 1 + 1
     assert d.buffer_pixels == 2 * 7 + 2
     plain = SlidingWindow(6, 6, 2, 3)
     assert plain.pad_value is None and plain.in_format == VectorFormat("bipolar", 1, 2)
-    assert plain.cycles_per_image == 36 and plain.latency == 2 * 6 + 2 + 1
+    assert plain.cycles_per_item == 36 and plain.latency == 2 * 6 + 2 + 1
 
 
 @pytest.mark.parametrize("args, kwargs, exc, message", [
@@ -166,7 +166,7 @@ def test_both_simulators_with_stalls_and_timing(vtype, stride, pad, pad_value):
                    timing_items=len(inputs), name="sliding_window")
     assert res.mismatches(expected) == 0
     assert res.amaranth_outputs == expected and res.verilator.outputs == expected
-    # Without stalls, over N images back to back: every image starts cycles_per_image after the
+    # Without stalls, over N images back to back: every image starts cycles_per_item after the
     # previous one, on both sides, and its first window leaves latency cycles after its first pixel.
     v = res.verilator
     ins, outs = v.timing_input_cycles, v.timing_output_cycles
@@ -180,7 +180,7 @@ def test_both_simulators_with_stalls_and_timing(vtype, stride, pad, pad_value):
         assert outs[b * per_out] - ins[b * per_in] == d.latency
         assert image(ins, per_in, b) == image(ins, per_in, 0)
         assert image(outs, per_out, b) == image(outs, per_out, 0)
-    assert [ins[b * per_in] - ins[(b - 1) * per_in] for b in range(1, n)] == [d.cycles_per_image] * (n - 1)
+    assert [ins[b * per_in] - ins[(b - 1) * per_in] for b in range(1, n)] == [d.cycles_per_item] * (n - 1)
     # Along a row of windows at stride 1, the output keeps up with one window per cycle.
     if stride == 1:
         assert outs[1] - outs[0] == 1

@@ -2,12 +2,13 @@ import numpy as np
 import pytest
 import torch
 
-from lowbit.compiler.export import step_thresholds
-from lowbit.compiler.folding import apply_folding, fold_for_cycles, lane_cost, parse_folding
+from lowbit.model.export import step_thresholds
+from lowbit.compiler.folding import apply_folding, parse_folding
+from lowbit.folding import fold_for_cycles, lane_cost
 from lowbit.compiler.ir import (BIPOLAR, ArgMax, Folding, Graph, HostAffine, MatMul, MultiThreshold,
                                 ValueType, int_type_for)
 from lowbit.compiler.serialize import load_graph, save_graph
-from lowbit.errors import LowbitError
+from lowbit.core.errors import LowbitError
 
 rng = np.random.default_rng(0)
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from lowbit.errors import LowbitError
+from lowbit.core.errors import LowbitError
 from lowbit.model.checkpoint import load_checkpoint, save_checkpoint
 from lowbit.model.data import Thermometer, load_digits_split
 from lowbit.model.layers import BipolarAct, QuantLinear

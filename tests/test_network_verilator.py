@@ -64,7 +64,7 @@ def test_mnist_through_the_cli_is_bit_exact(tmp_path):
 
 
 def test_sim_refuses_another_dataset(builds):
-    from lowbit.errors import LowbitError
+    from lowbit.core.errors import LowbitError
 
     with pytest.raises(LowbitError, match="this build was trained on 'digits', not 'mnist'"):
         simulate_build(builds / "parallel", dataset="mnist")

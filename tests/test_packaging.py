@@ -27,7 +27,7 @@ def test_wheel_contains_every_subpackage_and_runs(tmp_path, digits_checkpoint):
                     "-w", str(tmp_path / "dist"), str(src)], check=True, cwd=tmp_path)
     (wheel,) = (tmp_path / "dist").glob("lowbit-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    for module in ("lowbit/cli.py", "lowbit/formats.py", "lowbit/model/train.py", "lowbit/compiler/ir.py",
+    for module in ("lowbit/cli.py", "lowbit/core/formats.py", "lowbit/model/train.py", "lowbit/compiler/ir.py",
                    "lowbit/hw/mvau.py", "lowbit/hw/lanes.py", "lowbit/sim/runner.py", "lowbit/sim/stream_test.py",
                    "lowbit/boards/synth.py"):
         assert module in names, module

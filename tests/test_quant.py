@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from lowbit.errors import LowbitError
-from lowbit.formats import WEIGHT_FORMATS
+from lowbit.core.errors import LowbitError
+from lowbit.core.formats import WEIGHT_FORMATS
 from lowbit.model.layers import (BinaryNormConv2d, BinaryNormEmbedding, BinaryNormLinear, QuantAct,
                                  QuantConv2d, QuantLinear)
 from lowbit.model.ptq import exponential_levels, ptq, quantize_exponential, quantize_linear
@@ -272,7 +272,7 @@ def test_a_few_training_steps_reduce_the_loss(name):
 
 
 def test_registry_families_expq_and_tiled():
-    from lowbit.formats import ALPHA_BITS, FORMAT_FAMILIES, format_family, weight_format
+    from lowbit.core.formats import ALPHA_BITS, FORMAT_FAMILIES, format_family, weight_format
 
     assert sorted(FORMAT_FAMILIES) == ["expq", "tiled"]
     assert not set(FORMAT_FAMILIES) & set(WEIGHT_FORMATS)  # no hardware lane of their own

@@ -25,7 +25,7 @@ def test_inputs_of_the_wrong_shape_are_refused(tmp_path):
     import pytest
 
     from lowbit.compiler.ir import BIPOLAR, ArgMax, Graph, MatMul
-    from lowbit.errors import LowbitError
+    from lowbit.core.errors import LowbitError
     from lowbit.flow import compile_graph, simulate_build
 
     graph = Graph(BIPOLAR, 8, [MatMul("fc", np.ones((3, 8), int), "bipolar", BIPOLAR), ArgMax("argmax", 3)])

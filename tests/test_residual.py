@@ -8,14 +8,14 @@ import pytest
 import torch
 
 from lowbit.boards.estimate import estimate_layer, estimate_manifest
-from lowbit.compiler.check import compare_with_torch
+from lowbit.model.check import compare_with_torch
 from lowbit.compiler.codegen import flat_layers
-from lowbit.compiler.export import export_model
-from lowbit.compiler.folding import fold_for_cycles
+from lowbit.model.export import export_model
+from lowbit.folding import fold_for_cycles
 from lowbit.compiler.ir import BIPOLAR, MatMul, MultiThreshold, ValueType
-from lowbit.compiler.residual_ops import Residual
+from lowbit.compiler.ir import Residual
 from lowbit.compiler.serialize import load_graph, save_graph
-from lowbit.errors import LowbitError
+from lowbit.core.errors import LowbitError
 from lowbit.flow import compile_checkpoint, export_checkpoint, simulate_build
 from lowbit.model.arch import build_model
 from lowbit.training import parse_arch, train_model

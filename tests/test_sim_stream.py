@@ -14,7 +14,7 @@ from amaranth.back import verilog
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from lowbit.errors import LowbitError
+from lowbit.core.errors import LowbitError
 from lowbit.sim import build, toolchain
 from lowbit.sim.runner import Phase, StallConfig, run_phases, run_stream
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from lowbit.cli import main
-from lowbit.errors import LowbitError
+from lowbit.core.errors import LowbitError
 from lowbit.model.checkpoint import load_checkpoint
 from lowbit.model.data import Thermometer
 from lowbit.sweep_accuracy import pareto_front

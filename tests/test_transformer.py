@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from lowbit.errors import LowbitError
-from lowbit.formats import WEIGHT_FORMATS
+from lowbit.core.errors import LowbitError
+from lowbit.core.formats import WEIGHT_FORMATS
 from lowbit.model.arch import build_model
 from lowbit.model.layers import BinaryNormLinear, QuantLinear
 from lowbit.model.transformer import LowbitAttention, Projection, TinyViT, TransformerBlock

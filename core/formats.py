@@ -17,6 +17,7 @@ import math
 from dataclasses import dataclass
 
 from .errors import LowbitError
+from .types import ValueType
 
 __all__ = ["WeightFormat", "ActivationFormat", "WEIGHT_FORMATS", "weight_format", "activation_format",
            "FormatFamily", "FORMAT_FAMILIES", "format_family", "ALPHA_BITS", "level_table_format",
@@ -61,19 +62,21 @@ class WeightFormat:
 
 @dataclass(frozen=True)
 class ActivationFormat:
-    """An activation format: ``bipolar`` (one bit encodes ±1) or unsigned/signed k-bit integers."""
+    """An activation format: a name for an element type, ``bipolar`` (one bit encodes ±1) or
+    unsigned/signed k-bit integers (:class:`lowbit.core.types.ValueType`)."""
 
     name: str
     kind: str  # "bipolar", "uint" or "int"
     bits: int
 
     @property
+    def type(self):
+        """The element type."""
+        return ValueType(self.kind, self.bits)
+
+    @property
     def levels(self):
-        if self.kind == "bipolar":
-            return (-1, 1)
-        if self.kind == "uint":
-            return tuple(range(2 ** self.bits))
-        return tuple(range(-2 ** (self.bits - 1), 2 ** (self.bits - 1)))
+        return self.type.levels
 
 
 def _pow2_levels(bits):

@@ -35,15 +35,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from lowbit.bounds import row_bounds
-from lowbit.errors import LowbitError
-from lowbit.model.arch import LowbitNet, residual_affine, stage_affine
-from lowbit.model.layers import BipolarAct, FixedLevelsConv2d, QuantAct
+from lowbit.compiler.ir import (BIPOLAR, ArgMax, Flatten, Graph, HostAffine, MatMul, MaxPool, MultiThreshold,
+                                NormalizeSign, Residual, SlidingWindow, ValueType)
+from lowbit.core.bounds import row_bounds
+from lowbit.core.errors import LowbitError
 
-from .ir import BIPOLAR, ArgMax, Flatten, Graph, HostAffine, MatMul, MultiThreshold, ValueType
-from .normalize_ops import NormalizeSign
-from .residual_ops import Residual
-from .window_ops import MaxPool, SlidingWindow
+from .arch import LowbitNet, residual_affine, stage_affine
+from .layers import BipolarAct, FixedLevelsConv2d, QuantAct
 
 __all__ = ["export_model", "step_thresholds", "SUPPORTED_LAYERS"]
 

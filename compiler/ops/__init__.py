@@ -1,0 +1,1 @@
+"""One module per op kind; :mod:`lowbit.compiler.ir` registers them."""
