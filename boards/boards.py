@@ -11,6 +11,7 @@ import importlib
 from dataclasses import dataclass
 
 from lowbit.core.errors import LowbitError
+from lowbit.core.resources import Resources
 
 __all__ = ["Board", "BOARDS", "get_board"]
 
@@ -71,8 +72,8 @@ class Board:
                               "pip install amaranth-boards") from None
 
     def capacity(self):
-        """Capacities as a dict with the keys of an estimate: luts, ffs, brams, dsps."""
-        return {"luts": self.luts, "ffs": self.ffs, "brams": self.brams, "dsps": self.dsps}
+        """The device's :class:`~lowbit.core.resources.Resources`."""
+        return Resources.of(self)
 
 
 BOARDS = {b.name: b for b in (

@@ -82,10 +82,8 @@ def build_for_board(build_dir, board_name, out_dir, *, cache_dir=None):
             (tmp / "board_report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
     else:
         r = synthesize(verilog, top, board.family, cache_dir=cache_dir)
-        report["synth"] = {"luts": r.luts, "ffs": r.ffs, "brams": r.brams, "dsps": r.dsps,
-                           "carry": r.carry, "flow": r.flow, "yosys_version": r.yosys_version,
-                           "fits": (r.luts <= board.luts and r.ffs <= board.ffs
-                                    and r.brams <= board.brams and r.dsps <= board.dsps)}
+        report["synth"] = {**r.resources.as_dict(), "carry": r.carry, "flow": r.flow,
+                           "yosys_version": r.yosys_version, "fits": r.resources.fits(board.capacity())}
         with atomic_dir(out_dir) as tmp:
             (tmp / f"{top}.v").write_text(verilog, encoding="utf-8")
             (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")

@@ -326,7 +326,7 @@ def run_sweep(families=FAMILIES, specs=SWEEP, progress=None):
             r = synthesize_engine(engine, family)
             rows.append({"engine": spec.name, "spec": asdict(spec), "family": family,
                          "layer": layer, "flow": r.flow, "yosys_version": r.yosys_version,
-                         "luts": r.luts, "ffs": r.ffs, "brams": r.brams, "dsps": r.dsps,
+                         **r.resources.as_dict(),
                          "carry": r.carry, "lutram_luts": lutram_luts_of(r),
                          "lut_parts": lut_parts(r),
                          "seconds": round(r.seconds, 2)})

@@ -8,12 +8,13 @@ Per engine (one matrix-vector-threshold unit, see :mod:`lowbit.hw.mvau`) and per
 
 - **BRAM** follows the rule Yosys' ``memory_libmap`` applies to each ROM (weights, thresholds): a
   ROM becomes block RAM when its soft-logic cost, ``bits / 16`` (the pass's default ROM cost per
-  bit), exceeds the cost of the fewest block RAMs that hold it (:data:`BRAM_SHAPES`, cost
-  :data:`BRAM_COST` per primitive, in the family's counting unit). The cost constants were
+  bit), exceeds the cost of the fewest block RAMs that hold it
+  (:data:`lowbit.hw.fabric.BRAM_SHAPES`, cost :data:`lowbit.hw.fabric.BRAM_COST` per primitive,
+  in the family's counting unit). The cost constants were
   bracketed by synthesizing lone ROMs of many shapes and by every engine of the calibration
-  sweep (on ECP5 no constant fits every engine; see :data:`BRAM_COST`). Memories with a write
+  sweep (on ECP5 no constant fits every engine; see ``BRAM_COST``). Memories with a write
   port (window lines, FIFOs) sit in distributed RAM on xc7 and ECP5, and in block RAM on iCE40
-  once they are large enough (:func:`ram_brams`).
+  once they are large enough (:func:`lowbit.hw.fabric.ram_brams`).
 - **LUTs and FFs** of a matrix-vector unit are counted by its parts, as synthesis maps them. The
   unit reads its weights and thresholds from ROM modules and puts each PE row (lane,
   accumulator, compares) in a module of its own (:mod:`lowbit.hw.rom`, :mod:`lowbit.hw.mvau`);
@@ -21,9 +22,9 @@ Per engine (one matrix-vector-threshold unit, see :mod:`lowbit.hw.mvau`) and per
   LUTs there are the sum of three parts that synthesis counts separately (and the sweep records,
   :func:`lowbit.boards.calibrate.lut_parts`):
 
-  - *ROMs*, counted from the structure: a ROM's distinct bits (:func:`_distinct_columns`; a
+  - *ROMs*, counted from the structure: a ROM's distinct bits (:func:`lowbit.hw.fabric.distinct_columns`; a
     shallow ROM's bits share the few functions of its address) times the LUTs per bit that lone
-    ROMs of its depth take (:func:`rom_luts`, measured by the sweep's lone ROMs); a threshold
+    ROMs of its depth take (:func:`lowbit.hw.fabric.rom_luts`, measured by the sweep's lone ROMs); a threshold
     ROM, whose sorted, narrow words repeat their high bits, at the fitted fraction
     ``threshold_rom_scale`` of that.
   - *PE rows* (``row:`` features, times PE): per lane variant (lane, input kind, constant
@@ -35,16 +36,16 @@ Per engine (one matrix-vector-threshold unit, see :mod:`lowbit.hw.mvau`) and per
     that a flattened design folds into the compare), the count of several levels, and the dot
     product's offset adder of the XNOR lane.
   - *The rest* of the unit: the input-slice multiplexer (``SIMD * in_bits`` times the LUTs of an
-    SF:1 multiplexer, :func:`mux_luts`), the output beat's writes at each neuron fold and their
+    SF:1 multiplexer, :func:`lowbit.hw.fabric.mux_luts`), the output beat's writes at each neuron fold and their
     enables, the fold counters; and, where the rows are not modules (fully unrolled units, whose
     constant weights stay in one module for synthesis to share), the rows' own features
     (``flat:``).
 
   iCE40 and ECP5 flatten everything, so there the same features are fitted to the engine's
   total, ROMs left in logic priced by their depth against the LUT's inputs
-  (:func:`_rom_depth_class`). The coefficients are fitted by non-negative least squares on
-  relative error to the calibration sweep (:mod:`lowbit.boards.calibrate`), each part's to that
-  part's count, and stored in ``calibration.json`` beside the data they were fitted to.
+  (:func:`lowbit.hw.fabric.rom_depth_class`). The coefficients are fitted by non-negative least squares on
+  relative error to the calibration sweep (:mod:`lowbit.boards.calibrate`, :mod:`lowbit.boards.fit`),
+  each part's to that part's count, and stored in ``calibration.json`` beside the data they were fitted to.
 - **DSPs**: multiplying lanes (``lut-multiply``) use one DSP per multiplier where Yosys maps
   them so: on xc7 a DSP48E1 once its operands are 10 bits together, on ECP5 a MULT18X18D for every
   multiplier, on iCE40 none; other lanes use none.
@@ -53,13 +54,13 @@ Per engine (one matrix-vector-threshold unit, see :mod:`lowbit.hw.mvau`) and per
   they take the shift lane's calibrated features (on bipolar inputs, where each product is a
   constant ±c, the multiplying lane's), with the weight as wide as its largest magnitude. The
   products themselves, which the shift lane does not have, are priced by
-  :func:`table_product_luts`: a lookup per output bit where the input element and the magnitude
+  :func:`lowbit.compiler.ops.matmul.table_product_luts`: a lookup per output bit where the input element and the magnitude
   code fit a LUT or two, else their shift-add chains at one LUT per adder bit (a ripple adder
   bit is one LUT and a carry-chain cell on xc7, iCE40 and ECP5); a structural count, not a
   fitted coefficient.
 - **Window, pool, collect, normalize-sign and FIFO engines** have their own features, each op
   with its own constant: row/column counters and line-memory pointers, the pad multiplexer, line
-  memories (xc7: distributed RAM, counted as LUT sites by :func:`lutram_luts`; ECP5:
+  memories (xc7: distributed RAM, counted as LUT sites by :func:`lowbit.hw.fabric.lutram_luts`; ECP5:
   distributed RAM, not in its LUT count, read through a multiplexer over 16-word banks; iCE40:
   flip-flops or block RAM), OR or compare trees of the pool (an integer compare and select
   priced per element width, which synthesis maps unevenly), the collect's per-beat write
@@ -81,6 +82,7 @@ Per engine (one matrix-vector-threshold unit, see :mod:`lowbit.hw.mvau`) and per
 from lowbit.compiler.ir import engine_kind
 from lowbit.compiler.ops.fifo import Fifo
 from lowbit.core.errors import LowbitError
+from lowbit.core.resources import Resources
 from lowbit.hw.fabric import FAMILIES
 
 from .boards import get_board
@@ -130,7 +132,7 @@ def estimate_layer(layer, family, models=None):
     missing = _uncalibrated(lut_feats, model["luts"])
     if missing:
         lanes = [n.split("lane:", 1)[1] for n in missing if "lane:" in n]
-        what = lanes[0] if lanes else layer.get("op", "mvau")
+        what = lanes[0] if lanes else kind.engine_op
         raise LowbitError(f"the estimator is not calibrated for {what!r} on {family}",
                           "add an engine of that kind to the sweep in boards/calibrate.py and "
                           "regenerate with 'python -m benchmarks.estimator --write'")
@@ -167,8 +169,8 @@ def estimate_manifest(manifest, board_name, models=None):
     rows = []
     for layer in manifest["layers"]:
         est = estimate_layer(layer, board.family, models)
-        op = layer.get("op", "mvau")
-        rows.append({"name": layer.get("name", "?"), "op": op, **engine_kind(op).summary(layer),
+        kind = engine_kind(layer.get("op"))
+        rows.append({"name": layer.get("name", "?"), "op": kind.engine_op, **kind.summary(layer),
                      "cycles": layer["cycles_per_item"],
                      "cycles_per_inference": layer.get("cycles_per_inference",
                                                        layer["cycles_per_item"]), **est})
@@ -179,18 +181,16 @@ def estimate_manifest(manifest, board_name, models=None):
                 rows.append({"name": f"{fifo['after']}.fifo", "op": Fifo.engine_op, **Fifo.summary(entry),
                              "cycles": 1, "cycles_per_inference": "-",
                              **estimate_layer(entry, board.family, models)})
-    total = {k: sum(r[k] for r in rows) for k in ("luts", "ffs", "brams", "dsps")}
-    capacity = board.capacity()
-    over = {k: total[k] - capacity[k] for k in total if total[k] > capacity[k]}
+    total, capacity = Resources.total(rows), board.capacity()
     cycles = manifest["cycles_per_inference"]
     latency = manifest["latency_cycles"]
     fmax = estimate_fmax_mhz(manifest["layers"], board.family)
     clock = board.clock_hz / 1e6
     return {
         "board": board.name, "family": board.family, "device": board.device,
-        "layers": rows, "total": total, "capacity": capacity,
-        "utilization": {k: total[k] / capacity[k] for k in total if capacity[k]},
-        "fits": not over, "over": over,
+        "layers": rows, "total": total.as_dict(), "capacity": capacity.as_dict(),
+        "utilization": total.utilization(capacity),
+        "fits": total.fits(capacity), "over": total.over(capacity),
         "cycles_per_inference": cycles, "latency_cycles": latency,
         "fmax_mhz": fmax, "clock_mhz": clock,
         "inferences_per_second_at_fmax": fmax * 1e6 / cycles,

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from lowbit.core.errors import LowbitError
 from lowbit.core.files import atomic_write_text
+from lowbit.core.resources import Resources
 
 
 __all__ = ["SynthResult", "synthesize", "find_yosys", "default_cache_dir", "XC7_LUTRAM_SITES",
@@ -227,6 +228,11 @@ class SynthResult:
     yosys_version: str
     key: str
     flow: str
+
+    @property
+    def resources(self):
+        """The LUT, FF, block RAM and DSP counts as :class:`~lowbit.core.resources.Resources`."""
+        return Resources.of(self)
 
 
 def default_cache_dir():

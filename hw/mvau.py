@@ -162,28 +162,31 @@ class MatrixVectorUnit(wiring.Component):
             "o": Out(stream.Signature(self._out_format.shape)),
         })
 
-    rows = property(lambda self: self._weights.shape[0])
-    mh = property(lambda self: self._weights.shape[0] * self._copies)
-    mw = property(lambda self: self._weights.shape[1])
-    copies = property(lambda self: self._copies)
+    rows = property(lambda self: self._weights.shape[0], doc="Weight rows stored: MH, or the tile's rows.")
+    mh = property(lambda self: self._weights.shape[0] * self._copies, doc="MH, the outputs per vector.")
+    mw = property(lambda self: self._weights.shape[1], doc="MW, the elements of an input vector.")
+    copies = property(lambda self: self._copies, doc="Tiled copies of the stored rows (1: not tiled).")
     invert = property(lambda self: self._invert, doc="The (MH,) rows that count down, read-only.")
-    pe = property(lambda self: self._pe)
-    simd = property(lambda self: self._simd)
-    lane = property(lambda self: self._lane.kind)
-    weight_format = property(lambda self: self._format.name)
-    weight_memory = property(lambda self: self._weight_memory)
-    behavioural = property(lambda self: self._behavioural)
-    in_format = property(lambda self: self._in_format)
-    out_format = property(lambda self: self._out_format)
-    has_thresholds = property(lambda self: self._thresholds is not None)
-    dot_range = property(lambda self: self._dot_range)
+    pe = property(lambda self: self._pe, doc="PE: output rows computed per cycle.")
+    simd = property(lambda self: self._simd, doc="SIMD: input elements taken per row per cycle.")
+    lane = property(lambda self: self._lane.kind, doc="The arithmetic lane's name (see lowbit.hw.lanes).")
+    weight_format = property(lambda self: self._format.name, doc="The weight format's registry name.")
+    weight_memory = property(lambda self: self._weight_memory, doc="Where the weights are kept.")
+    behavioural = property(lambda self: self._behavioural, doc="Whether the lanes are the behavioural baseline.")
+    in_format = property(lambda self: self._in_format, doc="Payload format of ``i``.")
+    out_format = property(lambda self: self._out_format, doc="Payload format of ``o``.")
+    has_thresholds = property(lambda self: self._thresholds is not None,
+                              doc="Whether the unit compares with thresholds (else it emits dot products).")
+    dot_range = property(lambda self: self._dot_range, doc="Exact (min, max) of any row's dot product.")
 
     @property
     def neuron_folds(self):
+        """Row groups a vector takes: R / PE."""
         return self.rows // self.pe
 
     @property
     def synapse_folds(self):
+        """Input slices a row group takes: MW / SIMD."""
         return self.mw // self.simd
 
     @property
@@ -198,10 +201,12 @@ class MatrixVectorUnit(wiring.Component):
 
     @property
     def accumulator_bits(self):
+        """Width of each row's accumulator, exact for the range of its dot product."""
         return signed_bits(*self._acc_range)
 
     @property
     def weight_memory_bits(self):
+        """Bits of weight memory: stored rows x MW x the lane's bits per weight."""
         return self.rows * self.mw * self._lane.weight_bits
 
     def weight_words(self):

@@ -40,6 +40,12 @@ TEST_MODULE = "lowbit.sim.stream_test"
 # per-beat one (a Python driver, sink and monitors on the design's own ports).
 TESTBENCHES = {"batch": TEST_MODULE, "per-beat": "lowbit.sim.perbeat_test"}
 
+# A job's files in its workdir, named once as several steps of run_phases touch each.
+_JOB = "job.json"
+_RESULTS = "results.json"
+_RESULTS_XML = "results.xml"
+_LOG = "sim.log"
+
 
 class SimulationError(LowbitError):
     """The simulation did not run to the end: the testbench raised or the simulator crashed."""
@@ -309,7 +315,7 @@ def _check_simulator(simulator):
 def run_phases(verilog, top, phases, *, seed=0, simulator="verilator", waves=False,
                wave_window=None, workdir=None, period_ns=10, build_args=(), cache_dir=None,
                verbose=False, testbench="batch"):
-    """Run ``phases`` through the design inside the batch harness; return the raw results.
+    """Run ``phases`` through the design in a testbench (the batch harness by default); return the raw results.
 
     Parameters
     ----------
@@ -348,6 +354,31 @@ def run_phases(verilog, top, phases, *, seed=0, simulator="verilator", waves=Fal
     ------
     SimulationError, LowbitError, TypeError, ValueError
     """
+    phases = _check_job(simulator, testbench, phases, period_ns)
+    wave_format = _wave_format(waves, simulator)
+    if simulator == "verilator":
+        # A missing tool is the first thing to report, before anything about the design.
+        toolchain.verilator_env()
+    wave_name = f"waves.{wave_format}" if wave_format else None
+    toplevel, public, text = _testbench_design(verilog, top, phases, testbench, wave_format,
+                                               wave_name)
+    sim = build_simulation(text, toplevel, waves=wave_format, build_args=build_args,
+                           public=public, cache_dir=cache_dir, verbose=verbose,
+                           simulator=simulator)
+    temporary = workdir is None
+    workdir = _fresh_workdir(workdir, wave_name)
+    job_path, nonce = _write_job(workdir, phases, seed, period_ns, wave_format, wave_window)
+    seconds, failure = _run_cocotb(sim, simulator, TESTBENCHES[testbench], toplevel, workdir,
+                                   job_path, seed, wave_format, verbose)
+    results = _job_results(top, workdir, nonce, failure, verbose)
+    wave_file = workdir / wave_name if wave_name else None
+    if wave_file is None and temporary:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return JobResult(results, seconds, sim, workdir, wave_file)
+
+
+def _check_job(simulator, testbench, phases, period_ns):
+    """Reject a malformed job before anything is built; return the phases as a list."""
     _check_simulator(simulator)
     if testbench not in TESTBENCHES:
         raise ValueError(f"Testbench must be one of {', '.join(map(repr, TESTBENCHES))}, "
@@ -360,62 +391,79 @@ def run_phases(verilog, top, phases, *, seed=0, simulator="verilator", waves=Fal
         raise ValueError(f"Phase names must be unique, not {names!r}")
     if not isinstance(period_ns, int) or period_ns < 1:
         raise ValueError(f"period_ns must be a positive integer, not {period_ns!r}")
-    wave_format = None
-    if waves:
-        wave_format = "fst" if waves is True else waves
-        if wave_format not in ("fst", "vcd"):
-            raise ValueError(f"Waves must be True, False, 'fst' or 'vcd', not {waves!r}")
-        if simulator == "icarus":
-            wave_format = "fst"
-    if simulator == "verilator":
-        # A missing tool is the first thing to report, before anything about the design.
-        toolchain.verilator_env()
-    ports = design_ports(verilog, top)
-    wave_name = f"waves.{wave_format}" if wave_format else None
-    if testbench == "batch":
-        in_per_item = max(len(p.inputs) // p.n_items for p in phases)
-        out_per_item = max(-(-len(p.expected) // p.n_items) for p in phases) + 1
-        # A phase that records its handshake cycles runs as one batch: the harness reloads its
-        # memories between batches, and no such pause may fall between two timed items.
-        timed = [p for p in phases if p.record_cycles]
-        in_words = max([len(p.inputs) for p in timed], default=0)
-        out_words = max([len(p.expected) + 1 for p in timed], default=0)
-        depth = batch_depth(max(in_per_item, in_words), max(out_per_item, out_words))
-        toplevel, public = HARNESS_NAME, HARNESS_PUBLIC
-        text = verilog + harness_verilog(ports, top, depth, wave_file=wave_name)
-    else:
-        if wave_format or any(p.max_cycles for p in phases):
-            raise ValueError("The per-beat testbench records no waveforms and cuts no phase "
-                             "short: use testbench='batch' for waves or max_cycles")
-        toplevel, public, text = top, STREAM_PORTS, verilog
-    sim = build_simulation(text, toplevel, waves=wave_format, build_args=build_args,
-                           public=public, cache_dir=cache_dir, verbose=verbose,
-                           simulator=simulator)
+    return phases
 
-    temporary = workdir is None
-    workdir = Path(tempfile.mkdtemp(prefix="lowbit-sim-")) if temporary else Path(workdir)
+
+def _wave_format(waves, simulator):
+    """The waveform format to record, ``"fst"``, ``"vcd"`` or None, from ``run_phases``'s ``waves``."""
+    if not waves:
+        return None
+    wave_format = "fst" if waves is True else waves
+    if wave_format not in ("fst", "vcd"):
+        raise ValueError(f"Waves must be True, False, 'fst' or 'vcd', not {waves!r}")
+    # Icarus is only told whether to record, and then writes FST.
+    return "fst" if simulator == "icarus" else wave_format
+
+
+def _testbench_design(verilog, top, phases, testbench, wave_format, wave_name):
+    """The toplevel, public signals and Verilog to build for ``testbench`` around the design."""
+    ports = design_ports(verilog, top)
+    if testbench == "batch":
+        harness = harness_verilog(ports, top, _harness_depth(phases), wave_file=wave_name)
+        return HARNESS_NAME, HARNESS_PUBLIC, verilog + harness
+    if wave_format or any(p.max_cycles for p in phases):
+        raise ValueError("The per-beat testbench records no waveforms and cuts no phase "
+                         "short: use testbench='batch' for waves or max_cycles")
+    return top, STREAM_PORTS, verilog
+
+
+def _harness_depth(phases):
+    """Memory depth of the batch harness: room for one item of any phase, or a whole timed phase."""
+    in_per_item = max(len(p.inputs) // p.n_items for p in phases)
+    out_per_item = max(-(-len(p.expected) // p.n_items) for p in phases) + 1
+    # A phase that records its handshake cycles runs as one batch: the harness reloads its
+    # memories between batches, and no such pause may fall between two timed items.
+    timed = [p for p in phases if p.record_cycles]
+    in_words = max([len(p.inputs) for p in timed], default=0)
+    out_words = max([len(p.expected) + 1 for p in timed], default=0)
+    return batch_depth(max(in_per_item, in_words), max(out_per_item, out_words))
+
+
+def _fresh_workdir(workdir, wave_name):
+    """The job's folder (a new temporary one if None), without the files of an earlier run."""
+    workdir = Path(tempfile.mkdtemp(prefix="lowbit-sim-")) if workdir is None else Path(workdir)
     workdir = ensure_writable_dir(workdir.resolve())
-    results_path = workdir / "results.json"
-    results_xml = workdir / "results.xml"
-    log = workdir / "sim.log"
-    for stale in (results_path, results_xml, *([workdir / wave_name] if wave_name else [])):
+    # Left over, they would pass for the output of a run that wrote none.
+    for stale in (workdir / _RESULTS, workdir / _RESULTS_XML,
+                  *([workdir / wave_name] if wave_name else [])):
         with contextlib.suppress(FileNotFoundError):
             stale.unlink()
+    return workdir
+
+
+def _write_job(workdir, phases, seed, period_ns, wave_format, wave_window):
+    """Write the job file the testbench runs; return its path and the nonce its results must echo."""
     nonce = secrets.token_hex(8)
     job = {
-        "nonce": nonce, "period_ns": period_ns, "results": str(results_path),
+        "nonce": nonce, "period_ns": period_ns, "results": str(workdir / _RESULTS),
         "wave": None if not wave_format else {
             "from": wave_window[0] if wave_window else 0,
             "to": wave_window[1] if wave_window else 2 ** 64 - 1},
         "phases": [p.to_job(seed) for p in phases],
     }
-    job_path = workdir / "job.json"
+    job_path = workdir / _JOB
     atomic_write_text(job_path, json.dumps(job))
+    return job_path, nonce
 
+
+def _run_cocotb(sim, simulator, test_module, toplevel, workdir, job_path, seed, wave_format,
+                verbose):
+    """Run the cocotb test on the built simulation; return its wall time and why it failed, or None."""
     from cocotb_tools.check_results import get_results
     from cocotb_tools.runner import get_runner
 
     runner = get_runner(simulator)
+    results_xml = workdir / _RESULTS_XML
     t0 = time.perf_counter()
     failure = None
     level = runner.log.level
@@ -423,11 +471,11 @@ def run_phases(verilog, top, phases, *, seed=0, simulator="verilator", waves=Fal
         runner.log.setLevel(logging.WARNING)
     try:
         # The harness opens its own waveform file; only Icarus needs telling to write FST.
-        runner.test(test_module=TESTBENCHES[testbench], hdl_toplevel=toplevel,
-                    hdl_toplevel_lang="verilog", build_dir=sim.build_dir, test_dir=workdir, results_xml=str(results_xml),
+        runner.test(test_module=test_module, hdl_toplevel=toplevel, hdl_toplevel_lang="verilog",
+                    build_dir=sim.build_dir, test_dir=workdir, results_xml=str(results_xml),
                     extra_env={JOB_ENV: str(job_path)}, seed=seed,
                     waves=simulator == "icarus" and wave_format is not None,
-                    log_file=None if verbose else log)
+                    log_file=None if verbose else workdir / _LOG)
     except SystemExit as e:
         # Under pytest the runner calls sys.exit() when a cocotb test fails.
         failure = f"the simulator or the cocotb test failed (exit status {e.code})"
@@ -436,10 +484,6 @@ def run_phases(verilog, top, phases, *, seed=0, simulator="verilator", waves=Fal
     finally:
         runner.log.setLevel(level)
     seconds = time.perf_counter() - t0
-
-    results = None
-    with contextlib.suppress(OSError, ValueError):
-        results = json.loads(results_path.read_text())
     if failure is None:
         try:
             n_tests, n_failed = get_results(results_xml)
@@ -449,22 +493,28 @@ def run_phases(verilog, top, phases, *, seed=0, simulator="verilator", waves=Fal
             failure = "the simulator ended without running the cocotb test"
         elif n_failed:
             failure = "the cocotb test failed"
+    return seconds, failure
+
+
+def _job_results(top, workdir, nonce, failure, verbose):
+    """The results the testbench wrote for this job; a SimulationError quoting the log if it failed."""
+    results = None
+    with contextlib.suppress(OSError, ValueError):
+        results = json.loads((workdir / _RESULTS).read_text())
     if failure is None and results is None:
         failure = "the cocotb test wrote no results"
     if results is not None and results.get("nonce") != nonce:
         failure = (f"the simulator ran a different job: ${JOB_ENV} is set in this environment "
                    "and overrides lowbit's")
     if failure is not None:
+        log = workdir / _LOG
         detail = results.get("error") if results else None
         excerpt = _log_excerpt(log) if not verbose else ""
         raise SimulationError(
             f"simulation of {top!r} failed: {failure}"
             + (f": {detail}" if detail else "") + (f"\n{excerpt}" if excerpt else ""),
             f"the full log is {str(log)!r}" if not verbose else None)
-    wave_file = workdir / wave_name if wave_name else None
-    if wave_file is None and temporary:
-        shutil.rmtree(workdir, ignore_errors=True)
-    return JobResult(results, seconds, sim, workdir, wave_file)
+    return results
 
 
 def run_stream(verilog, top, inputs, expected, *, timing_items=16, stall=StallConfig(), seed=0,

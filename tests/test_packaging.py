@@ -27,7 +27,7 @@ def test_wheel_contains_every_subpackage_and_runs(tmp_path, digits_checkpoint):
                     "-w", str(tmp_path / "dist"), str(src)], check=True, cwd=tmp_path)
     (wheel,) = (tmp_path / "dist").glob("lowbit-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    for module in ("lowbit/cli.py", "lowbit/core/formats.py", "lowbit/model/train.py", "lowbit/compiler/ir.py",
+    for module in ("lowbit/cli.py", "lowbit/core/formats.py", "lowbit/model/train.py", "lowbit/compiler/ir.py", "lowbit/compiler/ops/matmul.py",
                    "lowbit/hw/mvau.py", "lowbit/hw/lanes.py", "lowbit/sim/runner.py", "lowbit/sim/stream_test.py",
                    "lowbit/boards/synth.py"):
         assert module in names, module
@@ -37,9 +37,11 @@ def test_wheel_contains_every_subpackage_and_runs(tmp_path, digits_checkpoint):
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(site),
                     str(wheel)], check=True)
     env = {**os.environ, "PYTHONPATH": str(site)}
-    where = subprocess.run([sys.executable, "-c", "import lowbit.hw.mvau, lowbit; print(lowbit.__file__)"],
+    # Every subpackage must come from the wheel, not from the source tree beside it.
+    where = subprocess.run([sys.executable, "-c", "import lowbit, lowbit.hw.mvau, lowbit.compiler.ops.matmul as m; "
+                            "print(lowbit.__file__); print(m.__file__)"],
                            capture_output=True, text=True, env=env, cwd=tmp_path, check=True)
-    assert where.stdout.strip().startswith(str(site))
+    assert all(line.startswith(str(site)) for line in where.stdout.split()), where.stdout
     r = subprocess.run([sys.executable, "-m", "lowbit", "compile", str(digits_checkpoint[0]), "-o",
                         str(tmp_path / "build"), "--target-cycles", "1024"],
                        capture_output=True, text=True, env=env, cwd=tmp_path)

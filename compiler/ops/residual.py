@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from lowbit.core.errors import LowbitError
+from lowbit.core.resources import Resources
 from lowbit.core.types import ValueType, int_type_for
 from lowbit.hw.fabric import lutram_luts
 from lowbit.hw.residual import ResidualBlock
@@ -166,10 +167,9 @@ class Residual(Op):
             luts += lutram_luts(fifo_depth - 1, width) if fifo_depth > 2 else 0
         for fifo_depth in entry.get("body_fifos", []):
             ffs += width + 2 * math.ceil(math.log2(fifo_depth + 1))
-        return {"luts": int(round(luts + sum(p["luts"] for p in parts))),
-                "ffs": int(round(ffs + sum(p["ffs"] for p in parts))),
-                "brams": sum(p["brams"] for p in parts),
-                "dsps": sum(p["dsps"] for p in parts)}, parts
+        body = Resources.total(parts)
+        return {"luts": int(round(luts + body.luts)), "ffs": int(round(ffs + body.ffs)),
+                "brams": body.brams, "dsps": body.dsps}, parts
 
 
 def _sum_bits(entry):
