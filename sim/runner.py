@@ -315,7 +315,7 @@ def _check_simulator(simulator):
 def run_phases(verilog, top, phases, *, seed=0, simulator="verilator", waves=False,
                wave_window=None, workdir=None, period_ns=10, build_args=(), cache_dir=None,
                verbose=False, testbench="batch"):
-    """Run ``phases`` through the design in a testbench (the batch harness by default); return the raw results.
+    """Run ``phases`` through the design in a testbench; return the raw results.
 
     Parameters
     ----------
