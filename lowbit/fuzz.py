@@ -4,7 +4,7 @@ Each network is drawn from its own seed (network ``i`` of a run with seed ``S`` 
 ``S + i``, so ``lowbit fuzz --n 1 --seed S+i`` replays it alone) and goes through three checks:
 
 1. the IR reference equals the integer-exact PyTorch model on every hidden activation, every
-   logit and every prediction (:func:`lowbit.compiler.check.compare_with_torch`);
+   logit and every prediction (:func:`lowbit.model.check.compare_with_torch`);
 2. the generated Verilog, in Verilator with random input idles and output backpressure, emits
    exactly the IR's output words (every word compared);
 3. the measured cycles between outputs equal the manifest's cycles per inference, and the

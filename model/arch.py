@@ -2,7 +2,7 @@
 
 A stage is one weight layer and what follows it up to the next weight layer: its normalization
 (BatchNorm, or the per-example normalization of a binary normalized layer), its activation and an
-optional max pool. The exporter (``lowbit.compiler.export``) walks the same stages, so one list
+optional max pool. The exporter (``lowbit.model.export``) walks the same stages, so one list
 defines both the PyTorch model and its hardware.
 
 ``arch`` keys, all kinds: ``kind``, ``classes``, ``weight_format`` (a registry name, or ``"fp32"``
