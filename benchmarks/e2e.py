@@ -38,7 +38,7 @@ CASES = {
 
 
 def run_case(name, *, work, data, epochs, limit, target_cycles, seed=0):
-    from lowbit.flow import compile_checkpoint, simulate_build, train_checkpoint
+    from lowbit.flow import compile_checkpoint, simulate_build, simulation_problems, train_checkpoint
 
     dataset, arch, fmt, p, act = CASES[name]
     ckpt = work / f"{name}.pt"
@@ -60,6 +60,7 @@ def run_case(name, *, work, data, epochs, limit, target_cycles, seed=0):
         "latency_measured": sim["latency_measured"], "threshold_float_ties": check["threshold_float_ties"],
         "folding": ",".join(foldings(manifest)),
         "sim_seconds": round(time.monotonic() - start, 1),
+        "problems": simulation_problems(sim),
     }
 
 
@@ -112,7 +113,10 @@ def main(argv=None):
         if args.write:  # after every case: a long run that stops early keeps what it measured
             _write(rows)
     print(table(rows))
-    return 1 if any(r["mismatches"] for r in rows) else 0
+    for r in rows:
+        for problem in r["problems"]:
+            print(f"{r['case']}: NOT AS PREDICTED: {problem}", file=sys.stderr)
+    return 1 if any(r["problems"] for r in rows) else 0
 
 
 def _write(rows):

@@ -9,11 +9,10 @@ with the numbers before any tool runs.
 
 import json
 import shutil
-from pathlib import Path
 
 from lowbit.compiler.build import load_build
 from lowbit.core.errors import LowbitError
-from lowbit.core.files import atomic_dir
+from lowbit.core.files import atomic_dir, claim_output_dir
 
 from .boards import get_board
 from .estimate import estimate_manifest
@@ -21,7 +20,9 @@ from .pnr import place_and_route
 from .synth import synthesize
 from .wrapper import UartTop
 
-__all__ = ["build_for_board", "does_not_fit_message"]
+__all__ = ["build_for_board", "does_not_fit_message", "BOARD_KIND"]
+
+BOARD_KIND = "board"
 
 
 def does_not_fit_message(estimate):
@@ -31,7 +32,7 @@ def does_not_fit_message(estimate):
     return f"does not fit on {estimate['board']} ({estimate['device']}): " + "; ".join(parts)
 
 
-def build_for_board(build_dir, board_name, out_dir, *, cache_dir=None):
+def build_for_board(build_dir, board_name, out_dir, *, cache_dir=None, force=False):
     """Build ``build_dir`` for ``board_name`` into ``out_dir`` (written atomically).
 
     Returns
@@ -46,6 +47,8 @@ def build_for_board(build_dir, board_name, out_dir, *, cache_dir=None):
         If the folder is not a build, the board is unknown, the estimate exceeds the board (the
         message gives the numbers), or a tool fails.
     """
+    inputs = (build_dir,)
+    out_dir = claim_output_dir(out_dir, BOARD_KIND, inputs=inputs, force=force)  # before any work
     build = load_build(build_dir)
     manifest, verilog = build.manifest, build.verilog()
     board = get_board(board_name)
@@ -56,7 +59,6 @@ def build_for_board(build_dir, board_name, out_dir, *, cache_dir=None):
                           "larger board")
     top = manifest["top"]
     report = {"board": board.name, "device": board.device, "estimate": estimate}
-    out_dir = Path(out_dir)
     if board.bitstream:
         design = UartTop(top, verilog, manifest["ports"]["i"]["payload_bits"],
                          manifest["ports"]["o"]["payload_bits"])
@@ -71,7 +73,7 @@ def build_for_board(build_dir, board_name, out_dir, *, cache_dir=None):
             "inferences_per_second_at_fmax": (fmax * 1e6 / manifest["cycles_per_inference"]
                                               if fmax else None),
         }
-        with atomic_dir(out_dir) as tmp:
+        with atomic_dir(out_dir, BOARD_KIND, inputs=inputs, force=force) as tmp:
             bitstream = placed.files["bitstream"]
             shutil.copy2(bitstream, tmp / f"{board.name}{bitstream.suffix}")
             shutil.copy2(placed.files["report"], tmp / "nextpnr_report.json")
@@ -84,7 +86,7 @@ def build_for_board(build_dir, board_name, out_dir, *, cache_dir=None):
         r = synthesize(verilog, top, board.family, cache_dir=cache_dir)
         report["synth"] = {**r.resources.as_dict(), "carry": r.carry, "flow": r.flow,
                            "yosys_version": r.yosys_version, "fits": r.resources.fits(board.capacity())}
-        with atomic_dir(out_dir) as tmp:
+        with atomic_dir(out_dir, BOARD_KIND, inputs=inputs, force=force) as tmp:
             (tmp / f"{top}.v").write_text(verilog, encoding="utf-8")
             (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
             (tmp / "board_report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")

@@ -8,11 +8,15 @@ in ``calibration.json`` beside the rows it was fitted to.
 """
 
 import json
+import math
+from pathlib import Path
 
 import numpy as np
 
 from lowbit.compiler.ir import ENGINE_KINDS, engine_kind
 from lowbit.core.errors import LowbitError
+from lowbit.core.schema import FINITE, Check, Record, mapping_of, validate
+from lowbit.hw.fabric import FAMILIES
 
 from .calibrate import CALIBRATION_PATH
 from .features import layer_features, structural_luts
@@ -73,10 +77,18 @@ def fit_models(rows):
     return models
 
 
+_FIX = "regenerate it with 'python -m benchmarks.estimator --write'"
+_COEFFICIENTS = mapping_of(Check("a finite non-negative number",
+                                 lambda v: isinstance(v, (int, float)) and math.isfinite(v) and v >= 0))
+_MODEL = Record({"luts": _COEFFICIENTS, "ffs": _COEFFICIENTS, "rom_luts_per_bit": _COEFFICIENTS,
+                 "threshold_rom_scale": FINITE})
+CALIBRATION = Record({"models": Record({family: _MODEL for family in FAMILIES})})
+
+
 def load_models(path=CALIBRATION_PATH):
-    """The fitted coefficients recorded in ``calibration.json``."""
+    """The fitted coefficients recorded in ``calibration.json``, checked."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))["models"]
-    except (OSError, ValueError, KeyError):
-        raise LowbitError(f"the estimator's calibration {str(path)!r} is missing or damaged",
-                          "regenerate it with 'python -m benchmarks.estimator --write'") from None
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        raise LowbitError(f"the estimator's calibration {str(path)!r} is missing or damaged", _FIX) from None
+    return validate(data, CALIBRATION, what=f"the estimator's calibration {str(path)!r}", fix=_FIX)["models"]

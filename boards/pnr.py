@@ -7,30 +7,44 @@ file names (the tools run in a WebAssembly sandbox that sees only the current fo
 JSON report gives the placed utilization and the achieved fmax of every clock.
 
 Results are cached in ``<cache>/pnr/<key>/`` by the SHA-256 of every file of the build plan, the
-tool versions and the options, so a repeated build costs nothing.
+tool versions, the options and the cache format, so a repeated build costs nothing. The tools
+run in the entry's temporary folder, under the key's lock, and die with lowbit (see
+:mod:`lowbit.core.children`); what the entry keeps (bitstream, nextpnr report, logs) is listed
+with its SHA-256 in ``meta.json`` and checked on every read (see :mod:`lowbit.core.cache`).
 """
 
 import hashlib
 import importlib.metadata
 import json
+import math
 import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from lowbit.core import children
+from lowbit.core.cache import (CacheFolder, CacheKind, Damaged, check, check_files,
+                               check_header, file_digests, is_count, is_seconds, read_json)
 from lowbit.core.errors import LowbitError
-from lowbit.core.files import atomic_dir
+from lowbit.core.files import atomic_write_text, ensure_writable_dir
 
 from .synth import default_cache_dir
 
-__all__ = ["PlacedResult", "place_and_route", "tool_versions"]
+__all__ = ["PlacedResult", "place_and_route", "tool_versions", "CACHE"]
 
-_CACHE_FORMAT = 1
+# Part of the key: entries of format 1 (without hashes) are never read.
+_CACHE_FORMAT = 2
 _LOG_TAIL_LINES = 25
+_META = "meta.json"
+
+# Entry folders ``<key>``, the key being 64 hex digits.
+CACHE = CacheKind("pnr", r"[0-9a-f]{64}", markers=(_META,))
+
+# What the flow writes (on the left) and what an entry keeps it as, besides the bitstream.
+_KEPT = {"report.json": "report.json", "top.tim": "nextpnr.log", "top.rpt": "yosys.log"}
 
 # Per family: (Amaranth tool name, PyPI distribution) for each step, and the bitstream suffix.
 _TOOLS = {
@@ -105,19 +119,54 @@ def tool_versions(family):
 
 
 def _parse_report(text):
-    report = json.loads(text)
-    utilization = {cell: (int(v["used"]), int(v["available"]))
-                   for cell, v in report.get("utilization", {}).items()}
-    fmax = {net: float(v["achieved"]) for net, v in report.get("fmax", {}).items()}
-    constraint = {net: float(v["constraint"]) for net, v in report.get("fmax", {}).items()}
-    return utilization, fmax, constraint
+    """(utilization, fmax, constraint) of a nextpnr JSON report.
+
+    Raises
+    ------
+    lowbit.core.cache.Damaged
+        If it is not such a report: counts must be non-negative integers, frequencies finite
+        non-negative numbers.
+    """
+    try:
+        report = json.loads(text)
+        utilization = {cell: (v["used"], v["available"])
+                       for cell, v in report.get("utilization", {}).items()}
+        fmax = {net: (v["achieved"], v["constraint"]) for net, v in report.get("fmax", {}).items()}
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise Damaged("report.json is not a nextpnr report") from None
+    for cell, counts in utilization.items():
+        check(all(is_count(c) for c in counts), f"utilization of {cell} is {counts!r}")
+    for net, freqs in fmax.items():
+        check(all(isinstance(f, (int, float)) and not isinstance(f, bool) and math.isfinite(f)
+                  and f >= 0 for f in freqs), f"fmax of {net} is {freqs!r}")
+    return (utilization, {net: float(a) for net, (a, _) in fmax.items()},
+            {net: float(c) for net, (_, c) in fmax.items()})
 
 
-def _result(board, entry_dir, seconds, cached, key, suffix):
-    utilization, fmax, constraint = _parse_report((entry_dir / "report.json").read_text())
+def _result(board, entry_dir, report_text, seconds, cached, key, suffix):
+    utilization, fmax, constraint = _parse_report(report_text)
     files = {"bitstream": entry_dir / f"top{suffix}", "report": entry_dir / "report.json",
              "log": entry_dir / "nextpnr.log", "synth_log": entry_dir / "yosys.log"}
     return PlacedResult(board.name, utilization, fmax, constraint, files, seconds, cached, key)
+
+
+def _load_entry(path, key, board, suffix):
+    """The :class:`PlacedResult` of the entry folder ``path`` once it checks out.
+
+    Raises
+    ------
+    lowbit.core.cache.Damaged
+        If ``meta.json`` is unreadable, of another format, key or board, a kept file is
+        missing or does not match its SHA-256, or the report holds values of the wrong type.
+    """
+    check(path.is_dir() and not path.is_symlink(), "not a folder")
+    meta = read_json(path / _META)
+    check_header(meta, _CACHE_FORMAT, key)
+    check(meta.get("board") == board.name, "it holds another board's build")
+    check(is_seconds(meta.get("seconds")), "its run time is not a number of seconds")
+    check_files(path, meta.get("files"), required=(f"top{suffix}", *_KEPT.values()))
+    return _result(board, path, (path / "report.json").read_text(), meta["seconds"], True, key,
+                   suffix)
 
 
 def place_and_route(design, board, *, cache_dir=None, seed=1):
@@ -142,8 +191,14 @@ def place_and_route(design, board, *, cache_dir=None, seed=1):
     Raises
     ------
     LowbitError
-        If the board has no bitstream flow, a tool is missing, or a step fails (the message quotes
-        the end of its log, e.g. nextpnr's "Design uses N cells but device has M").
+        If the board has no bitstream flow, a tool is missing, the cache folder is not
+        writable, or a step fails (the message quotes the end of its log, e.g. nextpnr's
+        "Design uses N cells but device has M").
+
+    Notes
+    -----
+    A cache entry that does not check out (a file edited or missing, a report value of the
+    wrong type) is reported on one line of stderr, removed and built again.
     """
     if not board.bitstream:
         raise LowbitError(f"board {board.name!r} ({board.device}) has no open place-and-route flow",
@@ -172,38 +227,45 @@ def place_and_route(design, board, *, cache_dir=None, seed=1):
         h.update(len(data).to_bytes(8, "little") + data)
     key = h.hexdigest()
 
-    root = Path(cache_dir if cache_dir is not None else default_cache_dir()) / "pnr"
+    root = ensure_writable_dir(
+        Path(cache_dir if cache_dir is not None else default_cache_dir()) / CACHE.label)
     entry_dir = root / key
-    meta_path = entry_dir / "meta.json"
-    if meta_path.is_file():
-        try:
-            meta = json.loads(meta_path.read_text())
-            return _result(board, entry_dir, meta["seconds"], True, key, suffix)
-        except (OSError, ValueError, KeyError):
-            pass  # a damaged entry is rebuilt below
 
-    with tempfile.TemporaryDirectory(prefix="lowbit-pnr-") as work:
-        work = Path(work)
-        plan.extract(work)
+    def build(tmp):
+        plan.extract(tmp)
         start = time.monotonic()
-        proc = subprocess.run(["sh", f"{plan.script}.sh"], cwd=work, env=env,
-                              stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                              errors="replace")
+        proc = children.run(["sh", f"{plan.script}.sh"], cwd=tmp, env=env,
+                            stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                            errors="replace")
         seconds = time.monotonic() - start
-        bitstream = work / f"top{suffix}"
-        if proc.returncode != 0 or not bitstream.is_file() or not (work / "report.json").is_file():
-            logs = [p for p in (work / "top.tim", work / "top.rpt") if p.is_file()]
+        bitstream = f"top{suffix}"
+        if proc.returncode != 0 or not all((tmp / name).is_file() for name in [bitstream, *_KEPT]):
+            logs = [p for p in (tmp / "top.tim", tmp / "top.rpt") if p.is_file()]
             text = "\n".join(p.read_text(errors="replace") for p in logs[:1]) + proc.stdout + proc.stderr
             tail = "\n".join(text.rstrip().splitlines()[-_LOG_TAIL_LINES:])
             raise LowbitError(f"place and route for {board.name} failed (exit code "
                               f"{proc.returncode}):\n{tail}",
                               "if the design does not fit, fold it further (lowbit compile "
                               "--target-cycles) or pick a larger board")
-        with atomic_dir(entry_dir) as tmp:
-            shutil.copy2(bitstream, tmp / bitstream.name)
-            shutil.copy2(work / "report.json", tmp / "report.json")
-            shutil.copy2(work / "top.tim", tmp / "nextpnr.log")
-            shutil.copy2(work / "top.rpt", tmp / "yosys.log")
-            (tmp / "meta.json").write_text(json.dumps(
-                {"board": board.name, "seconds": seconds, "versions": versions}) + "\n")
-    return _result(board, entry_dir, seconds, False, key, suffix)
+        # The netlist, the placed design and the plan's own files are not needed any more.
+        for entry in tmp.iterdir():
+            if entry.name not in (bitstream, *_KEPT):
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
+        for made, kept in _KEPT.items():
+            os.replace(tmp / made, tmp / kept)
+        names = [bitstream, *_KEPT.values()]
+        meta = {"format": _CACHE_FORMAT, "key": key, "board": board.name, "seconds": seconds,
+                "versions": versions,
+                "files": file_digests(tmp, names)}
+        atomic_write_text(tmp / _META, json.dumps(meta, indent=1) + "\n")
+        return tmp, _result(board, entry_dir, (tmp / "report.json").read_text(), seconds, False,
+                            key, suffix)
+
+    def load(path):
+        return _load_entry(path, key, board, suffix)
+
+    result, _ = CacheFolder(root, CACHE).fetch(key, load, build)
+    return result

@@ -6,7 +6,11 @@ flip-flops, block RAMs, DSPs and carry cells in a :class:`SynthResult`.
 
 Synthesis of a real design takes seconds to minutes, so results are cached on disk by the hash
 of everything that determines them: the Verilog text, the top module, the family, the exact
-Yosys script and the Yosys version.
+Yosys script, the Yosys version and the cache format. An entry ``synth/<key>.json`` records its
+key and the SHA-256 of its payload (the cell counts and how they were made), and is checked on
+every read: an entry that does not check out is synthesized again, never counted (see
+:mod:`lowbit.core.cache`). Yosys runs in the entry's temporary folder under the key's lock, so
+a second process asking for the same design waits for the first one's result.
 """
 
 import hashlib
@@ -18,22 +22,29 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from lowbit.core import children
+from lowbit.core.cache import (CacheFolder, CacheKind, Damaged, check, check_counts,
+                               check_header, default_root, is_seconds, json_digest, read_json)
 from lowbit.core.errors import LowbitError
-from lowbit.core.files import atomic_write_text
+from lowbit.core.files import atomic_write_text, ensure_writable_dir
 from lowbit.core.resources import Resources
 
 
 __all__ = ["SynthResult", "synthesize", "find_yosys", "default_cache_dir", "XC7_LUTRAM_SITES",
-           "KEEP_MODULES", "count_luts"]
+           "KEEP_MODULES", "count_luts", "CACHE"]
 
 
-# Bumped when the layout of a cached result changes, so that older files are ignored.
-_CACHE_FORMAT = 2
+# Bumped when the layout of a cached result changes. Part of the key, so that entries of an
+# older layout (format 2 had no hashes) are never read: they are misses, and
+# ``lowbit cache clean`` removes them.
+_CACHE_FORMAT = 3
+
+# Entries ``<key>.json``, the key being 64 hex digits.
+CACHE = CacheKind("synth", r"[0-9a-f]{64}", suffix=".json")
 
 # Lines of the Yosys log quoted in the error when synthesis fails.
 _LOG_TAIL_LINES = 20
@@ -237,10 +248,7 @@ class SynthResult:
 
 def default_cache_dir():
     """The cache root: ``$LOWBIT_CACHE`` if set, else ``~/.cache/lowbit``."""
-    env = os.environ.get("LOWBIT_CACHE")
-    if env:
-        return Path(env)
-    return Path.home() / ".cache" / "lowbit"
+    return default_root()
 
 
 def find_yosys():
@@ -280,9 +288,12 @@ def find_yosys():
 
 
 def _run_yosys(argv, cwd):
-    """Run Yosys with ``argv`` in folder ``cwd``; return its exit code and console output."""
-    proc = subprocess.run(argv, cwd=cwd, stdin=subprocess.DEVNULL, capture_output=True,
-                          text=True, errors="replace")
+    """Run Yosys with ``argv`` in folder ``cwd``; return its exit code and console output.
+
+    Yosys dies with lowbit (see :mod:`lowbit.core.children`).
+    """
+    proc = children.run(argv, cwd=cwd, stdin=subprocess.DEVNULL, capture_output=True,
+                        text=True, errors="replace")
     return proc.returncode, proc.stdout + proc.stderr
 
 
@@ -318,7 +329,7 @@ def _script(top, family, extra_script, fallback=False):
 def _cache_key(text, top, family, script, version):
     h = hashlib.sha256()
     # Length-prefixed fields, so that no two different inputs hash the same bytes.
-    for field in (text, top, family, script, version):
+    for field in (str(_CACHE_FORMAT), text, top, family, script, version):
         data = field.encode("utf-8")
         h.update(len(data).to_bytes(8, "little"))
         h.update(data)
@@ -376,38 +387,61 @@ def _summarize(family, cells, modules, seconds, cached, version, key, flow):
     )
 
 
-def _load_cached(path, family, version):
-    # Any unreadable or foreign entry is a miss: synthesis runs again and replaces it.
+def _flows(family):
+    """The flow names a result of ``family`` can carry."""
+    return {_flow_name(family)} | ({_flow_name(family, True)}
+                                   if _FAMILIES[family].fallback_command else set())
+
+
+def _load_entry(path, key, family, top, version):
+    """The payload of the entry at ``path`` once it checks out.
+
+    Raises
+    ------
+    lowbit.core.cache.Damaged
+        If the entry is unreadable, of another format or key, its payload does not match its
+        SHA-256, or a value has the wrong type or range (cell counts must be non-negative
+        integers).
+    """
+    entry = read_json(path)
+    check_header(entry, _CACHE_FORMAT, key)
+    payload = entry.get("payload")
+    check(isinstance(payload, dict), "it holds no payload")
     try:
-        entry = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if (not isinstance(entry, dict) or entry.get("format") != _CACHE_FORMAT
-            or entry.get("family") != family or entry.get("yosys_version") != version
-            or not isinstance(entry.get("cells"), dict) or not isinstance(entry.get("modules"), dict)):
-        return None
-    return entry
+        digest = json_digest(payload)
+    except ValueError:  # NaN or infinity: not JSON lowbit writes
+        raise Damaged("its payload holds a number that is not finite") from None
+    check(entry.get("sha256") == digest, "its payload does not match its SHA-256")
+    check((payload.get("family"), payload.get("top"), payload.get("yosys_version"))
+          == (family, top, version), "it holds the result of another design or Yosys")
+    check(payload.get("flow") in _flows(family), f"unknown flow {payload.get('flow')!r}")
+    check(is_seconds(payload.get("seconds")), "its run time is not a number of seconds")
+    check_counts(payload.get("cells"), "cell counts")
+    modules = payload.get("modules")
+    check(isinstance(modules, dict), "module cell counts are not a mapping")
+    for name, cells in modules.items():
+        check_counts(cells, f"cell counts of module {name}")
+    return payload
 
 
-def _run_script(yosys_argv, text, script):
-    """Run one synthesis script on ``text``; return (exit code, log, console, cells or None, the
-    modules' cells or None, seconds)."""
-    # Yosys reads and writes through relative names in a private folder: under YoWASP the
+def _run_script(yosys_argv, text, script, work):
+    """Run one synthesis script on ``text`` in the new folder ``work``; return (exit code, log,
+    console, cells or None, the modules' cells or None, seconds)."""
+    # Yosys reads and writes through relative names in its working folder: under YoWASP the
     # absolute path /tmp is the runtime's own scratch folder, not the host's /tmp.
-    with tempfile.TemporaryDirectory(prefix="lowbit-synth-") as work:
-        work = Path(work)
-        (work / "design.v").write_text(text, encoding="utf-8")
-        (work / "synth.ys").write_text(script, encoding="utf-8")
-        start = time.monotonic()
-        returncode, output = _run_yosys([*yosys_argv, "-q", "-l", "yosys.log", "-s", "synth.ys"],
-                                        work)
-        seconds = time.monotonic() - start
-        log_path = work / "yosys.log"
-        log = log_path.read_text(encoding="utf-8", errors="replace") if log_path.exists() else ""
-        stat_path = work / "stat.json"
-        cells = modules = None
-        if returncode == 0 and stat_path.exists():
-            cells, modules = _parse_stat(stat_path.read_text(encoding="utf-8"))
+    work.mkdir()
+    (work / "design.v").write_text(text, encoding="utf-8")
+    (work / "synth.ys").write_text(script, encoding="utf-8")
+    start = time.monotonic()
+    returncode, output = _run_yosys([*yosys_argv, "-q", "-l", "yosys.log", "-s", "synth.ys"],
+                                    work)
+    seconds = time.monotonic() - start
+    log_path = work / "yosys.log"
+    log = log_path.read_text(encoding="utf-8", errors="replace") if log_path.exists() else ""
+    stat_path = work / "stat.json"
+    cells = modules = None
+    if returncode == 0 and stat_path.exists():
+        cells, modules = _parse_stat(stat_path.read_text(encoding="utf-8"))
     return returncode, log, output, cells, modules, seconds
 
 
@@ -445,8 +479,14 @@ def synthesize(verilog, top, family, *, cache_dir=None, extra_script=None):
     TypeError
         If ``verilog`` is neither text nor a path.
     LowbitError
-        If the Verilog file is missing, Yosys is not installed, or synthesis fails. A failed
-        run's log is kept in the cache folder and its last lines are quoted in the message.
+        If the Verilog file is missing, Yosys is not installed, the cache folder is not
+        writable, or synthesis fails. A failed run's log is kept in the cache folder and its
+        last lines are quoted in the message.
+
+    Notes
+    -----
+    A cache entry that does not check out (edited, truncated, of another key) is reported on
+    one line of stderr, removed and synthesized again.
     """
     if family not in _FAMILIES:
         choices = ", ".join(repr(name) for name in _FAMILIES)
@@ -462,38 +502,43 @@ def synthesize(verilog, top, family, *, cache_dir=None, extra_script=None):
     script = _script(top, family, extra_script)
     key = _cache_key(text, top, family, script, version)
 
-    synth_dir = Path(cache_dir if cache_dir is not None else default_cache_dir()) / "synth"
-    entry_path = synth_dir / f"{key}.json"
-    entry = _load_cached(entry_path, family, version)
-    if entry is not None:
-        return _summarize(family, entry["cells"], entry["modules"], entry["seconds"], True, version, key,
-                          entry.get("flow", _flow_name(family)))
-
+    synth_dir = ensure_writable_dir(
+        Path(cache_dir if cache_dir is not None else default_cache_dir()) / CACHE.label)
     fam = _FAMILIES[family]
-    fallback = False
-    returncode, log, output, cells, modules, seconds = _run_script(yosys_argv, text, script)
-    if cells is None and fam.fallback_trigger is not None and fam.fallback_trigger in log + output:
-        fallback = True
-        returncode, log, output, cells, modules, seconds = _run_script(
-            yosys_argv, text, _script(top, family, extra_script, fallback=True))
-    if cells is None:
-        # The console repeats the log's errors, but can also hold what the log cannot,
-        # e.g. a crash of the WebAssembly runtime; keep only the latter.
-        logged = set(log.splitlines())
-        extra = [line for line in output.splitlines() if line not in logged]
-        full_log = "\n".join([*log.splitlines(), *extra]) + "\n"
-        kept = synth_dir / f"{key}.failed.log"
-        atomic_write_text(kept, full_log)
-        tail = "\n".join(full_log.rstrip().splitlines()[-_LOG_TAIL_LINES:])
-        raise LowbitError(
-            f"Yosys failed to synthesize {top!r} for {family} (exit code {returncode}):\n"
-            f"{tail}",
-            f"fix the design; the full Yosys log is {str(kept)!r}")
 
-    flow = _flow_name(family, fallback)
-    entry = {"format": _CACHE_FORMAT, "family": family, "top": top, "flow": flow,
-             "yosys_version": version, "seconds": seconds, "cells": cells, "modules": modules}
-    # Two processes that synthesize the same design write identical entries; the later
-    # rename simply replaces the earlier one.
-    atomic_write_text(entry_path, json.dumps(entry, indent=1, sort_keys=True) + "\n")
-    return _summarize(family, cells, modules, seconds, False, version, key, flow)
+    def build(tmp):
+        fallback = False
+        returncode, log, output, cells, modules, seconds = _run_script(yosys_argv, text, script,
+                                                                       tmp / "stock")
+        if cells is None and fam.fallback_trigger is not None and fam.fallback_trigger in log + output:
+            fallback = True
+            returncode, log, output, cells, modules, seconds = _run_script(
+                yosys_argv, text, _script(top, family, extra_script, fallback=True),
+                tmp / "fallback")
+        if cells is None:
+            # The console repeats the log's errors, but can also hold what the log cannot,
+            # e.g. a crash of the WebAssembly runtime; keep only the latter.
+            logged = set(log.splitlines())
+            extra = [line for line in output.splitlines() if line not in logged]
+            full_log = "\n".join([*log.splitlines(), *extra]) + "\n"
+            kept = synth_dir / f"{key}.failed.log"
+            atomic_write_text(kept, full_log)
+            tail = "\n".join(full_log.rstrip().splitlines()[-_LOG_TAIL_LINES:])
+            raise LowbitError(
+                f"Yosys failed to synthesize {top!r} for {family} (exit code {returncode}):\n"
+                f"{tail}",
+                f"fix the design; the full Yosys log is {str(kept)!r}")
+        payload = {"family": family, "top": top, "flow": _flow_name(family, fallback),
+                   "yosys_version": version, "seconds": seconds, "cells": cells,
+                   "modules": modules}
+        entry = {"format": _CACHE_FORMAT, "key": key, "sha256": json_digest(payload),
+                 "payload": payload}
+        atomic_write_text(tmp / "entry.json", json.dumps(entry, indent=1, sort_keys=True) + "\n")
+        return tmp / "entry.json", payload
+
+    def load(path):
+        return _load_entry(path, key, family, top, version)
+
+    payload, cached = CacheFolder(synth_dir, CACHE).fetch(key, load, build)
+    return _summarize(family, payload["cells"], payload["modules"], payload["seconds"], cached,
+                      version, key, payload["flow"])

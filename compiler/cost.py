@@ -25,6 +25,9 @@ class EngineCost:
     """The estimator's questions about one kind of engine; answered from a manifest entry."""
 
     engine_op = None  # the "op" of the kind's manifest entries
+    # The kind's own fields of its manifest entries, checked when a manifest is read
+    # (lowbit.core.schema: name -> schema).
+    entry_fields = {}
     foldable = False  # carries a PE x SIMD folding (see lowbit.compiler.graph.Op)
     priced_by_structure = False  # all structure, no fitted coefficient (the lone ROM)
 

@@ -15,12 +15,13 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from lowbit.core.errors import LowbitError
-from lowbit.core.types import BIPOLAR, ValueType, int_type_for
+from lowbit.core.schema import POSITIVE, Record, one_of
+from lowbit.core.types import BIPOLAR, KINDS, ValueType, int_type_for
 
 from .cost import EngineCost
 
 __all__ = ["ValueType", "BIPOLAR", "int_type_for", "Folding", "Op", "Graph", "divisors", "int_array",
-           "type_record", "check_last_axis", "check_folding", "accepts", "walk_nodes", "flat_nodes", "map_nodes",
+           "type_record", "TYPE_RECORD", "check_last_axis", "check_folding", "accepts", "walk_nodes", "flat_nodes", "map_nodes",
            "chains"]
 
 
@@ -45,6 +46,9 @@ class Folding:
         return f"{self.pe}x{self.simd}"
 
 
+_INT64 = np.iinfo(np.int64)
+
+
 def int_array(name, value, ndim):
     """``value`` as a read-only int64 array of ``ndim`` dimensions; a clear error for float values
     that are not integers, NaN or infinite values, or a non-numeric dtype."""
@@ -59,6 +63,12 @@ def int_array(name, value, ndim):
             raise LowbitError(f"{name} must hold integers")
     elif arr.dtype.kind not in "iub":
         raise LowbitError(f"{name} must be an integer array, not {arr.dtype}")
+    # int64 is the IR's arithmetic: a value beyond it would wrap, silently.
+    if arr.size and ((arr.dtype.kind == "u" and arr.max() > _INT64.max)
+                     or (arr.dtype.kind == "f" and np.abs(arr).max() >= 2.0 ** 63)):
+        worst = arr.max() if arr.dtype.kind == "u" else arr.flat[np.abs(arr).argmax()]
+        raise LowbitError(f"{name} holds {worst}, beyond the int64 range of the IR",
+                          "scale the values into int64")
     arr = arr.astype(np.int64)
     arr.setflags(write=False)
     return arr
@@ -67,6 +77,10 @@ def int_array(name, value, ndim):
 def type_record(t):
     """A ValueType as the JSON fields it is saved as."""
     return {"kind": t.kind, "bits": t.bits}
+
+
+# A ValueType's record, for the schemas of the files that hold one.
+TYPE_RECORD = Record({"kind": one_of(*KINDS), "bits": POSITIVE})
 
 
 def check_last_axis(name, shape, features):
@@ -121,6 +135,12 @@ class Op(EngineCost):
         return False
 
     # -- graph.npz ------------------------------------------------------------------------------
+    # The JSON fields of the op's record (lowbit.core.schema: name -> schema) and the arrays it
+    # must have, checked before ``from_record`` reads them.
+    record_fields = {}
+    record_defaults = {}  # fields that older files may lack, and the value they mean
+    record_arrays = ()
+
     def record(self):
         """``(fields, arrays)``: the JSON fields and the named arrays that save this op."""
         raise NotImplementedError
@@ -283,7 +303,8 @@ class Graph:
 
         Inputs given flat, (N, input_features), are reshaped to the input shape.
         """
-        x = np.asarray(x, dtype=np.int64)
+        x = np.asarray(x)
+        x = int_array("input", x, max(x.ndim, 1))
         if x.ndim == 2 and x.shape[1] == self.input_features:
             x = x.reshape(len(x), *self.input_shape)
         if x.shape[1:] != self.input_shape:

@@ -13,9 +13,14 @@ import numpy as np
 
 from lowbit.core.errors import LowbitError
 from lowbit.core.files import atomic_write_bytes
+from lowbit.core.schema import DICT, POSITIVE, TEXT, Record, list_of, validate
 
-from .graph import Graph, ValueType, flat_nodes, type_record
+from .graph import TYPE_RECORD, Graph, ValueType, flat_nodes, type_record
 from .ir import OPS
+
+_FIX = "re-create the build with 'lowbit compile'"
+_HEADER = Record({"input_type": TYPE_RECORD, "input_shape": list_of(POSITIVE, least=1),
+                  "nodes": list_of(Record({"op": TEXT, "name": TEXT}), least=1), "meta": DICT})
 
 __all__ = ["save_graph", "load_graph"]
 
@@ -46,16 +51,31 @@ def load_graph(path):
     except Exception as e:
         raise LowbitError(f"IR file {str(path)!r} is corrupt ({type(e).__name__})",
                           "re-create the build with 'lowbit compile'") from None
+    what = f"IR file {str(path)!r}"
+    if isinstance(header, dict) and "input_shape" not in header and "input_features" in header:
+        header["input_shape"] = [header["input_features"]]  # files of earlier versions
+    validate(header, _HEADER, what=what, fix=_FIX)
     records = []
     for k, d in enumerate(header["nodes"]):
-        if d["op"] not in OPS:
-            raise LowbitError(f"IR file {str(path)!r} has an unknown op {d['op']!r}")
+        kind = OPS.get(d["op"])
+        if kind is None:
+            raise LowbitError(f"{what} has an unknown op {d['op']!r}", f"ops: {', '.join(OPS)}")
+        validate(d, Record(kind.record_fields, kind.record_defaults),
+                 what=f"{what}, node {k} ({d['op']} {d['name']!r})", fix=_FIX)
         prefix = f"n{k}_"
         own = {key[len(prefix):]: value for key, value in arrays.items() if key.startswith(prefix)}
+        missing = [name for name in kind.record_arrays if name not in own]
+        if missing:
+            raise LowbitError(f"{what}, node {k} ({d['op']} {d['name']!r}): array {missing[0]!r} is missing",
+                              _FIX)
         records.append((d, own))
-    nodes = _nest(iter(records), None, path)
-    shape = header.get("input_shape", header.get("input_features"))
-    return Graph(ValueType(**header["input_type"]), shape, nodes, header["meta"])
+    try:
+        nodes = _nest(iter(records), None, path)
+        return Graph(ValueType(**header["input_type"]), header["input_shape"], nodes, header["meta"])
+    except LowbitError as e:
+        if e.hint:
+            raise
+        raise LowbitError(f"{what}: {e.message}", _FIX) from None
 
 
 def _nest(records, count, path):
@@ -72,5 +92,9 @@ def _nest(records, count, path):
         d, own = record
         fields = {key: value for key, value in d.items() if key not in ("op", "name")}
         body = _nest(records, fields["body"], path) if "body" in fields else ()
-        out.append(OPS[d["op"]].from_record(d["name"], fields, own, body))
+        try:
+            out.append(OPS[d["op"]].from_record(d["name"], fields, own, body))
+        except (TypeError, ValueError) as e:  # an array of the wrong kind, say
+            raise LowbitError(f"IR file {str(path)!r}: node {d['op']} {d['name']!r} cannot be read ({e})",
+                              _FIX) from None
     return out

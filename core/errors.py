@@ -1,8 +1,11 @@
 """The one error type that the CLI turns into a clear message and exit code 2."""
 
 
-class LowbitError(Exception):
+class LowbitError(ValueError):
     """A problem with the user's input or environment, with the fix spelled out.
+
+    A ``ValueError``, as the checks of lowbit's components raise for a bad parameter: one
+    hierarchy, in which every user error is a value error.
 
     Parameters
     ----------

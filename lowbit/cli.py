@@ -2,7 +2,10 @@
 
 import argparse
 import json
+import math
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from lowbit.boards.build import build_for_board, does_not_fit_message
@@ -10,12 +13,13 @@ from lowbit.boards.estimate import estimate_manifest
 from lowbit.compiler.build import load_build
 from lowbit.compiler.codegen import describe, foldings
 from lowbit.core.errors import LowbitError
+from lowbit.core.files import claim_output_dir
 
 from .demo import run_demo
-from .flow import (compile_checkpoint, evaluate_checkpoint, export_checkpoint, fold, simulate_build, synth_build,
-                   train_checkpoint)
+from .flow import (compile_checkpoint, evaluate_checkpoint, export_checkpoint, fold, simulate_build,
+                   simulation_problems, synth_build, train_checkpoint)
 from .fuzz import fuzz, summary_text
-from . import sweep, sweep_accuracy
+from . import cache, sweep, sweep_accuracy
 from .training import quantize_checkpoint
 
 
@@ -52,9 +56,9 @@ def cmd_train(args):
                              epochs=30 if args.epochs is None else args.epochs,
                              seed=args.seed or 0, lr=args.lr, batch_size=args.batch_size,
                              data_root=args.data, resume=args.resume)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         print(f"interrupted; continue with: lowbit train --resume {output} --epochs N", file=sys.stderr)
-        return 130
+        return 128 + e.signum if isinstance(e, Terminated) else 130
     print(f"test accuracy {m['test_accuracy']:.4f} after {m['epochs']} epochs ({m['setting']}, "
           f"{m['bits_per_weight']:.3g} bits/weight, {m['weight_memory_bytes'] / 1024:.1f} KiB); wrote {output}")
 
@@ -79,7 +83,46 @@ def cmd_quantize(args):
 
 
 def _list(text):
-    return [v for v in text.split(",") if v]
+    """A comma-separated list of names: at least one, none empty."""
+    names = text.split(",")
+    if not text or any(not n.strip() for n in names):
+        raise argparse.ArgumentTypeError(f"expected comma-separated names, not {text!r}")
+    return [n.strip() for n in names]
+
+
+def _integer(least, most=None, what="an integer"):
+    """An argparse type: an integer in [least, most]."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < least or (most is not None and value > most):
+            bound = f">= {least}" if most is None else f"in [{least}, {most}]"
+            raise argparse.ArgumentTypeError(f"must be {what} {bound}, not {text!r}")
+        return value
+    return parse
+
+
+def _number(low, high=None, *, what="a number"):
+    """An argparse type: a finite number above ``low`` (and at most ``high``)."""
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or value <= low or (high is not None and value > high):
+            bound = "" if low == -math.inf else f" above {low:g}" if high is None else f" in ({low:g}, {high:g}]"
+            raise argparse.ArgumentTypeError(f"must be {what}{bound}, not {text!r}")
+        return value
+    return parse
+
+
+_positive = _integer(1)
+_finite = _number(-math.inf, what="a finite number")
+_seed = _integer(0, 2 ** 32 - 1, "a seed")
+_rate = _number(0, what="a finite rate")
+_lr = _number(0, 1, what="a learning rate")
 
 
 def _ptq_bits(text):
@@ -93,13 +136,14 @@ def _ptq_bits(text):
 
 def cmd_sweep_accuracy(args):
     rows = sweep_accuracy.sweep_accuracy(args.output, dataset=args.dataset, arch=args.arch,
-                          formats=args.formats or sweep_accuracy.DEFAULT_FORMATS,
-                          settings=args.settings, epochs=args.epochs, seed=args.seed, p=args.p,
-                          ptq_bits=args.ptq_bits, lr=args.lr, batch_size=args.batch_size,
-                          data_root=args.data)
-    paths = sweep_accuracy.write_sweep(args.output, rows, title=f"{args.dataset}, {args.arch}, {args.epochs} epochs")
+                                         formats=args.formats or sweep_accuracy.DEFAULT_FORMATS,
+                                         settings=args.settings, epochs=args.epochs, seed=args.seed, p=args.p,
+                                         ptq_bits=args.ptq_bits, lr=args.lr, batch_size=args.batch_size,
+                                         data_root=args.data, force=args.force,
+                                         title=f"{args.dataset}, {args.arch}, {args.epochs} epochs")
     print(sweep_accuracy.markdown_table(rows), end="")
-    print(f"wrote {paths['table']}, {paths['json']} and {paths['plot']}")
+    names = sweep_accuracy.OUTPUTS
+    print(f"wrote {args.output}/ ({names['table']}, {names['json']}, {names['plot']} and the checkpoints)")
 
 
 def cmd_compile(args):
@@ -114,7 +158,7 @@ def cmd_compile(args):
                               f"at {args.clock:g} MHz", "lower --target-fps or raise --clock")
     manifest, check = compile_checkpoint(args.checkpoint, args.output, folding=args.folding,
                                          target_cycles=target, board=args.board, max_luts=args.max_luts,
-                                         data_root=args.data)
+                                         data_root=args.data, force=args.force)
 
     folds = ",".join(foldings(manifest))
     print(f"IR vs torch on {check['images']} test images: {check['prediction_disagreements']} disagreements")
@@ -129,7 +173,9 @@ def cmd_sim(args):
     report = simulate_build(args.build, dataset=args.dataset, limit=args.limit,
                             stalls=not args.no_stalls, seed=args.seed, data_root=args.data)
     print(json.dumps(report, indent=2))
-    if report["mismatches"]:
+    problems = simulation_problems(report)
+    if problems:
+        print(f"lowbit sim: error: the hardware is not as predicted: {'; '.join(problems)}", file=sys.stderr)
         return 1
 
 
@@ -140,8 +186,10 @@ def cmd_synth(args):
 
 
 def cmd_demo(args):
-    report = run_demo(args.output, epochs=args.epochs, seed=args.seed, family=args.family)
-    if any(r["mismatches"] for r in report["rows"]):
+    report = run_demo(args.output, epochs=args.epochs, seed=args.seed, family=args.family, force=args.force)
+    problems = [f"{d['label']}: {p}" for d in report["details"] for p in d["problems"]]
+    if problems:
+        print(f"lowbit demo: error: the hardware is not as predicted: {'; '.join(problems)}", file=sys.stderr)
         return 1
 
 
@@ -184,7 +232,7 @@ def cmd_estimate(args):
 
 
 def cmd_build(args):
-    report = build_for_board(args.build, args.board, args.output)
+    report = build_for_board(args.build, args.board, args.output, force=args.force)
     if "placed" in report:
         pl = report["placed"]
         used = ", ".join(f"{k} {v['used']}/{v['available']}" for k, v in pl["utilization"].items()
@@ -210,6 +258,7 @@ def _positive_list(text):
 
 
 def cmd_sweep(args):
+    claim_output_dir(args.output, sweep.SWEEP_KIND, inputs=(*args.checkpoint, args.data), force=args.force)
     rows = sweep.sweep_resources(args.arch, in_shape=args.in_shape, classes=args.classes,
                                  formats=args.formats or sweep.DEFAULT_FORMATS, targets=args.target_cycles,
                                  board=args.board, p=args.p, min_compress_size=args.min_compress_size,
@@ -217,9 +266,21 @@ def cmd_sweep(args):
     acc = sweep.checkpoint_rows(args.checkpoint, data_root=args.data) if args.checkpoint else []
     shape = "x".join(map(str, args.in_shape))
     paths = sweep.write_sweep(args.output, rows, title=f"{args.arch}, input {shape}, {args.classes} classes",
-                              board=args.board, accuracy_rows=acc, synth=args.synth)
+                              board=args.board, accuracy_rows=acc, synth=args.synth,
+                              inputs=(*args.checkpoint, args.data), force=args.force)
     print(sweep.markdown_table(rows), end="")
     print(f"wrote {', '.join(str(v) for v in paths.values())}")
+
+
+def cmd_cache(args):
+    if args.action == "info":
+        print(cache.format_info(cache.cache_info()))
+        return
+    if args.max_size is None and not args.all:
+        raise LowbitError("'lowbit cache clean' needs --max-size SIZE or --all",
+                          "pass --max-size 2G to keep the most recently used 2 GiB, or --all to empty the caches")
+    limit = None if args.all else cache.parse_size(args.max_size)
+    print(cache.format_clean(cache.cache_clean(max_bytes=limit)))
 
 
 def cmd_fuzz(args):
@@ -247,14 +308,14 @@ def build_parser():
     s.add_argument("--hidden", type=_hidden, default=None, help="MLP hidden widths, e.g. 64,64 (default)")
     s.add_argument("--format", default=None, metavar="FORMAT",
                    help="weight format: fp32, tiled (with --p) or a registry format (default bipolar)")
-    s.add_argument("--p", type=int, default=None, help="tile copies of the tiled format (2, 4, 8, ...)")
+    s.add_argument("--p", type=_positive, default=None, help="tile copies of the tiled format (2, 4, 8, ...)")
     s.add_argument("--act-bits", default=None,
                    help="activations: float (weights-only setting, float pixels), bipolar (default) or "
                         "K = 1..8 unsigned bits (hardware setting, thermometer inputs)")
-    s.add_argument("--epochs", type=int, default=None, help="total epochs (default 30)")
-    s.add_argument("--seed", type=int, default=None, help="default 0")
-    s.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 0.01)")
-    s.add_argument("--batch-size", type=int, default=None, help="default 64")
+    s.add_argument("--epochs", type=_positive, default=None, help="total epochs (default 30)")
+    s.add_argument("--seed", type=_seed, default=None, help="default 0")
+    s.add_argument("--lr", type=_lr, default=None, help="Adam learning rate in (0, 1] (default 0.01)")
+    s.add_argument("--batch-size", type=_positive, default=None, help="default 64")
     s.add_argument("--resume", default=None, metavar="CKPT",
                    help="continue this checkpoint up to --epochs in total (same optimizer state and batches)")
     s.set_defaults(func=cmd_train)
@@ -274,7 +335,7 @@ def build_parser():
     s.add_argument("--bits", type=int, required=True, help="bits per weight, 2..6")
     s.add_argument("--method", default="exponential", choices=["exponential", "linear"],
                    help="exponential (expq: ±a*q**k, q per layer) or linear levels")
-    s.add_argument("--q", type=float, default=None,
+    s.add_argument("--q", type=_finite, default=None,
                    help="fixed ratio q in (0, 1) for every layer (default: chosen per layer)")
     s.add_argument("-o", "--output", required=True, help="checkpoint to write")
     s.set_defaults(func=cmd_quantize)
@@ -282,6 +343,8 @@ def build_parser():
     s = sub.add_parser("sweep-accuracy",
                        help="train one architecture in every weight format: accuracy table and Pareto plot")
     s.add_argument("-o", "--output", default="build/sweep-accuracy", help="folder for the table, plot, checkpoints")
+    s.add_argument("--force", action="store_true",
+                   help="replace a lowbit folder of another kind (never a folder lowbit did not write)")
     s.add_argument("--dataset", default="digits", choices=DATASETS)
     s.add_argument("--data", default=None, help=DATA_HELP)
     s.add_argument("--arch", default="mlp:64,64")
@@ -289,25 +352,27 @@ def build_parser():
                    help="comma-separated (default fp32,bipolar,binary01,ternary,levels5,levels9,levels17,pow2,tiled)")
     s.add_argument("--settings", type=_list, default=["weights-only", "hardware"],
                    help="weights-only, hardware or both (default)")
-    s.add_argument("--p", type=int, default=4, help="tile copies of the tiled format (default 4)")
+    s.add_argument("--p", type=_positive, default=4, help="tile copies of the tiled format (default 4)")
     s.add_argument("--ptq-bits", type=_ptq_bits, default=[2, 3, 4, 5, 6],
                    help="bit budgets of the expq and linear PTQ rows, or 'none' (default 2,3,4,5,6)")
-    s.add_argument("--epochs", type=int, default=30)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--lr", type=float, default=None)
-    s.add_argument("--batch-size", type=int, default=None)
+    s.add_argument("--epochs", type=_positive, default=30)
+    s.add_argument("--seed", type=_seed, default=0)
+    s.add_argument("--lr", type=_lr, default=None)
+    s.add_argument("--batch-size", type=_positive, default=None)
     s.set_defaults(func=cmd_sweep_accuracy)
 
     s = sub.add_parser("compile", help="compile a checkpoint to Verilog + manifest")
     s.add_argument("checkpoint")
     s.add_argument("-o", "--output", required=True, help="build folder to create")
+    s.add_argument("--force", action="store_true",
+                   help="replace a lowbit folder of another kind (never a folder lowbit did not write)")
     g = s.add_mutually_exclusive_group()
     g.add_argument("--folding", help="PExSIMD per layer, e.g. 1x64,1x16,1x4")
-    g.add_argument("--target-cycles", type=int, help="cheapest folding with at most this many cycles/inference")
-    g.add_argument("--target-fps", type=float, help="cheapest folding reaching this many inferences/s at --clock")
+    g.add_argument("--target-cycles", type=_positive, help="cheapest folding with at most this many cycles/inference")
+    g.add_argument("--target-fps", type=_rate, help="cheapest folding reaching this many inferences/s at --clock")
     g.add_argument("--board", help="fastest folding whose estimate fits this board (see 'lowbit estimate')")
-    g.add_argument("--max-luts", type=int, help="fastest folding within this many estimated xc7 LUTs")
-    s.add_argument("--clock", type=float, default=100.0, help="clock in MHz for --target-fps (default 100)")
+    g.add_argument("--max-luts", type=_positive, help="fastest folding within this many estimated xc7 LUTs")
+    s.add_argument("--clock", type=_rate, default=100.0, help="clock in MHz for --target-fps (default 100)")
     s.add_argument("--data", default=None, help=DATA_HELP + " (to check the IR against PyTorch)")
     s.set_defaults(func=cmd_compile)
 
@@ -315,9 +380,9 @@ def build_parser():
     s.add_argument("build")
     s.add_argument("--dataset", default=None)
     s.add_argument("--data", default=None, help=DATA_HELP)
-    s.add_argument("--limit", type=int, default=None)
+    s.add_argument("--limit", type=_positive, default=None)
     s.add_argument("--no-stalls", action="store_true")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=_seed, default=0)
     s.set_defaults(func=cmd_sim)
 
     s = sub.add_parser("synth", help="Yosys resource counts for a build")
@@ -327,8 +392,10 @@ def build_parser():
 
     s = sub.add_parser("demo", help="train, compile, simulate and synthesize at two foldings")
     s.add_argument("-o", "--output", default="build/demo")
-    s.add_argument("--epochs", type=int, default=30)
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--force", action="store_true",
+                   help="replace a lowbit folder of another kind (never a folder lowbit did not write)")
+    s.add_argument("--epochs", type=_positive, default=30)
+    s.add_argument("--seed", type=_seed, default=0)
     s.add_argument("--family", default="xilinx", choices=["xilinx", "ice40", "ecp5"])
     s.set_defaults(func=cmd_demo)
 
@@ -342,6 +409,8 @@ def build_parser():
     s.add_argument("build")
     s.add_argument("--board", required=True, help="icebreaker, ulx3s, arty-a7-35, arty-z7-20")
     s.add_argument("-o", "--output", required=True, help="folder to create")
+    s.add_argument("--force", action="store_true",
+                   help="replace a lowbit folder of another kind (never a folder lowbit did not write)")
     s.set_defaults(func=cmd_build)
 
     s = sub.add_parser("fuzz", help="random small networks, each checked bit-exact: IR vs PyTorch, "
@@ -355,38 +424,71 @@ def build_parser():
     s = sub.add_parser("sweep", help="one architecture across weight formats and foldings: LUT, "
                                      "throughput, plots and a report (random weights)")
     s.add_argument("-o", "--output", default="build/sweep", help="folder to create (replaced atomically)")
+    s.add_argument("--force", action="store_true",
+                   help="replace a lowbit folder of another kind (never a folder lowbit did not write)")
     s.add_argument("--arch", default="mlp:64,64", help="mlp:H1,H2,... | cnn[:C1,C2[:F1,...]]")
     s.add_argument("--in-shape", type=_positive_list, default=[64],
                    help="input features (mlp) or H,W,C (cnn); default 64")
-    s.add_argument("--classes", type=int, default=10)
+    s.add_argument("--classes", type=_integer(2), default=10)
     s.add_argument("--formats", type=_list, default=None,
                    help="comma-separated (default bipolar,tiled,binary01,ternary,levels5,levels9,levels17,pow2)")
     s.add_argument("--target-cycles", type=_positive_list, default=[64, 256, 1024],
                    help="cycles per inference to fold for, comma-separated (default 64,256,1024)")
     s.add_argument("--board", default="arty-a7-35", help="icebreaker, ulx3s, arty-a7-35, arty-z7-20")
-    s.add_argument("--p", type=int, default=4, help="tile copies of the tiled format (default 4)")
-    s.add_argument("--min-compress-size", type=int, default=None,
+    s.add_argument("--p", type=_positive, default=4, help="tile copies of the tiled format (default 4)")
+    s.add_argument("--min-compress-size", type=_positive, default=None,
                    help="tiled: layers with fewer weights stay bipolar (default: the model's, 64k)")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=_seed, default=0)
     s.add_argument("--synth", action="store_true", help="also synthesize every design with Yosys (slow)")
     s.add_argument("--checkpoint", action="append", default=[],
                    help="a checkpoint from 'lowbit train' whose accuracy to plot against weight memory "
                         "(repeatable)")
     s.add_argument("--data", default=None, help=DATA_HELP)
     s.set_defaults(func=cmd_sweep)
+
+    s = sub.add_parser("cache", help="show the caches (Verilator builds, synthesis, place and route), or "
+                                     "bound their size")
+    s.add_argument("action", choices=["info", "clean"])
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--max-size", default=None, metavar="SIZE",
+                   help="clean: keep the most recently used entries within SIZE (e.g. 500M, 2G)")
+    g.add_argument("--all", action="store_true", help="clean: remove every entry")
+    s.set_defaults(func=cmd_cache)
     return p
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised where the program is, so that it unwinds as from Ctrl-C: every
+    temporary output is removed and every child process (simulator, Yosys, nextpnr) is killed."""
+
+    def __init__(self, signum):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _terminate(signum, frame):
+    raise Terminated(signum)
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    # Signal handlers can only be set from the main thread (the CLI's; not an embedding thread).
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = {sig: signal.signal(sig, _terminate) for sig in (signal.SIGTERM, signal.SIGHUP)} if main_thread else {}
     try:
         return args.func(args) or 0
     except LowbitError as e:
         print(f"lowbit {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except Terminated as e:
+        print(f"lowbit {args.command}: stopped by {e.args[0]}; nothing half-written is left", file=sys.stderr)
+        return 128 + e.signum
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 if __name__ == "__main__":

@@ -13,8 +13,8 @@ from lowbit.compiler.folding import most_folded
 from lowbit.core.files import atomic_dir, atomic_write_bytes, atomic_write_text
 
 from .folding import fold_for_cycles
-from .flow import (DEFAULT_EPOCHS, DEFAULT_HIDDEN, export_checkpoint, simulate_build, synth_build,
-                   train_checkpoint)
+from .flow import (DEFAULT_EPOCHS, DEFAULT_HIDDEN, export_checkpoint, simulate_build, simulation_problems,
+                   synth_build, train_checkpoint)
 
 # The parallel build must be at least 8x faster than the most folded one; 64x shows the trade-off.
 SPEEDUP = 64
@@ -27,9 +27,9 @@ COLUMNS = [
 
 
 def run_demo(out_dir="build/demo", *, hidden=DEFAULT_HIDDEN, epochs=DEFAULT_EPOCHS, seed=0,
-             family="xilinx", progress=True, log=print):
+             family="xilinx", progress=True, log=print, force=False):
     out_dir = Path(out_dir)
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, "demo", force=force) as tmp:
         log(f"[1/4] training a bipolar MLP {list(hidden)} on digits ({epochs} epochs, seed {seed})")
         metrics = train_checkpoint(tmp / "model.pt", hidden=hidden, epochs=epochs, seed=seed,
                                    progress=progress)
@@ -48,9 +48,11 @@ def run_demo(out_dir="build/demo", *, hidden=DEFAULT_HIDDEN, epochs=DEFAULT_EPOC
             log(f"[3/4] {label} ({folding}): Verilog, then Verilator over the test split with stalls")
             manifest = write_build(g, tmp / label)
             sim = simulate_build(tmp / label, progress=progress)
+            problems = simulation_problems(sim)
             log(f"      {sim['mismatches']} mismatches over {sim['images']} images, "
                 f"{sim['cycles_measured']} cycles/inference measured ({sim['cycles_predicted']} predicted), "
-                f"latency {sim['latency_measured']} ({sim['latency_predicted']} predicted)")
+                f"latency {sim['latency_measured']} ({sim['latency_predicted']} predicted)"
+                + "".join(f"\n      NOT AS PREDICTED: {p}" for p in problems))
             log(f"[4/4] {label}: Yosys synthesis ({family})")
             syn = synth_build(tmp / label, family)
             rows.append({
@@ -64,7 +66,7 @@ def run_demo(out_dir="build/demo", *, hidden=DEFAULT_HIDDEN, epochs=DEFAULT_EPOC
                 "luts": syn.luts, "ffs": syn.ffs, "brams": syn.brams,
                 "cycles_per_inference": sim["cycles_measured"],
                 "inferences_per_second_at_100mhz": 100e6 / manifest["cycles_per_inference"],
-                "_detail": {"label": label, "sim": sim, "synth_device": syn.device,
+                "_detail": {"label": label, "sim": sim, "problems": problems, "synth_device": syn.device,
                             "latency_cycles": manifest["latency_cycles"], "layers": manifest["layers"]},
             })
         report = {

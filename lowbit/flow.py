@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 
 from lowbit.boards.synth import synthesize
-from lowbit.compiler.build import load_build, write_build
+from lowbit.compiler.build import BUILD_KIND, load_build, write_build
 from lowbit.compiler.folding import apply_folding, most_folded, parse_folding
 from lowbit.compiler.passes import choose_memories, remove_identities
 from lowbit.core.errors import LowbitError
+from lowbit.core.files import claim_output_dir
 from lowbit.hw.payload import VectorFormat
 from lowbit.model.data import load_hardware_dataset
 from lowbit.sim.runner import StallConfig, run_stream
@@ -63,7 +64,15 @@ def export_checkpoint(ckpt, data_root=None):
     model, meta = load_checkpoint(ckpt)
     graph = export_model(model, {"input": meta["input"], "dataset": meta.get("dataset"),
                                  "formats": meta["formats"]})
+    if meta.get("dataset") is None:
+        raise LowbitError(f"checkpoint {str(ckpt)!r} does not name its dataset",
+                          "re-create it with 'lowbit train'")
     ds, enc = load_hardware_dataset(meta["dataset"]["name"], meta["dataset"]["seed"], data_root)
+    recorded = {k: v for k, v in meta["input"].items() if k != "image_shape"}
+    if recorded != enc.to_dict():
+        raise LowbitError(f"checkpoint {str(ckpt)!r} records the input encoding {recorded}, not the "
+                          f"{meta['dataset']['name']} encoding {enc.to_dict()} that lowbit compiles and "
+                          "simulates with", "re-create the checkpoint with 'lowbit train'")
     check = compare_with_torch(model, graph, enc(ds.x_test), ds.y_test)
     if check["export_errors"] or any(check["activation_mismatches"].values()):
         raise LowbitError(f"the IR does not reproduce the PyTorch model: {check}",
@@ -89,25 +98,29 @@ def fold(graph, *, folding=None, target_cycles=None, board=None, max_luts=None):
     return most_folded(graph)
 
 
-def compile_graph(graph, out_dir, *, folding=None, target_cycles=None, board=None, max_luts=None):
+def compile_graph(graph, out_dir, *, folding=None, target_cycles=None, board=None, max_luts=None,
+                  inputs=(), force=False):
     """IR graph -> build folder (Verilog, memory files, manifest.json, graph.npz); returns the manifest.
 
     The graph may come from :func:`export_checkpoint` or be built from numpy arrays with the ops
     of :mod:`lowbit.compiler.ir` (a network trained elsewhere); the passes, the folding (as
     :func:`fold`) and the code generation are the same.
     """
+    claim_output_dir(out_dir, BUILD_KIND, inputs=inputs, force=force)  # before any work
     graph = remove_identities(graph)
     graph = fold(graph, folding=folding, target_cycles=target_cycles, board=board, max_luts=max_luts)
-    return write_build(choose_memories(graph), out_dir)
+    return write_build(choose_memories(graph), out_dir, inputs=inputs, force=force)
 
 
 def compile_checkpoint(ckpt, out_dir, *, folding=None, target_cycles=None, board=None, max_luts=None,
-                       data_root=None):
+                       data_root=None, force=False):
     """Checkpoint -> build folder (Verilog, manifest.json, graph.npz). Returns the manifest and
     the IR-vs-PyTorch check."""
+    inputs = (ckpt, data_root)
+    claim_output_dir(out_dir, BUILD_KIND, inputs=inputs, force=force)  # before any work
     graph, check = export_checkpoint(ckpt, data_root)
     return compile_graph(graph, out_dir, folding=folding, target_cycles=target_cycles, board=board,
-                         max_luts=max_luts), check
+                         max_luts=max_luts, inputs=inputs, force=force), check
 
 
 def simulate_build(build_dir, *, dataset=None, limit=None, stalls=True, seed=0, timing_items=8,
@@ -174,6 +187,21 @@ def simulate_build(build_dir, *, dataset=None, limit=None, stalls=True, seed=0, 
         "idle_fraction_out": result.out_idle_fraction,
         "sim_seconds": result.seconds,
     }
+
+
+def simulation_problems(report):
+    """What a simulation report (:func:`simulate_build`) got wrong, one line each; empty when the
+    hardware matched the reference word for word and its cycles and latency were as predicted."""
+    problems = []
+    if report["mismatches"]:
+        problems.append(f"{report['mismatches']} output words differ from the IR reference")
+    if report["cycles_measured"] != report["cycles_predicted"]:
+        problems.append(f"measured {report['cycles_measured']} cycles per inference, the manifest "
+                        f"predicts {report['cycles_predicted']}")
+    if report["latency_predicted"] is not None and report["latency_measured"] != report["latency_predicted"]:
+        problems.append(f"measured a latency of {report['latency_measured']} cycles, the manifest "
+                        f"predicts {report['latency_predicted']}")
+    return problems
 
 
 def synth_build(build_dir, family="xilinx"):

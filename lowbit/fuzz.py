@@ -293,7 +293,7 @@ def _is_toolchain_error(error):
 def save_reproduction(result, out_dir):
     """Write ``out_dir/seed-<seed>/``: ``case.json`` (arch, folding, problems) and ``graph.npz``."""
     path = Path(out_dir) / f"seed-{result.seed}"
-    with atomic_dir(path) as tmp:
+    with atomic_dir(path, "fuzz-case") as tmp:
         info = {**result.case, "summary": result.summary, "problems": result.problems,
                 "replay": f"lowbit fuzz --n 1 --seed {result.seed}", "error": result.error}
         atomic_write_text(tmp / "case.json", json.dumps(info, indent=2) + "\n")

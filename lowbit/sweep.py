@@ -21,13 +21,15 @@ from lowbit.boards.synth import synthesize
 from lowbit.compiler.codegen import build_manifest, describe, generate_verilog
 from lowbit.core.errors import LowbitError
 from lowbit.core.files import atomic_dir
-from lowbit.core.formats import weight_format
+from lowbit.core.formats import format_family, weight_format
 
 from .folding import fold_for_cycles
-from .training import parse_arch
+from .training import parse_arch, weight_memory
 
-__all__ = ["DEFAULT_FORMATS", "DEFAULT_TARGETS", "random_model_arch", "sweep_resources",
+__all__ = ["SWEEP_KIND", "DEFAULT_FORMATS", "DEFAULT_TARGETS", "random_model_arch", "sweep_resources",
            "checkpoint_rows", "markdown_table", "write_sweep"]
+
+SWEEP_KIND = "sweep"
 
 DEFAULT_FORMATS = ("bipolar", "tiled", "binary01", "ternary", "levels5", "levels9", "levels17",
                    "pow2")
@@ -36,12 +38,6 @@ DEFAULT_TARGETS = (64, 256, 1024)
 # formats on 2-bit unsigned activations, the smallest with zero and more than one non-zero level.
 _ONE_BIT = ("bipolar", "tiled", "binary01")
 _MULTI_LEVEL_ACT = "u2"
-
-
-def _bits_per_weight(fmt, p):
-    if fmt == "tiled":
-        return 1 / p
-    return math.log2(len(weight_format(fmt).levels))
 
 
 def random_model_arch(arch, fmt, *, in_shape, classes, p=4, min_compress_size=None):
@@ -112,16 +108,23 @@ def sweep_resources(arch="mlp:64,64", *, in_shape=(64,), classes=10, formats=DEF
     board = get_board(board)
     if not formats:
         raise LowbitError("the sweep needs at least one weight format", "pass --formats bipolar,ternary")
+    # Every name and number is checked before the first model is built.
+    for fmt in formats:
+        if fmt == "tiled":
+            format_family("tiled").check(p)
+        else:
+            weight_format(fmt)
     rows = []
     for fmt in formats:
-        if fmt != "tiled":
-            weight_format(fmt)
         arch_dict = random_model_arch(arch, fmt, in_shape=in_shape, classes=classes, p=p,
                                       min_compress_size=min_compress_size)
-        graph = export_model(_random_model(arch_dict, seed), {"source": f"random weights, seed {seed}"})
+        model = _random_model(arch_dict, seed)
+        graph = export_model(model, {"source": f"random weights, seed {seed}"})
+        # The model's own bits per weight: a layer too small to tile stays one bit per weight.
+        bits_per_weight = weight_memory(model)["bits_per_weight"]
         for target in targets:
             row = {"format": fmt if fmt != "tiled" else f"tiled p={p}", "act": arch_dict["act"],
-                   "bits_per_weight": round(_bits_per_weight(fmt, p), 3), "target_cycles": target,
+                   "bits_per_weight": round(bits_per_weight, 3), "target_cycles": target,
                    "error": None}
             try:
                 folded = fold_for_cycles(graph, target)
@@ -248,7 +251,7 @@ def plot_accuracy_vs_memory(acc_rows, title):
     return _png(fig)
 
 
-def write_sweep(out_dir, rows, *, title, board, accuracy_rows=(), synth=False):
+def write_sweep(out_dir, rows, *, title, board, accuracy_rows=(), synth=False, inputs=(), force=False):
     """Write ``sweep.md``, ``sweep.json`` and the PNG plots into ``out_dir`` (atomically).
 
     Returns the paths written, by kind.
@@ -273,7 +276,7 @@ def write_sweep(out_dir, rows, *, title, board, accuracy_rows=(), synth=False):
             f"| {r['checkpoint']} | {r['format']} | {r['setting']} | {r['bits_per_weight']:.2f} | "
             f"{r['weight_memory_bytes']} | {100 * r['accuracy']:.2f} % |\n" for r in accuracy_rows)
     report.append("\n" + "".join(f"![{k}]({v})\n" for k, v in names.items() if v.endswith(".png")))
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, SWEEP_KIND, inputs=inputs, force=force) as tmp:
         (tmp / names["report"]).write_text("\n".join(report), encoding="utf-8")
         (tmp / names["json"]).write_text(json.dumps(
             {"title": title, "board": board, "rows": rows, "accuracy": list(accuracy_rows)},

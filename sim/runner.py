@@ -22,7 +22,7 @@ from lowbit.core.errors import LowbitError
 from lowbit.core.files import atomic_write_text, ensure_writable_dir
 
 from . import toolchain
-from .build import STREAM_PORTS, build_simulation
+from .build import STREAM_PORTS, build_simulation, test_runner
 from .harness import HARNESS_NAME, batch_depth, design_ports, harness_verilog
 from .job import JOB_ENV
 
@@ -367,9 +367,14 @@ def run_phases(verilog, top, phases, *, seed=0, simulator="verilator", waves=Fal
                            simulator=simulator)
     temporary = workdir is None
     workdir = _fresh_workdir(workdir, wave_name)
-    job_path, nonce = _write_job(workdir, phases, seed, period_ns, wave_format, wave_window)
-    seconds, failure = _run_cocotb(sim, simulator, TESTBENCHES[testbench], toplevel, workdir,
-                                   job_path, seed, wave_format, verbose)
+    try:
+        job_path, nonce = _write_job(workdir, phases, seed, period_ns, wave_format, wave_window)
+        seconds, failure = _run_cocotb(sim, simulator, TESTBENCHES[testbench], toplevel, workdir,
+                                       job_path, seed, wave_format, verbose)
+    except KeyboardInterrupt:  # Ctrl-C or a stopping signal: nothing half-run is kept
+        if temporary:
+            shutil.rmtree(workdir, ignore_errors=True)
+        raise
     results = _job_results(top, workdir, nonce, failure, verbose)
     wave_file = workdir / wave_name if wave_name else None
     if wave_file is None and temporary:
@@ -460,9 +465,8 @@ def _run_cocotb(sim, simulator, test_module, toplevel, workdir, job_path, seed, 
                 verbose):
     """Run the cocotb test on the built simulation; return its wall time and why it failed, or None."""
     from cocotb_tools.check_results import get_results
-    from cocotb_tools.runner import get_runner
 
-    runner = get_runner(simulator)
+    runner = test_runner(simulator)
     results_xml = workdir / _RESULTS_XML
     t0 = time.perf_counter()
     failure = None

@@ -21,7 +21,9 @@ def test_build_folder_and_manifest(tmp_path, digits_graph):
     graph = most_folded(digits_graph[0])
     manifest = write_build(graph, tmp_path / "b")
     files = sorted(p.name for p in (tmp_path / "b").iterdir())
-    assert files == ["graph.npz", "lowbit_top.v", "manifest.json"]
+    assert files == [".lowbit.json", "graph.npz", "lowbit_top.v", "manifest.json"]
+    marker = json.loads((tmp_path / "b" / ".lowbit.json").read_text())
+    assert marker["kind"] == "build" and marker["files"] == ["graph.npz", "lowbit_top.v", "manifest.json"]
     on_disk = json.loads((tmp_path / "b" / "manifest.json").read_text())
     assert on_disk == json.loads(json.dumps(manifest))
     shapes = [(l["mh"], l["mw"], l["pe"], l["simd"]) for l in manifest["layers"]]
@@ -58,7 +60,7 @@ def test_build_is_byte_identical_across_runs(tmp_path, digits_graph):
     write_build(graph, tmp_path / "b")
     names = sorted(p.name for p in (tmp_path / "a").iterdir())
     assert names == sorted(p.name for p in (tmp_path / "b").iterdir()) == \
-        ["graph.npz", "lowbit_top.v", "manifest.json"]
+        [".lowbit.json", "graph.npz", "lowbit_top.v", "manifest.json"]
     for name in names:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
 

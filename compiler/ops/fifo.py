@@ -7,6 +7,7 @@ estimator prices it as an entry ``{"op": "fifo", "depth", "bits"}``.
 
 import math
 
+from lowbit.core.schema import POSITIVE
 from lowbit.hw.fabric import lutram_luts, mux_luts, ram_brams
 from lowbit.hw.fifo import StreamFIFO
 from lowbit.hw.payload import VectorFormat
@@ -20,6 +21,7 @@ class Fifo(EngineCost):
     """The stream FIFO: its engine, its manifest entries and its cost."""
 
     engine_op = "fifo"
+    entry_fields = {"depth": POSITIVE, "bits": POSITIVE}
 
     @staticmethod
     def engine(fmt, depth):

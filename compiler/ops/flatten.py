@@ -9,10 +9,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from lowbit.core.errors import LowbitError
+from lowbit.core.schema import POSITIVE, list_of
 from lowbit.core.types import BIPOLAR, ValueType
 from lowbit.hw.collect import Collect
 
-from ..graph import Op, type_record
+from ..graph import TYPE_RECORD, Op, type_record
 from ..lowering import Layer, engine_format, sample_engine
 
 __all__ = ["Flatten"]
@@ -26,6 +27,8 @@ class Flatten(Op):
     in_shape: tuple
     in_type: ValueType = BIPOLAR
     engine_op = "collect"
+    record_fields = {"in_shape": list_of(POSITIVE, length=3), "in_type": TYPE_RECORD}
+    entry_fields = {"in_shape": list_of(POSITIVE, length=3)}
 
     def __post_init__(self):
         shape = tuple(int(v) for v in self.in_shape)

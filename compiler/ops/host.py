@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lowbit.core.errors import LowbitError
+from lowbit.core.schema import POSITIVE
 
 from ..graph import Op, check_last_axis
 
@@ -26,6 +27,7 @@ class HostAffine(Op):
     scale: np.ndarray
     shift: np.ndarray
     host = True
+    record_arrays = ("scale", "shift")
 
     def __post_init__(self):
         for attr in ("scale", "shift"):
@@ -69,6 +71,7 @@ class ArgMax(Op):
     channels: int
     host = True
     out_features = 1
+    record_fields = {"channels": POSITIVE}
 
     @property
     def in_features(self):

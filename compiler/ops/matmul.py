@@ -15,18 +15,28 @@ import numpy as np
 from lowbit.core.bounds import dot_bounds
 from lowbit.core.errors import LowbitError
 from lowbit.core.formats import weight_format
+from lowbit.core.schema import NATURAL, POSITIVE, TEXT, Check, Record, list_of, one_of, optional
 from lowbit.core.types import BIPOLAR, ValueType, int_type_for
 from lowbit.hw.fabric import LUT_BITS, isolated_rom, mux_luts, rom_brams, rom_depth_class, rom_logic_luts, rom_luts
 from lowbit.hw.lanes import lane_counters, signed_digits
 from lowbit.hw.mvau import MatrixVectorUnit
 from lowbit.hw.payload import VectorFormat
 
-from ..graph import Folding, Op, check_folding, check_last_axis, int_array, type_record
+from ..graph import TYPE_RECORD, Folding, Op, check_folding, check_last_axis, int_array, type_record
 from .threshold import MultiThreshold
 
 __all__ = ["MatMul", "WEIGHT_MEMORIES", "table_product_luts"]
 
 WEIGHT_MEMORIES = ("auto", "block", "lut", "const")
+
+def _is_weight_format(name):
+    try:
+        return isinstance(name, str) and weight_format(name) is not None
+    except LowbitError:
+        return False
+
+
+WEIGHT_FORMAT = Check("a weight format of the registry", _is_weight_format)
 
 # Yosys' synth_xilinx maps a lane's multiplier to a DSP48E1 once its signed operands add up to
 # 10 bits or more (bracketed by the sweep: 4 x 5 and 5 x 4 stay in LUTs, 5 x 5 and 3 x 9 map).
@@ -68,6 +78,17 @@ class MatMul(Op):
     weight_memory: str = "auto"
     foldable = True
     engine_op = "mvau"
+    record_fields = {"weight_format": WEIGHT_FORMAT, "in_type": TYPE_RECORD, "copies": POSITIVE,
+                     "weight_memory": one_of(*WEIGHT_MEMORIES), "folding": optional(list_of(POSITIVE, length=2))}
+    record_defaults = {"copies": 1, "weight_memory": "auto"}
+    record_arrays = ("weights",)
+    entry_fields = {
+        "lane": TEXT, "accumulator_bits": POSITIVE, "weight_format": WEIGHT_FORMAT,
+        "mh": POSITIVE, "mw": POSITIVE, "copies": POSITIVE, "pe": POSITIVE, "simd": POSITIVE,
+        "neuron_folds": POSITIVE, "synapse_folds": POSITIVE,
+        "weight_memory": Record({"depth": POSITIVE, "width": POSITIVE, "bits": POSITIVE}),
+        "threshold_levels": NATURAL,
+    }
 
     def __post_init__(self):
         object.__setattr__(self, "weights", int_array(f"{self.name}: weights", self.weights, 2))

@@ -13,10 +13,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from lowbit.core.errors import LowbitError
+from lowbit.core.schema import POSITIVE
 from lowbit.core.types import BIPOLAR, ValueType, int_type_for
 from lowbit.hw.normalize import NormalizeSign as NormalizeSignUnit
 
-from ..graph import Op, divisors, type_record
+from ..graph import TYPE_RECORD, Op, divisors, type_record
 from ..lowering import Layer, engine_format, sample_engine
 
 __all__ = ["NormalizeSign", "normalize_sign_bounds"]
@@ -73,6 +74,9 @@ class NormalizeSign(Op):
     offset: np.ndarray = None
     pe: int = 1
     engine_op = "normalize_sign"
+    record_fields = {"channels": POSITIVE, "in_type": TYPE_RECORD, "pe": POSITIVE}
+    record_defaults = {"pe": 1}
+    entry_fields = {"channels": POSITIVE, "pe": POSITIVE}
 
     def __post_init__(self):
         if not isinstance(self.channels, int) or isinstance(self.channels, bool) or self.channels < 1:

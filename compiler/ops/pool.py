@@ -8,10 +8,11 @@ compare-and-select for integers.
 from dataclasses import dataclass
 
 from lowbit.core.errors import LowbitError
+from lowbit.core.schema import POSITIVE
 from lowbit.core.types import BIPOLAR, ValueType
 from lowbit.hw.pool import MaxPool as MaxPoolUnit
 
-from ..graph import type_record
+from ..graph import TYPE_RECORD, type_record
 from ..lowering import Layer, engine_format, sample_engine
 from .window import Windowed, feature_map
 
@@ -46,6 +47,7 @@ class MaxPool(Windowed):
     in_type: ValueType = BIPOLAR
     pad = 0
     engine_op = "maxpool"
+    record_fields = {"channels": POSITIVE, "kernel": POSITIVE, "stride": POSITIVE, "in_type": TYPE_RECORD}
     pad_field = False
 
     def __post_init__(self):

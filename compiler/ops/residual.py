@@ -17,12 +17,13 @@ import numpy as np
 
 from lowbit.core.errors import LowbitError
 from lowbit.core.resources import Resources
+from lowbit.core.schema import DICT, POSITIVE, TEXT, list_of
 from lowbit.core.types import ValueType, int_type_for
 from lowbit.hw.fabric import lutram_luts
 from lowbit.hw.residual import ResidualBlock
 
 from ..cost import xilinx_only
-from ..graph import Op, accepts, flat_nodes, type_record
+from ..graph import TYPE_RECORD, Op, accepts, flat_nodes, type_record
 from ..lowering import body_layers, compute_engines, engine_cycles, fifo_engines, layer_entry
 
 __all__ = ["Residual", "RESIDUAL_XILINX"]
@@ -71,6 +72,10 @@ class Residual(Op):
     body: tuple
     in_type: ValueType
     engine_op = "residual"
+    record_fields = {"body": POSITIVE, "in_type": TYPE_RECORD}
+    # The body's entries are checked as layers of the manifest (lowbit.compiler.build).
+    entry_fields = {"skip_depth": POSITIVE, "in_shape": list_of(POSITIVE, least=1), "body_kind": TEXT,
+                    "body_fifos": list_of(POSITIVE), "body": list_of(DICT, least=1)}
 
     def __post_init__(self):
         body = tuple(self.body)

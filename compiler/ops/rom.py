@@ -8,6 +8,7 @@ distinct ROM bit by depth class that every engine's ROMs are priced by.
 
 import numpy as np
 
+from lowbit.core.schema import POSITIVE
 from lowbit.hw.fabric import distinct_columns, rom_brams, rom_class, rom_luts
 from lowbit.hw.rom import ROM
 
@@ -20,6 +21,7 @@ class Rom(EngineCost):
     """The lone ROM: its entry ``{"op": "rom", "depth", "width"}`` and its cost."""
 
     engine_op = "rom"
+    entry_fields = {"depth": POSITIVE, "width": POSITIVE}
     priced_by_structure = True
 
     @classmethod

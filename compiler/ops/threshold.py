@@ -10,12 +10,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from lowbit.core.errors import LowbitError
+from lowbit.core.schema import POSITIVE
 from lowbit.core.types import BIPOLAR, ValueType
 from lowbit.hw.payload import VectorFormat
 from lowbit.hw.threshold import MultiThresholdUnit
 
 from ..cost import xilinx_only
-from ..graph import Op, check_last_axis, int_array, type_record
+from ..graph import TYPE_RECORD, Op, check_last_axis, int_array, type_record
 
 __all__ = ["MultiThreshold", "THRESHOLD_XILINX"]
 
@@ -54,6 +55,9 @@ class MultiThreshold(Op):
     out_type: ValueType = BIPOLAR
     invert: np.ndarray = None
     engine_op = "threshold"
+    record_fields = {"in_type": TYPE_RECORD, "out_type": TYPE_RECORD}
+    record_arrays = ("thresholds",)
+    entry_fields = {"channels": POSITIVE, "levels": POSITIVE, "pe": POSITIVE}
 
     def __post_init__(self):
         t = int_array(f"{self.name}: thresholds", self.thresholds, 2)

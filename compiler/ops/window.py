@@ -13,11 +13,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from lowbit.core.errors import LowbitError
+from lowbit.core.schema import INTEGER, NATURAL, POSITIVE, list_of, optional
 from lowbit.core.types import BIPOLAR, ValueType
 from lowbit.hw.fabric import lutram_luts, mux_luts, ram_brams
 from lowbit.hw.window import SlidingWindow as SlidingWindowUnit
 
-from ..graph import Op, type_record
+from ..graph import TYPE_RECORD, Op, type_record
 from ..lowering import Layer, engine_format, sample_engine
 
 __all__ = ["SlidingWindow", "Windowed"]
@@ -44,6 +45,8 @@ class Windowed(Op):
     and the cost of the scan engine they lower to (counters, line memories)."""
 
     pad_field = True  # its manifest entry carries "pad" (a pool has none)
+    entry_fields = {"kernel": POSITIVE, "stride": POSITIVE, "in_shape": list_of(POSITIVE, length=3),
+                    "buffer_pixels": NATURAL}
 
     def _check_geometry(self):
         if not isinstance(self.in_type, ValueType):
@@ -199,6 +202,8 @@ class SlidingWindow(Windowed):
     pad_value: int = None
     in_type: ValueType = BIPOLAR
     engine_op = "sliding_window"
+    record_fields = {"channels": POSITIVE, "kernel": POSITIVE, "stride": POSITIVE, "pad": NATURAL,
+                     "pad_value": optional(INTEGER), "in_type": TYPE_RECORD}
 
     def __post_init__(self):
         self._check_geometry()
