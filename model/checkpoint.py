@@ -28,7 +28,12 @@ _THERMOMETER = Record({"thresholds": list_of(NATURAL, least=1)})
 
 
 def save_checkpoint(path, model, *, formats, input_encoding, extra=None):
-    """Write ``model`` and its metadata to ``path`` atomically (temporary file, then rename)."""
+    """Write ``model`` and its metadata to ``path`` atomically (temporary file, then rename).
+
+    ``input_encoding`` is checked first, so a checkpoint that could not be loaded back is never written.
+    """
+    _check_input(dict(input_encoding), what="input_encoding", fix="pass the record that "
+                 "'lowbit.training.input_encoding' returns (encoding, image_shape, thresholds)")
     payload = {
         "lowbit_version": __version__,
         "arch": model.arch,
@@ -40,6 +45,12 @@ def save_checkpoint(path, model, *, formats, input_encoding, extra=None):
     buf = io.BytesIO()
     torch.save(payload, buf)
     atomic_write_bytes(path, buf.getvalue())
+
+
+def _check_input(record, *, what, fix):
+    validate(record, _INPUT, what=what, fix=fix)
+    if record["encoding"] == "thermometer":
+        validate(record, _THERMOMETER, what=what, fix=fix)
 
 
 def is_lowbit_checkpoint(path):
@@ -73,8 +84,7 @@ def load_checkpoint(path):
                           "pass a checkpoint written by 'lowbit train'")
     what = f"checkpoint {str(path)!r}"
     validate(payload, CHECKPOINT, what=what, fix=_FIX)
-    if payload["input"]["encoding"] == "thermometer":
-        validate(payload["input"], _THERMOMETER, what=what + ", field input", fix=_FIX)
+    _check_input(payload["input"], what=what + ", field input", fix=_FIX)
     try:
         model = build_model(payload["arch"])
     except (KeyError, TypeError, ValueError, IndexError) as e:

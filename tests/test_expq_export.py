@@ -146,7 +146,8 @@ def test_checkpoint_round_trip(tmp_path):
     for method, q in (("exponential", 0.7), ("linear", None)):
         m, _ = ptq(_fp32(CNN), 3, method, q)
         save_checkpoint(tmp_path / "q.pt", m, formats={"weights": m.arch["weight_format"]},
-                        input_encoding={"encoding": "thermometer"})
+                        input_encoding={"encoding": "thermometer", "thresholds": [1],
+                                        "image_shape": [12, 12, 2]})
         back, meta = load_checkpoint(tmp_path / "q.pt")
         assert back.arch == m.arch and meta["arch"]["ptq"]["method"] == method
         sd, sd_back = m.state_dict(), back.state_dict()

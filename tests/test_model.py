@@ -61,11 +61,14 @@ def test_digits_split_is_fixed_and_large_enough():
     assert np.array_equal(a.x_test, b.x_test)
 
 
+_ENCODING = {"encoding": "thermometer", "thresholds": [1], "image_shape": [4, 4, 1]}
+
+
 def test_checkpoint_round_trip(tmp_path):
     m = LowbitMLP(16, [8], 3)
     path = tmp_path / "m.pt"
     save_checkpoint(path, m, formats={"weights": "bipolar", "activations": "bipolar"},
-                    input_encoding={"encoding": "thermometer", "thresholds": [1]})
+                    input_encoding=_ENCODING)
     model, meta = load_checkpoint(path)
     assert meta["formats"] == {"weights": "bipolar", "activations": "bipolar"}
     assert meta["arch"]["hidden"] == [8]
@@ -77,7 +80,7 @@ def test_checkpoint_round_trip(tmp_path):
 def test_corrupt_and_truncated_checkpoints_give_clear_errors(tmp_path):
     m = LowbitMLP(16, [8], 3)
     good = tmp_path / "m.pt"
-    save_checkpoint(good, m, formats={}, input_encoding={})
+    save_checkpoint(good, m, formats={}, input_encoding=_ENCODING)
     truncated = tmp_path / "t.pt"
     truncated.write_bytes(good.read_bytes()[:200])
     with pytest.raises(LowbitError, match="is corrupt or truncated"):
@@ -90,12 +93,22 @@ def test_corrupt_and_truncated_checkpoints_give_clear_errors(tmp_path):
         load_checkpoint(other)
 
 
+def test_an_incomplete_input_record_is_refused_and_nothing_written(tmp_path):
+    m = LowbitMLP(16, [8], 3)
+    with pytest.raises(LowbitError, match="input_encoding: field image_shape is missing"):
+        save_checkpoint(tmp_path / "m.pt", m, formats={}, input_encoding={"encoding": "float"})
+    with pytest.raises(LowbitError, match="input_encoding: field thresholds is missing"):
+        save_checkpoint(tmp_path / "m.pt", m, formats={},
+                        input_encoding={"encoding": "thermometer", "image_shape": [4, 4, 1]})
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_nan_weights_are_rejected(tmp_path):
     m = LowbitMLP(16, [8], 3)
     with torch.no_grad():
         m.linears[0].weight[0, 0] = float("nan")
     path = tmp_path / "nan.pt"
-    save_checkpoint(path, m, formats={}, input_encoding={})
+    save_checkpoint(path, m, formats={}, input_encoding=_ENCODING)
     with pytest.raises(LowbitError, match="non-finite values in stages.0.layer.weight"):
         load_checkpoint(path)
 

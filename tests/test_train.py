@@ -15,7 +15,10 @@ from lowbit.training import encode_inputs, parse_act, parse_arch, weight_memory
 
 
 def run(capsys, *args):
-    rc = main([str(a) for a in args])
+    try:
+        rc = main([str(a) for a in args])
+    except SystemExit as e:  # argparse refuses bad option values itself
+        rc = e.code
     out, err = capsys.readouterr()
     return rc, out, err
 
@@ -130,7 +133,7 @@ def test_resume_errors(tmp_path, capsys):
     (["--arch", "rnn:4"], "unknown architecture 'rnn:4'"),
     (["--arch", "vit:width=3"], "bad ViT option 'width=3'"),
     (["--arch", "mlp:4", "--hidden", "8"], "give either --arch or --hidden"),
-    (["--epochs", "0"], "epochs must be at least 1, not 0"),
+    (["--epochs", "0"], "argument --epochs: must be an integer >= 1, not '0'"),
 ])
 def test_bad_train_options_exit_2_and_write_nothing(tmp_path, capsys, args, message):
     rc, _, err = run(capsys, "train", *args, "-o", tmp_path / "m.pt")
