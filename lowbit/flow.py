@@ -142,7 +142,7 @@ def simulate_build(build_dir, *, dataset=None, limit=None, stalls=True, seed=0, 
         if name != ds_meta["name"]:
             raise LowbitError(f"this build was trained on {ds_meta['name']!r}, not {name!r}",
                               f"drop --dataset or pass --dataset {ds_meta['name']}")
-        ds, enc = load_hardware_dataset(name, ds_meta["seed"], data_root)
+        ds, enc = load_hardware_dataset(name, ds_meta["seed"], data_root, graph.meta.get("input"))
         x, y = enc(ds.x_test), ds.y_test
     else:
         if dataset is not None:

@@ -28,7 +28,7 @@ from lowbit.core.errors import LowbitError
 
 __all__ = ["Dataset", "load_digits_split", "Thermometer", "DATASET_NAMES", "DATA_ENV",
            "load_dataset", "load_idx_dataset", "load_cifar10", "THERMOMETER_LEVELS",
-           "load_hardware_dataset"]
+           "load_hardware_dataset", "QuantInput"]
 
 DATASET_NAMES = ("digits", "mnist", "fashion-mnist", "cifar10")
 """Names accepted by :func:`load_dataset`."""
@@ -98,6 +98,45 @@ class Thermometer:
         return cls(tuple(int(v) for v in d["thresholds"]))
 
 
+@dataclass(frozen=True)
+class QuantInput:
+    """The input quantizer of an imported model, applied to images scaled to [0, 1].
+
+    The model's float input is ``pixels / max_value`` in float32 (the usual ``ToTensor``
+    convention); the quantizer is QONNX's: ``q = clip(round_half_even(x / scale + zero_point), lo,
+    hi) - zero_point`` for ``int``/``uint``, and ``+1 if x >= 0 else -1`` for ``bipolar``. The
+    hardware receives ``q``.
+    """
+
+    kind: str
+    bits: int
+    scale: float
+    zero_point: float
+    lo: int
+    hi: int
+    max_value: int
+
+    def floats(self, x):
+        """The model's float input for integer images."""
+        return np.asarray(x, dtype=np.float32) / np.float32(self.max_value)
+
+    def __call__(self, x):
+        f = self.floats(x)
+        if self.kind == "bipolar":
+            return np.where(f >= 0, 1, -1).astype(np.int64)
+        q = np.clip(np.round(f / np.float32(self.scale) + np.float32(self.zero_point)), self.lo, self.hi)
+        return (q - np.float32(self.zero_point)).astype(np.int64)
+
+    def to_dict(self):
+        return {"encoding": "quant", "kind": self.kind, "bits": self.bits, "scale": self.scale,
+                "zero_point": self.zero_point, "lo": self.lo, "hi": self.hi, "max_value": self.max_value}
+
+    @classmethod
+    def from_dict(cls, d):
+        return cls(str(d["kind"]), int(d["bits"]), float(d["scale"]), float(d["zero_point"]),
+                   int(d["lo"]), int(d["hi"]), int(d["max_value"]))
+
+
 def load_dataset(name, root=None, seed=0):
     """A dataset by name.
 
@@ -134,9 +173,13 @@ def load_dataset(name, root=None, seed=0):
 THERMOMETER_LEVELS = {"digits": 4, "mnist": 1, "fashion-mnist": 1}
 
 
-def load_hardware_dataset(name, seed=0, root=None):
-    """A flat-image dataset and the thermometer code of its inputs in the hardware setting, by
-    name (``root``: folder of file-based data)."""
+def load_hardware_dataset(name, seed=0, root=None, encoding=None):
+    """A flat-image dataset and the code of its inputs in the hardware setting, by name (``root``:
+    folder of file-based data): the thermometer code, or the recorded ``encoding`` of an imported
+    model (a :meth:`QuantInput.to_dict` record)."""
+    if encoding is not None and encoding.get("encoding") == "quant":
+        ds = load_dataset(name, root=root, seed=seed)
+        return ds, QuantInput.from_dict(encoding)
     if name not in THERMOMETER_LEVELS:
         raise LowbitError(f"dataset {name!r} has no MLP input encoding yet",
                           f"datasets for the MLP flow: {', '.join(THERMOMETER_LEVELS)}")
