@@ -16,7 +16,7 @@ from lowbit.core.errors import LowbitError
 from lowbit.core.files import claim_output_dir
 
 from .demo import run_demo
-from .flow import (compile_checkpoint, evaluate_checkpoint, export_checkpoint, fold, simulate_build,
+from .flow import (compile_checkpoint, evaluate_checkpoint, export_checkpoint, fold, import_onnx, simulate_build,
                    simulation_problems, synth_build, train_checkpoint)
 from .fuzz import fuzz, summary_text
 from . import cache, sweep, sweep_accuracy
@@ -158,15 +158,47 @@ def cmd_compile(args):
                               f"at {args.clock:g} MHz", "lower --target-fps or raise --clock")
     manifest, check = compile_checkpoint(args.checkpoint, args.output, folding=args.folding,
                                          target_cycles=target, board=args.board, max_luts=args.max_luts,
-                                         data_root=args.data, force=args.force)
+                                         data_root=args.data, force=args.force, dataset=args.dataset)
 
     folds = ",".join(foldings(manifest))
-    print(f"IR vs torch on {check['images']} test images: {check['prediction_disagreements']} disagreements")
+    if "reference_disagreements" in check:
+        print(_import_summary(check))
+    else:
+        print(f"IR vs torch on {check['images']} test images: {check['prediction_disagreements']} disagreements")
     latency = manifest["latency_cycles"]
     # Window scans overlap consecutive images: such networks have no single latency figure.
     latency = f"latency {latency} cycles" if latency is not None else "latency: see 'lowbit sim'"
     print(f"folding {folds}: {manifest['cycles_per_inference']} cycles/inference, {latency}; "
           f"wrote {args.output}/")
+
+
+def _import_summary(check):
+    tensors = ", ".join(f"{t} {n}" for t, n in check["tensor_mismatches"].items())
+    return (f"IR vs ONNX reference on {check['images']} test images: quantized tensors differ in "
+            f"{tensors} values; {check['reference_disagreements']} prediction disagreements "
+            f"({check['float_ties']} of them float32 ties of the reference); accuracy "
+            f"{check['reference_accuracy']:.4f} (ONNX), {check['ir_accuracy']:.4f} (IR)")
+
+
+def cmd_import(args):
+    from lowbit.compiler.serialize import save_graph
+    from lowbit.core.files import claim_output_file
+
+    claim_output_file(args.output, inputs=(args.model,), owned=_is_graph_file)
+    graph, check = import_onnx(args.model, dataset=args.dataset, data_root=args.data)
+    print(_import_summary(check))
+    save_graph(args.output, graph)
+    print(f"wrote {args.output}")
+
+
+def _is_graph_file(path):
+    from lowbit.compiler.serialize import load_graph
+
+    try:
+        load_graph(path)
+    except LowbitError:
+        return False
+    return True
 
 
 def cmd_sim(args):
@@ -361,8 +393,17 @@ def build_parser():
     s.add_argument("--batch-size", type=_positive, default=None)
     s.set_defaults(func=cmd_sweep_accuracy)
 
-    s = sub.add_parser("compile", help="compile a checkpoint to Verilog + manifest")
-    s.add_argument("checkpoint")
+    s = sub.add_parser("import", help="import a QONNX or FINN-ONNX model to an IR graph (graph.npz), "
+                                      "checked against qonnx's execution of it")
+    s.add_argument("model", help="the .onnx file")
+    s.add_argument("-o", "--output", required=True, help="graph file to write (.npz)")
+    s.add_argument("--dataset", choices=["digits", "mnist", "fashion-mnist"], default=None,
+                   help="the dataset the model was trained on (images scaled to [0, 1])")
+    s.add_argument("--data", default=None, help=DATA_HELP)
+    s.set_defaults(func=cmd_import)
+
+    s = sub.add_parser("compile", help="compile a checkpoint or .onnx model to Verilog + manifest")
+    s.add_argument("checkpoint", help="a lowbit checkpoint, or a QONNX / FINN-ONNX model (.onnx)")
     s.add_argument("-o", "--output", required=True, help="build folder to create")
     s.add_argument("--force", action="store_true",
                    help="replace a lowbit folder of another kind (never a folder lowbit did not write)")
@@ -374,6 +415,8 @@ def build_parser():
     g.add_argument("--max-luts", type=_positive, help="fastest folding within this many estimated xc7 LUTs")
     s.add_argument("--clock", type=_rate, default=100.0, help="clock in MHz for --target-fps (default 100)")
     s.add_argument("--data", default=None, help=DATA_HELP + " (to check the IR against PyTorch)")
+    s.add_argument("--dataset", choices=["digits", "mnist", "fashion-mnist"], default=None,
+                   help="for a .onnx model: the dataset it was trained on (images scaled to [0, 1])")
     s.set_defaults(func=cmd_compile)
 
     s = sub.add_parser("sim", help="run the test split through the Verilog in Verilator, bit-exact")

@@ -80,6 +80,43 @@ def export_checkpoint(ckpt, data_root=None):
     return graph, check
 
 
+def import_onnx(path, *, dataset, seed=0, data_root=None, limit=None):
+    """Read a QONNX or FINN-ONNX model, lower it to the IR and check the IR against qonnx's
+    execution of the model on the dataset's test split (at every quantized tensor).
+
+    Returns the graph and the check (:func:`lowbit.interchange.exact.compare_with_onnx`).
+
+    Raises
+    ------
+    LowbitError
+        If the model cannot be read or lowered, or the IR differs from the model at a quantized
+        tensor (the message names it).
+    """
+    from lowbit.interchange.exact import compare_with_onnx
+    from lowbit.interchange.lower import lower_model
+    from lowbit.interchange.read import read_onnx
+    from lowbit.model.data import load_dataset
+
+    if dataset is None:
+        raise LowbitError(f"{str(path)!r} does not say which dataset its model was trained on",
+                          "name it with --dataset (digits, mnist or fashion-mnist); images are "
+                          "scaled to [0, 1] before the model's input quantizer")
+    model = read_onnx(path)
+    ds = load_dataset(dataset, root=data_root, seed=seed)
+    graph = lower_model(model, max_value=int(ds.max_value), dataset={"name": dataset, "seed": seed})
+    _, enc = load_hardware_dataset(dataset, seed, data_root, graph.meta["input"])
+    x, y = (ds.x_test, ds.y_test) if limit is None else (ds.x_test[:limit], ds.y_test[:limit])
+    x = x.reshape(len(x), -1)
+    check = compare_with_onnx(model, graph, enc.floats(x), enc(x), y)
+    bad = {t: n for t, n in check["tensor_mismatches"].items() if n}
+    if bad:
+        tensor, n = next(iter(bad.items()))
+        raise LowbitError(f"the imported IR differs from the model at tensor {tensor!r} ({n} values over "
+                          f"{check['images']} test images)", "this model cannot be made exact by lowbit's "
+                          "import; please report it with the .onnx file")
+    return graph.replace_meta({**graph.meta, "import": {**graph.meta["import"], "check": check}}), check
+
+
 def fold(graph, *, folding=None, target_cycles=None, board=None, max_luts=None):
     """Apply a hand-given folding spec, or search one: the cheapest meeting ``target_cycles``, or
     the fastest whose estimate fits ``board`` or ``max_luts`` LUTs; else the most folded."""
@@ -113,12 +150,18 @@ def compile_graph(graph, out_dir, *, folding=None, target_cycles=None, board=Non
 
 
 def compile_checkpoint(ckpt, out_dir, *, folding=None, target_cycles=None, board=None, max_luts=None,
-                       data_root=None, force=False):
-    """Checkpoint -> build folder (Verilog, manifest.json, graph.npz). Returns the manifest and
-    the IR-vs-PyTorch check."""
+                       data_root=None, force=False, dataset=None):
+    """Checkpoint or ``.onnx`` model -> build folder (Verilog, manifest.json, graph.npz). Returns
+    the manifest and the check of the IR against PyTorch (or, for ONNX, against qonnx)."""
     inputs = (ckpt, data_root)
     claim_output_dir(out_dir, BUILD_KIND, inputs=inputs, force=force)  # before any work
-    graph, check = export_checkpoint(ckpt, data_root)
+    if str(ckpt).endswith(".onnx"):
+        graph, check = import_onnx(ckpt, dataset=dataset, data_root=data_root)
+    else:
+        if dataset is not None:
+            raise LowbitError("--dataset is for .onnx models; a checkpoint names its own dataset",
+                              "drop --dataset")
+        graph, check = export_checkpoint(ckpt, data_root)
     return compile_graph(graph, out_dir, folding=folding, target_cycles=target_cycles, board=board,
                          max_luts=max_luts, inputs=inputs, force=force), check
 
