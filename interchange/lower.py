@@ -89,8 +89,7 @@ def _is_output(model, tensor):
 
 @dataclass(frozen=True)
 class _Levels:
-    """A quantizer's output as counts ``c = 0..n-1``: ``model = step * (c + first)``; with
-    ``offset`` for MultiThreshold's bias: ``model = step * c + offset``."""
+    """A quantizer's output as counts ``c = 0..count-1`` of its levels: ``model = step * c + offset``."""
 
     count: int
     step: float
