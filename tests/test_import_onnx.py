@@ -1,8 +1,10 @@
 """Models in: Brevitas models trained here, exported with export_qonnx, imported, compiled and run
 bit-exact in Verilator; and every refusal of the importer, with exit 2 and nothing written."""
 
+import json
 import warnings
 
+import brevitas.nn as brevitas_nn
 import numpy as np
 import pytest
 import torch
@@ -12,8 +14,6 @@ from lowbit.cli import main
 from lowbit.core.errors import LowbitError
 from lowbit.flow import import_onnx
 from lowbit.model.data import load_digits_split
-
-brevitas_nn = pytest.importorskip("brevitas.nn")
 
 
 def _quantizers(kind):
@@ -87,8 +87,6 @@ def test_compile_and_sim_bit_exact(exported, tmp_path, capsys):
     assert "IR vs ONNX reference on 360 test images" in printed
     assert main(["sim", str(out), "--limit", "40"]) in (0, None)
     report = capsys.readouterr().out
-    import json
-
     r = json.loads(report[report.index("{"):])
     assert r["images"] == 40 and r["mismatches"] == 0
     assert r["cycles_measured"] == r["cycles_predicted"] and r["latency_measured"] == r["latency_predicted"]
