@@ -54,6 +54,39 @@ TABLE_END = "<!-- bad-inputs table end -->"
 
 # -- the files made once ------------------------------------------------------------------------
 
+def write_bad_onnx(root):
+    """Small ONNX files the importer must refuse, by placeholder: not ONNX, an op it cannot lower,
+    float weights, a dynamic input, an old opset and an unquantized input."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    root = Path(root)
+
+    def model(name, nodes, inits, shape=(1, 4), opset=20):
+        graph = helper.make_graph(
+            nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+            [onnx.numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in inits.items()])
+        proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset),
+                                                        helper.make_opsetid("qonnx.custom_op.general", 2)])
+        onnx.save(proto, str(root / name))
+        return root / name
+
+    quant = helper.make_node("Quant", ["x", "s", "z", "b"], ["q"], domain="qonnx.custom_op.general",
+                             signed=0, narrow=0, rounding_mode="ROUND")
+    qin = {"s": 1 / 255, "z": 0.0, "b": 8.0}
+    w = np.array([[0.5, -0.25], [0.1, 0.3], [0.2, 0.2], [-0.7, 0.9]])
+    (root / "junk.onnx").write_text("hello")
+    return {
+        "<junk-onnx>": root / "junk.onnx",
+        "<softmax-onnx>": model("softmax.onnx", [quant, helper.make_node("Softmax", ["q"], ["y"])], qin),
+        "<float-onnx>": model("float.onnx", [quant, helper.make_node("MatMul", ["q", "w"], ["y"])], {**qin, "w": w}),
+        "<dynamic-onnx>": model("dynamic.onnx", [helper.make_node("Relu", ["x"], ["y"])], {}, shape=("N", 4)),
+        "<old-onnx>": model("old.onnx", [helper.make_node("Relu", ["x"], ["y"])], {}, opset=7),
+        "<unquantized-onnx>": model("unquantized.onnx", [helper.make_node("MatMul", ["x", "w"], ["y"])], {"w": w}),
+    }
+
+
 def make_fixtures(root):
     """The placeholders -> files the cases read, made in ``root`` (a minute or so)."""
     import torch
@@ -92,7 +125,7 @@ def make_fixtures(root):
             "<truncated-ckpt>": root / "truncated.pt", "<corrupt-ckpt>": root / "corrupt.pt",
             "<build>": root / "build", "<build2>": root / "build2", "<big-build>": root / "big-build",
             "<big-ckpt>": root / "big.pt",
-            "<a-file>": root / "a-file", "<empty>": root / "empty", "_root": root}
+            "<a-file>": root / "a-file", "<empty>": root / "empty", "_root": root, **write_bad_onnx(root)}
 
 
 # -- preparations --------------------------------------------------------------------------------

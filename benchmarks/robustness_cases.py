@@ -10,7 +10,9 @@ Placeholders in angle brackets stand for files made once (``<ckpt>``: a 1-epoch 
 checkpoint; ``<build>``: its build; ``<build2>``: another model of the same shape; ``<big-build>``
 a fully unrolled 256-64-64-10; ``<float-ckpt>`` (float activations), ``<fp32-ckpt>`` (float
 weights), ``<nan-ckpt>``, ``<corrupt-ckpt>``, ``<truncated-ckpt>``: other and damaged checkpoints;
-``<a-file>``: a plain file; ``<empty>``: an empty folder) and for the case's own folder (``<out>``) and the copies its preparation makes
+``<a-file>``: a plain file; ``<empty>``: an empty folder; ``<junk-onnx>``, ``<softmax-onnx>``,
+``<float-onnx>``, ``<dynamic-onnx>``, ``<old-onnx>``, ``<unquantized-onnx>``: ONNX files the importer
+refuses) and for the case's own folder (``<out>``) and the copies its preparation makes
 (``<b>``: a copy of ``<build>``; ``<c>``: a copy of ``<ckpt>``; ``<user>``: a folder of the
 user's, holding ``notes.txt``).
 """
@@ -1231,6 +1233,25 @@ def _api():
     ]
 
 
+def _imports():
+    """Models in: the ONNX files the importer refuses, by compile and by import."""
+    rows = [
+        ("a model file that is not ONNX", "<junk-onnx>", "is not an ONNX model (DecodeError)"),
+        ("an ONNX op lowbit cannot lower", "<softmax-onnx>", "is a Softmax, which lowbit cannot lower"),
+        ("ONNX weights that are float, not quantized", "<float-onnx>", "its weights are float, not quantized"),
+        ("an ONNX model with a dynamic input shape", "<dynamic-onnx>", "has a dynamic shape"),
+        ("an ONNX model of opset 7", "<old-onnx>", "uses ONNX opset 7"),
+        ("an ONNX model whose input is not quantized", "<unquantized-onnx>", "the input is not quantized"),
+    ]
+    out = [_c(what, f"lowbit compile {path} -o <out>/b --dataset digits", group="input-file")
+           for what, path, _ in rows]
+    out += [_c(f"import: {what}", f"lowbit import {path} -o <out>/g.npz --dataset digits", group="input-file")
+            for what, path, _ in rows]
+    out.append(_c("an ONNX model compiled without --dataset", "lowbit compile <float-onnx> -o <out>/b",
+                  group="usage"))
+    return out
+
+
 CATALOGUE = [
     *PINNED,
     *_numbers(),
@@ -1242,4 +1263,5 @@ CATALOGUE = [
     *_signals(),
     *_concurrency(),
     *_api(),
+    *_imports(),
 ]

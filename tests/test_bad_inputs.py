@@ -49,7 +49,7 @@ def test_catalogue_covers_every_class_and_command():
     assert {c.group for c in CATALOGUE} == set(GROUPS)
     commands = {c.command for c in CATALOGUE if c.cli}
     assert commands >= {"train", "eval", "quantize", "sweep-accuracy", "compile", "sim", "synth", "demo",
-                        "estimate", "build", "fuzz", "sweep", "cache"}
+                        "estimate", "build", "fuzz", "sweep", "cache", "import"}
     assert len({c.what for c in CATALOGUE}) == len(CATALOGUE)
 
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from benchmarks.robustness import write_bad_onnx
 from lowbit.cli import main
 from lowbit.core.errors import LowbitError
 from lowbit.flow import import_onnx
@@ -105,55 +106,19 @@ def test_import_writes_a_graph_that_loads(exported, tmp_path, capsys):
 
 # -- refusals: exit 2, a message naming the problem, nothing written ----------------------------
 
-def _onnx(tmp_path, nodes, inits, shape=(1, 4), opset=20, name="bad.onnx"):
-    import onnx
-    from onnx import TensorProto, helper
-
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-                              [onnx.numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in inits.items()])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset),
-                                                    helper.make_opsetid("qonnx.custom_op.general", 2)])
-    path = tmp_path / name
-    onnx.save(model, str(path))
-    return path
+_REFUSALS = {
+    "<junk-onnx>": "is not an ONNX model",
+    "<softmax-onnx>": "is a Softmax, which lowbit cannot lower",
+    "<float-onnx>": "its weights are float, not quantized",
+    "<dynamic-onnx>": "has a dynamic shape",
+    "<old-onnx>": "uses ONNX opset 7",
+    "<unquantized-onnx>": "the input is not quantized",
+}
 
 
-def _quant(inp, out, prefix):
-    from onnx import helper
-
-    return helper.make_node("Quant", [inp, f"{prefix}s", f"{prefix}z", f"{prefix}b"], [out],
-                            domain="qonnx.custom_op.general", signed=0, narrow=0, rounding_mode="ROUND")
-
-
-_QIN = {"is": 1 / 255, "iz": 0.0, "ib": 8.0}
-
-
-def _bad_models(tmp_path):
-    from onnx import helper
-
-    w = np.array([[0.5, -0.25], [0.1, 0.3], [0.2, 0.2], [-0.7, 0.9]])
-    return {
-        "not onnx": (lambda: (tmp_path / "junk.onnx").write_text("hello") and tmp_path / "junk.onnx",
-                     "is not an ONNX model"),
-        "unsupported op": (lambda: _onnx(tmp_path, [_quant("x", "q", "i"), helper.make_node("Softmax", ["q"], ["y"])],
-                                         _QIN), "is a Softmax, which lowbit cannot lower"),
-        "float weights": (lambda: _onnx(tmp_path, [_quant("x", "q", "i"), helper.make_node("MatMul", ["q", "w"], ["y"])],
-                                        {**_QIN, "w": w}), "its weights are float, not quantized"),
-        "dynamic shape": (lambda: _onnx(tmp_path, [helper.make_node("Relu", ["x"], ["y"])], {}, shape=("N", 4)),
-                          "has a dynamic shape"),
-        "old opset": (lambda: _onnx(tmp_path, [helper.make_node("Relu", ["x"], ["y"])], {}, opset=7),
-                      "uses ONNX opset 7"),
-        "input not quantized": (lambda: _onnx(tmp_path, [helper.make_node("MatMul", ["x", "w"], ["y"])], {"w": w}),
-                                "the input is not quantized"),
-    }
-
-
-@pytest.mark.parametrize("case", ["not onnx", "unsupported op", "float weights", "dynamic shape", "old opset",
-                                  "input not quantized"])
+@pytest.mark.parametrize("case", sorted(_REFUSALS))
 def test_bad_models_exit_2_and_write_nothing(case, tmp_path, capsys):
-    make, message = _bad_models(tmp_path)[case]
-    path = make()
+    path, message = write_bad_onnx(tmp_path)[case], _REFUSALS[case]
     before = sorted(tmp_path.iterdir())
     rc = main(["compile", str(path), "-o", str(tmp_path / "b"), "--dataset", "digits"])
     err = capsys.readouterr().err
