@@ -95,7 +95,7 @@ def import_onnx(path, *, dataset, seed=0, data_root=None, limit=None):
     from lowbit.interchange.exact import compare_with_onnx
     from lowbit.interchange.lower import lower_model
     from lowbit.interchange.read import read_onnx
-    from lowbit.model.data import load_dataset
+    from lowbit.model.data import QuantInput, load_dataset
 
     if dataset is None:
         raise LowbitError(f"{str(path)!r} does not say which dataset its model was trained on",
@@ -104,7 +104,7 @@ def import_onnx(path, *, dataset, seed=0, data_root=None, limit=None):
     model = read_onnx(path)
     ds = load_dataset(dataset, root=data_root, seed=seed)
     graph = lower_model(model, max_value=int(ds.max_value), dataset={"name": dataset, "seed": seed})
-    _, enc = load_hardware_dataset(dataset, seed, data_root, graph.meta["input"])
+    enc = QuantInput.from_dict(graph.meta["input"])  # the dataset is loaded once, above
     x, y = (ds.x_test, ds.y_test) if limit is None else (ds.x_test[:limit], ds.y_test[:limit])
     x = x.reshape(len(x), -1)
     check = compare_with_onnx(model, graph, enc.floats(x), enc(x), y)
