@@ -64,7 +64,10 @@ def compare_with_onnx(model, graph, floats, x, y, *, batch=500, progress=None):
         chunk[:stop - start] = floats[start:stop].reshape(stop - start, *shape[1:])
         ctx = execute_onnx(runner, {model.graph.input[0].name: chunk}, return_full_exec_context=True)
         for m in meanings:
-            ref = np.asarray(ctx[m["tensor"]], np.float64)[:stop - start].reshape(stop - start, -1)
+            ref = np.asarray(ctx[m["tensor"]], np.float64)[:stop - start]
+            if m.get("layout") == "chw":  # the IR's feature maps are (H, W, C)
+                ref = ref.transpose(0, 2, 3, 1)
+            ref = ref.reshape(stop - start, -1)
             ref_ir = np.round((ref - m["b"]) / m["a"]).astype(np.int64)
             ours = by_name[m["ir"]][start:stop].reshape(stop - start, -1)
             mismatches[m["tensor"]] += int((ref_ir != ours).sum())

@@ -1,12 +1,12 @@
 """Lowering a cleaned QONNX or FINN-ONNX model to lowbit's integer IR.
 
-The model must be a chain (a fully connected network): an input quantizer, then layers of
+The model must be a chain: an input quantizer, then layers of
 
-    MatMul or Gemm with quantized weights -> elementwise ops -> quantizer
+    MatMul, Gemm or Conv with quantized weights -> elementwise ops -> quantizer [-> MaxPool]
 
 where the elementwise ops are scalar or per-channel Mul/Div/Add/Sub, BatchNormalization, Relu and
-Clip, and a last layer whose elementwise ops end at the float output. Each step of
-:func:`lower_model` does one thing:
+Clip, with Reshape, Flatten and Transpose between layers, and a last fully connected layer whose
+elementwise ops end at the float output. Each step of :func:`lower_model` does one thing:
 
 - :func:`input_quantizer`: the input Quant/BipolarQuant becomes the recorded input encoding;
 - :func:`layer_weights`: Quant/BipolarQuant weights (or integer weights of a FINN-ONNX model)
@@ -15,6 +15,10 @@ Clip, and a last layer whose elementwise ops end at the float output. Each step 
   or MultiThreshold) become integer thresholds on the layer's accumulator, found on qonnx's own
   float32 execution of those ops, so they are the model's steps, not a re-derivation of them;
 - :func:`host_affine`: the last layer's float ops become the host's affine map.
+
+ONNX feature maps are (C, H, W) per example, the IR's are (H, W, C): a :class:`_Layout` follows
+where each element of the model's tensor sits in the IR through the shape ops, so a Flatten or
+Transpose before a fully connected layer becomes a permutation of its weight columns.
 
 Every IR value carries what it means in the model: ``float = a * value + b`` (:class:`Meaning`),
 so a quantizer's offset (a signed or {0, 1} activation feeding bipolar hardware) folds into the
@@ -26,7 +30,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lowbit.compiler.ir import BIPOLAR, ArgMax, Graph, HostAffine, MatMul, MultiThreshold, ValueType
+from lowbit.compiler.ir import (BIPOLAR, ArgMax, Flatten, Graph, HostAffine, MatMul, MaxPool, MultiThreshold,
+                                SlidingWindow, ValueType)
 from lowbit.core.bounds import row_bounds
 from lowbit.core.errors import LowbitError
 from lowbit.core.formats import WEIGHT_FORMATS, level_table_format
@@ -34,7 +39,7 @@ from lowbit.core.formats import WEIGHT_FORMATS, level_table_format
 __all__ = ["lower_model", "Meaning", "ELEMENTWISE"]
 
 ELEMENTWISE = ("Mul", "Div", "Add", "Sub", "BatchNormalization", "Relu", "Clip", "Identity")
-_SHAPE_OPS = ("Reshape", "Flatten", "Identity")
+_SHAPE_OPS = ("Reshape", "Flatten", "Transpose", "Identity")
 _FIX = "see the README's 'Models in' for the layer patterns lowbit imports"
 
 
@@ -46,9 +51,10 @@ class Meaning:
     tensor: str
     a: float
     b: float
+    layout: str = "flat"  # "chw": the model's tensor is (C, H, W) per example, the IR's (H, W, C)
 
     def to_dict(self):
-        return {"ir": self.ir, "tensor": self.tensor, "a": self.a, "b": self.b}
+        return {"ir": self.ir, "tensor": self.tensor, "a": self.a, "b": self.b, "layout": self.layout}
 
 
 def _scalar(model, node, index, what):
@@ -85,6 +91,57 @@ def _is_output(model, tensor):
     return any(o.name == tensor for o in model.graph.output)
 
 
+class _Layout:
+    """Where the elements of a model tensor sit in the IR tensor of shape ``ir_shape``:
+    ``pos[i]`` (in the model's per-example shape) is the IR's flat index of model element ``i``."""
+
+    def __init__(self, ir_shape, pos):
+        self.ir_shape, self.pos = tuple(int(v) for v in ir_shape), pos
+
+    @classmethod
+    def of(cls, shape):
+        """The IR's own layout of a model tensor of per-example ``shape``: a (C, H, W) feature map
+        is (H, W, C) in the IR, anything else is a vector."""
+        if len(shape) == 3:
+            c, h, w = shape
+            return cls((h, w, c), np.arange(h * w * c).reshape(h, w, c).transpose(2, 0, 1))
+        n = int(np.prod(shape))
+        return cls((n,), np.arange(n).reshape(shape))
+
+    @property
+    def name(self):
+        """``"chw"`` or ``"flat"`` if this is the IR's own layout (:meth:`of`) of the tensor, else None."""
+        own = _Layout.of(self.pos.shape)
+        if own.ir_shape == self.ir_shape and np.array_equal(own.pos, self.pos):
+            return "chw" if self.pos.ndim == 3 else "flat"
+        return None
+
+    def through(self, model, node):
+        """The layout after a shape op (Reshape, Flatten, Transpose, Identity)."""
+        if node.op_type == "Transpose":
+            perm = list(_attr(node, "perm", []))
+            if not perm or perm[0] != 0:
+                raise LowbitError(f"node {node.name!r}: a Transpose that moves the batch axis is not "
+                                  "imported", _FIX)
+            return _Layout(self.ir_shape, self.pos.transpose([p - 1 for p in perm[1:]]))
+        if node.op_type == "Identity":
+            return self
+        shape = model.get_tensor_shape(node.output[0])
+        if not shape or shape[0] != 1:
+            raise LowbitError(f"node {node.name!r}: a {node.op_type} to shape {shape} changes the batch "
+                              "of 1", "keep the batch axis first, of size 1")
+        return _Layout(self.ir_shape, self.pos.reshape(shape[1:]))
+
+
+def _through_shapes(model, tensor, layout):
+    """Follow ``tensor`` through shape ops: ``(the next other node or None, its input, layout)``."""
+    node = _only_consumer(model, tensor)
+    while node is not None and node.op_type in _SHAPE_OPS:
+        layout = layout.through(model, node)
+        tensor, node = node.output[0], _only_consumer(model, node.output[0])
+    return node, tensor, layout
+
+
 # -- the quantizers ---------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -103,11 +160,11 @@ class _Levels:
     def ir_type(self):
         return BIPOLAR if self.count == 2 else ValueType("uint", max(1, math.ceil(math.log2(self.count))))
 
-    def meaning(self, ir, tensor):
+    def meaning(self, ir, tensor, layout="flat"):
         """``model = a * v + b`` of the IR value v: a count, or ±1 on two levels."""
         if self.count == 2:  # v = 2c - 1
-            return Meaning(ir, tensor, self.step / 2, self.offset + self.step / 2)
-        return Meaning(ir, tensor, self.step, self.offset)
+            return Meaning(ir, tensor, self.step / 2, self.offset + self.step / 2, layout)
+        return Meaning(ir, tensor, self.step, self.offset, layout)
 
 
 def quantizer_levels(model, node):
@@ -141,25 +198,31 @@ def quantizer_levels(model, node):
 
 def input_quantizer(model, max_value):
     """The input's shape ops and quantizer: ``(encoding record, IR input type, its meaning, the
-    quantizer's output tensor, the per-example input size)``."""
+    quantizer's output tensor, its layout)``. Images stream in their own (h, w) order, so the
+    shape ops before the quantizer may reshape but not reorder, and a feature map has one channel."""
     from lowbit.model.data import QuantInput
     from qonnx.custom_op.general.intquant import max_int, min_int
 
     tensor = model.graph.input[0].name
     shape = model.get_tensor_shape(tensor)
-    node = _only_consumer(model, tensor)
-    while node is not None and node.op_type in _SHAPE_OPS:
-        node = _only_consumer(model, node.output[0])
+    pixels = int(np.prod(shape[1:]))
+    node, tensor, order = _through_shapes(model, tensor, _Layout((pixels,), np.arange(pixels).reshape(shape[1:])))
     if node is None or node.op_type not in ("Quant", "BipolarQuant"):
         found = "nothing" if node is None else f"a {node.op_type} ({node.name!r})"
         raise LowbitError(f"the input is not quantized: it reaches {found} before any Quant or "
                           "BipolarQuant", "quantize the model's input (e.g. a QuantIdentity first), or "
                           "pass --input-encoding to say how lowbit should encode images")
-    features = int(np.prod(shape[1:]))
+    if not np.array_equal(order.pos.reshape(-1), np.arange(pixels)):
+        raise LowbitError("the model reorders its input pixels before quantizing them (a Transpose?)",
+                          "quantize the input as it comes, in (C, H, W) or flat order")
+    if order.pos.ndim == 3 and order.pos.shape[0] != 1:
+        raise LowbitError(f"the model's input has {order.pos.shape[0]} channels; lowbit imports "
+                          "one-channel images", "train on grey-level images (digits, MNIST, Fashion-MNIST)")
+    layout = _Layout.of(order.pos.shape)
     if node.op_type == "BipolarQuant" or (int(_scalar(model, node, 3, "bit width")) == 1
                                             and bool(_attr(node, "signed", 1))):
         enc = QuantInput("bipolar", 1, _scalar(model, node, 1, "scale"), 0.0, -1, 1, max_value)
-        return enc, BIPOLAR, Meaning("input", node.output[0], enc.scale, 0.0), node.output[0], features
+        return enc, BIPOLAR, Meaning("input", node.output[0], enc.scale, 0.0, layout.name), node.output[0], layout
     levels = quantizer_levels(model, node)
     zp = _scalar(model, node, 2, "zero point")
     if zp != 0:
@@ -170,8 +233,8 @@ def input_quantizer(model, max_value):
     lo, hi = int(min_int(signed, narrow, bits)), int(max_int(signed, narrow, bits))
     kind = "int" if signed else "uint"
     enc = QuantInput(kind, bits, levels.step, 0.0, lo, hi, max_value)
-    return enc, ValueType(kind, bits), Meaning("input", node.output[0], levels.step, 0.0), node.output[0], \
-        features
+    return enc, ValueType(kind, bits), Meaning("input", node.output[0], levels.step, 0.0, layout.name), \
+        node.output[0], layout
 
 
 def weight_format_for(layer, levels):
@@ -189,70 +252,116 @@ def weight_format_for(layer, levels):
                           "(e.g. brevitas weight_bit_width <= 5, narrow range)") from None
 
 
-def layer_weights(model, node):
-    """``(integer levels (out, in), per-output-channel scale (out,), bias or None)`` of a MatMul
-    or Gemm whose weights are quantized constants."""
+def _quantized_weights(model, node):
+    """``(integer levels, scale broadcast to them or None)`` of the weight input of ``node``, in the
+    model's own layout: a Quant/BipolarQuant of a constant, or an integer constant (FINN-ONNX)."""
     from qonnx.custom_op.general.intquant import max_int, min_int
 
-    if node.op_type == "Gemm" and (_attr(node, "transA", 0) or _attr(node, "alpha", 1.0) != 1.0
-                                   or _attr(node, "beta", 1.0) != 1.0):
-        raise LowbitError(f"node {node.name!r}: a Gemm with transA, alpha or beta is not imported", _FIX)
     wname = node.input[1]
     w = model.get_initializer(wname)
     producer = model.find_producer(wname)
     if w is not None:  # FINN-ONNX: integer weights, annotated with their datatype
-        levels, scale = np.asarray(w, np.float64), None
+        levels = np.asarray(w, np.float64)
         if not np.array_equal(levels, np.round(levels)):
             raise LowbitError(f"layer {node.name!r}: its weights are float, not quantized",
                               "quantize the weights (e.g. brevitas QuantLinear) before export")
-    elif producer is not None and producer.op_type in ("Quant", "BipolarQuant"):
-        wf = model.get_initializer(producer.input[0])
-        s = model.get_initializer(producer.input[1])
-        if wf is None or s is None:
-            raise LowbitError(f"layer {node.name!r}: its weight quantizer has computed inputs", _FIX)
-        wf, s = np.asarray(wf, np.float32), np.broadcast_to(np.asarray(s, np.float32), wf.shape)
-        if producer.op_type == "BipolarQuant" or (int(_scalar(model, producer, 3, "bit width")) == 1
-                                                  and bool(_attr(producer, "signed", 1))):
-            levels = np.where(wf >= 0, 1.0, -1.0)
-        else:
-            zp = _scalar(model, producer, 2, "zero point")
-            if zp != 0:
-                raise LowbitError(f"layer {node.name!r}: weight zero point {zp:g} is not 0",
-                                  "export symmetric weight quantizers")
-            bits = int(_scalar(model, producer, 3, "bit width"))
-            signed, narrow = bool(_attr(producer, "signed", 1)), bool(_attr(producer, "narrow", 0))
-            levels = np.round(np.clip(wf / s, min_int(signed, narrow, bits), max_int(signed, narrow, bits)))
-        scale = s
-    else:
+        return levels, None
+    if producer is None or producer.op_type not in ("Quant", "BipolarQuant"):
         raise LowbitError(f"layer {node.name!r}: its weights are not constant or quantized",
                           "quantize the weights (e.g. brevitas QuantLinear) before export")
-    bias = None
-    if node.op_type == "Gemm":
-        if _attr(node, "transB", 0):
-            levels = levels.T
-            scale = None if scale is None else scale.T
-        if len(node.input) > 2 and node.input[2]:
-            bias = model.get_initializer(node.input[2])
-            if bias is None:
-                raise LowbitError(f"node {node.name!r}: its bias must be constant", _FIX)
+    wf = model.get_initializer(producer.input[0])
+    s = model.get_initializer(producer.input[1])
+    if wf is None or s is None:
+        raise LowbitError(f"layer {node.name!r}: its weight quantizer has computed inputs", _FIX)
+    wf, s = np.asarray(wf, np.float32), np.broadcast_to(np.asarray(s, np.float32), wf.shape)
+    if producer.op_type == "BipolarQuant" or (int(_scalar(model, producer, 3, "bit width")) == 1
+                                              and bool(_attr(producer, "signed", 1))):
+        return np.where(wf >= 0, 1.0, -1.0), s
+    zp = _scalar(model, producer, 2, "zero point")
+    if zp != 0:
+        raise LowbitError(f"layer {node.name!r}: weight zero point {zp:g} is not 0",
+                          "export symmetric weight quantizers")
+    bits = int(_scalar(model, producer, 3, "bit width"))
+    signed, narrow = bool(_attr(producer, "signed", 1)), bool(_attr(producer, "narrow", 0))
+    return np.round(np.clip(wf / s, min_int(signed, narrow, bits), max_int(signed, narrow, bits))), s
+
+
+def _channel_scale(name, scale, axis):
+    """The per-output-channel weight scale (out,): ``scale`` may vary along ``axis`` only."""
+    if scale is None:
+        return None
+    col = np.moveaxis(scale, axis, 0).reshape(scale.shape[axis], -1)
+    if not np.all(col == col[:, :1]):
+        raise LowbitError(f"layer {name!r}: its weight scale varies within an output channel",
+                          "export per-tensor or per-output-channel weight scales")
+    return col[:, 0]
+
+
+def _bias(model, node, index):
+    if len(node.input) <= index or not node.input[index]:
+        return None
+    bias = model.get_initializer(node.input[index])
+    if bias is None:
+        raise LowbitError(f"node {node.name!r}: its bias must be constant", _FIX)
+    return np.asarray(bias, np.float64).reshape(-1)
+
+
+def layer_weights(model, node):
+    """``(integer levels (out, in), per-output-channel scale (out,), bias or None)`` of a MatMul
+    or Gemm whose weights are quantized constants, in the model's input order."""
+    if node.op_type == "Gemm" and (_attr(node, "transA", 0) or _attr(node, "alpha", 1.0) != 1.0
+                                   or _attr(node, "beta", 1.0) != 1.0):
+        raise LowbitError(f"node {node.name!r}: a Gemm with transA, alpha or beta is not imported", _FIX)
+    levels, scale = _quantized_weights(model, node)
     if levels.ndim != 2:
         raise LowbitError(f"layer {node.name!r}: weights of shape {levels.shape} are not a matrix", _FIX)
-    if scale is None:
-        col = np.ones(levels.shape[1], np.float32)
-    else:
-        col = scale[0]
-        if not np.all(scale == col):
-            raise LowbitError(f"layer {node.name!r}: its weight scale varies within an output channel",
-                              "export per-tensor or per-output-channel weight scales")
-    return levels.T.astype(np.int64), col.astype(np.float32), bias
+    if not (node.op_type == "Gemm" and _attr(node, "transB", 0)):  # (in, out) -> (out, in)
+        levels, scale = levels.T, None if scale is None else scale.T
+    col = _channel_scale(node.name, scale, 0)
+    col = np.ones(levels.shape[0], np.float32) if col is None else col
+    return levels.astype(np.int64), col.astype(np.float32), _bias(model, node, 2) if node.op_type == "Gemm" else None
+
+
+def _square(node, name, default):
+    """One integer for a 2-D attribute whose entries must agree (kernel, strides, pads)."""
+    v = list(_attr(node, name, default))
+    if len(set(v)) != 1:
+        raise LowbitError(f"node {node.name!r}: {name} {v} differ by axis; lowbit's windows are square "
+                          "and padded alike on every side", _FIX)
+    return int(v[0])
+
+
+def conv_weights(model, node):
+    """``(levels (out, k*k*in) in the IR's (ky, kx, c) order, scale (out,), bias, kernel, stride,
+    pad)`` of a Conv with quantized weights."""
+    if _attr(node, "group", 1) != 1 or set(_attr(node, "dilations", [1, 1])) != {1}:
+        raise LowbitError(f"node {node.name!r}: grouped or dilated convolutions are not imported",
+                          "use group=1 and dilation=1")
+    if _attr(node, "auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
+        raise LowbitError(f"node {node.name!r}: auto_pad {_attr(node, 'auto_pad', '')!r} is not imported",
+                          "export with explicit pads")
+    levels, scale = _quantized_weights(model, node)
+    if levels.ndim != 4 or levels.shape[2] != levels.shape[3]:
+        raise LowbitError(f"layer {node.name!r}: weights of shape {levels.shape} are not square 2-D kernels",
+                          _FIX)
+    kernel = levels.shape[2]
+    stride = _square(node, "strides", [1, 1])
+    pad = _square(node, "pads", [0, 0, 0, 0])
+    col = _channel_scale(node.name, scale, 0)
+    col = np.ones(levels.shape[0], np.float32) if col is None else col
+    ir = levels.transpose(0, 2, 3, 1).reshape(levels.shape[0], -1)
+    return ir.astype(np.int64), col.astype(np.float32), _bias(model, node, 2), kernel, stride, pad
 
 
 class _Segment:
-    """The model's own float ops from a layer's MatMul output to ``end``, run by qonnx on a batch
-    of rows: what the layer's accumulator becomes, in the model's float32 arithmetic."""
+    """The model's own float ops from a layer's output to ``end``, run by qonnx on a batch of rows:
+    what the layer's accumulator becomes, in the model's float32 arithmetic. A convolution's rows
+    are 1 x 1 feature maps, so that per-channel constants of shape (1, C, 1, 1) broadcast as in
+    the model."""
 
-    def __init__(self, model, nodes, start, end, channels):
+    def __init__(self, model, nodes, start, end, channels, spatial=False):
         self.model, self.nodes, self.start, self.end, self.channels = model, nodes, start, end, channels
+        self.tail = (1, 1) if spatial else ()
         self._built = {}
 
     def _wrapper(self, rows):
@@ -263,10 +372,11 @@ class _Segment:
         if rows not in self._built:
             names = {i for n in self.nodes for i in n.input}
             inits = [i for i in self.model.graph.initializer if i.name in names]
+            shape = [rows, self.channels, *self.tail]
             graph = onnx.helper.make_graph(
                 list(self.nodes), "segment",
-                [onnx.helper.make_tensor_value_info(self.start, onnx.TensorProto.FLOAT, [rows, self.channels])],
-                [onnx.helper.make_tensor_value_info(self.end, onnx.TensorProto.FLOAT, [rows, self.channels])], inits)
+                [onnx.helper.make_tensor_value_info(self.start, onnx.TensorProto.FLOAT, shape)],
+                [onnx.helper.make_tensor_value_info(self.end, onnx.TensorProto.FLOAT, shape)], inits)
             proto = onnx.helper.make_model(graph, opset_imports=list(self.model.model.opset_import))
             self._built[rows] = ModelWrapper(proto).transform(InferShapes())
         return self._built[rows]
@@ -277,7 +387,8 @@ class _Segment:
         y = np.asarray(y, np.float32)
         if not self.nodes:
             return y
-        return execute_onnx(self._wrapper(len(y)), {self.start: y})[self.end]
+        out = execute_onnx(self._wrapper(len(y)), {self.start: y.reshape(len(y), self.channels, *self.tail)})
+        return out[self.end].reshape(len(y), self.channels)
 
 
 def _chain(model, tensor):
@@ -350,51 +461,123 @@ def host_affine(name, gain, offset, lo, hi, segment):
     return HostAffine(f"{name}_affine", scale, out[0])
 
 
+def _feature_map(node, layout):
+    """The IR's (H, W, C) of a layer's input, which must be a feature map in the IR's layout."""
+    if layout.name != "chw":
+        raise LowbitError(f"node {node.name!r} ({node.op_type}) takes a tensor that is not an "
+                          "(N, C, H, W) feature map in the order of the model's layers", _FIX)
+    return layout.ir_shape
+
+
+def _check_out_shape(model, node, shape):
+    """The model's (C, OH, OW) of ``node``'s output must be what the IR computes, (OH, OW, C)."""
+    got = tuple(model.get_tensor_shape(node.output[0])[1:])
+    if got != (shape[2], shape[0], shape[1]):
+        raise LowbitError(f"node {node.name!r}: its output shape {got} is not the "
+                          f"{(shape[2], shape[0], shape[1])} of floor-mode windows", "export with ceil_mode=0")
+
+
+def maxpool(model, node, layout, in_type, name):
+    """The IR MaxPool of an ONNX MaxPool on quantized values (a monotone map commutes with max)."""
+    h, w, c = _feature_map(node, layout)
+    if set(_attr(node, "pads", [0])) != {0} or set(_attr(node, "dilations", [1])) != {1} or \
+            _attr(node, "auto_pad", "NOTSET") not in ("NOTSET", "VALID") or len(node.output) > 1:
+        raise LowbitError(f"node {node.name!r}: a padded, dilated or index-returning MaxPool is not "
+                          "imported", "use MaxPool2d(k) with padding 0")
+    k = _square(node, "kernel_shape", [])
+    pool = MaxPool(name, c, k, _square(node, "strides", [1, 1]), in_type=in_type)
+    _check_out_shape(model, node, pool.out_shape((h, w, c)))
+    return pool
+
+
+def _pad_value(name, meaning, vtype):
+    """The IR element that stands for the model's zero padding: ``a * v + b = 0``."""
+    v = -meaning.b / meaning.a
+    if v != round(v) or not vtype.holds(int(round(v))):
+        raise LowbitError(f"layer {name!r} pads its input with 0, which is not a level of its input "
+                          f"{vtype} (levels {meaning.a:g} * v + {meaning.b:g})",
+                          "export the convolution with padding=0, or quantize its input with a level at 0")
+    return int(round(v))
+
+
 def lower_model(model, *, max_value, dataset):
     """The IR graph of a cleaned model (:func:`lowbit.interchange.read.read_onnx`), and the
     meanings of its quantized tensors (for the exactness check)."""
-    enc, vtype, meaning, tensor, features = input_quantizer(model, max_value)
+    enc, vtype, meaning, tensor, layout = input_quantizer(model, max_value)
+    in_shape = layout.ir_shape
     meanings, nodes, formats = [meaning], [], []
     index = 0
     while True:
-        node = _only_consumer(model, tensor)
-        while node is not None and node.op_type in _SHAPE_OPS:
-            tensor, node = node.output[0], _only_consumer(model, node.output[0])
+        node, tensor, layout = _through_shapes(model, tensor, layout)
         if node is None:
             raise LowbitError(f"the model ends at quantized tensor {tensor!r} with no layer after it", _FIX)
-        if node.op_type not in ("MatMul", "Gemm") or node.input[0] != tensor:
-            raise LowbitError(f"node {node.name!r} ({node.op_type}) is where lowbit expects a MatMul or "
-                              "Gemm layer", _FIX)
+        if node.op_type == "MaxPool" and node.input[0] == tensor:
+            pool = maxpool(model, node, layout, vtype, f"pool{index}")
+            nodes.append(pool)
+            tensor, layout = node.output[0], _Layout.of(model.get_tensor_shape(node.output[0])[1:])
+            meaning = Meaning(pool.name, tensor, meaning.a, meaning.b, layout.name)
+            meanings.append(meaning)
+            continue
+        if node.op_type not in ("MatMul", "Gemm", "Conv") or node.input[0] != tensor:
+            raise LowbitError(f"node {node.name!r} ({node.op_type}) is where lowbit expects a MatMul, "
+                              "Gemm, Conv or MaxPool layer", _FIX)
         index += 1
-        name = f"fc{index}"
-        levels, wscale, bias = layer_weights(model, node)
+        conv = node.op_type == "Conv"
+        if conv:
+            name = f"conv{index}"
+            h, w, c = _feature_map(node, layout)
+            levels, wscale, bias, k, stride, pad = conv_weights(model, node)
+            if levels.shape[1] != k * k * c:
+                raise LowbitError(f"layer {node.name!r}: {levels.shape[1] // (k * k)} input channels, "
+                                  f"but its input has {c}", _FIX)
+            pad_value = _pad_value(node.name, meaning, vtype) if pad else None
+            window = SlidingWindow(f"{name}_window", c, k, stride, pad,
+                                   None if pad_value == 0 and vtype != BIPOLAR else pad_value, vtype)
+            nodes.append(window)
+            out_shape = window.out_shape((h, w, c))[:2] + (levels.shape[0],)
+            _check_out_shape(model, node, out_shape)
+        else:
+            name = f"fc{index}"
+            if len(layout.ir_shape) == 3:
+                nodes.append(Flatten(f"flatten{index}", layout.ir_shape, vtype))
+            if layout.pos.ndim != 1:
+                raise LowbitError(f"layer {node.name!r} takes a tensor of shape {layout.pos.shape}, not "
+                                  "a vector", "flatten the feature map before a fully connected layer")
+            model_levels, wscale, bias = layer_weights(model, node)
+            levels = np.empty_like(model_levels)
+            levels[:, layout.pos] = model_levels  # the model's input order -> the IR's
         fmt = weight_format_for(node.name, levels)
         formats.append(fmt)
         mm = MatMul(name, levels, fmt, vtype)
-        # model value of the MatMul output: sum_i (a v_i + b) W_ij = a s_j acc_j + b s_j colsum_j
+        nodes.append(mm)
+        # model value of the layer's output: sum_i (a v_i + b) W_ij = a s_j acc_j + b s_j colsum_j
+        # (a padded position's v stands for the model's 0: a v + b = 0 there, as in the model)
         gain = np.float64(meaning.a) * wscale.astype(np.float64)
         offset = np.float64(meaning.b) * wscale.astype(np.float64) * levels.sum(axis=1)
         if bias is not None:
-            offset = offset + np.asarray(bias, np.float64)
+            offset = offset + bias
         lo, hi = row_bounds(levels, vtype.min, vtype.max)
         chain, quantizer = _chain(model, node.output[0])
         end = quantizer.output[0] if quantizer is not None else (chain[-1].output[0] if chain else node.output[0])
-        segment = _Segment(model, chain + ([quantizer] if quantizer else []), node.output[0], end, mm.mh)
-        nodes.append(mm)
+        segment = _Segment(model, chain + ([quantizer] if quantizer else []), node.output[0], end, mm.mh, conv)
         if quantizer is None:
-            if not _is_output(model, end):
+            if conv or not _is_output(model, end):
                 raise LowbitError(f"tensor {end!r} after layer {node.name!r} is neither quantized nor the "
-                                  "model's output", _FIX)
+                                  "output of a last fully connected layer", _FIX)
             nodes += [host_affine(name, gain, offset, lo, hi, segment), ArgMax("argmax", mm.mh)]
             break
         qlevels = quantizer_levels(model, quantizer)
         thresholds, invert, out_type = layer_thresholds(gain, offset, lo, hi, segment, qlevels)
         mt = MultiThreshold(f"{name}_act", thresholds, mm.out_type, out_type, invert)
         nodes.append(mt)
-        meaning = qlevels.meaning(mt.name, end)
+        layout = _Layout.of(model.get_tensor_shape(end)[1:])
+        meaning = qlevels.meaning(mt.name, end, layout.name)
         meanings.append(meaning)
         vtype, tensor = mt.out_type, end
         if _is_output(model, end):
+            if conv:
+                raise LowbitError(f"the model ends at the convolution {node.name!r}",
+                                  "end the model with a fully connected layer")
             nodes += [HostAffine(f"{name}_affine", np.full(mm.mh, meaning.a), np.full(mm.mh, meaning.b)),
                       ArgMax("argmax", mm.mh)]
             break
@@ -402,4 +585,4 @@ def lower_model(model, *, max_value, dataset):
             "formats": {"weights": formats, "source": "onnx"},
             "import": {"tensors": [m.to_dict() for m in meanings]}}
     in_type = BIPOLAR if enc.kind == "bipolar" else ValueType(enc.kind, enc.bits)
-    return Graph(in_type, (features,), nodes, meta)
+    return Graph(in_type, in_shape, nodes, meta)

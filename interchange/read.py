@@ -11,8 +11,8 @@ __all__ = ["read_onnx", "SUPPORTED_OPS", "OPSETS"]
 
 # The op types the importer lowers (see lowbit.interchange.lower), by role.
 QUANTIZERS = ("Quant", "BipolarQuant", "MultiThreshold")
-SUPPORTED_OPS = (*QUANTIZERS, "MatMul", "Gemm", "BatchNormalization", "Mul", "Div", "Add", "Sub",
-                 "Relu", "Clip", "Reshape", "Flatten", "Identity")
+SUPPORTED_OPS = (*QUANTIZERS, "MatMul", "Gemm", "Conv", "MaxPool", "BatchNormalization", "Mul", "Div",
+                 "Add", "Sub", "Relu", "Clip", "Reshape", "Flatten", "Transpose", "Identity")
 # Default-domain opsets the importer and qonnx's execution are known to handle.
 OPSETS = (9, 21)
 

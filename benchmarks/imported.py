@@ -1,0 +1,274 @@
+"""Models in, over whole test sets: Brevitas models trained here, exported to QONNX, imported,
+compiled and run in Verilator.
+
+Usage::
+
+    python -m benchmarks.imported --data ../shared/data            # every case, full test sets
+    python -m benchmarks.imported --data ../shared/data --write    # also results/imported.json, BENCHMARKS.md
+    python -m benchmarks.imported --cases brevitas-w2a2-mlp --limit 1000
+
+Each case trains a Brevitas model (:func:`brevitas_model`), exports it with
+``brevitas.export.export_qonnx`` (the TorchScript exporter, ``dynamo=False``), and imports it with
+:func:`lowbit.flow.import_onnx`, which compares the integer IR with qonnx's ``execute_onnx`` at
+every quantized tensor and at the prediction, over the whole test set. The build is then compiled
+for ``--target-cycles`` and every test image runs through the Verilog with random stalls.
+
+Row: ``{source, model, dataset, images, reference_accuracy, ir_accuracy, hw_accuracy,
+reference_disagreements, float_ties, tensor_mismatches, mismatches, cycles_predicted,
+cycles_measured}``. The last layer of every model has power-of-two scales and no bias, so its
+float32 logits are exact multiples of the integer accumulators and the reference's argmax is the
+IR's (``reference_disagreements`` 0 by construction of the model, not by tolerance).
+"""
+
+import argparse
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+from lowbit.core.errors import LowbitError
+
+from .report import ROOT, update_section, write_results
+
+# case -> (dataset, model kind)
+CASES = {
+    "brevitas-w1a1-mlp": ("mnist", "w1a1-mlp"),
+    "brevitas-w2a2-mlp": ("mnist", "w2a2-mlp"),
+    "brevitas-w2a2-cnn": ("fashion-mnist", "w2a2-cnn"),
+    "brevitas-w4a4-in8-mlp": ("mnist", "w4a4-in8-mlp"),
+}
+KINDS = ("w1a1-mlp", "w2a2-mlp", "w2a2-cnn", "w4a4-in8-mlp")
+
+
+def brevitas_model(kind, side, hidden=64, channels=(16, 32), seed=0):
+    """A Brevitas model for ``side`` x ``side`` grey images scaled to [0, 1], input quantized to
+    8 bits unsigned:
+
+    - ``w1a1-mlp``: TFC-like, 3 hidden layers of ``hidden``, bipolar weights and activations;
+    - ``w2a2-mlp``: the same with ternary (2-bit narrow) weights and 2-bit ReLU activations;
+    - ``w2a2-cnn``: conv3x3 - pool - conv3x3 - pool - fc, 2-bit weights and activations;
+    - ``w4a4-in8-mlp``: 2 hidden layers, 4-bit weights and activations, float biases.
+
+    The last layer and the activation before it use power-of-two scales, with no bias.
+    """
+    import brevitas.nn as qnn
+    import torch
+    from brevitas.quant import (Int8WeightPerTensorFixedPoint, SignedBinaryActPerTensorConst,
+                                SignedBinaryWeightPerTensorConst, Uint8ActPerTensorFixedPoint,
+                                Uint8ActPerTensorFloat)
+    from torch import nn
+
+    if kind not in KINDS:
+        raise LowbitError(f"unknown Brevitas model kind {kind!r}", f"kinds: {', '.join(KINDS)}")
+    torch.manual_seed(seed)
+    layers = [qnn.QuantIdentity(act_quant=Uint8ActPerTensorFloat, return_quant_tensor=True)]
+    bits = {"w1a1-mlp": 1, "w2a2-mlp": 2, "w2a2-cnn": 2, "w4a4-in8-mlp": 4}[kind]
+
+    def act(last):
+        if bits == 1:
+            return qnn.QuantIdentity(act_quant=SignedBinaryActPerTensorConst, return_quant_tensor=True)
+        if last:  # power-of-two scale into the last layer
+            return qnn.QuantReLU(act_quant=Uint8ActPerTensorFixedPoint, bit_width=bits, return_quant_tensor=True)
+        return qnn.QuantReLU(bit_width=bits, return_quant_tensor=True)
+
+    def last_linear(n_in):
+        if bits == 1:
+            return qnn.QuantLinear(n_in, 10, bias=False, weight_quant=SignedBinaryWeightPerTensorConst)
+        return qnn.QuantLinear(n_in, 10, bias=False, weight_quant=Int8WeightPerTensorFixedPoint,
+                               weight_bit_width=bits)
+
+    if kind == "w2a2-cnn":
+        c1, c2 = channels
+        layers += [qnn.QuantConv2d(1, c1, 3, padding=1, bias=False, weight_bit_width=bits), nn.BatchNorm2d(c1),
+                   act(False), nn.MaxPool2d(2),
+                   qnn.QuantConv2d(c1, c2, 3, padding=1, bias=False, weight_bit_width=bits), nn.BatchNorm2d(c2),
+                   act(True), nn.MaxPool2d(2), nn.Flatten(), last_linear(c2 * (side // 4) ** 2)]
+        return nn.Sequential(*layers)
+    depth = 2 if kind == "w4a4-in8-mlp" else 3
+    n_in = side * side
+    for i in range(depth):
+        if bits == 1:
+            layers += [qnn.QuantLinear(n_in, hidden, bias=False, weight_quant=SignedBinaryWeightPerTensorConst),
+                       nn.BatchNorm1d(hidden)]
+        elif bits == 4:  # float biases, no BatchNorm
+            layers += [qnn.QuantLinear(n_in, hidden, bias=True, weight_bit_width=bits)]
+        else:
+            layers += [qnn.QuantLinear(n_in, hidden, bias=False, weight_bit_width=bits), nn.BatchNorm1d(hidden)]
+        layers.append(act(i == depth - 1))
+        n_in = hidden
+    layers.append(last_linear(n_in))
+    return nn.Sequential(*layers)
+
+
+def model_input(kind, x, max_value, side):
+    """The model's float input for integer images ``x``: ``x / max_value`` in float32, as
+    :class:`lowbit.model.data.QuantInput` computes it, shaped for the model."""
+    import numpy as np
+    import torch
+
+    f = np.asarray(x, np.float32).reshape(len(x), -1) / np.float32(max_value)
+    return torch.from_numpy(f.reshape(len(x), 1, side, side) if kind.endswith("cnn") else f)
+
+
+def train(model, kind, ds, side, *, epochs, batch=128, lr=1e-2, seed=0, log=None):
+    """Adam with a cosine schedule on the training split; returns the model in eval mode."""
+    import torch
+    from torch import nn
+
+    x, y = model_input(kind, ds.x_train, ds.max_value, side), torch.as_tensor(ds.y_train, dtype=torch.long)
+    opt = torch.optim.Adam(model.parameters(), lr)
+    steps = epochs * ((len(x) + batch - 1) // batch)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    g = torch.Generator().manual_seed(seed)
+    model.train()
+    for epoch in range(epochs):
+        order = torch.randperm(len(x), generator=g)
+        for i in range(0, len(x), batch):
+            idx = order[i:i + batch]
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
+            opt.step()
+            sched.step()
+        if log:
+            log(f"epoch {epoch + 1}/{epochs}")
+    return model.eval()
+
+
+def export(model, kind, path, ds, side):
+    """``brevitas.export.export_qonnx`` to ``path``, atomically, with the TorchScript exporter:
+    the one whose output matched the Brevitas model here (brevitas 0.13.4, torch 2.13)."""
+    from brevitas.export import export_qonnx
+
+    path = Path(path)
+    part = path.with_name(f".{path.name}.{os.getpid()}.part")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            export_qonnx(model, input_t=model_input(kind, ds.x_test[:1], ds.max_value, side),
+                         export_path=str(part), dynamo=False)
+        os.replace(part, path)
+    finally:
+        part.unlink(missing_ok=True)
+    return path
+
+
+def trained_onnx(kind, dataset, work, *, data, epochs, seed=0, **sizes):
+    """The exported model of ``kind`` trained on ``dataset``, trained once into ``work``."""
+    from lowbit.model.data import load_dataset
+
+    ds = load_dataset(dataset, root=data, seed=seed)
+    side = int(round((ds.x_train[0].size) ** 0.5))
+    path = Path(work) / f"{kind}-{dataset}-e{epochs}.onnx"
+    if not path.exists():
+        model = brevitas_model(kind, side, seed=seed, **sizes)
+        train(model, kind, ds, side, epochs=epochs, seed=seed,
+              log=lambda m: print(f"{kind} on {dataset}: {m}", file=sys.stderr, flush=True))
+        export(model, kind, path, ds, side)
+    return path
+
+
+def run_case(name, *, work, data, epochs, limit, target_cycles, seed=0):
+    from lowbit.compiler.codegen import foldings
+    from lowbit.flow import compile_graph, import_onnx, simulate_build, simulation_problems
+
+    dataset, kind = CASES[name]
+    onnx_path = trained_onnx(kind, dataset, work, data=data, epochs=epochs, seed=seed)
+    graph, check = import_onnx(onnx_path, dataset=dataset, seed=seed, data_root=data, limit=limit)
+    build = Path(work) / name
+    manifest = compile_graph(graph, build, target_cycles=target_cycles, force=True)
+    start = time.monotonic()
+    sim = simulate_build(build, limit=limit, data_root=data, seed=seed)
+    problems = simulation_problems(sim)
+    if check["reference_disagreements"]:
+        problems.append(f"{check['reference_disagreements']} predictions differ from the ONNX reference")
+    return {
+        "case": name, "source": "brevitas", "model": kind, "dataset": dataset, "images": sim["images"],
+        "reference_accuracy": check["reference_accuracy"], "ir_accuracy": check["ir_accuracy"],
+        "hw_accuracy": sim["hw_accuracy"], "reference_disagreements": check["reference_disagreements"],
+        "float_ties": check["float_ties"], "tensor_mismatches": sum(check["tensor_mismatches"].values()),
+        "quantized_tensors": len(check["tensor_mismatches"]), "mismatches": sim["mismatches"],
+        "cycles_predicted": sim["cycles_predicted"], "cycles_measured": sim["cycles_measured"],
+        "latency_predicted": sim["latency_predicted"], "latency_measured": sim["latency_measured"],
+        "formats": graph.meta["formats"]["weights"], "folding": ",".join(foldings(manifest)),
+        "epochs": epochs, "sim_seconds": round(time.monotonic() - start, 1), "problems": problems,
+    }
+
+
+def table(rows):
+    lines = ["| source | model | dataset | images | ref acc | IR acc | HW acc | ref disagreements | "
+             "tensor mismatches | HW mismatches | cycles pred / meas |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['source']} | {r['model']} | {r['dataset']} | {r['images']} "
+                     f"| {r['reference_accuracy']:.4f} | {r['ir_accuracy']:.4f} | {r['hw_accuracy']:.4f} "
+                     f"| {r['reference_disagreements']} | {r['tensor_mismatches']} ({r['quantized_tensors']} tensors) "
+                     f"| {r['mismatches']} | {r['cycles_predicted']} / {r['cycles_measured']} |")
+    return "\n".join(lines)
+
+
+METHOD = """Command: `python -m benchmarks.imported --data ../shared/data --write`. Each case trains a
+Brevitas 0.13.4 model here (inputs `images / 255` quantized to 8 bits unsigned; Adam with a cosine
+schedule), exports it with `brevitas.export.export_qonnx(..., dynamo=False)`, and imports the file with
+`lowbit import` (`lowbit.flow.import_onnx`): the integer IR is compared with qonnx's `execute_onnx`
+at every quantized tensor (`tensor mismatches`, counted in elements over the whole test set) and at
+the prediction (`ref disagreements`). The graph is compiled for 1024 cycles per inference and every
+test image runs through the Verilog in Verilator with random stalls on both sides (`HW mismatches`
+counts output words that differ from the IR). The last layer of each model has power-of-two scales
+and no bias, so its float32 logits are exact and cannot tie differently from the integers."""
+
+
+def _write(rows):
+    """Merge ``rows`` into the recorded results (by case, in CASES order) and update BENCHMARKS.md."""
+    import json
+
+    path = ROOT / "benchmarks" / "results" / "imported.json"
+    recorded = {r["case"]: r for r in json.loads(path.read_text())} if path.exists() else {}
+    recorded.update({r["case"]: r for r in rows})
+    merged = [recorded[c] for c in CASES if c in recorded]
+    write_results("imported", merged)
+    update_section("imported", "## Models in: Brevitas -> QONNX -> lowbit (Verilator)",
+                   METHOD + "\n\n" + table(merged))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.imported", description=__doc__.split("\n")[0])
+    ap.add_argument("--data", default=None, help="folder with the MNIST / Fashion-MNIST idx files")
+    ap.add_argument("--cases", default=",".join(CASES), help="comma-separated case names")
+    ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--limit", type=int, default=None, help="images per case (default: whole test set)")
+    ap.add_argument("--target-cycles", type=int, default=1024, help="folding target per inference")
+    ap.add_argument("--work", default=str(ROOT / "build" / "imported"))
+    ap.add_argument("--write", action="store_true")
+    args = ap.parse_args(argv)
+    if args.write and args.limit is not None:
+        print("--write records whole test sets: drop --limit", file=sys.stderr)
+        return 2
+    names = [c.strip() for c in args.cases.split(",") if c.strip()]
+    unknown = [c for c in names if c not in CASES]
+    if unknown:
+        print(f"unknown case(s) {unknown}; known: {', '.join(CASES)}", file=sys.stderr)
+        return 2
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for name in names:
+        try:
+            row = run_case(name, work=work, data=args.data, epochs=args.epochs, limit=args.limit,
+                           target_cycles=args.target_cycles)
+        except LowbitError as e:
+            print(f"{name}: error: {e}", file=sys.stderr)
+            return 2
+        rows.append(row)
+        print(table([row]).splitlines()[-1], flush=True)
+        if args.write:  # after every case: a stopped run keeps what it measured
+            _write(rows)
+    print(table(rows))
+    for r in rows:
+        for problem in r["problems"]:
+            print(f"{r['case']}: NOT AS PREDICTED: {problem}", file=sys.stderr)
+    return 1 if any(r["problems"] for r in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
