@@ -25,7 +25,9 @@ so a quantizer's offset (a signed or {0, 1} activation feeding bipolar hardware)
 next layer's thresholds.
 """
 
+import json
 import math
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,8 +38,12 @@ from lowbit.core.bounds import row_bounds
 from lowbit.core.errors import LowbitError
 from lowbit.core.formats import WEIGHT_FORMATS, level_table_format
 
+from .read import source_name
+
 __all__ = ["lower_model", "Meaning", "ELEMENTWISE"]
 
+# The layers: a FINN-ONNX XnorPopcountMatMul is a bipolar MatMul on {0, 1} inputs and weights.
+_LAYERS = ("MatMul", "Gemm", "Conv", "XnorPopcountMatMul")
 ELEMENTWISE = ("Mul", "Div", "Add", "Sub", "BatchNormalization", "Relu", "Clip", "Identity")
 _SHAPE_OPS = ("Reshape", "Flatten", "Transpose", "Identity")
 _FIX = "see the README's 'Models in' for the layer patterns lowbit imports"
@@ -133,11 +139,14 @@ class _Layout:
         return _Layout(self.ir_shape, self.pos.reshape(shape[1:]))
 
 
-def _through_shapes(model, tensor, layout):
-    """Follow ``tensor`` through shape ops: ``(the next other node or None, its input, layout)``."""
+def _through_shapes(model, tensor, layout, passed=None):
+    """Follow ``tensor`` through shape ops: ``(the next other node or None, its input, layout)``;
+    the shape ops are appended to ``passed``."""
     node = _only_consumer(model, tensor)
     while node is not None and node.op_type in _SHAPE_OPS:
         layout = layout.through(model, node)
+        if passed is not None:
+            passed.append(node)
         tensor, node = node.output[0], _only_consumer(model, node.output[0])
     return node, tensor, layout
 
@@ -207,6 +216,8 @@ def input_quantizer(model, max_value):
     shape = model.get_tensor_shape(tensor)
     pixels = int(np.prod(shape[1:]))
     node, tensor, order = _through_shapes(model, tensor, _Layout((pixels,), np.arange(pixels).reshape(shape[1:])))
+    if node is not None and node.op_type == "Mul":
+        return thermometer_input(model, node, order, max_value)
     if node is None or node.op_type not in ("Quant", "BipolarQuant"):
         found = "nothing" if node is None else f"a {node.op_type} ({node.name!r})"
         raise LowbitError(f"the input is not quantized: it reaches {found} before any Quant or "
@@ -235,6 +246,44 @@ def input_quantizer(model, max_value):
     enc = QuantInput(kind, bits, levels.step, 0.0, lo, hi, max_value)
     return enc, ValueType(kind, bits), Meaning("input", node.output[0], levels.step, 0.0, layout.name), \
         node.output[0], layout
+
+
+def thermometer_input(model, mul, order, max_value):
+    """A thermometer code of the input, as lowbit writes it: the image times ones (one copy per
+    level, on a new axis) into a MultiThreshold with one threshold per copy and a bipolar output.
+    Returns what :func:`input_quantizer` returns, the encoding being a :class:`Thermometer`."""
+    from lowbit.model.data import Thermometer, model_floats
+
+    ones = model.get_initializer(mul.input[1])
+    fix = "quantize the input with a Quant, or write the thermometer as `lowbit export --qonnx` does"
+    if ones is None or not np.all(np.asarray(ones) == 1):
+        raise LowbitError(f"node {mul.name!r}: the input is scaled by a Mul before it is quantized", fix)
+    before = tuple(order.pos.shape)
+    after = tuple(model.get_tensor_shape(mul.output[0])[1:])
+    axes = [i for i, (a, b) in enumerate(zip(before, after)) if a != b] if len(before) == len(after) else []
+    mt = _only_consumer(model, mul.output[0])
+    if len(axes) != 1 or before[axes[0]] != 1 or mt is None or mt.op_type != "MultiThreshold":
+        raise LowbitError(f"node {mul.name!r}: the input is copied to shape {after}, but not into a "
+                          "MultiThreshold along one new axis", fix)
+    copies = after[axes[0]]
+    channel_axis = 0 if len(after) == 3 else len(after) - 1  # qonnx's NCHW and NWC
+    thr = model.get_initializer(mt.input[1])
+    if axes[0] != channel_axis or thr is None or thr.shape != (copies, 1):
+        raise LowbitError(f"node {mt.name!r}: a thermometer needs one threshold per copy of the input, "
+                          f"along the copies' axis", fix)
+    levels = quantizer_levels(model, mt)
+    if levels.count != 2:
+        raise LowbitError(f"node {mt.name!r}: a thermometer's output has two levels, bipolar or {{0, 1}}", fix)
+    if not np.array_equal(order.pos.reshape(-1), np.arange(order.pos.size)):
+        raise LowbitError("the model reorders its input pixels before quantizing them (a Transpose?)",
+                          "quantize the input as it comes, in (C, H, W) or flat order")
+    # Each threshold as the least pixel value that reaches it, in the model's own float32.
+    floats = model_floats(np.arange(max_value + 1), max_value)
+    reached = floats[None, :] >= np.asarray(thr, np.float32).reshape(-1, 1)
+    pixel = np.where(reached.any(axis=1), reached.argmax(axis=1), max_value + 1)
+    enc = Thermometer(tuple(int(v) for v in pixel))
+    layout = _Layout.of(after)
+    return enc, BIPOLAR, levels.meaning("input", mt.output[0], layout.name), mt.output[0], layout
 
 
 def weight_format_for(layer, levels):
@@ -307,14 +356,19 @@ def _bias(model, node, index):
 
 
 def layer_weights(model, node):
-    """``(integer levels (out, in), per-output-channel scale (out,), bias or None)`` of a MatMul
-    or Gemm whose weights are quantized constants, in the model's input order."""
+    """``(integer levels (out, in), per-output-channel scale (out,), bias or None)`` of a MatMul,
+    Gemm or XnorPopcountMatMul whose weights are quantized constants, in the model's input order."""
     if node.op_type == "Gemm" and (_attr(node, "transA", 0) or _attr(node, "alpha", 1.0) != 1.0
                                    or _attr(node, "beta", 1.0) != 1.0):
         raise LowbitError(f"node {node.name!r}: a Gemm with transA, alpha or beta is not imported", _FIX)
     levels, scale = _quantized_weights(model, node)
     if levels.ndim != 2:
         raise LowbitError(f"layer {node.name!r}: weights of shape {levels.shape} are not a matrix", _FIX)
+    if node.op_type == "XnorPopcountMatMul":  # {0, 1} weights, read as the bipolar 2w - 1
+        if not np.isin(levels, (0, 1)).all():
+            raise LowbitError(f"layer {node.name!r}: an XnorPopcountMatMul has weights other than 0 and 1",
+                              "give it BINARY weights, as qonnx's ConvertBipolarMatMulToXnorPopcount does")
+        levels = 2 * levels - 1
     if not (node.op_type == "Gemm" and _attr(node, "transB", 0)):  # (in, out) -> (out, in)
         levels, scale = levels.T, None if scale is None else scale.T
     col = _channel_scale(node.name, scale, 0)
@@ -461,6 +515,46 @@ def host_affine(name, gain, offset, lo, hi, segment):
     return HostAffine(f"{name}_affine", scale, out[0])
 
 
+# The model's metadata key under which `lowbit export --qonnx` records what ONNX cannot say of a
+# layer: its weight format (ternary weights may all be +-1), tiled copies and weight memory.
+HINTS_KEY = "lowbit.layers"
+
+
+def _layer_hints(model):
+    """``{node name: {"format", "copies"[, "weight_memory"]}}`` from a model written by lowbit,
+    else empty."""
+    props = {p.key: p.value for p in model.model.metadata_props}
+    try:
+        return dict(json.loads(props.get(HINTS_KEY, "{}")))
+    except (ValueError, TypeError):
+        raise LowbitError(f"the model's metadata {HINTS_KEY!r} is not a JSON object",
+                          "remove it, or write the model again with lowbit export --qonnx") from None
+
+
+def integer_thresholds(model, chain, quantizer, channels):
+    """A MultiThreshold right on an integer accumulator, with at most a Mul by +-1 per channel
+    between: ``(thresholds (C, L), invert or None)`` read off the node as they are, unreachable
+    levels included (so that a model lowbit wrote comes back unchanged); None for other chains."""
+    if quantizer.op_type != "MultiThreshold" or len(chain) > 1 or (chain and chain[0].op_type != "Mul"):
+        return None
+    thr = model.get_initializer(quantizer.input[1])
+    if thr is None or thr.shape[0] not in (1, channels) or (thr.shape[1] + 1) & thr.shape[1]:
+        return None  # uint outputs need 2**k - 1 thresholds
+    thr = np.broadcast_to(np.asarray(thr, np.float64), (channels, thr.shape[1]))
+    sign = np.ones(channels)
+    if chain:
+        c = model.get_initializer(chain[0].input[1])
+        if c is None or c.size not in (1, channels) or not np.all(np.abs(c) == 1):
+            return None
+        sign = np.broadcast_to(np.asarray(c, np.float64).reshape(-1), (channels,))
+    # -acc >= t  <=>  acc <= -t  <=>  not acc >= floor(-t) + 1 (acc an integer): an inverted count
+    t = np.where(sign[:, None] > 0, np.ceil(thr), np.floor(-thr) + 1)
+    if not np.all(np.abs(t) < 2 ** 62):
+        return None
+    invert = sign < 0
+    return np.sort(t, axis=1).astype(np.int64), (invert if invert.any() else None)
+
+
 def _feature_map(node, layout):
     """The IR's (H, W, C) of a layer's input, which must be a feature map in the IR's layout."""
     if layout.name != "chw":
@@ -490,70 +584,116 @@ def maxpool(model, node, layout, in_type, name):
     return pool
 
 
-def _pad_value(name, meaning, vtype):
-    """The IR element that stands for the model's zero padding: ``a * v + b = 0``."""
-    v = -meaning.b / meaning.a
+def _pad_value(name, meaning, vtype, value):
+    """The IR element that stands for the model's padding ``value``: ``a * v + b = value``."""
+    v = (value - meaning.b) / meaning.a
     if v != round(v) or not vtype.holds(int(round(v))):
-        raise LowbitError(f"layer {name!r} pads its input with 0, which is not a level of its input "
-                          f"{vtype} (levels {meaning.a:g} * v + {meaning.b:g})",
-                          "export the convolution with padding=0, or quantize its input with a level at 0")
+        raise LowbitError(f"layer {name!r} pads its input with {value:g}, which is not a level of its "
+                          f"input {vtype} (levels {meaning.a:g} * v + {meaning.b:g})",
+                          "export the convolution with padding=0, or pad with a level of its input")
     return int(round(v))
+
+
+def pad_node(model, node):
+    """``(pad, value, name)`` of a constant Pad on the two spatial axes alike."""
+    if _attr(node, "mode", "constant") != "constant":
+        raise LowbitError(f"node {node.name!r}: only constant padding is imported", _FIX)
+    pads = model.get_initializer(node.input[1]) if len(node.input) > 1 else _attr(node, "pads", None)
+    value = model.get_initializer(node.input[2]) if len(node.input) > 2 and node.input[2] else \
+        _attr(node, "value", 0.0)
+    if len(node.input) > 3 and node.input[3]:
+        raise LowbitError(f"node {node.name!r}: a Pad with axes is not imported", "pad all four axes")
+    pads = None if pads is None else [int(v) for v in np.asarray(pads).reshape(-1)]
+    if pads is None or value is None or len(pads) != 8 or pads[:2] != [0, 0] or pads[4:6] != [0, 0] \
+            or len({pads[2], pads[3], pads[6], pads[7]}) != 1:
+        raise LowbitError(f"node {node.name!r}: lowbit imports a constant Pad of H and W alike, not {pads}",
+                          _FIX)
+    return pads[2], float(np.asarray(value).reshape(())), node.name
 
 
 def lower_model(model, *, max_value, dataset):
     """The IR graph of a cleaned model (:func:`lowbit.interchange.read.read_onnx`), and the
     meanings of its quantized tensors (for the exactness check)."""
     enc, vtype, meaning, tensor, layout = input_quantizer(model, max_value)
-    in_shape = layout.ir_shape
+    in_vtype, in_shape = vtype, layout.ir_shape
+    hints = _layer_hints(model)
+    used = set()
+
+    def named(node, fallback):
+        """The node's name in the file if it can name an IR op (and hardware), else ``fallback``."""
+        name = source_name(node)
+        name = name if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name or "") else fallback
+        name = fallback if name in used else name
+        used.add(name)
+        return name
+
     meanings, nodes, formats = [meaning], [], []
     index = 0
     while True:
-        node, tensor, layout = _through_shapes(model, tensor, layout)
+        shapes = []
+        node, tensor, layout = _through_shapes(model, tensor, layout, shapes)
         if node is None:
             raise LowbitError(f"the model ends at quantized tensor {tensor!r} with no layer after it", _FIX)
+        padding = None
+        if node.op_type == "Pad" and node.input[0] == tensor:  # a constant pad before a Conv
+            padding, tensor = pad_node(model, node), node.output[0]
+            node = _only_consumer(model, tensor)
+            if node is None or node.op_type != "Conv":
+                raise LowbitError(f"node {padding[2]!r}: a Pad must feed a Conv", _FIX)
         if node.op_type == "MaxPool" and node.input[0] == tensor:
-            pool = maxpool(model, node, layout, vtype, f"pool{index}")
+            pool = maxpool(model, node, layout, vtype, named(node, f"pool{index}"))
             nodes.append(pool)
             tensor, layout = node.output[0], _Layout.of(model.get_tensor_shape(node.output[0])[1:])
             meaning = Meaning(pool.name, tensor, meaning.a, meaning.b, layout.name)
             meanings.append(meaning)
             continue
-        if node.op_type not in ("MatMul", "Gemm", "Conv") or node.input[0] != tensor:
-            raise LowbitError(f"node {node.name!r} ({node.op_type}) is where lowbit expects a MatMul, "
-                              "Gemm, Conv or MaxPool layer", _FIX)
+        if node.op_type not in _LAYERS or node.input[0] != tensor:
+            raise LowbitError(f"node {node.name!r} ({node.op_type}) is where lowbit expects a "
+                              f"{', '.join(_LAYERS)} or MaxPool layer", _FIX)
         index += 1
         conv = node.op_type == "Conv"
         if conv:
-            name = f"conv{index}"
+            name = named(node, f"conv{index}")
             h, w, c = _feature_map(node, layout)
             levels, wscale, bias, k, stride, pad = conv_weights(model, node)
             if levels.shape[1] != k * k * c:
                 raise LowbitError(f"layer {node.name!r}: {levels.shape[1] // (k * k)} input channels, "
                                   f"but its input has {c}", _FIX)
-            pad_value = _pad_value(node.name, meaning, vtype) if pad else None
+            pad_value = _pad_value(node.name, meaning, vtype, 0.0) if pad else None
+            if padding is not None:
+                if pad:
+                    raise LowbitError(f"layer {node.name!r} is padded twice (a Pad and its own pads)", _FIX)
+                pad = padding[0]
+                pad_value = _pad_value(node.name, meaning, vtype, padding[1])
             window = SlidingWindow(f"{name}_window", c, k, stride, pad,
                                    None if pad_value == 0 and vtype != BIPOLAR else pad_value, vtype)
             nodes.append(window)
             out_shape = window.out_shape((h, w, c))[:2] + (levels.shape[0],)
             _check_out_shape(model, node, out_shape)
         else:
-            name = f"fc{index}"
+            name = named(node, f"fc{index}")
             if len(layout.ir_shape) == 3:
-                nodes.append(Flatten(f"flatten{index}", layout.ir_shape, vtype))
+                nodes.append(Flatten(named(shapes[-1], f"flatten{index}") if shapes else f"flatten{index}",
+                                     layout.ir_shape, vtype))
             if layout.pos.ndim != 1:
                 raise LowbitError(f"layer {node.name!r} takes a tensor of shape {layout.pos.shape}, not "
                                   "a vector", "flatten the feature map before a fully connected layer")
             model_levels, wscale, bias = layer_weights(model, node)
             levels = np.empty_like(model_levels)
             levels[:, layout.pos] = model_levels  # the model's input order -> the IR's
-        fmt = weight_format_for(node.name, levels)
+        hint = hints.get(source_name(node), {})
+        fmt = hint.get("format") or weight_format_for(node.name, levels)
         formats.append(fmt)
-        mm = MatMul(name, levels, fmt, vtype)
+        mm = MatMul(name, levels, fmt, vtype, copies=int(hint.get("copies", 1)),
+                    weight_memory=hint.get("weight_memory", "auto"))
         nodes.append(mm)
         # model value of the layer's output: sum_i (a v_i + b) W_ij = a s_j acc_j + b s_j colsum_j
         # (a padded position's v stands for the model's 0: a v + b = 0 there, as in the model)
         gain = np.float64(meaning.a) * wscale.astype(np.float64)
         offset = np.float64(meaning.b) * wscale.astype(np.float64) * levels.sum(axis=1)
+        if node.op_type == "XnorPopcountMatMul":
+            # ((2 x - 1) . w + K) / 2 with x = a v + b: a (v . w) + (b - 1/2) sum(w) + K / 2
+            offset = (np.float64(meaning.b) - 0.5) * levels.sum(axis=1) + levels.shape[1] / 2
         if bias is not None:
             offset = offset + bias
         lo, hi = row_bounds(levels, vtype.min, vtype.max)
@@ -567,8 +707,13 @@ def lower_model(model, *, max_value, dataset):
             nodes += [host_affine(name, gain, offset, lo, hi, segment), ArgMax("argmax", mm.mh)]
             break
         qlevels = quantizer_levels(model, quantizer)
-        thresholds, invert, out_type = layer_thresholds(gain, offset, lo, hi, segment, qlevels)
-        mt = MultiThreshold(f"{name}_act", thresholds, mm.out_type, out_type, invert)
+        exact = integer_thresholds(model, chain, quantizer, mm.mh) \
+            if np.all(gain == 1) and np.all(offset == 0) else None
+        if exact is not None:
+            (thresholds, invert), out_type = exact, qlevels.ir_type
+        else:
+            thresholds, invert, out_type = layer_thresholds(gain, offset, lo, hi, segment, qlevels)
+        mt = MultiThreshold(named(quantizer, f"{name}_act"), thresholds, mm.out_type, out_type, invert)
         nodes.append(mt)
         layout = _Layout.of(model.get_tensor_shape(end)[1:])
         meaning = qlevels.meaning(mt.name, end, layout.name)
@@ -584,5 +729,4 @@ def lower_model(model, *, max_value, dataset):
     meta = {"input": enc.to_dict(), "dataset": dataset,
             "formats": {"weights": formats, "source": "onnx"},
             "import": {"tensors": [m.to_dict() for m in meanings]}}
-    in_type = BIPOLAR if enc.kind == "bipolar" else ValueType(enc.kind, enc.bits)
-    return Graph(in_type, in_shape, nodes, meta)
+    return Graph(in_vtype, in_shape, nodes, meta)

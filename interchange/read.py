@@ -7,14 +7,17 @@ from pathlib import Path
 
 from lowbit.core.errors import LowbitError
 
-__all__ = ["read_onnx", "SUPPORTED_OPS", "OPSETS"]
+__all__ = ["read_onnx", "source_name", "SUPPORTED_OPS", "OPSETS"]
 
 # The op types the importer lowers (see lowbit.interchange.lower), by role.
 QUANTIZERS = ("Quant", "BipolarQuant", "MultiThreshold")
-SUPPORTED_OPS = (*QUANTIZERS, "MatMul", "Gemm", "Conv", "MaxPool", "BatchNormalization", "Mul", "Div",
-                 "Add", "Sub", "Relu", "Clip", "Reshape", "Flatten", "Transpose", "Identity")
+SUPPORTED_OPS = (*QUANTIZERS, "MatMul", "Gemm", "XnorPopcountMatMul", "Conv", "MaxPool", "BatchNormalization", "Mul", "Div",
+                 "Add", "Sub", "Relu", "Clip", "Pad", "Reshape", "Flatten", "Transpose", "Identity")
 # Default-domain opsets the importer and qonnx's execution are known to handle.
 OPSETS = (9, 21)
+# The node property that keeps a node's name from the file: qonnx's cleanup renames every node
+# (``MatMul_0``, ...), and the IR names its ops after the file's names where it can.
+SOURCE_NAME = "lowbit.source_name"
 
 
 def _fail(path, problem, fix):
@@ -59,6 +62,9 @@ def read_onnx(path):
         shown = [d.dim_param or d.dim_value if d.HasField("dim_value") or d.dim_param else "?" for d in dims]
         _fail(path, f"input {inputs[0].name!r} has a dynamic shape {shown}",
               "export with a fixed input shape, e.g. a batch of 1 (dynamic_axes off)")
+    for node in proto.graph.node:
+        prop = node.metadata_props.add()
+        prop.key, prop.value = SOURCE_NAME, node.name
     try:
         model = cleanup_model(ModelWrapper(proto)).transform(InferShapes())
     except Exception as e:  # qonnx's own errors on graphs it cannot clean
@@ -70,3 +76,8 @@ def read_onnx(path):
         _fail(path, f"node {n.name!r} is a {n.op_type}, which lowbit cannot lower",
               f"supported ops: {', '.join(SUPPORTED_OPS)}")
     return model
+
+
+def source_name(node):
+    """The name ``node`` had in the file (before qonnx's cleanup renamed it)."""
+    return next((p.value for p in node.metadata_props if p.key == SOURCE_NAME), node.name)

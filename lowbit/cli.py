@@ -16,8 +16,8 @@ from lowbit.core.errors import LowbitError
 from lowbit.core.files import claim_output_dir
 
 from .demo import run_demo
-from .flow import (compile_checkpoint, evaluate_checkpoint, export_checkpoint, fold, import_onnx, simulate_build,
-                   simulation_problems, synth_build, train_checkpoint)
+from .flow import (compile_checkpoint, evaluate_checkpoint, export_checkpoint, export_qonnx, fold, import_onnx,
+                   simulate_build, simulation_problems, synth_build, train_checkpoint)
 from .fuzz import fuzz, summary_text
 from . import cache, sweep, sweep_accuracy
 from .training import quantize_checkpoint
@@ -189,6 +189,13 @@ def cmd_import(args):
     print(_import_summary(check))
     save_graph(args.output, graph)
     print(f"wrote {args.output}")
+
+
+def cmd_export(args):
+    check = export_qonnx(args.source, args.qonnx, data_root=args.data, limit=args.limit)
+    print(_import_summary(check).replace("IR vs ONNX reference", "read back: IR vs ONNX reference"))
+    print(f"the IR read back gives the same hardware output on all {check['images']} test images; "
+          f"wrote {args.qonnx}")
 
 
 def _is_graph_file(path):
@@ -401,6 +408,15 @@ def build_parser():
                    help="the dataset the model was trained on (images scaled to [0, 1])")
     s.add_argument("--data", default=None, help=DATA_HELP)
     s.set_defaults(func=cmd_import)
+
+    s = sub.add_parser("export", help="write a checkpoint, build or graph.npz as a QONNX model, checked "
+                                      "by reading it back")
+    s.add_argument("source", help="a lowbit checkpoint, a build folder or a graph file (.npz)")
+    s.add_argument("--qonnx", required=True, help="the .onnx file to write")
+    s.add_argument("--data", default=None, help=DATA_HELP)
+    s.add_argument("--limit", type=_positive, default=None,
+                   help="check on the first N test images (default: all)")
+    s.set_defaults(func=cmd_export)
 
     s = sub.add_parser("compile", help="compile a checkpoint or .onnx model to Verilog + manifest")
     s.add_argument("checkpoint", help="a lowbit checkpoint, or a QONNX / FINN-ONNX model (.onnx)")

@@ -14,7 +14,7 @@ from lowbit.compiler.passes import choose_memories, remove_identities
 from lowbit.core.errors import LowbitError
 from lowbit.core.files import claim_output_dir
 from lowbit.hw.payload import VectorFormat
-from lowbit.model.data import load_hardware_dataset
+from lowbit.model.data import input_encoding, load_hardware_dataset
 from lowbit.sim.runner import StallConfig, run_stream
 
 from .folding import fold_for_board, fold_for_cycles, fold_for_luts
@@ -95,7 +95,7 @@ def import_onnx(path, *, dataset, seed=0, data_root=None, limit=None):
     from lowbit.interchange.exact import compare_with_onnx
     from lowbit.interchange.lower import lower_model
     from lowbit.interchange.read import read_onnx
-    from lowbit.model.data import QuantInput, load_dataset
+    from lowbit.model.data import load_dataset, model_floats
 
     if dataset is None:
         raise LowbitError(f"{str(path)!r} does not say which dataset its model was trained on",
@@ -104,10 +104,10 @@ def import_onnx(path, *, dataset, seed=0, data_root=None, limit=None):
     model = read_onnx(path)
     ds = load_dataset(dataset, root=data_root, seed=seed)
     graph = lower_model(model, max_value=int(ds.max_value), dataset={"name": dataset, "seed": seed})
-    enc = QuantInput.from_dict(graph.meta["input"])  # the dataset is loaded once, above
+    enc = input_encoding(graph.meta["input"])  # the dataset is loaded once, above
     x, y = (ds.x_test, ds.y_test) if limit is None else (ds.x_test[:limit], ds.y_test[:limit])
     x = x.reshape(len(x), -1)
-    check = compare_with_onnx(model, graph, enc.floats(x), enc(x), y)
+    check = compare_with_onnx(model, graph, model_floats(x, ds.max_value), enc(x), y)
     bad = {t: n for t, n in check["tensor_mismatches"].items() if n}
     if bad:
         tensor, n = next(iter(bad.items()))
@@ -115,6 +115,63 @@ def import_onnx(path, *, dataset, seed=0, data_root=None, limit=None):
                           f"{check['images']} test images)", "this model cannot be made exact by lowbit's "
                           "import; please report it with the .onnx file")
     return graph.replace_meta({**graph.meta, "import": {**graph.meta["import"], "check": check}}), check
+
+
+def source_graph(source, data_root=None):
+    """The IR graph of a build folder, a graph file (``.npz``) or a checkpoint (exported and
+    checked against PyTorch)."""
+    from lowbit.compiler.serialize import load_graph
+
+    path = Path(source)
+    if path.is_dir():
+        return load_build(path).graph()
+    if path.suffix == ".npz":
+        return load_graph(path)
+    return export_checkpoint(path, data_root)[0]
+
+
+def export_qonnx(source, out, *, data_root=None, limit=None):
+    """Write the model of ``source`` (see :func:`source_graph`) as QONNX to ``out``.
+
+    The file is checked before it is written: it is read back with :func:`import_onnx`, which
+    compares qonnx's execution of it with the IR read back at every quantized tensor, and that
+    IR must give the same hardware output as the graph written on every test image (the first
+    ``limit`` of them). Returns the import check with ``"ir_rows_differ"`` added.
+
+    Raises
+    ------
+    LowbitError
+        If ``out`` exists and lowbit did not write it, the graph has ops with no QONNX form, or
+        the file read back differs from the graph (nothing is written then).
+    """
+    import tempfile
+
+    from lowbit.core.files import atomic_write_bytes, claim_output_file
+    from lowbit.interchange.write import is_lowbit_onnx, write_qonnx
+    from lowbit.model.data import load_dataset
+
+    out = claim_output_file(out, inputs=(source, data_root), owned=is_lowbit_onnx)  # before any work
+    graph = source_graph(source, data_root)
+    ds_meta = graph.meta.get("dataset")
+    if not ds_meta:
+        raise LowbitError(f"{str(source)!r} does not record the dataset its model was trained on",
+                          "export a build or checkpoint made by lowbit from a dataset")
+    ds = load_dataset(ds_meta["name"], root=data_root, seed=ds_meta["seed"])
+    data = write_qonnx(graph, int(ds.max_value)).SerializeToString()
+    with tempfile.TemporaryDirectory(prefix="lowbit-export-") as tmp:
+        written = Path(tmp) / "model.onnx"
+        written.write_bytes(data)
+        back, check = import_onnx(written, dataset=ds_meta["name"], seed=ds_meta["seed"],
+                                  data_root=data_root, limit=limit)
+    enc = input_encoding(graph.meta["input"])
+    x = enc(ds.x_test.reshape(len(ds.x_test), -1)[:limit])
+    differ = int(np.any(back.hardware_output(x) != graph.hardware_output(x), axis=1).sum())
+    if differ:
+        raise LowbitError(f"the QONNX model read back differs from {str(source)!r} on {differ} of "
+                          f"{len(x)} test images", "this is a bug in lowbit's QONNX writer; please "
+                          "report it with the model")
+    atomic_write_bytes(out, data)
+    return {**check, "ir_rows_differ": differ}
 
 
 def fold(graph, *, folding=None, target_cycles=None, board=None, max_luts=None):

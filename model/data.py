@@ -28,7 +28,7 @@ from lowbit.core.errors import LowbitError
 
 __all__ = ["Dataset", "load_digits_split", "Thermometer", "DATASET_NAMES", "DATA_ENV",
            "load_dataset", "load_idx_dataset", "load_cifar10", "THERMOMETER_LEVELS",
-           "load_hardware_dataset", "QuantInput"]
+           "load_hardware_dataset", "QuantInput", "input_encoding", "model_floats"]
 
 DATASET_NAMES = ("digits", "mnist", "fashion-mnist", "cifar10")
 """Names accepted by :func:`load_dataset`."""
@@ -118,7 +118,7 @@ class QuantInput:
 
     def floats(self, x):
         """The model's float input for integer images."""
-        return np.asarray(x, dtype=np.float32) / np.float32(self.max_value)
+        return model_floats(x, self.max_value)
 
     def __call__(self, x):
         f = self.floats(x)
@@ -135,6 +135,21 @@ class QuantInput:
     def from_dict(cls, d):
         return cls(str(d["kind"]), int(d["bits"]), float(d["scale"]), float(d["zero_point"]),
                    int(d["lo"]), int(d["hi"]), int(d["max_value"]))
+
+
+def input_encoding(record):
+    """The encoding of a graph's ``meta["input"]`` record: :class:`QuantInput` or :class:`Thermometer`."""
+    kinds = {"quant": QuantInput, "thermometer": Thermometer}
+    if record.get("encoding") not in kinds:
+        raise LowbitError(f"input encoding {record.get('encoding')!r} is not one lowbit applies to images",
+                          f"encodings: {', '.join(kinds)}")
+    return kinds[record["encoding"]].from_dict(record)
+
+
+def model_floats(x, max_value):
+    """An imported model's float input for integer images: ``x / max_value`` in float32 (the
+    ``ToTensor`` convention)."""
+    return np.asarray(x, dtype=np.float32) / np.float32(max_value)
 
 
 def load_dataset(name, root=None, seed=0):
@@ -176,10 +191,10 @@ THERMOMETER_LEVELS = {"digits": 4, "mnist": 1, "fashion-mnist": 1}
 def load_hardware_dataset(name, seed=0, root=None, encoding=None):
     """A flat-image dataset and the code of its inputs in the hardware setting, by name (``root``:
     folder of file-based data): the thermometer code, or the recorded ``encoding`` of an imported
-    model (a :meth:`QuantInput.to_dict` record)."""
-    if encoding is not None and encoding.get("encoding") == "quant":
+    model (a :meth:`QuantInput.to_dict` or :meth:`Thermometer.to_dict` record)."""
+    if encoding is not None and encoding.get("encoding") in ("quant", "thermometer"):
         ds = load_dataset(name, root=root, seed=seed)
-        return ds, QuantInput.from_dict(encoding)
+        return ds, input_encoding(encoding)
     if name not in THERMOMETER_LEVELS:
         raise LowbitError(f"dataset {name!r} has no MLP input encoding yet",
                           f"datasets for the MLP flow: {', '.join(THERMOMETER_LEVELS)}")
