@@ -28,17 +28,29 @@ import warnings
 from pathlib import Path
 
 from lowbit.core.errors import LowbitError
+from lowbit.interchange.read import read_onnx
 
 from .report import ROOT, update_section, write_results
 
-# case -> (dataset, model kind)
+# case -> (source, dataset, model kind): "brevitas" models are Brevitas kinds (KINDS) exported
+# with export_qonnx; "finn-onnx" is the Brevitas kind streamlined to FINN-ONNX
+# (:func:`finn_onnx`); "lowbit" kinds are `lowbit train` architectures (LOWBIT_KINDS) exported with
+# `lowbit export --qonnx` and read back.
 CASES = {
-    "brevitas-w1a1-mlp": ("mnist", "w1a1-mlp"),
-    "brevitas-w2a2-mlp": ("mnist", "w2a2-mlp"),
-    "brevitas-w2a2-cnn": ("fashion-mnist", "w2a2-cnn"),
-    "brevitas-w4a4-in8-mlp": ("mnist", "w4a4-in8-mlp"),
+    "brevitas-w1a1-mlp": ("brevitas", "mnist", "w1a1-mlp"),
+    "brevitas-w2a2-mlp": ("brevitas", "mnist", "w2a2-mlp"),
+    "brevitas-w2a2-cnn": ("brevitas", "fashion-mnist", "w2a2-cnn"),
+    "brevitas-w4a4-in8-mlp": ("brevitas", "mnist", "w4a4-in8-mlp"),
+    "finn-onnx-w1a1-mlp-xnor": ("finn-onnx", "mnist", "w1a1-mlp"),
+    "lowbit-bipolar-mlp": ("lowbit", "mnist", "bipolar-mlp"),
+    "lowbit-ternary-cnn": ("lowbit", "fashion-mnist", "ternary-cnn"),
 }
 KINDS = ("w1a1-mlp", "w2a2-mlp", "w2a2-cnn", "w4a4-in8-mlp")
+# lowbit kind -> `lowbit train` options
+LOWBIT_KINDS = {
+    "bipolar-mlp": {"hidden": (256, 256), "weight_format": "bipolar"},
+    "ternary-cnn": {"arch": "cnn:16,32+pad=1:64", "weight_format": "ternary"},
+}
 
 
 def brevitas_model(kind, side, hidden=64, channels=(16, 32), seed=0):
@@ -168,25 +180,83 @@ def trained_onnx(kind, dataset, work, *, data, epochs, seed=0, **sizes):
     return path
 
 
-def run_case(name, *, work, data, epochs, limit, target_cycles, seed=0):
-    from lowbit.compiler.codegen import foldings
-    from lowbit.flow import compile_graph, import_onnx, simulate_build, simulation_problems
+def finn_onnx(kind, dataset, work, *, data, epochs, seed=0):
+    """The Brevitas model of ``kind`` streamlined to FINN-ONNX: lowbit's import turns its Quant
+    nodes, scales and BatchNorms into integer weights and MultiThreshold nodes (written back by
+    :func:`lowbit.interchange.write.write_qonnx`, with FINN datatype annotations), then qonnx's
+    ``ConvertBipolarMatMulToXnorPopcount`` makes every bipolar MatMul an XnorPopcountMatMul on
+    {0, 1} tensors. qonnx itself has no Quant-to-MultiThreshold transform (that one is FINN's)."""
+    from lowbit.flow import import_onnx
+    from lowbit.interchange.write import write_qonnx
+    from lowbit.model.data import load_dataset
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.transformation.bipolar_to_xnor import ConvertBipolarMatMulToXnorPopcount
 
-    dataset, kind = CASES[name]
-    onnx_path = trained_onnx(kind, dataset, work, data=data, epochs=epochs, seed=seed)
+    path = Path(work) / f"finn-{kind}-{dataset}-e{epochs}.onnx"
+    if not path.exists():
+        source = trained_onnx(kind, dataset, work, data=data, epochs=epochs, seed=seed)
+        graph, _ = import_onnx(source, dataset=dataset, seed=seed, data_root=data, limit=1000)
+        ds = load_dataset(dataset, root=data, seed=seed)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # qonnx warns that tensor datatypes change
+            model = ModelWrapper(write_qonnx(graph, int(ds.max_value))).transform(ConvertBipolarMatMulToXnorPopcount())
+        part = path.with_name(f".{path.name}.{os.getpid()}.part")
+        model.save(str(part))
+        os.replace(part, path)
+    return path
+
+
+def lowbit_onnx(kind, dataset, work, *, data, epochs, seed=0):
+    """``(checkpoint, QONNX file)`` of the lowbit model of ``kind``: trained with
+    :func:`lowbit.flow.train_checkpoint`, written by :func:`lowbit.flow.export_qonnx`."""
+    from lowbit.flow import export_qonnx, train_checkpoint
+
+    ckpt = Path(work) / f"lowbit-{kind}-{dataset}-e{epochs}.pt"
+    path = ckpt.with_suffix(".onnx")
+    if not ckpt.exists():
+        train_checkpoint(ckpt, dataset=dataset, epochs=epochs, seed=seed, data_root=data, progress=True,
+                         **LOWBIT_KINDS[kind])
+    if not path.exists():
+        export_qonnx(ckpt, path, data_root=data)
+    return ckpt, path
+
+
+def run_case(name, *, work, data, epochs, limit, target_cycles, seed=0):
+    from lowbit.compiler.build import load_build
+    from lowbit.compiler.codegen import foldings
+    from lowbit.flow import compile_graph, export_checkpoint, import_onnx, simulate_build, simulation_problems
+
+    source, dataset, kind = CASES[name]
+    same_verilog = None
+    if source == "brevitas":
+        onnx_path = trained_onnx(kind, dataset, work, data=data, epochs=epochs, seed=seed)
+    elif source == "finn-onnx":
+        onnx_path = finn_onnx(kind, dataset, work, data=data, epochs=epochs, seed=seed)
+    else:
+        ckpt, onnx_path = lowbit_onnx(kind, dataset, work, data=data, epochs=epochs, seed=seed)
     graph, check = import_onnx(onnx_path, dataset=dataset, seed=seed, data_root=data, limit=limit)
     build = Path(work) / name
     manifest = compile_graph(graph, build, target_cycles=target_cycles, force=True)
+    if source == "lowbit":  # the round trip: the checkpoint's own build, at the same target
+        compile_graph(export_checkpoint(ckpt, data)[0], Path(work) / f"{name}-source",
+                      target_cycles=target_cycles, force=True)
+        same_verilog = load_build(build).verilog() == load_build(Path(work) / f"{name}-source").verilog()
     start = time.monotonic()
     sim = simulate_build(build, limit=limit, data_root=data, seed=seed)
     problems = simulation_problems(sim)
     if check["reference_disagreements"]:
         problems.append(f"{check['reference_disagreements']} predictions differ from the ONNX reference")
+    if same_verilog is False:
+        problems.append("the round trip's Verilog differs from the checkpoint's")
     return {
-        "case": name, "source": "brevitas", "model": kind, "dataset": dataset, "images": sim["images"],
+        "case": name, "source": source, "model": kind, "dataset": dataset, "images": sim["images"],
+        "ops": sorted({n.op_type for n in read_onnx(onnx_path).graph.node}),
+        "same_verilog_as_source": same_verilog,
         "reference_accuracy": check["reference_accuracy"], "ir_accuracy": check["ir_accuracy"],
         "hw_accuracy": sim["hw_accuracy"], "reference_disagreements": check["reference_disagreements"],
         "float_ties": check["float_ties"], "tensor_mismatches": sum(check["tensor_mismatches"].values()),
+        "tensor_ties": sum(check["tensor_ties"].values()), "tie_images": check["tie_images"],
+        "unexplained": sum(check["unexplained"].values()),
         "quantized_tensors": len(check["tensor_mismatches"]), "mismatches": sim["mismatches"],
         "cycles_predicted": sim["cycles_predicted"], "cycles_measured": sim["cycles_measured"],
         "latency_predicted": sim["latency_predicted"], "latency_measured": sim["latency_measured"],
@@ -195,15 +265,21 @@ def run_case(name, *, work, data, epochs, limit, target_cycles, seed=0):
     }
 
 
+def _ties(row):
+    ties = row.get("tensor_ties", 0)
+    return f"{ties} float32 ties in {row['tie_images']} images; " if ties else ""
+
+
 def table(rows):
     lines = ["| source | model | dataset | images | ref acc | IR acc | HW acc | ref disagreements | "
-             "tensor mismatches | HW mismatches | cycles pred / meas |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "tensor mismatches | HW mismatches | cycles pred / meas | Verilog = source's |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
+        same = {None: "", True: "yes", False: "NO"}[r.get("same_verilog_as_source")]
         lines.append(f"| {r['source']} | {r['model']} | {r['dataset']} | {r['images']} "
                      f"| {r['reference_accuracy']:.4f} | {r['ir_accuracy']:.4f} | {r['hw_accuracy']:.4f} "
-                     f"| {r['reference_disagreements']} | {r['tensor_mismatches']} ({r['quantized_tensors']} tensors) "
-                     f"| {r['mismatches']} | {r['cycles_predicted']} / {r['cycles_measured']} |")
+                     f"| {r['reference_disagreements']} | {r['tensor_mismatches']} ({_ties(r)}{r['quantized_tensors']} tensors) "
+                     f"| {r['mismatches']} | {r['cycles_predicted']} / {r['cycles_measured']} | {same} |")
     return "\n".join(lines)
 
 
@@ -214,8 +290,16 @@ schedule), exports it with `brevitas.export.export_qonnx(..., dynamo=False)`, an
 at every quantized tensor (`tensor mismatches`, counted in elements over the whole test set) and at
 the prediction (`ref disagreements`). The graph is compiled for 1024 cycles per inference and every
 test image runs through the Verilog in Verilator with random stalls on both sides (`HW mismatches`
-counts output words that differ from the IR). The last layer of each model has power-of-two scales
-and no bias, so its float32 logits are exact and cannot tie differently from the integers."""
+counts output words that differ from the IR). The last layer of each Brevitas model has power-of-two
+scales and no bias, so its float32 logits are exact and cannot tie differently from the integers.
+
+The `finn-onnx` row is the Brevitas W1A1 MLP streamlined to FINN-ONNX: lowbit's import turns its Quant
+nodes, scales and BatchNorms into integer weights and `MultiThreshold` nodes (written back as QONNX with
+FINN datatype annotations), then qonnx's `ConvertBipolarMatMulToXnorPopcount` turns every bipolar
+`MatMul` into an `XnorPopcountMatMul` on {0, 1} tensors (qonnx has no Quant-to-MultiThreshold
+transform; that one is FINN's). The `lowbit` rows are `lowbit train` models (thermometer inputs)
+written with `lowbit export --qonnx` and imported back; `Verilog = source's` says whether the file's
+build is byte-identical to the checkpoint's own build at the same folding."""
 
 
 def _write(rows):
@@ -227,7 +311,7 @@ def _write(rows):
     recorded.update({r["case"]: r for r in rows})
     merged = [recorded[c] for c in CASES if c in recorded]
     write_results("imported", merged)
-    update_section("imported", "## Models in: Brevitas -> QONNX -> lowbit (Verilator)",
+    update_section("imported", "## Models in and out: Brevitas, FINN-ONNX and lowbit -> QONNX -> lowbit (Verilator)",
                    METHOD + "\n\n" + table(merged))
 
 

@@ -108,6 +108,7 @@ def make_fixtures(root):
     lowbit("train", "--epochs", "1", "--hidden", "8", "--act-bits", "float", "-o", root / "float.pt")
     lowbit("train", "--epochs", "1", "--hidden", "8", "--format", "fp32", "--act-bits", "float", "-o",
            root / "fp32.pt")
+    lowbit("train", "--epochs", "1", "--hidden", "8", "--format", "binary01", "-o", root / "binary01.pt")
     payload = torch.load(ckpt, weights_only=False)
     payload["state_dict"]["stages.0.layer.weight"][0, 0] = float("nan")
     torch.save(payload, root / "nan.pt")
@@ -124,7 +125,7 @@ def make_fixtures(root):
     return {"<ckpt>": ckpt, "<float-ckpt>": root / "float.pt", "<fp32-ckpt>": root / "fp32.pt", "<nan-ckpt>": root / "nan.pt",
             "<truncated-ckpt>": root / "truncated.pt", "<corrupt-ckpt>": root / "corrupt.pt",
             "<build>": root / "build", "<build2>": root / "build2", "<big-build>": root / "big-build",
-            "<big-ckpt>": root / "big.pt",
+            "<big-ckpt>": root / "big.pt", "<binary01-ckpt>": root / "binary01.pt",
             "<a-file>": root / "a-file", "<empty>": root / "empty", "_root": root, **write_bad_onnx(root)}
 
 

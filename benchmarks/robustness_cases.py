@@ -12,7 +12,7 @@ a fully unrolled 256-64-64-10; ``<float-ckpt>`` (float activations), ``<fp32-ckp
 weights), ``<nan-ckpt>``, ``<corrupt-ckpt>``, ``<truncated-ckpt>``: other and damaged checkpoints;
 ``<a-file>``: a plain file; ``<empty>``: an empty folder; ``<junk-onnx>``, ``<softmax-onnx>``,
 ``<float-onnx>``, ``<dynamic-onnx>``, ``<old-onnx>``, ``<unquantized-onnx>``: ONNX files the importer
-refuses) and for the case's own folder (``<out>``) and the copies its preparation makes
+refuses; ``<binary01-ckpt>``: a binary normalized model, which has no QONNX form yet) and for the case's own folder (``<out>``) and the copies its preparation makes
 (``<b>``: a copy of ``<build>``; ``<c>``: a copy of ``<ckpt>``; ``<user>``: a folder of the
 user's, holding ``notes.txt``).
 """
@@ -1252,6 +1252,27 @@ def _imports():
     return out
 
 
+def _exports():
+    """Models out: what `lowbit export --qonnx` refuses."""
+    return [
+        _c("export of a binary normalized model (no QONNX form yet)",
+           "lowbit export <binary01-ckpt> --qonnx <out>/m.onnx", "fc0_normsign: a NormalizeSign op has no "
+           "QONNX form in lowbit yet", group="input-file", exact=False),
+        _c("export of a model with float activations", "lowbit export <float-ckpt> --qonnx <out>/m.onnx",
+           "a model with float activations has no hardware form", group="input-file", exact=False),
+        _c("export of an ONNX model", "lowbit export <float-onnx> --qonnx <out>/m.onnx",
+           "'<float-onnx>' is an ONNX model, not a lowbit model", group="input-file", exact=False),
+        _c("export of a corrupt checkpoint", "lowbit export <corrupt-ckpt> --qonnx <out>/m.onnx",
+           group="input-file", exact=False),
+        _c("export over a file lowbit did not write", "lowbit export <ckpt> --qonnx <a-file>",
+           "the output '<a-file>' exists and was not written by lowbit", group="output", exact=False),
+        _c("export to a folder", "lowbit export <ckpt> --qonnx <empty>",
+           "the output '<empty>' is a folder, not a file", group="output", exact=False),
+        _c("export onto its own input", "lowbit export <build>/graph.npz --qonnx <build>/graph.npz",
+           group="output", exact=False),
+    ]
+
+
 CATALOGUE = [
     *PINNED,
     *_numbers(),
@@ -1264,4 +1285,5 @@ CATALOGUE = [
     *_concurrency(),
     *_api(),
     *_imports(),
+    *_exports(),
 ]

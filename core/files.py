@@ -214,7 +214,7 @@ def claim_output_file(path, *, inputs=(), owned=None):
     if real.exists():
         if real.is_dir():
             raise LowbitError(f"the output {str(path)!r} is a folder, not a file",
-                              "give a file name for -o")
+                              "give a file name, not a folder, for the output")
         if not real.is_file():
             raise LowbitError(f"the output {str(path)!r} is not a regular file (a device, pipe or socket)",
                               "give a regular file name for -o")

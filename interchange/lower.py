@@ -28,6 +28,7 @@ next layer's thresholds.
 import json
 import math
 import re
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,7 +41,7 @@ from lowbit.core.formats import WEIGHT_FORMATS, level_table_format
 
 from .read import source_name
 
-__all__ = ["lower_model", "Meaning", "ELEMENTWISE"]
+__all__ = ["lower_model", "layer_segment", "Meaning", "ELEMENTWISE"]
 
 # The layers: a FINN-ONNX XnorPopcountMatMul is a bipolar MatMul on {0, 1} inputs and weights.
 _LAYERS = ("MatMul", "Gemm", "Conv", "XnorPopcountMatMul")
@@ -58,9 +59,13 @@ class Meaning:
     a: float
     b: float
     layout: str = "flat"  # "chw": the model's tensor is (C, H, W) per example, the IR's (H, W, C)
+    # For an activation: its layer's IR accumulator op and ONNX output tensor, with the model value
+    # of the output as ``gain * acc + offset`` per channel (see :func:`layer_segment`).
+    layer: dict = None
 
     def to_dict(self):
-        return {"ir": self.ir, "tensor": self.tensor, "a": self.a, "b": self.b, "layout": self.layout}
+        d = {"ir": self.ir, "tensor": self.tensor, "a": self.a, "b": self.b, "layout": self.layout}
+        return d if self.layer is None else {**d, "layer": self.layer}
 
 
 def _scalar(model, node, index, what):
@@ -208,7 +213,11 @@ def quantizer_levels(model, node):
 def input_quantizer(model, max_value):
     """The input's shape ops and quantizer: ``(encoding record, IR input type, its meaning, the
     quantizer's output tensor, its layout)``. Images stream in their own (h, w) order, so the
-    shape ops before the quantizer may reshape but not reorder, and a feature map has one channel."""
+    shape ops before the quantizer may reshape but not reorder, and a feature map has one channel.
+
+    The quantizer's scale may come first, as a Div of the input into a Quant of scale 1 (as lowbit
+    writes FINN-style models, whose layers compute on the integers): ``round(x / s)`` either way.
+    """
     from lowbit.model.data import QuantInput
     from qonnx.custom_op.general.intquant import max_int, min_int
 
@@ -218,11 +227,19 @@ def input_quantizer(model, max_value):
     node, tensor, order = _through_shapes(model, tensor, _Layout((pixels,), np.arange(pixels).reshape(shape[1:])))
     if node is not None and node.op_type == "Mul":
         return thermometer_input(model, node, order, max_value)
+    divisor = None
+    if node is not None and node.op_type == "Div" and node.input[0] == tensor:
+        divisor, div = _scalar(model, node, 1, "divisor"), node
+        node = _only_consumer(model, node.output[0])
     if node is None or node.op_type not in ("Quant", "BipolarQuant"):
         found = "nothing" if node is None else f"a {node.op_type} ({node.name!r})"
         raise LowbitError(f"the input is not quantized: it reaches {found} before any Quant or "
                           "BipolarQuant", "quantize the model's input (e.g. a QuantIdentity first), or "
                           "pass --input-encoding to say how lowbit should encode images")
+    if divisor is not None and (divisor <= 0 or _scalar(model, node, 1, "scale") != 1):
+        raise LowbitError(f"node {div.name!r}: the input is divided by {divisor:g} before a quantizer "
+                          "whose scale is not 1", "give the input quantizer its scale, or divide by it "
+                          "first into a quantizer of scale 1")
     if not np.array_equal(order.pos.reshape(-1), np.arange(pixels)):
         raise LowbitError("the model reorders its input pixels before quantizing them (a Transpose?)",
                           "quantize the input as it comes, in (C, H, W) or flat order")
@@ -230,11 +247,10 @@ def input_quantizer(model, max_value):
         raise LowbitError(f"the model's input has {order.pos.shape[0]} channels; lowbit imports "
                           "one-channel images", "train on grey-level images (digits, MNIST, Fashion-MNIST)")
     layout = _Layout.of(order.pos.shape)
-    if node.op_type == "BipolarQuant" or (int(_scalar(model, node, 3, "bit width")) == 1
-                                            and bool(_attr(node, "signed", 1))):
-        enc = QuantInput("bipolar", 1, _scalar(model, node, 1, "scale"), 0.0, -1, 1, max_value)
-        return enc, BIPOLAR, Meaning("input", node.output[0], enc.scale, 0.0, layout.name), node.output[0], layout
     levels = quantizer_levels(model, node)
+    if levels.count == 2 and levels.offset == -levels.step / 2:  # sign(x / s) = sign(x)
+        enc = QuantInput("bipolar", 1, levels.step / 2, 0.0, -1, 1, max_value)
+        return enc, BIPOLAR, Meaning("input", node.output[0], enc.scale, 0.0, layout.name), node.output[0], layout
     zp = _scalar(model, node, 2, "zero point")
     if zp != 0:
         raise LowbitError(f"input quantizer {node.name!r} has zero point {zp:g}",
@@ -243,7 +259,7 @@ def input_quantizer(model, max_value):
         int(_scalar(model, node, 3, "bit width"))
     lo, hi = int(min_int(signed, narrow, bits)), int(max_int(signed, narrow, bits))
     kind = "int" if signed else "uint"
-    enc = QuantInput(kind, bits, levels.step, 0.0, lo, hi, max_value)
+    enc = QuantInput(kind, bits, levels.step if divisor is None else divisor, 0.0, lo, hi, max_value)
     return enc, ValueType(kind, bits), Meaning("input", node.output[0], levels.step, 0.0, layout.name), \
         node.output[0], layout
 
@@ -260,15 +276,15 @@ def thermometer_input(model, mul, order, max_value):
         raise LowbitError(f"node {mul.name!r}: the input is scaled by a Mul before it is quantized", fix)
     before = tuple(order.pos.shape)
     after = tuple(model.get_tensor_shape(mul.output[0])[1:])
-    axes = [i for i, (a, b) in enumerate(zip(before, after)) if a != b] if len(before) == len(after) else []
+    channel_axis = 0 if len(after) == 3 else len(after) - 1  # the copies: qonnx's NCHW and NWC
     mt = _only_consumer(model, mul.output[0])
-    if len(axes) != 1 or before[axes[0]] != 1 or mt is None or mt.op_type != "MultiThreshold":
+    if len(before) != len(after) or before[channel_axis] != 1 or mt is None or mt.op_type != "MultiThreshold" \
+            or any(a != b for i, (a, b) in enumerate(zip(before, after)) if i != channel_axis):
         raise LowbitError(f"node {mul.name!r}: the input is copied to shape {after}, but not into a "
                           "MultiThreshold along one new axis", fix)
-    copies = after[axes[0]]
-    channel_axis = 0 if len(after) == 3 else len(after) - 1  # qonnx's NCHW and NWC
+    copies = after[channel_axis]
     thr = model.get_initializer(mt.input[1])
-    if axes[0] != channel_axis or thr is None or thr.shape != (copies, 1):
+    if thr is None or thr.shape != (copies, 1):
         raise LowbitError(f"node {mt.name!r}: a thermometer needs one threshold per copy of the input, "
                           f"along the copies' axis", fix)
     levels = quantizer_levels(model, mt)
@@ -443,6 +459,12 @@ class _Segment:
             return y
         out = execute_onnx(self._wrapper(len(y)), {self.start: y.reshape(len(y), self.channels, *self.tail)})
         return out[self.end].reshape(len(y), self.channels)
+
+
+def layer_segment(model, start, channels, spatial):
+    """The model's ops from a layer's output tensor ``start`` through the next quantizer."""
+    chain, quantizer = _chain(model, start)
+    return _Segment(model, chain + [quantizer], start, quantizer.output[0], channels, spatial)
 
 
 def _chain(model, tensor):
@@ -716,7 +738,9 @@ def lower_model(model, *, max_value, dataset):
         mt = MultiThreshold(named(quantizer, f"{name}_act"), thresholds, mm.out_type, out_type, invert)
         nodes.append(mt)
         layout = _Layout.of(model.get_tensor_shape(end)[1:])
-        meaning = qlevels.meaning(mt.name, end, layout.name)
+        meaning = dataclasses.replace(qlevels.meaning(mt.name, end, layout.name), layer={
+            "acc": mm.name, "start": node.output[0], "spatial": conv,
+            "gain": gain.tolist(), "offset": np.broadcast_to(offset, gain.shape).tolist()})
         meanings.append(meaning)
         vtype, tensor = mt.out_type, end
         if _is_output(model, end):

@@ -3,9 +3,10 @@
 
 The model computes on the IR's own integers, in the FINN-ONNX style:
 
-- the input: the images scaled to [0, 1], then the graph's input code, either the recorded input
-  quantizer (``Quant`` or ``BipolarQuant``) or the thermometer code (the image times ones, one copy
-  per level on a new axis, into a ``MultiThreshold`` with one threshold per copy);
+- the input: the images scaled to [0, 1], then the graph's input code: the recorded input
+  quantizer (a ``Div`` by its scale into a ``Quant`` of scale 1, so that the first layer gets the
+  integers; or a ``BipolarQuant``), or the thermometer code (the image times ones, one copy per
+  level on a new axis, into a ``MultiThreshold`` with one threshold per copy);
 - each ``MatMul`` op: a ``MatMul`` with integer weights, or after a window a ``Conv`` (OIHW), with a
   constant ``Pad`` first when the window pads with a non-zero element;
 - each ``MultiThreshold`` op: a qonnx ``MultiThreshold`` with the IR's thresholds (bipolar
@@ -103,14 +104,16 @@ def _input(w, record, image_shape, max_value):
         raise LowbitError(f"input encoding {record.get('encoding')!r} cannot be written as QONNX",
                           "export a model with a thermometer or quantized input")
     model_shape = [1, 1, image_shape[0], image_shape[1]] if len(image_shape) == 3 else [1, image_shape[0]]
-    if record["kind"] == "bipolar":
-        w.node("BipolarQuant", "input_quant", [w.const("input_scale", record["scale"])], domain=_DOMAIN)
-    else:
-        w.node("Quant", "input_quant", [w.const("input_scale", record["scale"]),
-                                        w.const("input_zeropt", record["zero_point"]),
-                                        w.const("input_bits", record["bits"])],
-               domain=_DOMAIN, signed=int(record["kind"] == "int"),
-               narrow=int(record["lo"] == -record["hi"] and record["kind"] == "int"), rounding_mode="ROUND")
+    if record["kind"] == "bipolar":  # the sign of the image, +-1: the scale does not matter
+        w.node("BipolarQuant", "input_quant", [w.const("input_scale", 1.0)], domain=_DOMAIN)
+        return model_shape
+    # round(x / scale) on integers: the scale divides first, into a Quant of scale 1, as lowbit's
+    # encoding computes it (a Quant of the scale and a Div after it would not give integers)
+    w.node("Div", "input_scale", [w.const("input_divisor", record["scale"])])
+    w.node("Quant", "input_quant", [w.const("input_unit", 1.0), w.const("input_zeropt", record["zero_point"]),
+                                    w.const("input_bits", record["bits"])],
+           domain=_DOMAIN, signed=int(record["kind"] == "int"),
+           narrow=int(record["lo"] == -record["hi"] and record["kind"] == "int"), rounding_mode="ROUND")
     return model_shape
 
 

@@ -174,8 +174,11 @@ def cmd_compile(args):
 
 def _import_summary(check):
     tensors = ", ".join(f"{t} {n}" for t, n in check["tensor_mismatches"].items())
+    ties = sum(check["tensor_ties"].values())
+    tied = (f" ({ties} of them float32 accumulation ties of the reference, in {check['tie_images']} images, "
+            "the rest following from those)" if ties else "")
     return (f"IR vs ONNX reference on {check['images']} test images: quantized tensors differ in "
-            f"{tensors} values; {check['reference_disagreements']} prediction disagreements "
+            f"{tensors} values{tied}; {check['reference_disagreements']} prediction disagreements "
             f"({check['float_ties']} of them float32 ties of the reference); accuracy "
             f"{check['reference_accuracy']:.4f} (ONNX), {check['ir_accuracy']:.4f} (IR)")
 

@@ -2,17 +2,24 @@
 bit-exact in Verilator; and every refusal of the importer, with exit 2 and nothing written."""
 
 import json
+import re
+from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 import torch
 
 from benchmarks.imported import brevitas_model, export, model_input, train
 from benchmarks.robustness import write_bad_onnx
 from lowbit.cli import main
+from lowbit.compiler.build import load_build
 from lowbit.core.errors import LowbitError
-from lowbit.flow import import_onnx
-from lowbit.model.data import load_digits_split
+from lowbit.flow import compile_graph, import_onnx
+from lowbit.interchange.write import write_qonnx
+from lowbit.model.data import input_encoding, load_digits_split
+
+README = Path(__file__).resolve().parent.parent / "README.md"
 
 # kind -> (IR ops, weight formats, compile folding)
 KINDS = {
@@ -92,6 +99,28 @@ def test_import_writes_a_graph_that_loads(exported, tmp_path, capsys):
     assert "wrote" in capsys.readouterr().out
 
 
+def test_an_import_writes_back_as_finn_style_qonnx_to_the_same_verilog(exported, tmp_path):
+    """Brevitas' Quant nodes, scales and BatchNorms streamlined: integer weights and MultiThreshold
+    nodes, the input divided by its scale into a Quant of scale 1; read back to the same hardware."""
+    kind, path, _, ds = exported
+    graph, _ = import_onnx(path, dataset="digits")
+    written = write_qonnx(graph, int(ds.max_value))
+    assert "Quant" in [n.op_type for n in written.graph.node][:3]  # the input quantizer only
+    assert [n.op_type for n in written.graph.node].count("Quant") == 1
+    onnx.save(written, tmp_path / "finn.onnx")
+    back, check = import_onnx(tmp_path / "finn.onnx", dataset="digits")
+    assert set(check["tensor_mismatches"].values()) == {0} and check["reference_disagreements"] == 0
+    assert back.meta["input"] == graph.meta["input"]
+    x = np.asarray([[0] * 64, [16] * 64, *ds.x_test.reshape(len(ds.x_test), -1)])
+    enc = input_encoding(graph.meta["input"])
+    assert np.array_equal(back.hardware_output(enc(x)), graph.hardware_output(enc(x)))
+    folding = KINDS[kind][2]
+    shape = {"folding": folding} if folding else {"target_cycles": 256}
+    compile_graph(graph, tmp_path / "a", **shape)
+    compile_graph(back, tmp_path / "b", **shape)
+    assert load_build(tmp_path / "b").verilog() == load_build(tmp_path / "a").verilog()
+
+
 # -- refusals: exit 2, a message naming the problem, nothing written ----------------------------
 
 _REFUSALS = {
@@ -132,3 +161,57 @@ def test_a_model_without_a_dataset_is_refused(exported, tmp_path, capsys):
     assert main(["compile", str(path), "-o", str(tmp_path / "b")]) == 2
     assert "name it with --dataset" in capsys.readouterr().err
     assert not (tmp_path / "b").exists()
+
+
+def test_the_readme_example_runs_as_written(tmp_path, monkeypatch, capsys):
+    """Brevitas -> export_qonnx -> lowbit compile -> lowbit sim -> lowbit import -> lowbit export."""
+    text = README.read_text(encoding="utf-8")
+    section = text[text.index("## Models in and out"):]
+    python = re.search(r"```python\n(.*?)```\n", section, re.S)
+    code = python.group(1)
+    shell = re.search(r"```\n(.*?)```", section[python.end():], re.S).group(1)
+    commands = [line.split("#")[0].split() for line in shell.splitlines() if line.strip()]
+    monkeypatch.chdir(tmp_path)
+    torch.manual_seed(0)
+    exec(compile(code, "README.md", "exec"), {})
+    assert [c[:2] for c in commands] == [["lowbit", "compile"], ["lowbit", "sim"], ["lowbit", "import"],
+                                         ["lowbit", "export"]]
+    for command in commands:
+        capsys.readouterr()
+        assert main(command[1:]) in (0, None), command
+        if command[1] == "sim":
+            out = capsys.readouterr().out
+            r = json.loads(out[out.index("{"):])
+            assert r["images"] == 360 and r["mismatches"] == 0
+            assert r["cycles_measured"] == r["cycles_predicted"] and r["latency_measured"] == r["latency_predicted"]
+    assert (tmp_path / "graph.npz").is_file() and (tmp_path / "back.onnx").is_file()
+    # Untrained, its BatchNorm puts the sign's step at exactly 0, where the model's float32 sums
+    # round either way: those elements are ties, counted and explained, and nothing else differs.
+    _, check = import_onnx(tmp_path / "model.onnx", dataset="digits")
+    assert sum(check["tensor_ties"].values()) > 0 and check["tie_images"] > 0
+    assert set(check["unexplained"].values()) == {0}
+
+
+def test_a_wrong_threshold_is_not_taken_for_a_tie(exported):
+    """Off-by-one thresholds are the import's typical error: every element they change is
+    unexplained, since the reference's accumulators there are exact."""
+    import dataclasses
+
+    from lowbit.compiler.ir import Graph, MultiThreshold
+    from lowbit.interchange.exact import compare_with_onnx
+    from lowbit.interchange.read import read_onnx
+    from lowbit.model.data import model_floats
+
+    _, path, _, ds = exported
+    graph, check = import_onnx(path, dataset="digits")
+    assert set(check["unexplained"].values()) == {0}
+    k = next(i for i, n in enumerate(graph.nodes) if isinstance(n, MultiThreshold))
+    nodes = list(graph.nodes)
+    nodes[k] = dataclasses.replace(nodes[k], thresholds=nodes[k].thresholds + 1)
+    broken = Graph(graph.input_type, graph.input_shape, nodes, graph.meta)
+    x = ds.x_test.reshape(len(ds.x_test), -1)
+    bad = compare_with_onnx(read_onnx(path), broken, model_floats(x, ds.max_value),
+                            input_encoding(graph.meta["input"])(x), ds.y_test)
+    tensor = graph.meta["import"]["tensors"][1]["tensor"]  # the first activation's
+    assert bad["unexplained"][tensor] == bad["tensor_mismatches"][tensor] > 0
+    assert bad["tensor_ties"][tensor] == 0
