@@ -40,16 +40,17 @@ CASES = {
     "brevitas-w1a1-mlp": ("brevitas", "mnist", "w1a1-mlp"),
     "brevitas-w2a2-mlp": ("brevitas", "mnist", "w2a2-mlp"),
     "brevitas-w2a2-cnn": ("brevitas", "fashion-mnist", "w2a2-cnn"),
+    "brevitas-w2a2-res-cnn": ("brevitas", "fashion-mnist", "w2a2-res-cnn"),
     "brevitas-w4a4-in8-mlp": ("brevitas", "mnist", "w4a4-in8-mlp"),
     "finn-onnx-w1a1-mlp-xnor": ("finn-onnx", "mnist", "w1a1-mlp"),
     "lowbit-bipolar-mlp": ("lowbit", "mnist", "bipolar-mlp"),
     "lowbit-ternary-cnn": ("lowbit", "fashion-mnist", "ternary-cnn"),
 }
-KINDS = ("w1a1-mlp", "w2a2-mlp", "w2a2-cnn", "w4a4-in8-mlp")
+KINDS = ("w1a1-mlp", "w2a2-mlp", "w2a2-cnn", "w2a2-res-cnn", "w4a4-in8-mlp")
 # lowbit kind -> `lowbit train` options
 LOWBIT_KINDS = {
     "bipolar-mlp": {"hidden": (256, 256), "weight_format": "bipolar"},
-    "ternary-cnn": {"arch": "cnn:16,32+pad=1:64", "weight_format": "ternary"},
+    "ternary-cnn": {"arch": "cnn:16,32:64+pad=1", "weight_format": "ternary"},
 }
 
 
@@ -60,6 +61,8 @@ def brevitas_model(kind, side, hidden=64, channels=(16, 32), seed=0):
     - ``w1a1-mlp``: TFC-like, 3 hidden layers of ``hidden``, bipolar weights and activations;
     - ``w2a2-mlp``: the same with ternary (2-bit narrow) weights and 2-bit ReLU activations;
     - ``w2a2-cnn``: conv3x3 - pool - conv3x3 - pool - fc, 2-bit weights and activations;
+    - ``w2a2-res-cnn``: conv3x3 - a residual block (conv3x3 whose activation shares the block
+      input's quantizer, so the add sums integers of one scale) - 3-bit activation - pool - fc;
     - ``w4a4-in8-mlp``: 2 hidden layers, 4-bit weights and activations, float biases.
 
     The last layer and the activation before it use power-of-two scales, with no bias.
@@ -75,7 +78,7 @@ def brevitas_model(kind, side, hidden=64, channels=(16, 32), seed=0):
         raise LowbitError(f"unknown Brevitas model kind {kind!r}", f"kinds: {', '.join(KINDS)}")
     torch.manual_seed(seed)
     layers = [qnn.QuantIdentity(act_quant=Uint8ActPerTensorFloat, return_quant_tensor=True)]
-    bits = {"w1a1-mlp": 1, "w2a2-mlp": 2, "w2a2-cnn": 2, "w4a4-in8-mlp": 4}[kind]
+    bits = {"w1a1-mlp": 1, "w2a2-mlp": 2, "w2a2-cnn": 2, "w2a2-res-cnn": 2, "w4a4-in8-mlp": 4}[kind]
 
     def act(last):
         if bits == 1:
@@ -90,6 +93,14 @@ def brevitas_model(kind, side, hidden=64, channels=(16, 32), seed=0):
         return qnn.QuantLinear(n_in, 10, bias=False, weight_quant=Int8WeightPerTensorFixedPoint,
                                weight_bit_width=bits)
 
+    if kind == "w2a2-res-cnn":
+        c1 = channels[0]
+        return _ResidualCNN(layers[0], qnn.QuantConv2d(1, c1, 3, padding=1, bias=False, weight_bit_width=bits),
+                            nn.BatchNorm2d(c1), act(False),
+                            qnn.QuantConv2d(c1, c1, 3, padding=1, bias=False, weight_bit_width=bits),
+                            nn.BatchNorm2d(c1),
+                            qnn.QuantReLU(act_quant=Uint8ActPerTensorFixedPoint, bit_width=3, return_quant_tensor=True),
+                            last_linear(c1 * (side // 2) ** 2))
     if kind == "w2a2-cnn":
         c1, c2 = channels
         layers += [qnn.QuantConv2d(1, c1, 3, padding=1, bias=False, weight_bit_width=bits), nn.BatchNorm2d(c1),
@@ -111,6 +122,26 @@ def brevitas_model(kind, side, hidden=64, channels=(16, 32), seed=0):
         n_in = hidden
     layers.append(last_linear(n_in))
     return nn.Sequential(*layers)
+
+
+def _ResidualCNN(quant_in, conv0, bn0, act, conv1, bn1, out_act, fc):
+    """conv0 - act, then ``x + act(bn1(conv1(x)))`` with the same ``act`` (one scale on both
+    sides of the add), then out_act - pool - fc."""
+    from torch import nn
+
+    class ResidualCNN(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.quant_in, self.conv0, self.bn0, self.act = quant_in, conv0, bn0, act
+            self.conv1, self.bn1, self.out_act, self.fc = conv1, bn1, out_act, fc
+            self.pool = nn.MaxPool2d(2)
+
+        def forward(self, x):
+            x = self.act(self.bn0(self.conv0(self.quant_in(x))))
+            y = self.out_act(x + self.act(self.bn1(self.conv1(x))))
+            return self.fc(self.pool(y).flatten(1))
+
+    return ResidualCNN()
 
 
 def model_input(kind, x, max_value, side):

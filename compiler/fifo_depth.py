@@ -21,6 +21,13 @@ The FIFO goes in front of that slowest engine, sized in its own input items. Beh
 one window the gap is also longer than the window's own scan suggests: before a second window
 can emit an image's first output, the first window must have scanned far into that image
 (:func:`_first_output_wait` traces it back), and the FIFO must bridge that whole wait.
+
+A padded window also stops taking input: from an image's last pixel to the next image's first,
+its scan walks the padding (the bottom rows, then the next image's top rows), and each window it
+emits there waits for its consumer. An engine in front of it that paces the network has no spare
+time to lose to that :func:`_drain`; a FIFO in front of the window, as deep as the pixels that
+engine makes meanwhile, keeps it going. The same holds for a residual block whose body starts
+with a window: the block's fork takes no input while the body's window does not.
 """
 
 import math
@@ -73,6 +80,29 @@ def _first_output_wait(engines, cycles, vectors, k):
     return wait
 
 
+def _scan(engine):
+    """The window scan an engine starts with: the engine itself, or the first engine of a
+    residual block's body; None for other engines."""
+    if _gap(engine) is not None:
+        return engine
+    body = getattr(engine, "body", None)
+    return _scan(body[0]) if body else None
+
+
+def _drain(scan, consumer_c):
+    """Cycles a window scan takes no input between an image's last pixel and the next image's
+    first: the padding steps between them, one cycle each, or ``consumer_c`` (the consumer's
+    cycles per window) for those that emit a window."""
+    hp, wp, p, k, s = scan.padded_height, scan.padded_width, scan.pad, scan.kernel, scan.stride
+    last = (hp - 1 - p) * wp + (wp - 1 - p)  # the step of the image's last real pixel
+    cycles = 0.0
+    for step in range(last + 1, hp * wp + p * wp + p):  # up to the next image's first pixel
+        r, c = divmod(step % (hp * wp), wp)
+        emits = r >= k - 1 and c >= k - 1 and (r - k + 1) % s == 0 and (c - k + 1) % s == 0
+        cycles += max(1.0, consumer_c) if emits else 1.0
+    return cycles
+
+
 def fifo_depths(engines, cycles, vectors, upstream_cycles=0):
     """Depth of the FIFO to put after each engine (0: none needed).
 
@@ -116,4 +146,19 @@ def fifo_depths(engines, cycles, vectors, upstream_cycles=0):
         lost = g + rows * engines[k].kernel * pixel_interval
         if cycles[j] > cycles[k] and cycles[j] + lost > period:
             depths[j - 1] = max(depths[j - 1], MIN_DEPTH, need)
+    for k in range(1, len(engines)):  # a padded window must not stall the engine that paces it
+        scan = _scan(engines[k])
+        if scan is None or not scan.pad:
+            continue
+        upstream = max([upstream_cycles, *cycles[:k]])
+        if scan is engines[k]:  # its consumer: the slowest engine up to the next window
+            end = next((m for m in range(k + 1, len(engines)) if _gap(engines[m]) is not None),
+                       len(engines) - 1)
+            consumer = max(cycles[k + 1:end + 1], default=cycles[k])
+        else:  # a residual block: its body's slowest engine
+            consumer = cycles[k]
+        drain = _drain(scan, consumer / (scan.out_height * scan.out_width))
+        if drain > period - upstream:
+            pixel_interval = max(1.0, upstream / max(1, vectors[k]))
+            depths[k - 1] = max(depths[k - 1], MIN_DEPTH, math.ceil(drain / pixel_interval) + 2)
     return depths

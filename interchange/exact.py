@@ -80,6 +80,20 @@ class _Ties:
         return ties
 
 
+def _outputs_by_name(graph, x, outs):
+    """The output of every op of ``graph`` on ``x``, by name, the ops of residual bodies too;
+    ``outs`` is ``graph.execute(x)``."""
+    by_name = {"input": np.asarray(x)}
+    before = np.asarray(x).reshape(len(x), *graph.input_shape)
+    for node, out in zip(graph.nodes, outs):
+        v = before
+        for inner in getattr(node, "body", ()):  # a Residual's body, run on the block's input
+            v = inner.reference(v)
+            by_name[inner.name] = v
+        by_name[node.name] = before = out
+    return by_name
+
+
 def compare_with_onnx(model, graph, floats, x, y, *, batch=500, progress=None):
     """Run ``floats`` (the model's float inputs) through qonnx's ``execute_onnx`` and ``x`` (the
     same images encoded) through the IR; compare each quantized tensor, as integers, and the
@@ -98,8 +112,7 @@ def compare_with_onnx(model, graph, floats, x, y, *, batch=500, progress=None):
 
     meanings = graph.meta["import"]["tensors"]
     outs = graph.execute(x)
-    by_name = {n.name: o for n, o in zip(graph.nodes, outs)}
-    by_name["input"] = np.asarray(x)
+    by_name = _outputs_by_name(graph, x, outs)
     mismatches = {m["tensor"]: 0 for m in meanings}
     ties = dict.fromkeys(mismatches, 0)
     unexplained = dict.fromkeys(mismatches, 0)

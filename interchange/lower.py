@@ -1,14 +1,18 @@
 """Lowering a cleaned QONNX or FINN-ONNX model to lowbit's integer IR.
 
-The model must be a chain: an input quantizer, then layers of
+The model must be a chain: an input quantizer (or integer pixels), then layers of
 
-    MatMul, Gemm or Conv with quantized weights -> elementwise ops -> quantizer [-> MaxPool]
+    MatMul, Gemm, XnorPopcountMatMul or Conv with quantized weights -> elementwise ops
+        -> quantizer (Quant, BipolarQuant, MultiThreshold or Sign) [-> MaxPool]
 
 where the elementwise ops are scalar or per-channel Mul/Div/Add/Sub, BatchNormalization, Relu and
 Clip, with Reshape, Flatten and Transpose between layers, and a last fully connected layer whose
-elementwise ops end at the float output. Each step of :func:`lower_model` does one thing:
+elementwise ops end at the float output. A quantized tensor may also open a residual block: it
+feeds layers and an Add of their last quantized output, which becomes a :class:`Residual` op and
+the activation after the Add. Each step of :func:`lower_model` does one thing:
 
-- :func:`input_quantizer`: the input Quant/BipolarQuant becomes the recorded input encoding;
+- :func:`input_quantizer`: the input Quant/BipolarQuant, thermometer or integer pixels become
+  the recorded input encoding;
 - :func:`layer_weights`: Quant/BipolarQuant weights (or integer weights of a FINN-ONNX model)
   become integer levels of a registry format and a per-channel scale;
 - :func:`layer_thresholds`: scales, bias, BatchNorm and the next quantizer (Quant, BipolarQuant
@@ -34,12 +38,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from lowbit.compiler.ir import (BIPOLAR, ArgMax, Flatten, Graph, HostAffine, MatMul, MaxPool, MultiThreshold,
-                                SlidingWindow, ValueType)
+                                Residual, SlidingWindow, ValueType)
 from lowbit.core.bounds import row_bounds
 from lowbit.core.errors import LowbitError
 from lowbit.core.formats import WEIGHT_FORMATS, level_table_format
 
-from .read import source_name
+from .read import QUANTIZERS, source_name
 
 __all__ = ["lower_model", "layer_segment", "Meaning", "ELEMENTWISE"]
 
@@ -89,13 +93,21 @@ def _attr(node, name, default):
     return v.decode() if isinstance(v, bytes) else v
 
 
-def _only_consumer(model, tensor):
-    users = model.find_consumers(tensor) or []
+def _only_consumer(model, tensor, skip=None):
+    """The one node that reads ``tensor`` (``skip``, a residual add, aside), or None."""
+    users = [u for u in model.find_consumers(tensor) or [] if u is not skip]
     if len(users) > 1:
         raise LowbitError(f"tensor {tensor!r} feeds {len(users)} nodes "
-                          f"({', '.join(u.name for u in users)}); lowbit imports chains",
-                          "residual and branching models are not imported yet")
+                          f"({', '.join(u.name for u in users)}); lowbit imports chains and residual "
+                          "blocks", "branch only into a residual Add that sums the block's input")
     return users[0] if users else None
+
+
+def _residual_add(model, tensor):
+    """The Add of a skip connection that reads ``tensor`` beside another consumer, or None."""
+    users = model.find_consumers(tensor) or []
+    adds = [u for u in users if u.op_type == "Add" and all(model.get_initializer(i) is None for i in u.input)]
+    return adds[0] if len(users) == 2 and len(adds) == 1 else None
 
 
 def _is_output(model, tensor):
@@ -144,10 +156,10 @@ class _Layout:
         return _Layout(self.ir_shape, self.pos.reshape(shape[1:]))
 
 
-def _through_shapes(model, tensor, layout, passed=None):
+def _through_shapes(model, tensor, layout, passed=None, skip=None):
     """Follow ``tensor`` through shape ops: ``(the next other node or None, its input, layout)``;
-    the shape ops are appended to ``passed``."""
-    node = _only_consumer(model, tensor)
+    the shape ops are appended to ``passed``; ``skip`` (a residual add) does not count."""
+    node = _only_consumer(model, tensor, skip)
     while node is not None and node.op_type in _SHAPE_OPS:
         layout = layout.through(model, node)
         if passed is not None:
@@ -182,9 +194,11 @@ class _Levels:
 
 
 def quantizer_levels(model, node):
-    """The output levels of a Quant, BipolarQuant or MultiThreshold node."""
+    """The output levels of a Quant, BipolarQuant, MultiThreshold or Sign node."""
     from qonnx.custom_op.general.intquant import max_int, min_int
 
+    if node.op_type == "Sign":  # -1, 0, 1: a two-bit activation (its 0 is a level of its own)
+        return _Levels(3, 1.0, -1.0)
     if node.op_type == "BipolarQuant":
         s = _scalar(model, node, 1, "scale")
         return _Levels(2, 2 * s, -s)
@@ -210,13 +224,15 @@ def quantizer_levels(model, node):
 
 # -- the passes -------------------------------------------------------------------------------------
 
-def input_quantizer(model, max_value):
+def input_quantizer(model, max_value, input_encoding=None):
     """The input's shape ops and quantizer: ``(encoding record, IR input type, its meaning, the
     quantizer's output tensor, its layout)``. Images stream in their own (h, w) order, so the
     shape ops before the quantizer may reshape but not reorder, and a feature map has one channel.
 
     The quantizer's scale may come first, as a Div of the input into a Quant of scale 1 (as lowbit
     writes FINN-style models, whose layers compute on the integers): ``round(x / s)`` either way.
+    A model with no input quantizer takes the integer pixels (:func:`pixel_input`) when its input
+    is annotated with an integer datatype, or ``input_encoding`` is ``"pixels"``.
     """
     from lowbit.model.data import QuantInput
     from qonnx.custom_op.general.intquant import max_int, min_int
@@ -225,6 +241,13 @@ def input_quantizer(model, max_value):
     shape = model.get_tensor_shape(tensor)
     pixels = int(np.prod(shape[1:]))
     node, tensor, order = _through_shapes(model, tensor, _Layout((pixels,), np.arange(pixels).reshape(shape[1:])))
+    annotated = model.get_tensor_datatype(model.graph.input[0].name)
+    if node is not None and node.op_type in _LAYERS and (input_encoding == "pixels" or annotated.is_integer()):
+        return pixel_input(model, node, tensor, order, max_value)
+    if input_encoding is not None:
+        raise LowbitError(f"--input-encoding {input_encoding} is for models that take the pixels into their "
+                          f"first layer; this one reaches {'nothing' if node is None else node.op_type} first",
+                          "drop --input-encoding: the model's own input code is read from it")
     if node is not None and node.op_type == "Mul":
         return thermometer_input(model, node, order, max_value)
     divisor = None
@@ -240,12 +263,7 @@ def input_quantizer(model, max_value):
         raise LowbitError(f"node {div.name!r}: the input is divided by {divisor:g} before a quantizer "
                           "whose scale is not 1", "give the input quantizer its scale, or divide by it "
                           "first into a quantizer of scale 1")
-    if not np.array_equal(order.pos.reshape(-1), np.arange(pixels)):
-        raise LowbitError("the model reorders its input pixels before quantizing them (a Transpose?)",
-                          "quantize the input as it comes, in (C, H, W) or flat order")
-    if order.pos.ndim == 3 and order.pos.shape[0] != 1:
-        raise LowbitError(f"the model's input has {order.pos.shape[0]} channels; lowbit imports "
-                          "one-channel images", "train on grey-level images (digits, MNIST, Fashion-MNIST)")
+    _same_order(order)
     layout = _Layout.of(order.pos.shape)
     levels = quantizer_levels(model, node)
     if levels.count == 2 and levels.offset == -levels.step / 2:  # sign(x / s) = sign(x)
@@ -262,6 +280,37 @@ def input_quantizer(model, max_value):
     enc = QuantInput(kind, bits, levels.step if divisor is None else divisor, 0.0, lo, hi, max_value)
     return enc, ValueType(kind, bits), Meaning("input", node.output[0], levels.step, 0.0, layout.name), \
         node.output[0], layout
+
+
+def _same_order(order):
+    """Refuse an input that is reordered before its code, or has more than one channel."""
+    if not np.array_equal(order.pos.reshape(-1), np.arange(order.pos.size)):
+        raise LowbitError("the model reorders its input pixels before quantizing them (a Transpose?)",
+                          "quantize the input as it comes, in (C, H, W) or flat order")
+    if order.pos.ndim == 3 and order.pos.shape[0] != 1:
+        raise LowbitError(f"the model's input has {order.pos.shape[0]} channels; lowbit imports "
+                          "one-channel images", "train on grey-level images (digits, MNIST, Fashion-MNIST)")
+
+
+def pixel_input(model, layer, tensor, order, max_value):
+    """The integer pixels straight into the first ``layer``: what :func:`input_quantizer` returns,
+    the encoding being a :class:`PixelInput` of the annotated width (or the pixels' own)."""
+    from lowbit.model.data import PixelInput
+
+    name = model.graph.input[0].name
+    dt = model.get_tensor_datatype(name)
+    if dt.is_integer():
+        if dt.min() > 0 or dt.max() < max_value:
+            raise LowbitError(f"the model's input {name!r} is annotated {dt.name}, but the dataset's pixels "
+                              f"run from 0 to {max_value}", "annotate it with an unsigned type that holds them "
+                              f"(UINT{int(max_value).bit_length()}), or quantize the input in the model")
+        bits = int(dt.bitwidth()) if dt.min() == 0 else int(dt.bitwidth()) - 1
+    else:
+        bits = int(max_value).bit_length()
+    _same_order(order)
+    layout = _Layout.of(order.pos.shape)
+    enc = PixelInput(bits, int(max_value))
+    return enc, ValueType("uint", bits), Meaning("input", name, 1.0, 0.0, layout.name), tensor, layout
 
 
 def thermometer_input(model, mul, order, max_value):
@@ -290,9 +339,7 @@ def thermometer_input(model, mul, order, max_value):
     levels = quantizer_levels(model, mt)
     if levels.count != 2:
         raise LowbitError(f"node {mt.name!r}: a thermometer's output has two levels, bipolar or {{0, 1}}", fix)
-    if not np.array_equal(order.pos.reshape(-1), np.arange(order.pos.size)):
-        raise LowbitError("the model reorders its input pixels before quantizing them (a Transpose?)",
-                          "quantize the input as it comes, in (C, H, W) or flat order")
+    _same_order(order)
     # Each threshold as the least pixel value that reaches it, in the model's own float32.
     floats = model_floats(np.arange(max_value + 1), max_value)
     reached = floats[None, :] >= np.asarray(thr, np.float32).reshape(-1, 1)
@@ -474,7 +521,7 @@ def _chain(model, tensor):
         node = _only_consumer(model, tensor)
         if node is None:
             return nodes, None
-        if node.op_type in ("Quant", "BipolarQuant", "MultiThreshold"):
+        if node.op_type in QUANTIZERS:
             return nodes, node
         if node.op_type not in ELEMENTWISE:
             raise LowbitError(f"node {node.name!r} ({node.op_type}) follows a layer where lowbit expects "
@@ -633,10 +680,11 @@ def pad_node(model, node):
     return pads[2], float(np.asarray(value).reshape(())), node.name
 
 
-def lower_model(model, *, max_value, dataset):
+def lower_model(model, *, max_value, dataset, input_encoding=None):
     """The IR graph of a cleaned model (:func:`lowbit.interchange.read.read_onnx`), and the
-    meanings of its quantized tensors (for the exactness check)."""
-    enc, vtype, meaning, tensor, layout = input_quantizer(model, max_value)
+    meanings of its quantized tensors (for the exactness check). ``input_encoding`` is
+    ``"pixels"`` for a model without an input quantizer that takes the integer pixels."""
+    enc, vtype, meaning, tensor, layout = input_quantizer(model, max_value, input_encoding)
     in_vtype, in_shape = vtype, layout.ir_shape
     hints = _layer_hints(model)
     used = set()
@@ -649,11 +697,71 @@ def lower_model(model, *, max_value, dataset):
         used.add(name)
         return name
 
+    def activation(quantizer, chain, start, acc_name, acc_type, gain, offset, lo, hi, spatial, fallback):
+        """The MultiThreshold of ``quantizer`` after ``chain`` from the accumulator ``start`` (IR op
+        ``acc_name``, of type ``acc_type``), whose model value is ``gain * acc + offset``."""
+        qlevels = quantizer_levels(model, quantizer)
+        channels = len(gain)
+        exact = integer_thresholds(model, chain, quantizer, channels) \
+            if np.all(gain == 1) and np.all(offset == 0) else None
+        if exact is not None:
+            (thresholds, invert), out_type = exact, qlevels.ir_type
+        else:
+            segment = _Segment(model, chain + [quantizer], start, quantizer.output[0], channels, spatial)
+            thresholds, invert, out_type = layer_thresholds(gain, offset, lo, hi, segment, qlevels)
+        mt = MultiThreshold(named(quantizer, fallback), thresholds, acc_type, out_type, invert)
+        end = quantizer.output[0]
+        layout = _Layout.of(model.get_tensor_shape(end)[1:])
+        meaning = dataclasses.replace(qlevels.meaning(mt.name, end, layout.name), layer={
+            "acc": acc_name, "start": start, "spatial": spatial,
+            "gain": gain.tolist(), "offset": np.broadcast_to(offset, gain.shape).tolist()})
+        return mt, meaning, layout
+
+    def residual(block, tensor, layout, meaning, vtype):
+        """Close ``block`` at the body's last quantized ``tensor``: the Residual op, then the
+        activation after its Add. Returns the next ``(tensor, layout, meaning, vtype)``."""
+        add, skip = block["add"], block["meaning"]
+        body = nodes[block["start"]:]
+        if layout.ir_shape != block["layout"].ir_shape or any(isinstance(n, (MaxPool, Flatten)) for n in body):
+            raise LowbitError(f"node {add.name!r}: the residual body changes the shape of its input", _FIX)
+        if meaning.a != skip.a:
+            raise LowbitError(f"node {add.name!r}: the residual add sums tensors of two scales ({skip.a:g} and "
+                              f"{meaning.a:g}); lowbit adds integers of one scale",
+                              "quantize the block's input and its body's output with one shared quantizer")
+        res = Residual(named(add, f"res{index}"), tuple(body), block["vtype"])
+        nodes[block["start"]:] = [res]
+        chain, quantizer = _chain(model, add.output[0])
+        if quantizer is None:
+            raise LowbitError(f"node {add.name!r}: a residual add must be followed by a quantizer", _FIX)
+        channels = layout.ir_shape[-1]
+        # model value of the sum: (a v_skip + b_skip) + (a v_body + b_body)
+        gain, offset = np.full(channels, np.float64(meaning.a)), np.full(channels, np.float64(skip.b + meaning.b))
+        bound = np.full(channels, 1, np.int64)
+        mt, meaning, layout = activation(quantizer, chain, add.output[0], res.name, res.out_type, gain, offset,
+                                         bound * res.out_type.min, bound * res.out_type.max,
+                                         len(layout.ir_shape) == 3, f"{res.name}_act")
+        nodes.append(mt)
+        meanings.append(meaning)
+        if _is_output(model, quantizer.output[0]):
+            raise LowbitError(f"the model ends at the residual block {add.name!r}",
+                              "end the model with a fully connected layer")
+        return quantizer.output[0], layout, meaning, mt.out_type
+
     meanings, nodes, formats = [meaning], [], []
     index = 0
+    block = None  # the open residual block: its Add, and the skip's meaning, type and first op
     while True:
+        if block is not None and tensor in block["add"].input:  # the body's end: close the block
+            tensor, layout, meaning, vtype = residual(block, tensor, layout, meaning, vtype)
+            block = None
+            continue
+        add = _residual_add(model, tensor)
+        if add is not None:
+            if block is not None:
+                raise LowbitError(f"node {add.name!r}: a residual block inside another is not imported", _FIX)
+            block = {"add": add, "meaning": meaning, "vtype": vtype, "layout": layout, "start": len(nodes)}
         shapes = []
-        node, tensor, layout = _through_shapes(model, tensor, layout, shapes)
+        node, tensor, layout = _through_shapes(model, tensor, layout, shapes, skip=add)
         if node is None:
             raise LowbitError(f"the model ends at quantized tensor {tensor!r} with no layer after it", _FIX)
         padding = None
@@ -720,28 +828,19 @@ def lower_model(model, *, max_value, dataset):
             offset = offset + bias
         lo, hi = row_bounds(levels, vtype.min, vtype.max)
         chain, quantizer = _chain(model, node.output[0])
-        end = quantizer.output[0] if quantizer is not None else (chain[-1].output[0] if chain else node.output[0])
-        segment = _Segment(model, chain + ([quantizer] if quantizer else []), node.output[0], end, mm.mh, conv)
         if quantizer is None:
-            if conv or not _is_output(model, end):
+            end = chain[-1].output[0] if chain else node.output[0]
+            if conv or block is not None or not _is_output(model, end):
                 raise LowbitError(f"tensor {end!r} after layer {node.name!r} is neither quantized nor the "
                                   "output of a last fully connected layer", _FIX)
+            segment = _Segment(model, chain, node.output[0], end, mm.mh, conv)
             nodes += [host_affine(name, gain, offset, lo, hi, segment), ArgMax("argmax", mm.mh)]
             break
-        qlevels = quantizer_levels(model, quantizer)
-        exact = integer_thresholds(model, chain, quantizer, mm.mh) \
-            if np.all(gain == 1) and np.all(offset == 0) else None
-        if exact is not None:
-            (thresholds, invert), out_type = exact, qlevels.ir_type
-        else:
-            thresholds, invert, out_type = layer_thresholds(gain, offset, lo, hi, segment, qlevels)
-        mt = MultiThreshold(named(quantizer, f"{name}_act"), thresholds, mm.out_type, out_type, invert)
+        mt, meaning, layout = activation(quantizer, chain, node.output[0], mm.name, mm.out_type, gain, offset,
+                                         lo, hi, conv, f"{name}_act")
         nodes.append(mt)
-        layout = _Layout.of(model.get_tensor_shape(end)[1:])
-        meaning = dataclasses.replace(qlevels.meaning(mt.name, end, layout.name), layer={
-            "acc": mm.name, "start": node.output[0], "spatial": conv,
-            "gain": gain.tolist(), "offset": np.broadcast_to(offset, gain.shape).tolist()})
         meanings.append(meaning)
+        end = quantizer.output[0]
         vtype, tensor = mt.out_type, end
         if _is_output(model, end):
             if conv:
@@ -750,6 +849,9 @@ def lower_model(model, *, max_value, dataset):
             nodes += [HostAffine(f"{name}_affine", np.full(mm.mh, meaning.a), np.full(mm.mh, meaning.b)),
                       ArgMax("argmax", mm.mh)]
             break
+    if block is not None:
+        raise LowbitError(f"node {block['add'].name!r}: the residual add is never reached from its block's "
+                          "body", _FIX)
     meta = {"input": enc.to_dict(), "dataset": dataset,
             "formats": {"weights": formats, "source": "onnx"},
             "import": {"tensors": [m.to_dict() for m in meanings]}}

@@ -3,7 +3,8 @@
 
 The model computes on the IR's own integers, in the FINN-ONNX style:
 
-- the input: the images scaled to [0, 1], then the graph's input code: the recorded input
+- the input: the integer pixels, annotated UINTk (a graph whose input is the pixels), or the
+  images scaled to [0, 1], then the graph's input code: the recorded input
   quantizer (a ``Div`` by its scale into a ``Quant`` of scale 1, so that the first layer gets the
   integers; or a ``BipolarQuant``), or the thermometer code (the image times ones, one copy per
   level on a new axis, into a ``MultiThreshold`` with one threshold per copy);
@@ -13,6 +14,7 @@ The model computes on the IR's own integers, in the FINN-ONNX style:
   outputs as ``out_scale`` 2 and ``out_bias`` -1), an inverted channel as a ``Mul`` by -1 before
   it: ``L - #{l : x >= T_l} = #{l : -x >= 1 - T_l}`` on integers;
 - ``MaxPool`` as it is, ``Flatten`` as ``Transpose`` to (H, W, C) and ``Reshape``;
+- a ``Residual`` block as its body's nodes and an ``Add`` of the block's input (on integers);
 - the host's affine map as ``Mul`` and ``Add`` in float32, and the logits as the output (the
   argmax is the user's).
 
@@ -25,7 +27,8 @@ import json
 
 import numpy as np
 
-from lowbit.compiler.ir import BIPOLAR, ArgMax, Flatten, HostAffine, MatMul, MaxPool, MultiThreshold, SlidingWindow
+from lowbit.compiler.ir import (BIPOLAR, ArgMax, Flatten, HostAffine, MatMul, MaxPool, MultiThreshold, Residual,
+                                SlidingWindow)
 from lowbit.core.errors import LowbitError
 from lowbit.core.formats import weight_format
 
@@ -100,10 +103,13 @@ def _input(w, record, image_shape, max_value):
         if len(image_shape) == 1:
             w.shape("thermometer_vector", [1, image_shape[0]])
         return model_shape
-    if record.get("encoding") != "quant":
+    if record.get("encoding") not in ("quant", "pixels"):
         raise LowbitError(f"input encoding {record.get('encoding')!r} cannot be written as QONNX",
-                          "export a model with a thermometer or quantized input")
+                          "export a model with a thermometer, quantized or pixel input")
     model_shape = [1, 1, image_shape[0], image_shape[1]] if len(image_shape) == 3 else [1, image_shape[0]]
+    if record["encoding"] == "pixels":  # the integer pixels, annotated (FINN-ONNX)
+        w.annotations[w.tensor] = f"UINT{record['bits']}"
+        return model_shape
     if record["kind"] == "bipolar":  # the sign of the image, +-1: the scale does not matter
         w.node("BipolarQuant", "input_quant", [w.const("input_scale", 1.0)], domain=_DOMAIN)
         return model_shape
@@ -127,27 +133,12 @@ def is_lowbit_onnx(path):
         return False
 
 
-def write_qonnx(graph, max_value):
-    """The QONNX ``ModelProto`` of ``graph`` (see the module docstring); ``max_value`` is the
-    dataset's largest pixel, which the model's input divides by.
-
-    Raises
-    ------
-    LowbitError
-        If the graph holds an op with no QONNX form here (binary normalized layers, residual
-        blocks), or its input encoding is not one lowbit applies to images.
-    """
+def _write_ops(w, nodes, shape, hints):
+    """Append the model of the IR ``nodes`` (on values of ``shape``) to ``w``, recording each
+    layer's hints; returns the shape after them."""
     import onnx
-    from qonnx.core.datatype import DataType
-    from qonnx.core.modelwrapper import ModelWrapper
-    from qonnx.transformation.infer_datatypes import InferDataTypes
-    from qonnx.transformation.infer_shapes import InferShapes
 
-    w = _Writer()
-    shape = tuple(graph.input_shape)
-    in_shape = _input(w, graph.meta.get("input") or {}, shape, max_value)
-    hints, window = {}, None
-    nodes = list(graph.nodes)
+    window = None
     for node in nodes:
         if isinstance(node, SlidingWindow):
             window = node
@@ -196,13 +187,41 @@ def write_qonnx(graph, max_value):
         elif isinstance(node, HostAffine):
             w.node("Mul", f"{node.name}_scale", [w.const(f"{node.name}_scale_value", node.scale)])
             w.node("Add", node.name, [w.const(f"{node.name}_shift_value", node.shift)])
+        elif isinstance(node, Residual):  # the body, then the skip added: body(x) + x on integers
+            skip = w.tensor
+            _write_ops(w, node.body, shape, hints)
+            w.node("Add", node.name, [skip])
         elif isinstance(node, ArgMax):
             continue
         else:
             raise LowbitError(f"{node.name}: a {type(node).__name__} op has no QONNX form in lowbit yet",
                               "export models built of MatMul, MultiThreshold, SlidingWindow, MaxPool, "
-                              "Flatten and HostAffine ops (not binary normalized or residual layers)")
+                              "Flatten, Residual and HostAffine ops (not binary normalized layers)")
         shape = node.out_shape(shape) if not node.host else shape
+    return shape
+
+
+def write_qonnx(graph, max_value):
+    """The QONNX ``ModelProto`` of ``graph`` (see the module docstring); ``max_value`` is the
+    dataset's largest pixel, which the model's input divides by.
+
+    Raises
+    ------
+    LowbitError
+        If the graph holds an op with no QONNX form here (binary normalized layers), or its
+        input encoding is not one lowbit applies to images.
+    """
+    import onnx
+    from qonnx.core.datatype import DataType
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.transformation.infer_datatypes import InferDataTypes
+    from qonnx.transformation.infer_shapes import InferShapes
+
+    w = _Writer()
+    shape = tuple(graph.input_shape)
+    in_shape = _input(w, graph.meta.get("input") or {}, shape, max_value)
+    hints = {}
+    _write_ops(w, graph.nodes, shape, hints)
     outputs = graph.nodes[-2].channels if isinstance(graph.nodes[-1], ArgMax) else None
     if outputs is None:
         raise LowbitError("the graph does not end with an argmax over logits", "export a classifier")

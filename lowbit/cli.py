@@ -158,7 +158,8 @@ def cmd_compile(args):
                               f"at {args.clock:g} MHz", "lower --target-fps or raise --clock")
     manifest, check = compile_checkpoint(args.checkpoint, args.output, folding=args.folding,
                                          target_cycles=target, board=args.board, max_luts=args.max_luts,
-                                         data_root=args.data, force=args.force, dataset=args.dataset)
+                                         data_root=args.data, force=args.force, dataset=args.dataset,
+                                         input_encoding=args.input_encoding)
 
     folds = ",".join(foldings(manifest))
     if "reference_disagreements" in check:
@@ -183,12 +184,17 @@ def _import_summary(check):
             f"{check['reference_accuracy']:.4f} (ONNX), {check['ir_accuracy']:.4f} (IR)")
 
 
+INPUT_ENCODING_HELP = ("for a .onnx model with no input quantizer: 'pixels' if it takes the integer pixels "
+                       "themselves (not needed when its input is annotated with an integer datatype)")
+
+
 def cmd_import(args):
     from lowbit.compiler.serialize import save_graph
     from lowbit.core.files import claim_output_file
 
     claim_output_file(args.output, inputs=(args.model,), owned=_is_graph_file)
-    graph, check = import_onnx(args.model, dataset=args.dataset, data_root=args.data)
+    graph, check = import_onnx(args.model, dataset=args.dataset, data_root=args.data,
+                               input_encoding=args.input_encoding)
     print(_import_summary(check))
     save_graph(args.output, graph)
     print(f"wrote {args.output}")
@@ -410,6 +416,7 @@ def build_parser():
     s.add_argument("--dataset", choices=["digits", "mnist", "fashion-mnist"], default=None,
                    help="the dataset the model was trained on (images scaled to [0, 1])")
     s.add_argument("--data", default=None, help=DATA_HELP)
+    s.add_argument("--input-encoding", choices=["pixels"], default=None, help=INPUT_ENCODING_HELP)
     s.set_defaults(func=cmd_import)
 
     s = sub.add_parser("export", help="write a checkpoint, build or graph.npz as a QONNX model, checked "
@@ -436,6 +443,7 @@ def build_parser():
     s.add_argument("--data", default=None, help=DATA_HELP + " (to check the IR against PyTorch)")
     s.add_argument("--dataset", choices=["digits", "mnist", "fashion-mnist"], default=None,
                    help="for a .onnx model: the dataset it was trained on (images scaled to [0, 1])")
+    s.add_argument("--input-encoding", choices=["pixels"], default=None, help=INPUT_ENCODING_HELP)
     s.set_defaults(func=cmd_compile)
 
     s = sub.add_parser("sim", help="run the test split through the Verilog in Verilator, bit-exact")

@@ -80,10 +80,13 @@ def export_checkpoint(ckpt, data_root=None):
     return graph, check
 
 
-def import_onnx(path, *, dataset, seed=0, data_root=None, limit=None):
+def import_onnx(path, *, dataset, seed=0, data_root=None, limit=None, input_encoding=None):
     """Read a QONNX or FINN-ONNX model, lower it to the IR and check the IR against qonnx's
     execution of the model on the dataset's test split (at every quantized tensor; differences
     must be float32 accumulation ties of the model, or follow from one in the same image).
+
+    ``input_encoding="pixels"`` says that a model with no input quantizer takes the integer pixels
+    themselves (as one whose input is annotated UINT8 does, which needs no saying).
 
     Returns the graph and the check (:func:`lowbit.interchange.exact.compare_with_onnx`).
 
@@ -96,7 +99,8 @@ def import_onnx(path, *, dataset, seed=0, data_root=None, limit=None):
     from lowbit.interchange.exact import compare_with_onnx
     from lowbit.interchange.lower import lower_model
     from lowbit.interchange.read import read_onnx
-    from lowbit.model.data import load_dataset, model_floats
+    from lowbit.model.data import input_encoding as encoding_of
+    from lowbit.model.data import load_dataset, reference_floats
 
     if dataset is None:
         raise LowbitError(f"{str(path)!r} does not say which dataset its model was trained on",
@@ -104,11 +108,13 @@ def import_onnx(path, *, dataset, seed=0, data_root=None, limit=None):
                           "scaled to [0, 1] before the model's input quantizer")
     model = read_onnx(path)
     ds = load_dataset(dataset, root=data_root, seed=seed)
-    graph = lower_model(model, max_value=int(ds.max_value), dataset={"name": dataset, "seed": seed})
-    enc = input_encoding(graph.meta["input"])  # the dataset is loaded once, above
+    graph = lower_model(model, max_value=int(ds.max_value), dataset={"name": dataset, "seed": seed},
+                        input_encoding=input_encoding)
+    record = graph.meta["input"]
+    enc = encoding_of(record)  # the dataset is loaded once, above
     x, y = (ds.x_test, ds.y_test) if limit is None else (ds.x_test[:limit], ds.y_test[:limit])
     x = x.reshape(len(x), -1)
-    check = compare_with_onnx(model, graph, model_floats(x, ds.max_value), enc(x), y)
+    check = compare_with_onnx(model, graph, reference_floats(record, x, ds.max_value), enc(x), y)
     bad = {t: n for t, n in check["unexplained"].items() if n}
     if bad:  # float32 accumulation ties, and what follows from them in their images, are explained
         tensor, n = next(iter(bad.items()))
@@ -211,17 +217,17 @@ def compile_graph(graph, out_dir, *, folding=None, target_cycles=None, board=Non
 
 
 def compile_checkpoint(ckpt, out_dir, *, folding=None, target_cycles=None, board=None, max_luts=None,
-                       data_root=None, force=False, dataset=None):
+                       data_root=None, force=False, dataset=None, input_encoding=None):
     """Checkpoint or ``.onnx`` model -> build folder (Verilog, manifest.json, graph.npz). Returns
     the manifest and the check of the IR against PyTorch (or, for ONNX, against qonnx)."""
     inputs = (ckpt, data_root)
     claim_output_dir(out_dir, BUILD_KIND, inputs=inputs, force=force)  # before any work
     if str(ckpt).endswith(".onnx"):
-        graph, check = import_onnx(ckpt, dataset=dataset, data_root=data_root)
+        graph, check = import_onnx(ckpt, dataset=dataset, data_root=data_root, input_encoding=input_encoding)
     else:
-        if dataset is not None:
-            raise LowbitError("--dataset is for .onnx models; a checkpoint names its own dataset",
-                              "drop --dataset")
+        if dataset is not None or input_encoding is not None:
+            raise LowbitError("--dataset and --input-encoding are for .onnx models; a checkpoint names its "
+                              "own dataset and encoding", "drop them")
         graph, check = export_checkpoint(ckpt, data_root)
     return compile_graph(graph, out_dir, folding=folding, target_cycles=target_cycles, board=board,
                          max_luts=max_luts, inputs=inputs, force=force), check

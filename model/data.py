@@ -28,7 +28,8 @@ from lowbit.core.errors import LowbitError
 
 __all__ = ["Dataset", "load_digits_split", "Thermometer", "DATASET_NAMES", "DATA_ENV",
            "load_dataset", "load_idx_dataset", "load_cifar10", "THERMOMETER_LEVELS",
-           "load_hardware_dataset", "QuantInput", "input_encoding", "model_floats"]
+           "load_hardware_dataset", "QuantInput", "PixelInput", "INPUT_ENCODINGS", "input_encoding",
+           "model_floats", "reference_floats"]
 
 DATASET_NAMES = ("digits", "mnist", "fashion-mnist", "cifar10")
 """Names accepted by :func:`load_dataset`."""
@@ -137,19 +138,54 @@ class QuantInput:
                    int(d["lo"]), int(d["hi"]), int(d["max_value"]))
 
 
+@dataclass(frozen=True)
+class PixelInput:
+    """The integer pixels themselves, as ``bits``-bit unsigned values: the input of a FINN-ONNX
+    model whose graph input is annotated with an integer datatype (e.g. UINT8), or of a model
+    imported with ``--input-encoding pixels``. Its float input is the pixel values, unscaled."""
+
+    bits: int
+    max_value: int
+
+    def floats(self, x):
+        """The model's float input for integer images: the pixels, in float32."""
+        return np.asarray(x, dtype=np.float32)
+
+    def __call__(self, x):
+        return np.asarray(x, dtype=np.int64)
+
+    def to_dict(self):
+        return {"encoding": "pixels", "bits": self.bits, "max_value": self.max_value}
+
+    @classmethod
+    def from_dict(cls, d):
+        return cls(int(d["bits"]), int(d["max_value"]))
+
+
+# The input encodings of imported models, by the name their records carry.
+INPUT_ENCODINGS = {"quant": QuantInput, "thermometer": Thermometer, "pixels": PixelInput}
+
+
 def input_encoding(record):
-    """The encoding of a graph's ``meta["input"]`` record: :class:`QuantInput` or :class:`Thermometer`."""
-    kinds = {"quant": QuantInput, "thermometer": Thermometer}
-    if record.get("encoding") not in kinds:
+    """The encoding of a graph's ``meta["input"]`` record (:data:`INPUT_ENCODINGS`)."""
+    if record.get("encoding") not in INPUT_ENCODINGS:
         raise LowbitError(f"input encoding {record.get('encoding')!r} is not one lowbit applies to images",
-                          f"encodings: {', '.join(kinds)}")
-    return kinds[record["encoding"]].from_dict(record)
+                          f"encodings: {', '.join(INPUT_ENCODINGS)}")
+    return INPUT_ENCODINGS[record["encoding"]].from_dict(record)
 
 
 def model_floats(x, max_value):
     """An imported model's float input for integer images: ``x / max_value`` in float32 (the
     ``ToTensor`` convention)."""
     return np.asarray(x, dtype=np.float32) / np.float32(max_value)
+
+
+def reference_floats(record, x, max_value):
+    """The float input of an imported model with the input encoding ``record``, for integer images:
+    the pixels themselves for :class:`PixelInput`, else :func:`model_floats`."""
+    if record.get("encoding") == "pixels":
+        return PixelInput.from_dict(record).floats(x)
+    return model_floats(x, max_value)
 
 
 def load_dataset(name, root=None, seed=0):
@@ -192,7 +228,7 @@ def load_hardware_dataset(name, seed=0, root=None, encoding=None):
     """A flat-image dataset and the code of its inputs in the hardware setting, by name (``root``:
     folder of file-based data): the thermometer code, or the recorded ``encoding`` of an imported
     model (a :meth:`QuantInput.to_dict` or :meth:`Thermometer.to_dict` record)."""
-    if encoding is not None and encoding.get("encoding") in ("quant", "thermometer"):
+    if encoding is not None and encoding.get("encoding") in INPUT_ENCODINGS:
         ds = load_dataset(name, root=root, seed=seed)
         return ds, input_encoding(encoding)
     if name not in THERMOMETER_LEVELS:

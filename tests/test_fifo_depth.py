@@ -35,3 +35,22 @@ def test_fifo_in_front_of_the_slow_engine_covers_the_traced_gap():
     # 204 cycles without input to the 8-cycles-per-pixel MVAU: at least 26 pixels buffered.
     assert depths[3] >= max(MIN_DEPTH, -(-(204 + 2) // 8))
     assert depths[:3] == [0, 0, 0] and depths[4] == 0
+
+
+def test_a_padded_window_does_not_stall_the_engine_that_paces_it():
+    """conv3x3 (pad 1) on 8 x 8 -> MVAU at 4 cycles per pixel -> conv3x3 (pad 1) -> MVAU at 4
+    cycles per window: the second window walks its bottom padding row and the next image's top
+    one without input, its 8 bottom windows at the consumer's 4 cycles each, while the first MVAU,
+    the bottleneck, makes a pixel every 4 cycles (measured 272 cycles per image against 256)."""
+    from lowbit.compiler.fifo_depth import _drain
+
+    second = unelaborated(SlidingWindow(8, 8, 8, 3, pad=1, pad_value=-1))
+    engines = [unelaborated(SlidingWindow(8, 8, 1, 3, pad=1, pad_value=-1)), Pixelwise(), second, Pixelwise()]
+    cycles, vectors = [100, 256, 100, 256], [64, 64, 64, 64]
+    # after pixel (7, 7), at padded (8, 8): (8, 9) emits a window, (9, 0) and (9, 1) do not,
+    # (9, 2)..(9, 9) emit 8; then the next image's top row (10 steps) and its (1, 0)
+    assert _drain(second, 4.0) == 4 + 2 + 8 * 4 + 10 + 1
+    depths = fifo_depths(engines, cycles, vectors)
+    assert depths[1] >= -(-_drain(second, 4.0) // 4) + 2  # the pixels the first MVAU makes meanwhile
+    # with time to spare in front of the window, no FIFO is needed
+    assert fifo_depths(engines, [100, 200, 100, 256], vectors)[1] == 0

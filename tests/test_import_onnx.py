@@ -29,6 +29,8 @@ KINDS = {
                  "4x8,2x8,2x8,2x8"),
     "w2a2-cnn": (["SlidingWindow", "MatMul", "MultiThreshold", "MaxPool"] * 2
                  + ["Flatten", "MatMul", "HostAffine", "ArgMax"], ["ternary"] * 3, None),
+    "w2a2-res-cnn": (["SlidingWindow", "MatMul", "MultiThreshold", "Residual", "MultiThreshold", "MaxPool",
+                      "Flatten", "MatMul", "HostAffine", "ArgMax"], ["ternary"] * 3, None),
     "w4a4-in8-mlp": (["MatMul", "MultiThreshold"] * 2 + ["MatMul", "HostAffine", "ArgMax"], ["levels17"] * 3,
                      "4x8,2x8,2x8"),
 }
@@ -57,8 +59,9 @@ def test_import_is_exact_at_every_quantized_tensor(exported):
     ops, formats, _ = KINDS[kind]
     assert check["images"] == len(ds.y_test) == 360
     assert set(check["tensor_mismatches"].values()) == {0}
-    # the input, each activation, and each pooled activation
-    assert len(check["tensor_mismatches"]) == 1 + ops.count("MultiThreshold") + ops.count("MaxPool")
+    # the input, each activation (a residual body's too), and each pooled activation
+    assert len(check["tensor_mismatches"]) == (1 + ops.count("MultiThreshold") + ops.count("MaxPool")
+                                               + ops.count("Residual"))
     # The last layer's power-of-two scales make the logits exact: no ties to explain.
     assert check["reference_disagreements"] == check["float_ties"] == 0
     # The reference is Brevitas' own model.
@@ -215,3 +218,89 @@ def test_a_wrong_threshold_is_not_taken_for_a_tie(exported):
     tensor = graph.meta["import"]["tensors"][1]["tensor"]  # the first activation's
     assert bad["unexplained"][tensor] == bad["tensor_mismatches"][tensor] > 0
     assert bad["tensor_ties"][tensor] == 0
+
+
+def _pixel_graph(seed=0):
+    """A small graph on the integer digits pixels (uint5): levels5 weights, 2-bit activations."""
+    from lowbit.compiler.ir import ArgMax, Graph, HostAffine, MatMul, MultiThreshold, ValueType
+    from lowbit.model.data import PixelInput
+
+    rng = np.random.default_rng(seed)
+    fc0 = MatMul("fc0", rng.integers(-2, 3, (16, 64)), "levels5", ValueType("uint", 5))
+    acc = fc0.weights @ load_digits_split().x_train.T  # thresholds among the accumulators reached
+    thresholds = np.sort(np.stack([rng.choice(row, 3) for row in acc]), axis=1)
+    act = MultiThreshold("fc0_act", thresholds, fc0.out_type, ValueType("uint", 2))
+    fc1 = MatMul("fc1", rng.integers(-1, 2, (10, 16)), "ternary", act.out_type)
+    nodes = [fc0, act, fc1, HostAffine("fc1_affine", np.full(10, 0.5), np.zeros(10)), ArgMax("argmax", 10)]
+    return Graph(ValueType("uint", 5), 64, nodes,
+                 {"input": PixelInput(5, 16).to_dict(), "dataset": {"name": "digits", "seed": 0}})
+
+
+def test_a_finn_onnx_input_annotated_uint_takes_the_pixels(tmp_path, capsys):
+    """FINN-ONNX: no input quantizer, the graph input annotated with an integer datatype."""
+    graph = _pixel_graph()
+    model = write_qonnx(graph, 16)
+    assert model.graph.node[0].op_type == "MatMul"  # the pixels, straight into the first layer
+    onnx.save(model, tmp_path / "finn.onnx")
+    back, check = import_onnx(tmp_path / "finn.onnx", dataset="digits")
+    assert back.meta["input"] == {"encoding": "pixels", "bits": 5, "max_value": 16}
+    assert set(check["tensor_mismatches"].values()) == {0} and check["reference_disagreements"] == 0
+    compile_graph(graph, tmp_path / "a", target_cycles=64)
+    compile_graph(back, tmp_path / "b", target_cycles=64)
+    assert load_build(tmp_path / "b").verilog() == load_build(tmp_path / "a").verilog()
+    assert main(["sim", str(tmp_path / "b"), "--limit", "50"]) in (0, None)
+    out = capsys.readouterr().out
+    r = json.loads(out[out.index("{"):])
+    assert r["images"] == 50 and r["mismatches"] == 0 and r["cycles_measured"] == r["cycles_predicted"]
+
+
+def test_an_unannotated_input_asks_for_an_input_encoding(tmp_path, capsys):
+    from qonnx.core.datatype import DataType
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    model = ModelWrapper(write_qonnx(_pixel_graph(), 16))
+    model.set_tensor_datatype(model.graph.input[0].name, DataType["FLOAT32"])
+    model.save(str(tmp_path / "float-input.onnx"))
+    path = str(tmp_path / "float-input.onnx")
+    assert main(["import", path, "-o", str(tmp_path / "g.npz"), "--dataset", "digits"]) == 2
+    err = capsys.readouterr().err
+    assert "the input is not quantized" in err and "--input-encoding" in err
+    assert not (tmp_path / "g.npz").exists()
+    assert main(["import", path, "-o", str(tmp_path / "g.npz"), "--dataset", "digits",
+                 "--input-encoding", "pixels"]) in (0, None)
+    assert "IR vs ONNX reference on 360 test images" in capsys.readouterr().out
+    from lowbit.compiler.serialize import load_graph
+
+    assert load_graph(tmp_path / "g.npz").meta["input"] == {"encoding": "pixels", "bits": 5, "max_value": 16}
+    model.set_tensor_datatype(model.graph.input[0].name, DataType["UINT4"])  # too narrow for 0..16
+    model.save(path)
+    with pytest.raises(LowbitError, match="annotated UINT4, but the dataset's pixels run from 0 to 16"):
+        import_onnx(path, dataset="digits")
+
+
+def test_sign_activations_import_as_three_levels(tmp_path):
+    """An ONNX Sign after a layer: -1, 0 and 1, so a two-bit activation; its zeros are real."""
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(3)
+    w0 = rng.integers(-2, 3, (64, 16)).astype(np.float32)
+    w1 = rng.integers(-1, 2, (16, 10)).astype(np.float32)
+    nodes = [helper.make_node("Div", ["x", "s"], ["xs"]),
+             helper.make_node("Quant", ["xs", "one", "z", "b"], ["q"], domain="qonnx.custom_op.general",
+                              signed=0, narrow=0, rounding_mode="ROUND"),
+             helper.make_node("MatMul", ["q", "w0"], ["h"]),
+             helper.make_node("Sign", ["h"], ["a"]),
+             helper.make_node("MatMul", ["a", "w1"], ["y"])]
+    inits = {"s": 1 / 8, "one": 1.0, "z": 0.0, "b": 4.0, "w0": w0, "w1": w1}
+    graph = helper.make_graph(nodes, "sign", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])],
+                              [onnx.numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in inits.items()])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13),
+                                                      helper.make_opsetid("qonnx.custom_op.general", 1)]),
+              tmp_path / "sign.onnx")
+    ir, check = import_onnx(tmp_path / "sign.onnx", dataset="digits")
+    assert set(check["tensor_mismatches"].values()) == {0} and check["reference_disagreements"] == 0
+    act = ir.nodes[1]
+    assert act.out_type.kind == "uint" and act.out_type.bits == 2
+    zeros = (ir.execute(input_encoding(ir.meta["input"])(load_digits_split().x_test))[1] == 1).sum()
+    assert zeros >= 20  # the accumulator is 0 often enough that Sign's 0 (count 1) is exercised
