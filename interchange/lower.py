@@ -11,8 +11,8 @@ elementwise ops end at the float output. A quantized tensor may also open a resi
 feeds layers and an Add of their last quantized output, which becomes a :class:`Residual` op and
 the activation after the Add. Each step of :func:`lower_model` does one thing:
 
-- :func:`input_quantizer`: the input Quant/BipolarQuant, thermometer or integer pixels become
-  the recorded input encoding;
+- :func:`lowbit.interchange.inputs.input_quantizer`: the input Quant/BipolarQuant, thermometer or
+  integer pixels become the recorded input encoding;
 - :func:`layer_weights`: Quant/BipolarQuant weights (or integer weights of a FINN-ONNX model)
   become integer levels of a registry format and a per-channel scale;
 - :func:`layer_thresholds`: scales, bias, BatchNorm and the next quantizer (Quant, BipolarQuant
@@ -20,9 +20,10 @@ the activation after the Add. Each step of :func:`lower_model` does one thing:
   float32 execution of those ops, so they are the model's steps, not a re-derivation of them;
 - :func:`host_affine`: the last layer's float ops become the host's affine map.
 
-ONNX feature maps are (C, H, W) per example, the IR's are (H, W, C): a :class:`_Layout` follows
-where each element of the model's tensor sits in the IR through the shape ops, so a Flatten or
-Transpose before a fully connected layer becomes a permutation of its weight columns.
+ONNX feature maps are (C, H, W) per example, the IR's are (H, W, C): a
+:class:`~lowbit.interchange.tensors.Layout` follows where each element of the model's tensor sits
+in the IR through the shape ops, so a Flatten or Transpose before a fully connected layer becomes
+a permutation of its weight columns.
 
 Every IR value carries what it means in the model: ``float = a * value + b`` (:class:`Meaning`),
 so a quantizer's offset (a signed or {0, 1} activation feeding bipolar hardware) folds into the
@@ -30,324 +31,24 @@ next layer's thresholds.
 """
 
 import json
-import math
 import re
 import dataclasses
-from dataclasses import dataclass
 
 import numpy as np
 
 from lowbit.compiler.ir import (BIPOLAR, ArgMax, Flatten, Graph, HostAffine, MatMul, MaxPool, MultiThreshold,
-                                Residual, SlidingWindow, ValueType)
+                                Residual, SlidingWindow)
 from lowbit.core.bounds import row_bounds
 from lowbit.core.errors import LowbitError
 from lowbit.core.formats import WEIGHT_FORMATS, level_table_format
 
+from .inputs import input_quantizer
+from .quantizers import quantizer_levels
 from .read import QUANTIZERS, source_name
+from .tensors import (ELEMENTWISE, FIX, LAYERS, Layout, Meaning, attr, is_output, only_consumer, residual_add,
+                      scalar, through_shapes)
 
-__all__ = ["lower_model", "layer_segment", "Meaning", "ELEMENTWISE"]
-
-# The layers: a FINN-ONNX XnorPopcountMatMul is a bipolar MatMul on {0, 1} inputs and weights.
-_LAYERS = ("MatMul", "Gemm", "Conv", "XnorPopcountMatMul")
-ELEMENTWISE = ("Mul", "Div", "Add", "Sub", "BatchNormalization", "Relu", "Clip", "Identity")
-_SHAPE_OPS = ("Reshape", "Flatten", "Transpose", "Identity")
-_FIX = "see the README's 'Models in' for the layer patterns lowbit imports"
-
-
-@dataclass(frozen=True)
-class Meaning:
-    """An IR tensor and the model tensor it stands for: ``model = a * ir + b``, elementwise."""
-
-    ir: str
-    tensor: str
-    a: float
-    b: float
-    layout: str = "flat"  # "chw": the model's tensor is (C, H, W) per example, the IR's (H, W, C)
-    # For an activation: its layer's IR accumulator op and ONNX output tensor, with the model value
-    # of the output as ``gain * acc + offset`` per channel (see :func:`layer_segment`).
-    layer: dict = None
-
-    def to_dict(self):
-        d = {"ir": self.ir, "tensor": self.tensor, "a": self.a, "b": self.b, "layout": self.layout}
-        return d if self.layer is None else {**d, "layer": self.layer}
-
-
-def _scalar(model, node, index, what):
-    v = model.get_initializer(node.input[index])
-    if v is None or np.asarray(v).size != 1:
-        raise LowbitError(f"node {node.name!r}: its {what} must be one constant, not "
-                          f"{'a computed tensor' if v is None else f'an array of shape {np.shape(v)}'}",
-                          "export per-tensor quantizers for activations and inputs")
-    return float(np.asarray(v).reshape(()))
-
-
-def _attr(node, name, default):
-    from qonnx.util.basic import get_by_name
-
-    a = get_by_name(node.attribute, name)
-    if a is None:
-        return default
-    import onnx
-
-    v = onnx.helper.get_attribute_value(a)
-    return v.decode() if isinstance(v, bytes) else v
-
-
-def _only_consumer(model, tensor, skip=None):
-    """The one node that reads ``tensor`` (``skip``, a residual add, aside), or None."""
-    users = [u for u in model.find_consumers(tensor) or [] if u is not skip]
-    if len(users) > 1:
-        raise LowbitError(f"tensor {tensor!r} feeds {len(users)} nodes "
-                          f"({', '.join(u.name for u in users)}); lowbit imports chains and residual "
-                          "blocks", "branch only into a residual Add that sums the block's input")
-    return users[0] if users else None
-
-
-def _residual_add(model, tensor):
-    """The Add of a skip connection that reads ``tensor`` beside another consumer, or None."""
-    users = model.find_consumers(tensor) or []
-    adds = [u for u in users if u.op_type == "Add" and all(model.get_initializer(i) is None for i in u.input)]
-    return adds[0] if len(users) == 2 and len(adds) == 1 else None
-
-
-def _is_output(model, tensor):
-    return any(o.name == tensor for o in model.graph.output)
-
-
-class _Layout:
-    """Where the elements of a model tensor sit in the IR tensor of shape ``ir_shape``:
-    ``pos[i]`` (in the model's per-example shape) is the IR's flat index of model element ``i``."""
-
-    def __init__(self, ir_shape, pos):
-        self.ir_shape, self.pos = tuple(int(v) for v in ir_shape), pos
-
-    @classmethod
-    def of(cls, shape):
-        """The IR's own layout of a model tensor of per-example ``shape``: a (C, H, W) feature map
-        is (H, W, C) in the IR, anything else is a vector."""
-        if len(shape) == 3:
-            c, h, w = shape
-            return cls((h, w, c), np.arange(h * w * c).reshape(h, w, c).transpose(2, 0, 1))
-        n = int(np.prod(shape))
-        return cls((n,), np.arange(n).reshape(shape))
-
-    @property
-    def name(self):
-        """``"chw"`` or ``"flat"`` if this is the IR's own layout (:meth:`of`) of the tensor, else None."""
-        own = _Layout.of(self.pos.shape)
-        if own.ir_shape == self.ir_shape and np.array_equal(own.pos, self.pos):
-            return "chw" if self.pos.ndim == 3 else "flat"
-        return None
-
-    def through(self, model, node):
-        """The layout after a shape op (Reshape, Flatten, Transpose, Identity)."""
-        if node.op_type == "Transpose":
-            perm = list(_attr(node, "perm", []))
-            if not perm or perm[0] != 0:
-                raise LowbitError(f"node {node.name!r}: a Transpose that moves the batch axis is not "
-                                  "imported", _FIX)
-            return _Layout(self.ir_shape, self.pos.transpose([p - 1 for p in perm[1:]]))
-        if node.op_type == "Identity":
-            return self
-        shape = model.get_tensor_shape(node.output[0])
-        if not shape or shape[0] != 1:
-            raise LowbitError(f"node {node.name!r}: a {node.op_type} to shape {shape} changes the batch "
-                              "of 1", "keep the batch axis first, of size 1")
-        return _Layout(self.ir_shape, self.pos.reshape(shape[1:]))
-
-
-def _through_shapes(model, tensor, layout, passed=None, skip=None):
-    """Follow ``tensor`` through shape ops: ``(the next other node or None, its input, layout)``;
-    the shape ops are appended to ``passed``; ``skip`` (a residual add) does not count."""
-    node = _only_consumer(model, tensor, skip)
-    while node is not None and node.op_type in _SHAPE_OPS:
-        layout = layout.through(model, node)
-        if passed is not None:
-            passed.append(node)
-        tensor, node = node.output[0], _only_consumer(model, node.output[0])
-    return node, tensor, layout
-
-
-# -- the quantizers ---------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class _Levels:
-    """A quantizer's output as counts ``c = 0..count-1`` of its levels: ``model = step * c + offset``."""
-
-    count: int
-    step: float
-    offset: float
-
-    def counts(self, out):
-        """Counts of the quantizer's float outputs."""
-        return np.round((np.asarray(out, np.float64) - self.offset) / self.step).astype(np.int64)
-
-    @property
-    def ir_type(self):
-        return BIPOLAR if self.count == 2 else ValueType("uint", max(1, math.ceil(math.log2(self.count))))
-
-    def meaning(self, ir, tensor, layout="flat"):
-        """``model = a * v + b`` of the IR value v: a count, or ±1 on two levels."""
-        if self.count == 2:  # v = 2c - 1
-            return Meaning(ir, tensor, self.step / 2, self.offset + self.step / 2, layout)
-        return Meaning(ir, tensor, self.step, self.offset, layout)
-
-
-def quantizer_levels(model, node):
-    """The output levels of a Quant, BipolarQuant, MultiThreshold or Sign node."""
-    from qonnx.custom_op.general.intquant import max_int, min_int
-
-    if node.op_type == "Sign":  # -1, 0, 1: a two-bit activation (its 0 is a level of its own)
-        return _Levels(3, 1.0, -1.0)
-    if node.op_type == "BipolarQuant":
-        s = _scalar(model, node, 1, "scale")
-        return _Levels(2, 2 * s, -s)
-    if node.op_type == "MultiThreshold":
-        thr = model.get_initializer(node.input[1])
-        if thr is None:
-            raise LowbitError(f"node {node.name!r}: its thresholds must be constant", _FIX)
-        return _Levels(thr.shape[1] + 1, float(_attr(node, "out_scale", 1.0)), float(_attr(node, "out_bias", 0.0)))
-    s = _scalar(model, node, 1, "scale")
-    zp = _scalar(model, node, 2, "zero point")
-    bits = _scalar(model, node, 3, "bit width")
-    signed, narrow = bool(_attr(node, "signed", 1)), bool(_attr(node, "narrow", 0))
-    if bits != int(bits) or not 1 <= bits <= 16:
-        raise LowbitError(f"node {node.name!r}: bit width {bits:g} is not an integer in 1..16", _FIX)
-    if _attr(node, "rounding_mode", "ROUND").upper() not in ("ROUND", "HALF_EVEN"):
-        raise LowbitError(f"node {node.name!r}: rounding mode {_attr(node, 'rounding_mode', '')!r} is not "
-                          "supported", "export with ROUND (half to even), Brevitas' default")
-    if int(bits) == 1 and signed:  # qonnx's 1-bit signed Quant is the sign, like BipolarQuant
-        return _Levels(2, 2 * s, -s)
-    lo, hi = int(min_int(signed, narrow, int(bits))), int(max_int(signed, narrow, int(bits)))
-    return _Levels(hi - lo + 1, s, s * (lo - zp))
-
-
-# -- the passes -------------------------------------------------------------------------------------
-
-def input_quantizer(model, max_value, input_encoding=None):
-    """The input's shape ops and quantizer: ``(encoding record, IR input type, its meaning, the
-    quantizer's output tensor, its layout)``. Images stream in their own (h, w) order, so the
-    shape ops before the quantizer may reshape but not reorder, and a feature map has one channel.
-
-    The quantizer's scale may come first, as a Div of the input into a Quant of scale 1 (as lowbit
-    writes FINN-style models, whose layers compute on the integers): ``round(x / s)`` either way.
-    A model with no input quantizer takes the integer pixels (:func:`pixel_input`) when its input
-    is annotated with an integer datatype, or ``input_encoding`` is ``"pixels"``.
-    """
-    from lowbit.model.data import QuantInput
-    from qonnx.custom_op.general.intquant import max_int, min_int
-
-    tensor = model.graph.input[0].name
-    shape = model.get_tensor_shape(tensor)
-    pixels = int(np.prod(shape[1:]))
-    node, tensor, order = _through_shapes(model, tensor, _Layout((pixels,), np.arange(pixels).reshape(shape[1:])))
-    annotated = model.get_tensor_datatype(model.graph.input[0].name)
-    if node is not None and node.op_type in _LAYERS and (input_encoding == "pixels" or annotated.is_integer()):
-        return pixel_input(model, node, tensor, order, max_value)
-    if input_encoding is not None:
-        raise LowbitError(f"--input-encoding {input_encoding} is for models that take the pixels into their "
-                          f"first layer; this one reaches {'nothing' if node is None else node.op_type} first",
-                          "drop --input-encoding: the model's own input code is read from it")
-    if node is not None and node.op_type == "Mul":
-        return thermometer_input(model, node, order, max_value)
-    divisor = None
-    if node is not None and node.op_type == "Div" and node.input[0] == tensor:
-        divisor, div = _scalar(model, node, 1, "divisor"), node
-        node = _only_consumer(model, node.output[0])
-    if node is None or node.op_type not in ("Quant", "BipolarQuant"):
-        found = "nothing" if node is None else f"a {node.op_type} ({node.name!r})"
-        raise LowbitError(f"the input is not quantized: it reaches {found} before any Quant or "
-                          "BipolarQuant", "quantize the model's input (e.g. a QuantIdentity first), or "
-                          "pass --input-encoding to say how lowbit should encode images")
-    if divisor is not None and (divisor <= 0 or _scalar(model, node, 1, "scale") != 1):
-        raise LowbitError(f"node {div.name!r}: the input is divided by {divisor:g} before a quantizer "
-                          "whose scale is not 1", "give the input quantizer its scale, or divide by it "
-                          "first into a quantizer of scale 1")
-    _same_order(order)
-    layout = _Layout.of(order.pos.shape)
-    levels = quantizer_levels(model, node)
-    if levels.count == 2 and levels.offset == -levels.step / 2:  # sign(x / s) = sign(x)
-        enc = QuantInput("bipolar", 1, levels.step / 2, 0.0, -1, 1, max_value)
-        return enc, BIPOLAR, Meaning("input", node.output[0], enc.scale, 0.0, layout.name), node.output[0], layout
-    zp = _scalar(model, node, 2, "zero point")
-    if zp != 0:
-        raise LowbitError(f"input quantizer {node.name!r} has zero point {zp:g}",
-                          "export the input quantizer with zero point 0")
-    signed, narrow, bits = bool(_attr(node, "signed", 1)), bool(_attr(node, "narrow", 0)), \
-        int(_scalar(model, node, 3, "bit width"))
-    lo, hi = int(min_int(signed, narrow, bits)), int(max_int(signed, narrow, bits))
-    kind = "int" if signed else "uint"
-    enc = QuantInput(kind, bits, levels.step if divisor is None else divisor, 0.0, lo, hi, max_value)
-    return enc, ValueType(kind, bits), Meaning("input", node.output[0], levels.step, 0.0, layout.name), \
-        node.output[0], layout
-
-
-def _same_order(order):
-    """Refuse an input that is reordered before its code, or has more than one channel."""
-    if not np.array_equal(order.pos.reshape(-1), np.arange(order.pos.size)):
-        raise LowbitError("the model reorders its input pixels before quantizing them (a Transpose?)",
-                          "quantize the input as it comes, in (C, H, W) or flat order")
-    if order.pos.ndim == 3 and order.pos.shape[0] != 1:
-        raise LowbitError(f"the model's input has {order.pos.shape[0]} channels; lowbit imports "
-                          "one-channel images", "train on grey-level images (digits, MNIST, Fashion-MNIST)")
-
-
-def pixel_input(model, layer, tensor, order, max_value):
-    """The integer pixels straight into the first ``layer``: what :func:`input_quantizer` returns,
-    the encoding being a :class:`PixelInput` of the annotated width (or the pixels' own)."""
-    from lowbit.model.data import PixelInput
-
-    name = model.graph.input[0].name
-    dt = model.get_tensor_datatype(name)
-    if dt.is_integer():
-        if dt.min() > 0 or dt.max() < max_value:
-            raise LowbitError(f"the model's input {name!r} is annotated {dt.name}, but the dataset's pixels "
-                              f"run from 0 to {max_value}", "annotate it with an unsigned type that holds them "
-                              f"(UINT{int(max_value).bit_length()}), or quantize the input in the model")
-        bits = int(dt.bitwidth()) if dt.min() == 0 else int(dt.bitwidth()) - 1
-    else:
-        bits = int(max_value).bit_length()
-    _same_order(order)
-    layout = _Layout.of(order.pos.shape)
-    enc = PixelInput(bits, int(max_value))
-    return enc, ValueType("uint", bits), Meaning("input", name, 1.0, 0.0, layout.name), tensor, layout
-
-
-def thermometer_input(model, mul, order, max_value):
-    """A thermometer code of the input, as lowbit writes it: the image times ones (one copy per
-    level, on a new axis) into a MultiThreshold with one threshold per copy and a bipolar output.
-    Returns what :func:`input_quantizer` returns, the encoding being a :class:`Thermometer`."""
-    from lowbit.model.data import Thermometer, model_floats
-
-    ones = model.get_initializer(mul.input[1])
-    fix = "quantize the input with a Quant, or write the thermometer as `lowbit export --qonnx` does"
-    if ones is None or not np.all(np.asarray(ones) == 1):
-        raise LowbitError(f"node {mul.name!r}: the input is scaled by a Mul before it is quantized", fix)
-    before = tuple(order.pos.shape)
-    after = tuple(model.get_tensor_shape(mul.output[0])[1:])
-    channel_axis = 0 if len(after) == 3 else len(after) - 1  # the copies: qonnx's NCHW and NWC
-    mt = _only_consumer(model, mul.output[0])
-    if len(before) != len(after) or before[channel_axis] != 1 or mt is None or mt.op_type != "MultiThreshold" \
-            or any(a != b for i, (a, b) in enumerate(zip(before, after)) if i != channel_axis):
-        raise LowbitError(f"node {mul.name!r}: the input is copied to shape {after}, but not into a "
-                          "MultiThreshold along one new axis", fix)
-    copies = after[channel_axis]
-    thr = model.get_initializer(mt.input[1])
-    if thr is None or thr.shape != (copies, 1):
-        raise LowbitError(f"node {mt.name!r}: a thermometer needs one threshold per copy of the input, "
-                          f"along the copies' axis", fix)
-    levels = quantizer_levels(model, mt)
-    if levels.count != 2:
-        raise LowbitError(f"node {mt.name!r}: a thermometer's output has two levels, bipolar or {{0, 1}}", fix)
-    _same_order(order)
-    # Each threshold as the least pixel value that reaches it, in the model's own float32.
-    floats = model_floats(np.arange(max_value + 1), max_value)
-    reached = floats[None, :] >= np.asarray(thr, np.float32).reshape(-1, 1)
-    pixel = np.where(reached.any(axis=1), reached.argmax(axis=1), max_value + 1)
-    enc = Thermometer(tuple(int(v) for v in pixel))
-    layout = _Layout.of(after)
-    return enc, BIPOLAR, levels.meaning("input", mt.output[0], layout.name), mt.output[0], layout
-
+__all__ = ["lower_model", "layer_segment", "weight_format_for", "HINTS_KEY"]
 
 def weight_format_for(layer, levels):
     """The registry format that holds every distinct level of ``levels``, or a clear error."""
@@ -384,17 +85,17 @@ def _quantized_weights(model, node):
     wf = model.get_initializer(producer.input[0])
     s = model.get_initializer(producer.input[1])
     if wf is None or s is None:
-        raise LowbitError(f"layer {node.name!r}: its weight quantizer has computed inputs", _FIX)
+        raise LowbitError(f"layer {node.name!r}: its weight quantizer has computed inputs", FIX)
     wf, s = np.asarray(wf, np.float32), np.broadcast_to(np.asarray(s, np.float32), wf.shape)
-    if producer.op_type == "BipolarQuant" or (int(_scalar(model, producer, 3, "bit width")) == 1
-                                              and bool(_attr(producer, "signed", 1))):
+    if producer.op_type == "BipolarQuant" or (int(scalar(model, producer, 3, "bit width")) == 1
+                                              and bool(attr(producer, "signed", 1))):
         return np.where(wf >= 0, 1.0, -1.0), s
-    zp = _scalar(model, producer, 2, "zero point")
+    zp = scalar(model, producer, 2, "zero point")
     if zp != 0:
         raise LowbitError(f"layer {node.name!r}: weight zero point {zp:g} is not 0",
                           "export symmetric weight quantizers")
-    bits = int(_scalar(model, producer, 3, "bit width"))
-    signed, narrow = bool(_attr(producer, "signed", 1)), bool(_attr(producer, "narrow", 0))
+    bits = int(scalar(model, producer, 3, "bit width"))
+    signed, narrow = bool(attr(producer, "signed", 1)), bool(attr(producer, "narrow", 0))
     return np.round(np.clip(wf / s, min_int(signed, narrow, bits), max_int(signed, narrow, bits))), s
 
 
@@ -414,25 +115,25 @@ def _bias(model, node, index):
         return None
     bias = model.get_initializer(node.input[index])
     if bias is None:
-        raise LowbitError(f"node {node.name!r}: its bias must be constant", _FIX)
+        raise LowbitError(f"node {node.name!r}: its bias must be constant", FIX)
     return np.asarray(bias, np.float64).reshape(-1)
 
 
 def layer_weights(model, node):
     """``(integer levels (out, in), per-output-channel scale (out,), bias or None)`` of a MatMul,
     Gemm or XnorPopcountMatMul whose weights are quantized constants, in the model's input order."""
-    if node.op_type == "Gemm" and (_attr(node, "transA", 0) or _attr(node, "alpha", 1.0) != 1.0
-                                   or _attr(node, "beta", 1.0) != 1.0):
-        raise LowbitError(f"node {node.name!r}: a Gemm with transA, alpha or beta is not imported", _FIX)
+    if node.op_type == "Gemm" and (attr(node, "transA", 0) or attr(node, "alpha", 1.0) != 1.0
+                                   or attr(node, "beta", 1.0) != 1.0):
+        raise LowbitError(f"node {node.name!r}: a Gemm with transA, alpha or beta is not imported", FIX)
     levels, scale = _quantized_weights(model, node)
     if levels.ndim != 2:
-        raise LowbitError(f"layer {node.name!r}: weights of shape {levels.shape} are not a matrix", _FIX)
+        raise LowbitError(f"layer {node.name!r}: weights of shape {levels.shape} are not a matrix", FIX)
     if node.op_type == "XnorPopcountMatMul":  # {0, 1} weights, read as the bipolar 2w - 1
         if not np.isin(levels, (0, 1)).all():
             raise LowbitError(f"layer {node.name!r}: an XnorPopcountMatMul has weights other than 0 and 1",
                               "give it BINARY weights, as qonnx's ConvertBipolarMatMulToXnorPopcount does")
         levels = 2 * levels - 1
-    if not (node.op_type == "Gemm" and _attr(node, "transB", 0)):  # (in, out) -> (out, in)
+    if not (node.op_type == "Gemm" and attr(node, "transB", 0)):  # (in, out) -> (out, in)
         levels, scale = levels.T, None if scale is None else scale.T
     col = _channel_scale(node.name, scale, 0)
     col = np.ones(levels.shape[0], np.float32) if col is None else col
@@ -441,26 +142,26 @@ def layer_weights(model, node):
 
 def _square(node, name, default):
     """One integer for a 2-D attribute whose entries must agree (kernel, strides, pads)."""
-    v = list(_attr(node, name, default))
+    v = list(attr(node, name, default))
     if len(set(v)) != 1:
         raise LowbitError(f"node {node.name!r}: {name} {v} differ by axis; lowbit's windows are square "
-                          "and padded alike on every side", _FIX)
+                          "and padded alike on every side", FIX)
     return int(v[0])
 
 
 def conv_weights(model, node):
     """``(levels (out, k*k*in) in the IR's (ky, kx, c) order, scale (out,), bias, kernel, stride,
     pad)`` of a Conv with quantized weights."""
-    if _attr(node, "group", 1) != 1 or set(_attr(node, "dilations", [1, 1])) != {1}:
+    if attr(node, "group", 1) != 1 or set(attr(node, "dilations", [1, 1])) != {1}:
         raise LowbitError(f"node {node.name!r}: grouped or dilated convolutions are not imported",
                           "use group=1 and dilation=1")
-    if _attr(node, "auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
-        raise LowbitError(f"node {node.name!r}: auto_pad {_attr(node, 'auto_pad', '')!r} is not imported",
+    if attr(node, "auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
+        raise LowbitError(f"node {node.name!r}: auto_pad {attr(node, 'auto_pad', '')!r} is not imported",
                           "export with explicit pads")
     levels, scale = _quantized_weights(model, node)
     if levels.ndim != 4 or levels.shape[2] != levels.shape[3]:
         raise LowbitError(f"layer {node.name!r}: weights of shape {levels.shape} are not square 2-D kernels",
-                          _FIX)
+                          FIX)
     kernel = levels.shape[2]
     stride = _square(node, "strides", [1, 1])
     pad = _square(node, "pads", [0, 0, 0, 0])
@@ -518,17 +219,17 @@ def _chain(model, tensor):
     """The elementwise nodes after ``tensor`` up to a quantizer (returned too) or the output."""
     nodes = []
     while True:
-        node = _only_consumer(model, tensor)
+        node = only_consumer(model, tensor)
         if node is None:
             return nodes, None
         if node.op_type in QUANTIZERS:
             return nodes, node
         if node.op_type not in ELEMENTWISE:
             raise LowbitError(f"node {node.name!r} ({node.op_type}) follows a layer where lowbit expects "
-                              f"scales, BatchNorm, ReLU or a quantizer ({', '.join(ELEMENTWISE)})", _FIX)
+                              f"scales, BatchNorm, ReLU or a quantizer ({', '.join(ELEMENTWISE)})", FIX)
         for other in node.input[1:]:
             if other and model.get_initializer(other) is None:
-                raise LowbitError(f"node {node.name!r}: its input {other!r} must be a constant", _FIX)
+                raise LowbitError(f"node {node.name!r}: its input {other!r} must be a constant", FIX)
         nodes.append(node)
         tensor = node.output[0]
 
@@ -628,7 +329,7 @@ def _feature_map(node, layout):
     """The IR's (H, W, C) of a layer's input, which must be a feature map in the IR's layout."""
     if layout.name != "chw":
         raise LowbitError(f"node {node.name!r} ({node.op_type}) takes a tensor that is not an "
-                          "(N, C, H, W) feature map in the order of the model's layers", _FIX)
+                          "(N, C, H, W) feature map in the order of the model's layers", FIX)
     return layout.ir_shape
 
 
@@ -643,8 +344,8 @@ def _check_out_shape(model, node, shape):
 def maxpool(model, node, layout, in_type, name):
     """The IR MaxPool of an ONNX MaxPool on quantized values (a monotone map commutes with max)."""
     h, w, c = _feature_map(node, layout)
-    if set(_attr(node, "pads", [0])) != {0} or set(_attr(node, "dilations", [1])) != {1} or \
-            _attr(node, "auto_pad", "NOTSET") not in ("NOTSET", "VALID") or len(node.output) > 1:
+    if set(attr(node, "pads", [0])) != {0} or set(attr(node, "dilations", [1])) != {1} or \
+            attr(node, "auto_pad", "NOTSET") not in ("NOTSET", "VALID") or len(node.output) > 1:
         raise LowbitError(f"node {node.name!r}: a padded, dilated or index-returning MaxPool is not "
                           "imported", "use MaxPool2d(k) with padding 0")
     k = _square(node, "kernel_shape", [])
@@ -665,18 +366,18 @@ def _pad_value(name, meaning, vtype, value):
 
 def pad_node(model, node):
     """``(pad, value, name)`` of a constant Pad on the two spatial axes alike."""
-    if _attr(node, "mode", "constant") != "constant":
-        raise LowbitError(f"node {node.name!r}: only constant padding is imported", _FIX)
-    pads = model.get_initializer(node.input[1]) if len(node.input) > 1 else _attr(node, "pads", None)
+    if attr(node, "mode", "constant") != "constant":
+        raise LowbitError(f"node {node.name!r}: only constant padding is imported", FIX)
+    pads = model.get_initializer(node.input[1]) if len(node.input) > 1 else attr(node, "pads", None)
     value = model.get_initializer(node.input[2]) if len(node.input) > 2 and node.input[2] else \
-        _attr(node, "value", 0.0)
+        attr(node, "value", 0.0)
     if len(node.input) > 3 and node.input[3]:
         raise LowbitError(f"node {node.name!r}: a Pad with axes is not imported", "pad all four axes")
     pads = None if pads is None else [int(v) for v in np.asarray(pads).reshape(-1)]
     if pads is None or value is None or len(pads) != 8 or pads[:2] != [0, 0] or pads[4:6] != [0, 0] \
             or len({pads[2], pads[3], pads[6], pads[7]}) != 1:
         raise LowbitError(f"node {node.name!r}: lowbit imports a constant Pad of H and W alike, not {pads}",
-                          _FIX)
+                          FIX)
     return pads[2], float(np.asarray(value).reshape(())), node.name
 
 
@@ -711,7 +412,7 @@ def lower_model(model, *, max_value, dataset, input_encoding=None):
             thresholds, invert, out_type = layer_thresholds(gain, offset, lo, hi, segment, qlevels)
         mt = MultiThreshold(named(quantizer, fallback), thresholds, acc_type, out_type, invert)
         end = quantizer.output[0]
-        layout = _Layout.of(model.get_tensor_shape(end)[1:])
+        layout = Layout.of(model.get_tensor_shape(end)[1:])
         meaning = dataclasses.replace(qlevels.meaning(mt.name, end, layout.name), layer={
             "acc": acc_name, "start": start, "spatial": spatial,
             "gain": gain.tolist(), "offset": np.broadcast_to(offset, gain.shape).tolist()})
@@ -723,7 +424,7 @@ def lower_model(model, *, max_value, dataset, input_encoding=None):
         add, skip = block["add"], block["meaning"]
         body = nodes[block["start"]:]
         if layout.ir_shape != block["layout"].ir_shape or any(isinstance(n, (MaxPool, Flatten)) for n in body):
-            raise LowbitError(f"node {add.name!r}: the residual body changes the shape of its input", _FIX)
+            raise LowbitError(f"node {add.name!r}: the residual body changes the shape of its input", FIX)
         if meaning.a != skip.a:
             raise LowbitError(f"node {add.name!r}: the residual add sums tensors of two scales ({skip.a:g} and "
                               f"{meaning.a:g}); lowbit adds integers of one scale",
@@ -732,7 +433,7 @@ def lower_model(model, *, max_value, dataset, input_encoding=None):
         nodes[block["start"]:] = [res]
         chain, quantizer = _chain(model, add.output[0])
         if quantizer is None:
-            raise LowbitError(f"node {add.name!r}: a residual add must be followed by a quantizer", _FIX)
+            raise LowbitError(f"node {add.name!r}: a residual add must be followed by a quantizer", FIX)
         channels = layout.ir_shape[-1]
         # model value of the sum: (a v_skip + b_skip) + (a v_body + b_body)
         gain, offset = np.full(channels, np.float64(meaning.a)), np.full(channels, np.float64(skip.b + meaning.b))
@@ -742,7 +443,7 @@ def lower_model(model, *, max_value, dataset, input_encoding=None):
                                          len(layout.ir_shape) == 3, f"{res.name}_act")
         nodes.append(mt)
         meanings.append(meaning)
-        if _is_output(model, quantizer.output[0]):
+        if is_output(model, quantizer.output[0]):
             raise LowbitError(f"the model ends at the residual block {add.name!r}",
                               "end the model with a fully connected layer")
         return quantizer.output[0], layout, meaning, mt.out_type
@@ -755,31 +456,31 @@ def lower_model(model, *, max_value, dataset, input_encoding=None):
             tensor, layout, meaning, vtype = residual(block, tensor, layout, meaning, vtype)
             block = None
             continue
-        add = _residual_add(model, tensor)
+        add = residual_add(model, tensor)
         if add is not None:
             if block is not None:
-                raise LowbitError(f"node {add.name!r}: a residual block inside another is not imported", _FIX)
+                raise LowbitError(f"node {add.name!r}: a residual block inside another is not imported", FIX)
             block = {"add": add, "meaning": meaning, "vtype": vtype, "layout": layout, "start": len(nodes)}
         shapes = []
-        node, tensor, layout = _through_shapes(model, tensor, layout, shapes, skip=add)
+        node, tensor, layout = through_shapes(model, tensor, layout, shapes, skip=add)
         if node is None:
-            raise LowbitError(f"the model ends at quantized tensor {tensor!r} with no layer after it", _FIX)
+            raise LowbitError(f"the model ends at quantized tensor {tensor!r} with no layer after it", FIX)
         padding = None
         if node.op_type == "Pad" and node.input[0] == tensor:  # a constant pad before a Conv
             padding, tensor = pad_node(model, node), node.output[0]
-            node = _only_consumer(model, tensor)
+            node = only_consumer(model, tensor)
             if node is None or node.op_type != "Conv":
-                raise LowbitError(f"node {padding[2]!r}: a Pad must feed a Conv", _FIX)
+                raise LowbitError(f"node {padding[2]!r}: a Pad must feed a Conv", FIX)
         if node.op_type == "MaxPool" and node.input[0] == tensor:
             pool = maxpool(model, node, layout, vtype, named(node, f"pool{index}"))
             nodes.append(pool)
-            tensor, layout = node.output[0], _Layout.of(model.get_tensor_shape(node.output[0])[1:])
+            tensor, layout = node.output[0], Layout.of(model.get_tensor_shape(node.output[0])[1:])
             meaning = Meaning(pool.name, tensor, meaning.a, meaning.b, layout.name)
             meanings.append(meaning)
             continue
-        if node.op_type not in _LAYERS or node.input[0] != tensor:
+        if node.op_type not in LAYERS or node.input[0] != tensor:
             raise LowbitError(f"node {node.name!r} ({node.op_type}) is where lowbit expects a "
-                              f"{', '.join(_LAYERS)} or MaxPool layer", _FIX)
+                              f"{', '.join(LAYERS)} or MaxPool layer", FIX)
         index += 1
         conv = node.op_type == "Conv"
         if conv:
@@ -788,11 +489,11 @@ def lower_model(model, *, max_value, dataset, input_encoding=None):
             levels, wscale, bias, k, stride, pad = conv_weights(model, node)
             if levels.shape[1] != k * k * c:
                 raise LowbitError(f"layer {node.name!r}: {levels.shape[1] // (k * k)} input channels, "
-                                  f"but its input has {c}", _FIX)
+                                  f"but its input has {c}", FIX)
             pad_value = _pad_value(node.name, meaning, vtype, 0.0) if pad else None
             if padding is not None:
                 if pad:
-                    raise LowbitError(f"layer {node.name!r} is padded twice (a Pad and its own pads)", _FIX)
+                    raise LowbitError(f"layer {node.name!r} is padded twice (a Pad and its own pads)", FIX)
                 pad = padding[0]
                 pad_value = _pad_value(node.name, meaning, vtype, padding[1])
             window = SlidingWindow(f"{name}_window", c, k, stride, pad,
@@ -830,9 +531,9 @@ def lower_model(model, *, max_value, dataset, input_encoding=None):
         chain, quantizer = _chain(model, node.output[0])
         if quantizer is None:
             end = chain[-1].output[0] if chain else node.output[0]
-            if conv or block is not None or not _is_output(model, end):
+            if conv or block is not None or not is_output(model, end):
                 raise LowbitError(f"tensor {end!r} after layer {node.name!r} is neither quantized nor the "
-                                  "output of a last fully connected layer", _FIX)
+                                  "output of a last fully connected layer", FIX)
             segment = _Segment(model, chain, node.output[0], end, mm.mh, conv)
             nodes += [host_affine(name, gain, offset, lo, hi, segment), ArgMax("argmax", mm.mh)]
             break
@@ -842,7 +543,7 @@ def lower_model(model, *, max_value, dataset, input_encoding=None):
         meanings.append(meaning)
         end = quantizer.output[0]
         vtype, tensor = mt.out_type, end
-        if _is_output(model, end):
+        if is_output(model, end):
             if conv:
                 raise LowbitError(f"the model ends at the convolution {node.name!r}",
                                   "end the model with a fully connected layer")
@@ -851,7 +552,7 @@ def lower_model(model, *, max_value, dataset, input_encoding=None):
             break
     if block is not None:
         raise LowbitError(f"node {block['add'].name!r}: the residual add is never reached from its block's "
-                          "body", _FIX)
+                          "body", FIX)
     meta = {"input": enc.to_dict(), "dataset": dataset,
             "formats": {"weights": formats, "source": "onnx"},
             "import": {"tensors": [m.to_dict() for m in meanings]}}
