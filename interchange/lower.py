@@ -3,7 +3,7 @@
 The model must be a chain: an input quantizer (or integer pixels), then layers of
 
     MatMul, Gemm, XnorPopcountMatMul or Conv with quantized weights -> elementwise ops
-        -> quantizer (Quant, BipolarQuant, MultiThreshold or Sign) [-> MaxPool]
+        -> quantizer (Quant, BipolarQuant, MultiThreshold, Sign or Trunc) [-> MaxPool]
 
 where the elementwise ops are scalar or per-channel Mul/Div/Add/Sub, BatchNormalization, Relu and
 Clip, with Reshape, Flatten and Transpose between layers, and a last fully connected layer whose

@@ -10,7 +10,7 @@ from lowbit.core.errors import LowbitError
 __all__ = ["read_onnx", "source_name", "SUPPORTED_OPS", "QUANTIZERS", "OPSETS"]
 
 # The op types the importer lowers (see lowbit.interchange.lower), by role.
-QUANTIZERS = ("Quant", "BipolarQuant", "MultiThreshold", "Sign")
+QUANTIZERS = ("Quant", "BipolarQuant", "MultiThreshold", "Sign", "Trunc")
 SUPPORTED_OPS = (*QUANTIZERS, "MatMul", "Gemm", "XnorPopcountMatMul", "Conv", "MaxPool", "BatchNormalization", "Mul", "Div",
                  "Add", "Sub", "Relu", "Clip", "Pad", "Reshape", "Flatten", "Transpose", "Identity")
 # Default-domain opsets the importer and qonnx's execution are known to handle.

@@ -278,8 +278,9 @@ def test_an_unannotated_input_asks_for_an_input_encoding(tmp_path, capsys):
         import_onnx(path, dataset="digits")
 
 
-def test_sign_activations_import_as_three_levels(tmp_path):
-    """An ONNX Sign after a layer: -1, 0 and 1, so a two-bit activation; its zeros are real."""
+def _activation_model(path, activation, inits, qonnx_opset=1):
+    """Integer digits pixels (a Div by 1/8 into a 4-bit Quant) -> MatMul with levels5 weights ->
+    ``activation`` (nodes from "h" to "a") -> MatMul with ternary weights -> the logits."""
     from onnx import TensorProto, helper
 
     rng = np.random.default_rng(3)
@@ -288,19 +289,51 @@ def test_sign_activations_import_as_three_levels(tmp_path):
     nodes = [helper.make_node("Div", ["x", "s"], ["xs"]),
              helper.make_node("Quant", ["xs", "one", "z", "b"], ["q"], domain="qonnx.custom_op.general",
                               signed=0, narrow=0, rounding_mode="ROUND"),
-             helper.make_node("MatMul", ["q", "w0"], ["h"]),
-             helper.make_node("Sign", ["h"], ["a"]),
+             helper.make_node("MatMul", ["q", "w0"], ["h"]), *activation,
              helper.make_node("MatMul", ["a", "w1"], ["y"])]
-    inits = {"s": 1 / 8, "one": 1.0, "z": 0.0, "b": 4.0, "w0": w0, "w1": w1}
-    graph = helper.make_graph(nodes, "sign", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+    inits = {"s": 1 / 8, "one": 1.0, "z": 0.0, "b": 4.0, "w0": w0, "w1": w1, **inits}
+    graph = helper.make_graph(nodes, "act", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])],
                               [onnx.numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in inits.items()])
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13),
-                                                      helper.make_opsetid("qonnx.custom_op.general", 1)]),
-              tmp_path / "sign.onnx")
+                                                      helper.make_opsetid("qonnx.custom_op.general", qonnx_opset)]),
+              path)
+    return path
+
+
+def test_sign_activations_import_as_three_levels(tmp_path):
+    """An ONNX Sign after a layer: -1, 0 and 1, so a two-bit activation; its zeros are real."""
+    from onnx import helper
+
+    _activation_model(tmp_path / "sign.onnx", [helper.make_node("Sign", ["h"], ["a"])], {})
     ir, check = import_onnx(tmp_path / "sign.onnx", dataset="digits")
     assert set(check["tensor_mismatches"].values()) == {0} and check["reference_disagreements"] == 0
     act = ir.nodes[1]
     assert act.out_type.kind == "uint" and act.out_type.bits == 2
     zeros = (ir.execute(input_encoding(ir.meta["input"])(load_digits_split().x_test))[1] == 1).sum()
     assert zeros >= 20  # the accumulator is 0 often enough that Sign's 0 (count 1) is exercised
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_trunc_activations_import_exactly(version, tmp_path):
+    """qonnx's Trunc after a layer: the accumulator (10 bits here) shifted right by 5 bits to 5,
+    floored; the second Trunc clamps to a signed 5-bit range and scales by 32."""
+    from onnx import helper
+
+    if version == 1:
+        trunc = helper.make_node("Trunc", ["h", "ts", "tz", "tin", "tout"], ["a"], domain="qonnx.custom_op.general",
+                                 rounding_mode="FLOOR")
+        inits = {"ts": 1.0, "tz": 0.0, "tin": 10.0, "tout": 5.0}
+    else:
+        trunc = helper.make_node("Trunc", ["h", "ts", "tz", "tin", "tos", "tout"], ["a"],
+                                 domain="qonnx.custom_op.general", rounding_mode="FLOOR", signed=1, narrow=0)
+        inits = {"ts": 1.0, "tz": 0.0, "tin": 10.0, "tos": 32.0, "tout": 5.0}
+    path = _activation_model(tmp_path / "trunc.onnx", [trunc], inits, qonnx_opset=version)
+    ir, check = import_onnx(path, dataset="digits")
+    assert set(check["tensor_mismatches"].values()) == {0} and check["reference_disagreements"] == 0
+    assert len(check["tensor_mismatches"]) == 2  # the input and the truncated accumulator
+    act = ir.nodes[1]
+    x = input_encoding(ir.meta["input"])(load_digits_split().x_test)
+    assert len(np.unique(ir.execute(x)[1])) >= 3  # the truncation really takes several levels
+    compile_graph(ir, tmp_path / "b", target_cycles=64)
+    assert act.out_type.kind == "uint"
