@@ -295,6 +295,13 @@ def cmd_build(args):
               f"{sy['brams']} BRAM, {sy['dsps']} DSP; Verilog in {args.output}/")
 
 
+def cmd_program(args):
+    from lowbit.boards.program import program_board
+
+    command = program_board(args.bitstream, args.board, dry_run=args.dry_run)
+    print(("would run: " if args.dry_run else "programmed: ") + " ".join(command))
+
+
 def _positive_list(text):
     try:
         values = [int(v) for v in text.split(",")]
@@ -482,6 +489,13 @@ def build_parser():
     s.add_argument("--force", action="store_true",
                    help="replace a lowbit folder of another kind (never a folder lowbit did not write)")
     s.set_defaults(func=cmd_build)
+
+    s = sub.add_parser("program", help="program a board with a bitstream from 'lowbit build' (iceprog or "
+                                       "openFPGALoader, through the board's amaranth-boards platform)")
+    s.add_argument("bitstream", help="the .bin / .bit file, or the folder 'lowbit build' wrote")
+    s.add_argument("--board", required=True, help="icebreaker or ulx3s")
+    s.add_argument("--dry-run", action="store_true", help="print the programmer's command, do not run it")
+    s.set_defaults(func=cmd_program)
 
     s = sub.add_parser("fuzz", help="random small networks, each checked bit-exact: IR vs PyTorch, "
                                     "Verilator vs IR with stalls, cycles vs prediction")
