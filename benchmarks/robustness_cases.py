@@ -1273,6 +1273,20 @@ def _exports():
     ]
 
 
+def _programs():
+    """Programming a board: what `lowbit program` refuses before any programmer runs."""
+    return [
+        _c("program a bitstream that does not exist", "lowbit program <out>/none.bin --board icebreaker",
+           "bitstream '<out>/none.bin' does not exist", group="input-file", exact=False),
+        _c("program a file that is not the board's kind of bitstream", "lowbit program <a-file> --board icebreaker",
+           "board 'icebreaker' is programmed with a .bin bitstream", group="input-file", exact=False),
+        _c("program from a folder with no bitstream", "lowbit program <empty> --board ulx3s",
+           "'<empty>' holds no bitstream for board 'ulx3s'", group="input-file", exact=False),
+        _c("program a board with no open bitstream flow", "lowbit program <a-file> --board arty-a7-35",
+           "board 'arty-a7-35' has no open bitstream flow to program", group="usage", exact=False),
+    ]
+
+
 CATALOGUE = [
     *PINNED,
     *_numbers(),
@@ -1286,4 +1300,5 @@ CATALOGUE = [
     *_api(),
     *_imports(),
     *_exports(),
+    *_programs(),
 ]
