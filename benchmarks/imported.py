@@ -289,6 +289,12 @@ def run_case(name, *, work, data, epochs, limit, target_cycles, seed=0):
         "tensor_ties": sum(check["tensor_ties"].values()), "tie_images": check["tie_images"],
         "unexplained": sum(check["unexplained"].values()),
         "quantized_tensors": len(check["tensor_mismatches"]), "mismatches": sim["mismatches"],
+        "passes": {p["pass"]: {"values_differ": sum(p["tensor_mismatches"].values()),
+                               "ties": sum(p["tensor_ties"].values()),
+                               "prediction_disagreements": p["prediction_disagreements"],
+                               "tied_disagreements": p["tied_disagreements"]}
+                   for p in check["passes"] if p["changed"]},
+        "source_disagreements": check.get("source_disagreements", 0),
         "cycles_predicted": sim["cycles_predicted"], "cycles_measured": sim["cycles_measured"],
         "latency_predicted": sim["latency_predicted"], "latency_measured": sim["latency_measured"],
         "formats": graph.meta["formats"]["weights"], "folding": ",".join(foldings(manifest)),
@@ -301,36 +307,49 @@ def _ties(row):
     return f"{ties} float32 ties in {row['tie_images']} images; " if ties else ""
 
 
+def _passes(row):
+    """The streamlining passes that changed the model, with their checks: values differing (ties)
+    / prediction disagreements."""
+    done = row.get("passes", {})
+    return "; ".join(f"{name}: {p['values_differ']} ({p['ties']}) / {p['prediction_disagreements']}"
+                     for name, p in done.items()) or "none changed it"
+
+
 def table(rows):
-    lines = ["| source | model | dataset | images | ref acc | IR acc | HW acc | ref disagreements | "
+    lines = ["| source | model | dataset | images | ref acc | IR acc | HW acc | streamlining passes: values "
+             "differ (ties) / disagreements | ref disagreements (file's) | "
              "tensor mismatches | HW mismatches | cycles pred / meas | Verilog = source's |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+             "|---|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---|"]
     for r in rows:
         same = {None: "", True: "yes", False: "NO"}[r.get("same_verilog_as_source")]
         lines.append(f"| {r['source']} | {r['model']} | {r['dataset']} | {r['images']} "
                      f"| {r['reference_accuracy']:.4f} | {r['ir_accuracy']:.4f} | {r['hw_accuracy']:.4f} "
-                     f"| {r['reference_disagreements']} | {r['tensor_mismatches']} ({_ties(r)}{r['quantized_tensors']} tensors) "
+                     f"| {_passes(r)} | {r['reference_disagreements']} ({r.get('source_disagreements', 0)}) "
+                     f"| {r['tensor_mismatches']} ({_ties(r)}{r['quantized_tensors']} tensors) "
                      f"| {r['mismatches']} | {r['cycles_predicted']} / {r['cycles_measured']} | {same} |")
     return "\n".join(lines)
 
 
-METHOD = """Command: `python -m benchmarks.imported --data ../shared/data --write`. Each case trains a
-Brevitas 0.13.4 model here (inputs `images / 255` quantized to 8 bits unsigned; Adam with a cosine
-schedule), exports it with `brevitas.export.export_qonnx(..., dynamo=False)`, and imports the file with
-`lowbit import` (`lowbit.flow.import_onnx`): the integer IR is compared with qonnx's `execute_onnx`
-at every quantized tensor (`tensor mismatches`, counted in elements over the whole test set) and at
-the prediction (`ref disagreements`). The graph is compiled for 1024 cycles per inference and every
-test image runs through the Verilog in Verilator with random stalls on both sides (`HW mismatches`
-counts output words that differ from the IR). The last layer of each Brevitas model has power-of-two
-scales and no bias, so its float32 logits are exact and cannot tie differently from the integers.
+METHOD = """Command: `python -m benchmarks.imported --data ../shared/data --write`. Each case trains a Brevitas
+0.13.4 model here (inputs `images / 255` quantized to 8 bits unsigned; Adam with a cosine schedule),
+exports it with `brevitas.export.export_qonnx(..., dynamo=False)`, and imports the file with `lowbit
+import` (`lowbit.flow.import_onnx`): each streamlining pass that changes the model is checked against
+the graph before it (quantized values that differ, of them float32 ties, and prediction disagreements),
+then the integer IR is compared with qonnx's `execute_onnx` of the streamlined model at every quantized
+tensor (`tensor mismatches`, counted in elements over the whole test set) and at the prediction (`ref
+disagreements`; in brackets, against the file's model before streamlining). The graph is compiled for
+1024 cycles per inference and every test image runs through the Verilog in Verilator with random stalls
+on both sides (`HW mismatches` counts output words that differ from the IR). The last layer of each
+Brevitas model has power-of-two scales and no bias, so its float32 logits are exact and cannot tie
+differently from the integers.
 
 The `finn-onnx` row is the Brevitas W1A1 MLP streamlined to FINN-ONNX: lowbit's import turns its Quant
-nodes, scales and BatchNorms into integer weights and `MultiThreshold` nodes (written back as QONNX with
-FINN datatype annotations), then qonnx's `ConvertBipolarMatMulToXnorPopcount` turns every bipolar
-`MatMul` into an `XnorPopcountMatMul` on {0, 1} tensors (qonnx has no Quant-to-MultiThreshold
-transform; that one is FINN's). The `lowbit` rows are `lowbit train` models (thermometer inputs)
-written with `lowbit export --qonnx` and imported back; `Verilog = source's` says whether the file's
-build is byte-identical to the checkpoint's own build at the same folding."""
+nodes, scales and BatchNorms into integer weights and `MultiThreshold` nodes on the integer accumulators
+(written back as QONNX with FINN datatype annotations), then qonnx's
+`ConvertBipolarMatMulToXnorPopcount` turns every bipolar `MatMul` into an `XnorPopcountMatMul` on {0, 1}
+tensors, which lowbit's `binary_to_bipolar` pass turns back. The `lowbit` rows are `lowbit train` models
+(thermometer inputs) written with `lowbit export --qonnx` and imported back; `Verilog = source's` says
+whether the file's build is byte-identical to the checkpoint's own build at the same folding."""
 
 
 def _write(rows):

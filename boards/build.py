@@ -61,7 +61,7 @@ def build_for_board(build_dir, board_name, out_dir, *, cache_dir=None, force=Fal
     report = {"board": board.name, "device": board.device, "estimate": estimate}
     if board.bitstream:
         design = UartTop(top, verilog, manifest["ports"]["i"]["payload_bits"],
-                         manifest["ports"]["o"]["payload_bits"])
+                         manifest["ports"]["o"]["payload_bits"], ports=build.ports)
         placed = place_and_route(design, board, cache_dir=cache_dir)
         fmax = placed.min_fmax_mhz
         report["placed"] = {

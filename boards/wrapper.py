@@ -14,9 +14,10 @@ Protocol (8N1, ``baud`` bits per second, default 115200, on the board's ``uart``
   discards what comes back, and starts again. The network's ``rst`` is held for the first 15 cycles
   after configuration (and follows the platform's reset where it has one; ECP5 platforms have none).
 
-The network is the build's Verilog (``lowbit_top.v``) instantiated as is, with ports ``clk``,
-``rst``, ``i__payload``, ``i__valid``, ``i__ready``, ``o__payload``, ``o__valid``, ``o__ready``; the
-wrapper runs it on the board's default clock (12 MHz on iCEBreaker, 25 MHz on ULX3S).
+The network is the build's Verilog (``lowbit_top.v``) instantiated as is, with its AXI4-Stream
+ports (``aclk``, ``aresetn``, ``s_axis_*``, ``m_axis_*``) or its native ones (``clk``, ``rst``,
+``i__payload``, ``i__valid``, ``i__ready``, ``o__payload``, ``o__valid``, ``o__ready``); the wrapper
+runs it on the board's default clock (12 MHz on iCEBreaker, 25 MHz on ULX3S).
 """
 
 from amaranth.hdl import Cat, ClockSignal, Elaboratable, Instance, Module, ResetSignal, Signal
@@ -131,14 +132,18 @@ class UartTop(Elaboratable):
         Payload widths of the network's input and output streams.
     baud : int
         Serial rate; the bit time is the board's default clock divided by it, rounded.
+    ports : {"axi-stream", "native"}
+        The network's port style (the build manifest's ``interface.style``).
     """
 
-    def __init__(self, top, verilog, in_bits, out_bits, baud=115200):
+    def __init__(self, top, verilog, in_bits, out_bits, baud=115200, ports="native"):
         _check_positive("Input width", in_bits)
         _check_positive("Output width", out_bits)
         _check_positive("Baud rate", baud)
+        if ports not in ("axi-stream", "native"):
+            raise ValueError(f"Ports must be 'axi-stream' or 'native', not {ports!r}")
         self.top, self.verilog = top, verilog
-        self.in_bits, self.out_bits, self.baud = in_bits, out_bits, baud
+        self.in_bits, self.out_bits, self.baud, self.ports = in_bits, out_bits, baud, ports
 
     @property
     def in_bytes(self):
@@ -177,7 +182,7 @@ class UartTop(Elaboratable):
             m.d.sync += in_valid.eq(0)
 
         # Output: a result is taken only when the previous one has been sent completely.
-        out_payload, out_valid, out_ready = Signal(self.out_bits), Signal(), Signal()
+        out_payload, out_valid, out_ready = Signal(self.out_bytes * 8), Signal(), Signal()
         out_shift = Signal(self.out_bytes * 8)
         out_left = Signal(range(self.out_bytes + 1))
         m.d.comb += [out_ready.eq(out_left == 0), tx.data.eq(out_shift[:8]),
@@ -195,10 +200,18 @@ class UartTop(Elaboratable):
         network_rst = Signal()
         m.d.comb += network_rst.eq((por != 0) | ResetSignal(allow_reset_less=True))
 
-        m.submodules.network = Instance(
-            self.top,
-            i_clk=ClockSignal(), i_rst=network_rst,
-            i_i__payload=in_shift[:self.in_bits], i_i__valid=in_valid, o_i__ready=in_ready,
-            o_o__payload=out_payload, o_o__valid=out_valid, i_o__ready=out_ready,
-        )
+        if self.ports == "axi-stream":  # tdata is whole bytes already; the network counts beats
+            m.submodules.network = Instance(
+                self.top,
+                i_aclk=ClockSignal(), i_aresetn=~network_rst,
+                i_s_axis_tdata=in_shift, i_s_axis_tvalid=in_valid, o_s_axis_tready=in_ready, i_s_axis_tlast=0,
+                o_m_axis_tdata=out_payload, o_m_axis_tvalid=out_valid, i_m_axis_tready=out_ready,
+            )
+        else:
+            m.submodules.network = Instance(
+                self.top,
+                i_clk=ClockSignal(), i_rst=network_rst,
+                i_i__payload=in_shift[:self.in_bits], i_i__valid=in_valid, o_i__ready=in_ready,
+                o_o__payload=out_payload[:self.out_bits], o_o__valid=out_valid, i_o__ready=out_ready,
+            )
         return m

@@ -15,7 +15,7 @@ from lowbit.core.schema import (DICT, NATURAL, POSITIVE, TEXT, Check, Record, Sc
                                 optional, validate)
 from lowbit.core.types import KINDS
 
-from .codegen import TOP_NAME, build_manifest, generate_verilog
+from .codegen import PORT_STYLES, TOP_NAME, build_manifest, generate_verilog
 from .ir import ENGINE_KINDS, engine_kind
 from .serialize import load_graph, save_graph
 
@@ -29,6 +29,11 @@ class Build:
 
     folder: Path
     manifest: dict
+
+    @property
+    def ports(self):
+        """The top's port style: ``"axi-stream"`` or ``"native"``."""
+        return self.manifest.get("interface", {"style": "native"})["style"]
 
     @property
     def verilog_path(self):
@@ -63,16 +68,17 @@ class Build:
 BUILD_KIND = "build"
 
 
-def write_build(graph, out_dir, name=TOP_NAME, *, inputs=(), force=False):
-    """Write ``out_dir`` atomically: ``<name>.v``, ``manifest.json`` and ``graph.npz``.
+def write_build(graph, out_dir, name=TOP_NAME, *, inputs=(), force=False, ports="axi-stream"):
+    """Write ``out_dir`` atomically: ``<name>.v`` (its top with ``ports``: AXI4-Stream, or
+    ``"native"`` stream names), ``manifest.json`` and ``graph.npz``.
 
     The folder is claimed first (:func:`lowbit.core.files.claim_output_dir`: a new, empty or
     earlier build folder, holding none of ``inputs``). A failure at any step leaves no partial
     folder behind. Returns the manifest.
     """
     out_dir = claim_output_dir(out_dir, BUILD_KIND, inputs=inputs, force=force)
-    text, top = generate_verilog(graph, name)
-    manifest = build_manifest(graph, top, name)
+    text, top = generate_verilog(graph, name, ports=ports)
+    manifest = build_manifest(graph, top, name, ports)
     with atomic_dir(out_dir, BUILD_KIND, inputs=inputs, force=force) as tmp:
         atomic_write_text(tmp / f"{name}.v", text)
         atomic_write_text(tmp / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True) + "\n")
@@ -98,7 +104,8 @@ MANIFEST = Record({
     "latency_cycles": optional(NATURAL),
     "host": list_of(Record({"op": TEXT, "name": TEXT})),
     "input_encoding": optional(DICT),
-})
+    "interface": Record({"style": one_of(*PORT_STYLES)}),
+}, defaults={"interface": {"style": "native"}})  # builds written before the AXI-Stream top
 
 
 def check_manifest(manifest, where):

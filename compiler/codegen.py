@@ -8,9 +8,11 @@ no threshold, emits its integer dot products; the host ops (affine map, argmax) 
 manifest for the host to apply.
 """
 
+import numpy as np
 from amaranth.back import verilog
 
 from lowbit.core.version import __version__
+from lowbit.hw.axis import AxiStreamTop, byte_width
 from lowbit.hw.network import DataflowTop
 from lowbit.hw.unused import unelaborated
 
@@ -18,7 +20,8 @@ from .ir import engine_kind
 from .lowering import engine_format, is_fifo, layer_entry, layers_of, lower_chain
 from .ops.fifo import Fifo
 
-__all__ = ["lower", "generate_verilog", "build_manifest", "describe", "TOP_NAME", "flat_layers", "foldings"]
+__all__ = ["lower", "generate_verilog", "build_manifest", "describe", "TOP_NAME", "PORT_STYLES", "out_beats",
+           "interface", "flat_layers", "foldings"]
 
 TOP_NAME = "lowbit_top"
 
@@ -34,11 +37,47 @@ def lower(graph, *, fifos=True):
     return DataflowTop(lower_chain(layers_of(graph), fmt, fifos=fifos))
 
 
-def generate_verilog(graph, name=TOP_NAME, *, fifos=True):
-    """Verilog text of the lowered graph, and the top component (for its timing properties)."""
+# The top's port styles: AXI4-Stream (what builds are written with), or Amaranth's own stream
+# names (``i__payload``/``valid``/``ready``, ``clk``, ``rst``), which the test harnesses also take.
+PORT_STYLES = ("axi-stream", "native")
+
+
+def out_beats(graph):
+    """Result beats per image at the hardware output."""
+    shape = graph.shapes()[len(graph.hardware_nodes)]
+    return int(np.prod(shape[:-1], dtype=np.int64))
+
+
+def generate_verilog(graph, name=TOP_NAME, *, fifos=True, ports="native"):
+    """Verilog text of the lowered graph with ``ports`` (one of :data:`PORT_STYLES`), and the
+    network component (for its engines and timing, which the AXI-Stream top leaves as they are)."""
+    if ports not in PORT_STYLES:
+        raise ValueError(f"Ports must be one of {', '.join(map(repr, PORT_STYLES))}, not {ports!r}")
     top = lower(graph, fifos=fifos)
-    text = verilog.convert(top, name=name, emit_src=False)
+    design = AxiStreamTop(top, out_beats(graph)) if ports == "axi-stream" else top
+    text = verilog.convert(design, name=name, emit_src=False)
     return text, top
+
+
+def interface(graph, top, ports):
+    """The manifest's description of the top's ports in style ``ports``."""
+    if ports == "native":
+        return {"style": "native", "clock": "clk, rising edge", "reset": "rst, synchronous, active high",
+                "input": "i__payload, i__valid, i__ready", "output": "o__payload, o__valid, o__ready"}
+    beats_in = int(np.prod(graph.input_shape[:-1], dtype=np.int64))
+
+    def side(fmt, beats, last):
+        return {"tdata_bits": byte_width(fmt.width), "payload_bits": fmt.width, "beats_per_image": beats,
+                "tlast": last}
+
+    return {
+        "style": "axi-stream", "clock": "aclk, rising edge", "reset": "aresetn, synchronous, active low",
+        "s_axis": side(top.in_format, beats_in, "taken, not needed: the network counts beats_per_image"),
+        "m_axis": side(top.out_format, out_beats(graph), "high on the last result beat of each image"),
+        "packing": "element k of a beat's vector in tdata bits [k*b, (k+1)*b), b the format's bits per element "
+                   "(two's complement for int; bipolar +1 as 1, -1 as 0, one bit each); tdata bits above "
+                   "payload_bits are ignored on input and zero on output",
+    }
 
 
 def flat_layers(entries):
@@ -55,7 +94,7 @@ def foldings(manifest):
     return [f"{l['pe']}x{l['simd']}" for l in flat_layers(manifest["layers"]) if engine_kind(l["op"]).foldable]
 
 
-def build_manifest(graph, top, name=TOP_NAME):
+def build_manifest(graph, top, name=TOP_NAME, ports="native"):
     """Plain-data description of the build: ports, layers, foldings, exact cycles and host ops.
 
     Every layer has ``name``, ``op``, ``vectors_per_inference`` (input beats per image),
@@ -76,7 +115,7 @@ def build_manifest(graph, top, name=TOP_NAME):
     return {
         "lowbit_version": __version__,
         "top": name,
-        "clock": "clk (rising edge), rst synchronous active-high",
+        "interface": interface(graph, top, ports),
         "ports": {
             "i": {"payload_bits": top.in_format.width, "format": top.in_format.record()},
             "o": {"payload_bits": top.out_format.width, "format": top.out_format.record()},

@@ -1,9 +1,10 @@
-"""Lowering a cleaned QONNX or FINN-ONNX model to lowbit's integer IR.
+"""Lowering a streamlined QONNX or FINN-ONNX model to lowbit's integer IR: the last pass after
+:mod:`lowbit.interchange.streamline`, checked by :mod:`lowbit.interchange.exact`.
 
 The model must be a chain: an input quantizer (or integer pixels), then layers of
 
-    MatMul, Gemm, XnorPopcountMatMul or Conv with quantized weights -> elementwise ops
-        -> quantizer (Quant, BipolarQuant, MultiThreshold, Sign or Trunc) [-> MaxPool]
+    MatMul, Gemm or Conv with integer weights -> elementwise ops
+        -> quantizer (MultiThreshold, or Trunc) [-> MaxPool]
 
 where the elementwise ops are scalar or per-channel Mul/Div/Add/Sub, BatchNormalization, Relu and
 Clip, with Reshape, Flatten and Transpose between layers, and a last fully connected layer whose
@@ -13,11 +14,11 @@ the activation after the Add. Each step of :func:`lower_model` does one thing:
 
 - :func:`lowbit.interchange.inputs.input_quantizer`: the input Quant/BipolarQuant, thermometer or
   integer pixels become the recorded input encoding;
-- :func:`layer_weights`: Quant/BipolarQuant weights (or integer weights of a FINN-ONNX model)
-  become integer levels of a registry format and a per-channel scale;
-- :func:`layer_thresholds`: scales, bias, BatchNorm and the next quantizer (Quant, BipolarQuant
-  or MultiThreshold) become integer thresholds on the layer's accumulator, found on qonnx's own
-  float32 execution of those ops, so they are the model's steps, not a re-derivation of them;
+- :func:`layer_weights`, :func:`conv_weights`: integer weights are recognised as a registry format;
+- :func:`layer_thresholds`: the scales, bias and BatchNorm after a layer and its quantizer are
+  absorbed into integer thresholds on the layer's accumulator, found on qonnx's own float32
+  execution of those ops, so they are the model's steps, not a re-derivation of them;
+- :func:`pad_node`, :func:`_pad_value`: the model's padding becomes the IR element it stands for;
 - :func:`host_affine`: the last layer's float ops become the host's affine map.
 
 ONNX feature maps are (C, H, W) per example, the IR's are (H, W, C): a
@@ -46,9 +47,9 @@ from .inputs import input_quantizer
 from .quantizers import quantizer_levels
 from .read import QUANTIZERS, source_name
 from .tensors import (ELEMENTWISE, FIX, LAYERS, Layout, Meaning, attr, is_output, only_consumer, residual_add,
-                      scalar, through_shapes)
+                      through_shapes)
 
-__all__ = ["lower_model", "layer_segment", "weight_format_for", "HINTS_KEY"]
+__all__ = ["lower_model", "layer_segment", "Segment", "weight_format_for", "HINTS_KEY"]
 
 def weight_format_for(layer, levels):
     """The registry format that holds every distinct level of ``levels``, or a clear error."""
@@ -65,49 +66,18 @@ def weight_format_for(layer, levels):
                           "(e.g. brevitas weight_bit_width <= 5, narrow range)") from None
 
 
-def _quantized_weights(model, node):
-    """``(integer levels, scale broadcast to them or None)`` of the weight input of ``node``, in the
-    model's own layout: a Quant/BipolarQuant of a constant, or an integer constant (FINN-ONNX)."""
-    from qonnx.custom_op.general.intquant import max_int, min_int
-
-    wname = node.input[1]
-    w = model.get_initializer(wname)
-    producer = model.find_producer(wname)
-    if w is not None:  # FINN-ONNX: integer weights, annotated with their datatype
-        levels = np.asarray(w, np.float64)
-        if not np.array_equal(levels, np.round(levels)):
-            raise LowbitError(f"layer {node.name!r}: its weights are float, not quantized",
-                              "quantize the weights (e.g. brevitas QuantLinear) before export")
-        return levels, None
-    if producer is None or producer.op_type not in ("Quant", "BipolarQuant"):
+def _integer_weights(model, node):
+    """The integer levels of the weight input of ``node``, in the model's own layout: a constant
+    (:func:`lowbit.interchange.streamline.integer_weights` has made Quant weights integers)."""
+    levels = model.get_initializer(node.input[1])
+    if levels is None:
         raise LowbitError(f"layer {node.name!r}: its weights are not constant or quantized",
                           "quantize the weights (e.g. brevitas QuantLinear) before export")
-    wf = model.get_initializer(producer.input[0])
-    s = model.get_initializer(producer.input[1])
-    if wf is None or s is None:
-        raise LowbitError(f"layer {node.name!r}: its weight quantizer has computed inputs", FIX)
-    wf, s = np.asarray(wf, np.float32), np.broadcast_to(np.asarray(s, np.float32), wf.shape)
-    if producer.op_type == "BipolarQuant" or (int(scalar(model, producer, 3, "bit width")) == 1
-                                              and bool(attr(producer, "signed", 1))):
-        return np.where(wf >= 0, 1.0, -1.0), s
-    zp = scalar(model, producer, 2, "zero point")
-    if zp != 0:
-        raise LowbitError(f"layer {node.name!r}: weight zero point {zp:g} is not 0",
-                          "export symmetric weight quantizers")
-    bits = int(scalar(model, producer, 3, "bit width"))
-    signed, narrow = bool(attr(producer, "signed", 1)), bool(attr(producer, "narrow", 0))
-    return np.round(np.clip(wf / s, min_int(signed, narrow, bits), max_int(signed, narrow, bits))), s
-
-
-def _channel_scale(name, scale, axis):
-    """The per-output-channel weight scale (out,): ``scale`` may vary along ``axis`` only."""
-    if scale is None:
-        return None
-    col = np.moveaxis(scale, axis, 0).reshape(scale.shape[axis], -1)
-    if not np.all(col == col[:, :1]):
-        raise LowbitError(f"layer {name!r}: its weight scale varies within an output channel",
-                          "export per-tensor or per-output-channel weight scales")
-    return col[:, 0]
+    levels = np.asarray(levels, np.float64)
+    if not np.array_equal(levels, np.round(levels)):
+        raise LowbitError(f"layer {node.name!r}: its weights are float, not quantized",
+                          "quantize the weights (e.g. brevitas QuantLinear) before export")
+    return levels
 
 
 def _bias(model, node, index):
@@ -120,24 +90,17 @@ def _bias(model, node, index):
 
 
 def layer_weights(model, node):
-    """``(integer levels (out, in), per-output-channel scale (out,), bias or None)`` of a MatMul,
-    Gemm or XnorPopcountMatMul whose weights are quantized constants, in the model's input order."""
+    """``(integer levels (out, in), bias or None)`` of a MatMul or Gemm with integer weights, in
+    the model's input order."""
     if node.op_type == "Gemm" and (attr(node, "transA", 0) or attr(node, "alpha", 1.0) != 1.0
                                    or attr(node, "beta", 1.0) != 1.0):
         raise LowbitError(f"node {node.name!r}: a Gemm with transA, alpha or beta is not imported", FIX)
-    levels, scale = _quantized_weights(model, node)
+    levels = _integer_weights(model, node)
     if levels.ndim != 2:
         raise LowbitError(f"layer {node.name!r}: weights of shape {levels.shape} are not a matrix", FIX)
-    if node.op_type == "XnorPopcountMatMul":  # {0, 1} weights, read as the bipolar 2w - 1
-        if not np.isin(levels, (0, 1)).all():
-            raise LowbitError(f"layer {node.name!r}: an XnorPopcountMatMul has weights other than 0 and 1",
-                              "give it BINARY weights, as qonnx's ConvertBipolarMatMulToXnorPopcount does")
-        levels = 2 * levels - 1
     if not (node.op_type == "Gemm" and attr(node, "transB", 0)):  # (in, out) -> (out, in)
-        levels, scale = levels.T, None if scale is None else scale.T
-    col = _channel_scale(node.name, scale, 0)
-    col = np.ones(levels.shape[0], np.float32) if col is None else col
-    return levels.astype(np.int64), col.astype(np.float32), _bias(model, node, 2) if node.op_type == "Gemm" else None
+        levels = levels.T
+    return levels.astype(np.int64), _bias(model, node, 2) if node.op_type == "Gemm" else None
 
 
 def _square(node, name, default):
@@ -150,28 +113,26 @@ def _square(node, name, default):
 
 
 def conv_weights(model, node):
-    """``(levels (out, k*k*in) in the IR's (ky, kx, c) order, scale (out,), bias, kernel, stride,
-    pad)`` of a Conv with quantized weights."""
+    """``(levels (out, k*k*in) in the IR's (ky, kx, c) order, bias, kernel, stride, pad)`` of a
+    Conv with integer weights."""
     if attr(node, "group", 1) != 1 or set(attr(node, "dilations", [1, 1])) != {1}:
         raise LowbitError(f"node {node.name!r}: grouped or dilated convolutions are not imported",
                           "use group=1 and dilation=1")
     if attr(node, "auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
         raise LowbitError(f"node {node.name!r}: auto_pad {attr(node, 'auto_pad', '')!r} is not imported",
                           "export with explicit pads")
-    levels, scale = _quantized_weights(model, node)
+    levels = _integer_weights(model, node)
     if levels.ndim != 4 or levels.shape[2] != levels.shape[3]:
         raise LowbitError(f"layer {node.name!r}: weights of shape {levels.shape} are not square 2-D kernels",
                           FIX)
     kernel = levels.shape[2]
     stride = _square(node, "strides", [1, 1])
     pad = _square(node, "pads", [0, 0, 0, 0])
-    col = _channel_scale(node.name, scale, 0)
-    col = np.ones(levels.shape[0], np.float32) if col is None else col
     ir = levels.transpose(0, 2, 3, 1).reshape(levels.shape[0], -1)
-    return ir.astype(np.int64), col.astype(np.float32), _bias(model, node, 2), kernel, stride, pad
+    return ir.astype(np.int64), _bias(model, node, 2), kernel, stride, pad
 
 
-class _Segment:
+class Segment:
     """The model's own float ops from a layer's output to ``end``, run by qonnx on a batch of rows:
     what the layer's accumulator becomes, in the model's float32 arithmetic. A convolution's rows
     are 1 x 1 feature maps, so that per-channel constants of shape (1, C, 1, 1) broadcast as in
@@ -212,7 +173,7 @@ class _Segment:
 def layer_segment(model, start, channels, spatial):
     """The model's ops from a layer's output tensor ``start`` through the next quantizer."""
     chain, quantizer = _chain(model, start)
-    return _Segment(model, chain + [quantizer], start, quantizer.output[0], channels, spatial)
+    return Segment(model, chain + [quantizer], start, quantizer.output[0], channels, spatial)
 
 
 def _chain(model, tensor):
@@ -408,7 +369,7 @@ def lower_model(model, *, max_value, dataset, input_encoding=None):
         if exact is not None:
             (thresholds, invert), out_type = exact, qlevels.ir_type
         else:
-            segment = _Segment(model, chain + [quantizer], start, quantizer.output[0], channels, spatial)
+            segment = Segment(model, chain + [quantizer], start, quantizer.output[0], channels, spatial)
             thresholds, invert, out_type = layer_thresholds(gain, offset, lo, hi, segment, qlevels)
         mt = MultiThreshold(named(quantizer, fallback), thresholds, acc_type, out_type, invert)
         end = quantizer.output[0]
@@ -486,7 +447,7 @@ def lower_model(model, *, max_value, dataset, input_encoding=None):
         if conv:
             name = named(node, f"conv{index}")
             h, w, c = _feature_map(node, layout)
-            levels, wscale, bias, k, stride, pad = conv_weights(model, node)
+            levels, bias, k, stride, pad = conv_weights(model, node)
             if levels.shape[1] != k * k * c:
                 raise LowbitError(f"layer {node.name!r}: {levels.shape[1] // (k * k)} input channels, "
                                   f"but its input has {c}", FIX)
@@ -509,7 +470,7 @@ def lower_model(model, *, max_value, dataset, input_encoding=None):
             if layout.pos.ndim != 1:
                 raise LowbitError(f"layer {node.name!r} takes a tensor of shape {layout.pos.shape}, not "
                                   "a vector", "flatten the feature map before a fully connected layer")
-            model_levels, wscale, bias = layer_weights(model, node)
+            model_levels, bias = layer_weights(model, node)
             levels = np.empty_like(model_levels)
             levels[:, layout.pos] = model_levels  # the model's input order -> the IR's
         hint = hints.get(source_name(node), {})
@@ -518,13 +479,11 @@ def lower_model(model, *, max_value, dataset, input_encoding=None):
         mm = MatMul(name, levels, fmt, vtype, copies=int(hint.get("copies", 1)),
                     weight_memory=hint.get("weight_memory", "auto"))
         nodes.append(mm)
-        # model value of the layer's output: sum_i (a v_i + b) W_ij = a s_j acc_j + b s_j colsum_j
-        # (a padded position's v stands for the model's 0: a v + b = 0 there, as in the model)
-        gain = np.float64(meaning.a) * wscale.astype(np.float64)
-        offset = np.float64(meaning.b) * wscale.astype(np.float64) * levels.sum(axis=1)
-        if node.op_type == "XnorPopcountMatMul":
-            # ((2 x - 1) . w + K) / 2 with x = a v + b: a (v . w) + (b - 1/2) sum(w) + K / 2
-            offset = (np.float64(meaning.b) - 0.5) * levels.sum(axis=1) + levels.shape[1] / 2
+        # model value of the layer's output: sum_i (a v_i + b) W_ij = a acc_j + b colsum_j (the
+        # weight scale is a Mul after the layer); a padded position's v stands for the model's 0:
+        # a v + b = 0 there, as in the model
+        gain = np.full(levels.shape[0], np.float64(meaning.a))
+        offset = np.float64(meaning.b) * levels.sum(axis=1)
         if bias is not None:
             offset = offset + bias
         lo, hi = row_bounds(levels, vtype.min, vtype.max)
@@ -534,7 +493,7 @@ def lower_model(model, *, max_value, dataset, input_encoding=None):
             if conv or block is not None or not is_output(model, end):
                 raise LowbitError(f"tensor {end!r} after layer {node.name!r} is neither quantized nor the "
                                   "output of a last fully connected layer", FIX)
-            segment = _Segment(model, chain, node.output[0], end, mm.mh, conv)
+            segment = Segment(model, chain, node.output[0], end, mm.mh, conv)
             nodes += [host_affine(name, gain, offset, lo, hi, segment), ArgMax("argmax", mm.mh)]
             break
         mt, meaning, layout = activation(quantizer, chain, node.output[0], mm.name, mm.out_type, gain, offset,

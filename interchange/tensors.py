@@ -11,8 +11,8 @@ from lowbit.core.errors import LowbitError
 __all__ = ["Meaning", "Layout", "LAYERS", "ELEMENTWISE", "SHAPE_OPS", "FIX", "scalar", "attr",
            "only_consumer", "residual_add", "is_output", "through_shapes"]
 
-# The layers: a FINN-ONNX XnorPopcountMatMul is a bipolar MatMul on {0, 1} inputs and weights.
-LAYERS = ("MatMul", "Gemm", "Conv", "XnorPopcountMatMul")
+# The layers (a FINN-ONNX XnorPopcountMatMul is streamlined to a MatMul first).
+LAYERS = ("MatMul", "Gemm", "Conv")
 ELEMENTWISE = ("Mul", "Div", "Add", "Sub", "BatchNormalization", "Relu", "Clip", "Identity")
 SHAPE_OPS = ("Reshape", "Flatten", "Transpose", "Identity")
 FIX = "see the README's 'Models in' for the layer patterns lowbit imports"

@@ -11,7 +11,7 @@ from pathlib import Path
 from lowbit.boards.build import build_for_board, does_not_fit_message
 from lowbit.boards.estimate import estimate_manifest
 from lowbit.compiler.build import load_build
-from lowbit.compiler.codegen import describe, foldings
+from lowbit.compiler.codegen import PORT_STYLES, describe, foldings
 from lowbit.core.errors import LowbitError
 from lowbit.core.files import claim_output_dir
 
@@ -159,7 +159,7 @@ def cmd_compile(args):
     manifest, check = compile_checkpoint(args.checkpoint, args.output, folding=args.folding,
                                          target_cycles=target, board=args.board, max_luts=args.max_luts,
                                          data_root=args.data, force=args.force, dataset=args.dataset,
-                                         input_encoding=args.input_encoding)
+                                         input_encoding=args.input_encoding, ports=args.ports)
 
     folds = ",".join(foldings(manifest))
     if "reference_disagreements" in check:
@@ -173,15 +173,33 @@ def cmd_compile(args):
           f"wrote {args.output}/")
 
 
+def _pass_summary(report):
+    """One line on a streamlining pass and its check against the graph before it."""
+    if not report["changed"]:
+        return f"pass {report['pass']}: no change"
+    values = sum(report["tensor_mismatches"].values())
+    ties = sum(report["tensor_ties"].values())
+    return (f"pass {report['pass']}: checked on {report['images']} images, {values} values differ in "
+            f"{len(report['tensor_mismatches'])} quantized tensors ({ties} float32 ties), "
+            f"{report['prediction_disagreements']} prediction disagreements "
+            f"({report['tied_disagreements']} of them float32 ties)")
+
+
 def _import_summary(check):
+    lines = [_pass_summary(r) for r in check.get("passes", ())]
+    if "source_disagreements" in check:
+        lines.append(f"IR vs the file's model, before streamlining: {check['source_disagreements']} "
+                     "prediction disagreements; "
+                     f"accuracy {check['source_accuracy']:.4f} (file)")
     tensors = ", ".join(f"{t} {n}" for t, n in check["tensor_mismatches"].items())
     ties = sum(check["tensor_ties"].values())
     tied = (f" ({ties} of them float32 accumulation ties of the reference, in {check['tie_images']} images, "
             "the rest following from those)" if ties else "")
-    return (f"IR vs ONNX reference on {check['images']} test images: quantized tensors differ in "
-            f"{tensors} values{tied}; {check['reference_disagreements']} prediction disagreements "
-            f"({check['float_ties']} of them float32 ties of the reference); accuracy "
-            f"{check['reference_accuracy']:.4f} (ONNX), {check['ir_accuracy']:.4f} (IR)")
+    lines.append(f"IR vs ONNX reference on {check['images']} test images: quantized tensors differ in "
+                 f"{tensors} values{tied}; {check['reference_disagreements']} prediction disagreements "
+                 f"({check['float_ties']} of them float32 ties of the reference); accuracy "
+                 f"{check['reference_accuracy']:.4f} (ONNX), {check['ir_accuracy']:.4f} (IR)")
+    return "\n".join(lines)
 
 
 INPUT_ENCODING_HELP = ("for a .onnx model with no input quantizer: 'pixels' if it takes the integer pixels "
@@ -451,6 +469,9 @@ def build_parser():
     s.add_argument("--dataset", choices=["digits", "mnist", "fashion-mnist"], default=None,
                    help="for a .onnx model: the dataset it was trained on (images scaled to [0, 1])")
     s.add_argument("--input-encoding", choices=["pixels"], default=None, help=INPUT_ENCODING_HELP)
+    s.add_argument("--ports", choices=PORT_STYLES, default="axi-stream",
+                   help="the top's ports: AXI4-Stream s_axis_*/m_axis_*, aclk, aresetn (default), or "
+                        "native i__payload/valid/ready, o__..., clk, rst")
     s.set_defaults(func=cmd_compile)
 
     s = sub.add_parser("sim", help="run the test split through the Verilog in Verilator, bit-exact")

@@ -9,6 +9,7 @@ import numpy as np
 
 from lowbit.boards.synth import synthesize
 from lowbit.compiler.build import BUILD_KIND, load_build, write_build
+from lowbit.compiler.codegen import PORT_STYLES
 from lowbit.compiler.folding import apply_folding, most_folded, parse_folding
 from lowbit.compiler.passes import choose_memories, remove_identities
 from lowbit.core.errors import LowbitError
@@ -81,9 +82,11 @@ def export_checkpoint(ckpt, data_root=None):
 
 
 def import_onnx(path, *, dataset, seed=0, data_root=None, limit=None, input_encoding=None):
-    """Read a QONNX or FINN-ONNX model, lower it to the IR and check the IR against qonnx's
-    execution of the model on the dataset's test split (at every quantized tensor; differences
-    must be float32 accumulation ties of the model, or follow from one in the same image).
+    """Read a QONNX or FINN-ONNX model, streamline it (named ONNX passes, each checked against the
+    graph before it: :mod:`lowbit.interchange.streamline`), lower it to the IR and check the IR
+    against qonnx's execution of the streamlined model on the dataset's test split (at every
+    quantized tensor; differences must be float32 accumulation ties of the model, or follow from
+    one in the same image).
 
     ``input_encoding="pixels"`` says that a model with no input quantizer takes the integer pixels
     themselves (as one whose input is annotated UINT8 does, which needs no saying).
@@ -97,8 +100,10 @@ def import_onnx(path, *, dataset, seed=0, data_root=None, limit=None, input_enco
         tensor (the message names it).
     """
     from lowbit.interchange.exact import compare_with_onnx
+    from lowbit.interchange.inputs import input_quantizer
     from lowbit.interchange.lower import lower_model
     from lowbit.interchange.read import read_onnx
+    from lowbit.interchange.streamline import streamline
     from lowbit.model.data import input_encoding as encoding_of
     from lowbit.model.data import load_dataset, reference_floats
 
@@ -108,13 +113,20 @@ def import_onnx(path, *, dataset, seed=0, data_root=None, limit=None, input_enco
                           "scaled to [0, 1] before the model's input quantizer")
     model = read_onnx(path)
     ds = load_dataset(dataset, root=data_root, seed=seed)
-    graph = lower_model(model, max_value=int(ds.max_value), dataset={"name": dataset, "seed": seed},
-                        input_encoding=input_encoding)
-    record = graph.meta["input"]
-    enc = encoding_of(record)  # the dataset is loaded once, above
     x, y = (ds.x_test, ds.y_test) if limit is None else (ds.x_test[:limit], ds.y_test[:limit])
     x = x.reshape(len(x), -1)
-    check = compare_with_onnx(model, graph, reference_floats(record, x, ds.max_value), enc(x), y)
+    record = input_quantizer(model, int(ds.max_value), input_encoding)[0].to_dict()
+    floats = reference_floats(record, x, ds.max_value)
+    model, passes, source_predictions = streamline(model, floats)
+    graph = lower_model(model, max_value=int(ds.max_value), dataset={"name": dataset, "seed": seed},
+                        input_encoding=input_encoding)
+    enc = encoding_of(record)  # the dataset is loaded once, above
+    check = compare_with_onnx(model, graph, floats, enc(x), y)
+    ir_predictions = graph.execute(enc(x))[-1][:, 0]
+    if source_predictions is not None:  # the streamlined model was checked against the file's
+        check["source_disagreements"] = int((source_predictions != ir_predictions).sum())
+        check["source_accuracy"] = None if y is None else float((source_predictions == y).mean())
+    check["passes"] = passes
     bad = {t: n for t, n in check["unexplained"].items() if n}
     if bad:  # float32 accumulation ties, and what follows from them in their images, are explained
         tensor, n = next(iter(bad.items()))
@@ -203,21 +215,24 @@ def fold(graph, *, folding=None, target_cycles=None, board=None, max_luts=None):
 
 
 def compile_graph(graph, out_dir, *, folding=None, target_cycles=None, board=None, max_luts=None,
-                  inputs=(), force=False):
+                  inputs=(), force=False, ports="axi-stream"):
     """IR graph -> build folder (Verilog, memory files, manifest.json, graph.npz); returns the manifest.
 
     The graph may come from :func:`export_checkpoint` or be built from numpy arrays with the ops
     of :mod:`lowbit.compiler.ir` (a network trained elsewhere); the passes, the folding (as
-    :func:`fold`) and the code generation are the same.
+    :func:`fold`) and the code generation are the same. ``ports`` is the top's port style:
+    ``"axi-stream"`` or ``"native"`` (see :data:`lowbit.compiler.codegen.PORT_STYLES`).
     """
+    if ports not in PORT_STYLES:
+        raise LowbitError(f"unknown port style {ports!r}", f"use one of {', '.join(PORT_STYLES)}")
     claim_output_dir(out_dir, BUILD_KIND, inputs=inputs, force=force)  # before any work
     graph = remove_identities(graph)
     graph = fold(graph, folding=folding, target_cycles=target_cycles, board=board, max_luts=max_luts)
-    return write_build(choose_memories(graph), out_dir, inputs=inputs, force=force)
+    return write_build(choose_memories(graph), out_dir, inputs=inputs, force=force, ports=ports)
 
 
 def compile_checkpoint(ckpt, out_dir, *, folding=None, target_cycles=None, board=None, max_luts=None,
-                       data_root=None, force=False, dataset=None, input_encoding=None):
+                       data_root=None, force=False, dataset=None, input_encoding=None, ports="axi-stream"):
     """Checkpoint or ``.onnx`` model -> build folder (Verilog, manifest.json, graph.npz). Returns
     the manifest and the check of the IR against PyTorch (or, for ONNX, against qonnx)."""
     inputs = (ckpt, data_root)
@@ -230,22 +245,12 @@ def compile_checkpoint(ckpt, out_dir, *, folding=None, target_cycles=None, board
                               "own dataset and encoding", "drop them")
         graph, check = export_checkpoint(ckpt, data_root)
     return compile_graph(graph, out_dir, folding=folding, target_cycles=target_cycles, board=board,
-                         max_luts=max_luts, inputs=inputs, force=force), check
+                         max_luts=max_luts, inputs=inputs, force=force, ports=ports), check
 
 
-def simulate_build(build_dir, *, dataset=None, limit=None, stalls=True, seed=0, timing_items=8,
-                   data_root=None, progress=True, inputs=None, labels=None):
-    """Run the dataset's test split through the build's Verilog in Verilator; compare every word.
-
-    ``inputs`` (encoded integers, one row per example, of the graph's input shape) replace the
-    dataset, e.g. for a graph built from numpy arrays; the accuracies then need ``labels``.
-
-    Returns a plain dict: images, mismatches, IR and hardware accuracy (None without labels),
-    measured and predicted cycles per inference and latency.
-    """
-    build = load_build(build_dir)
-    manifest, graph = build.manifest, build.graph()
-
+def _test_vectors(graph, manifest, *, dataset, data_root, inputs, labels, limit):
+    """``(encoded images, labels or None, input beats, expected output words)`` of a build: the
+    dataset's test split (or ``inputs``), its first ``limit`` images, as the ports' words."""
     if inputs is None:
         ds_meta = graph.meta.get("dataset") or {"name": "digits", "seed": 0}
         name = dataset or ds_meta["name"]
@@ -268,14 +273,31 @@ def simulate_build(build_dir, *, dataset=None, limit=None, stalls=True, seed=0, 
         x, y = x[:limit], (None if y is None else y[:limit])
     in_fmt = VectorFormat(**manifest["ports"]["i"]["format"])
     out_fmt = VectorFormat(**manifest["ports"]["o"]["format"])
-    expected = graph.hardware_output(x)
     # A feature map streams one pixel (in_fmt.count elements) per beat.
     beats = in_fmt.pack(np.asarray(x).reshape(-1, in_fmt.count))
+    return x, y, beats, out_fmt.pack(graph.hardware_output(x))
+
+
+def simulate_build(build_dir, *, dataset=None, limit=None, stalls=True, seed=0, timing_items=8,
+                   data_root=None, progress=True, inputs=None, labels=None):
+    """Run the dataset's test split through the build's Verilog in Verilator; compare every word.
+
+    ``inputs`` (encoded integers, one row per example, of the graph's input shape) replace the
+    dataset, e.g. for a graph built from numpy arrays; the accuracies then need ``labels``.
+
+    Returns a plain dict: images, mismatches, IR and hardware accuracy (None without labels),
+    measured and predicted cycles per inference and latency.
+    """
+    build = load_build(build_dir)
+    manifest, graph = build.manifest, build.graph()
+    x, y, beats, expected = _test_vectors(graph, manifest, dataset=dataset, data_root=data_root, inputs=inputs,
+                                          labels=labels, limit=limit)
+    out_fmt = VectorFormat(**manifest["ports"]["o"]["format"])
     # Gaps up to twice the bottleneck's cycles per input beat, so that stalls really starve and
     # block the pipeline (a feature map has one beat per pixel, so its gaps are per pixel).
     per_beat = manifest["cycles_per_inference"] // manifest.get("beats_per_inference", 1)
     stall = StallConfig(seed=seed, max_gap=max(2, 2 * per_beat)) if stalls else None
-    result = run_stream(build.verilog(), manifest["top"], beats, out_fmt.pack(expected),
+    result = run_stream(build.verilog(), manifest["top"], beats, expected,
                         n_items=len(x), timing_items=min(timing_items, len(x)), stall=stall,
                         seed=seed, progress=progress)
     hw = out_fmt.unpack(result.outputs)
@@ -297,6 +319,30 @@ def simulate_build(build_dir, *, dataset=None, limit=None, stalls=True, seed=0, 
         "idle_fraction_out": result.out_idle_fraction,
         "sim_seconds": result.seconds,
     }
+
+
+def simulate_axi_stream(build_dir, *, dataset=None, limit=None, seed=0, pause=0.3, data_root=None):
+    """Run the dataset's test split through the build's AXI4-Stream top under cocotbext-axi
+    (:func:`lowbit.sim.axi_stream.run_axi_stream`), ``pause`` the chance of a paused cycle on
+    either side. Returns its report with the hardware and IR accuracy and images per second of
+    wall time."""
+    from lowbit.sim.axi_stream import run_axi_stream
+
+    build = load_build(build_dir)
+    if build.ports != "axi-stream":
+        raise LowbitError(f"build {str(build_dir)!r} has {build.ports} ports, not AXI4-Stream",
+                          "compile it again without --ports native")
+    manifest, graph = build.manifest, build.graph()
+    x, y, beats, expected = _test_vectors(graph, manifest, dataset=dataset, data_root=data_root, inputs=None,
+                                          labels=None, limit=limit)
+    r = run_axi_stream(build.verilog(), manifest["top"], beats, expected, n_items=len(x), in_pause=pause,
+                       out_pause=pause, seed=seed)
+    hw = VectorFormat(**manifest["ports"]["o"]["format"]).unpack(r.pop("outputs"))
+    for node in graph.host_nodes:
+        hw = node.reference(hw)
+    return {**r, "ir_accuracy": float((graph.predict(x) == y).mean()),
+            "hw_accuracy": float((hw[:, 0] == y).mean()) if len(hw) == len(y) else 0.0,
+            "images_per_s": round(r["images"] / r["seconds"], 1) if r["seconds"] else None}
 
 
 def simulation_problems(report):

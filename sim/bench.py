@@ -46,6 +46,10 @@ class BatchResult:
         Cycle of the batch's first cycle and of its last input and output handshakes.
     end : int
         Cycle after the batch.
+    last_errors : int
+        Output beats whose AXI4-Stream ``tlast`` was not the one expected (0 for other designs).
+    first_last_error : int
+        The index of the first of them in the batch.
     """
 
     outputs: list
@@ -59,6 +63,8 @@ class BatchResult:
     last_in: int
     last_out: int
     end: int
+    last_errors: int = 0
+    first_last_error: int = 0
 
 
 @dataclass
@@ -113,8 +119,10 @@ class BatchBench:
 
     async def run_batch(self, inputs, n_out, *, in_idle=0.0, out_stall=0.0, max_gap=1, seed=0,
                         timeout_cycles=100_000, drain_cycles=64, max_extra=256, max_cycles=0,
-                        record_cycles=False):
-        """Run one batch of at most ``depth`` input words, expecting ``n_out`` output words.
+                        record_cycles=False, in_beats=0, out_beats=0):
+        """Run one batch of at most ``depth`` input words, expecting ``n_out`` output words, of
+        whole items of ``in_beats`` input and ``out_beats`` output words (for ``tlast``; 0: not
+        known).
 
         Returns
         -------
@@ -137,6 +145,8 @@ class BatchBench:
         dut.drain_cycles.value = drain_cycles
         dut.max_extra.value = max_extra
         dut.max_cycles.value = max_cycles
+        dut.in_beats.value = in_beats
+        dut.out_beats.value = out_beats
         self._batch += 1
         dut.batch.value = self._batch
         await RisingEdge(dut.done)
@@ -148,7 +158,8 @@ class BatchBench:
             timed_out=bool(dut.timed_out.value), stopped=bool(dut.stopped.value),
             in_idle=int(dut.in_idle.value), out_idle=int(dut.out_idle.value),
             start=int(dut.batch_start.value), last_in=int(dut.last_in.value),
-            last_out=int(dut.last_out.value), end=int(dut.cycle.value))
+            last_out=int(dut.last_out.value), end=int(dut.cycle.value),
+            last_errors=int(dut.last_errors.value), first_last_error=int(dut.first_last_error.value))
         beats = None
         if record_cycles:
             beats = ([Beat(w, int(dut.in_cycles[k].value)) for k, w in
@@ -190,6 +201,8 @@ class BatchBench:
         accepted = received = in_idle_cycles = out_idle_cycles = in_span = out_span = 0
         input_cycles, output_cycles, outputs = [], [], []
         timed_out = stopped = False
+        last_errors = 0
+        out_per_item = len(expected) // n_items if expected and len(expected) % n_items == 0 else 0
         for first in range(0, n_items, items_per_batch):
             last = min(n_items, first + items_per_batch)
             lo = (2 * first * len(expected) + n_items) // (2 * n_items)
@@ -198,7 +211,13 @@ class BatchBench:
             r, beats = await self.run_batch(
                 inputs[first * in_per_item:last * in_per_item], hi - lo, in_idle=in_idle,
                 out_stall=out_stall, max_gap=max_gap, seed=seed, timeout_cycles=timeout_cycles,
-                drain_cycles=drain_cycles, max_cycles=max_cycles, record_cycles=record_cycles)
+                drain_cycles=drain_cycles, max_cycles=max_cycles, record_cycles=record_cycles,
+                in_beats=in_per_item, out_beats=out_per_item)
+            last_errors += r.last_errors
+            if r.last_errors and r.first_last_error < min(r.received, self.depth):
+                k = r.first_last_error
+                expect = int((lo + k) % out_per_item == out_per_item - 1)
+                board._record("tlast", lo + k, expect, 1 - expect, self.out_cycle(k))
             start = r.start if start is None else start
             for k, word in enumerate(r.outputs):
                 if k < hi - lo:
@@ -230,6 +249,9 @@ class BatchBench:
                 timed_out, stopped = r.timed_out, r.stopped
                 break
         summary = board.summary(partial=partial)
+        # A wrong tlast is a wrong output beat of an AXI4-Stream design.
+        summary["tlast_errors"] = last_errors
+        summary["errors"] += last_errors
         for m in summary["first_mismatches"]:
             if m["kind"] == "missing" and m["cycle"] is None:
                 # Where the wait for it ended.

@@ -16,6 +16,10 @@ Protocol of one batch (all ports are harness inputs set by Python between batche
   ``valid`` is never dropped under an offered beat, as the stream protocol requires.
 - ``o.ready`` is high except during backpressure gaps drawn the same way before each of the
   ``n_out`` expected output beats.
+- An AXI4-Stream design gets ``s_axis_tlast`` high on the last of every ``in_beats`` input beats,
+  and its ``m_axis_tlast`` is checked on every output beat against the last of every
+  ``out_beats``: ``last_errors`` counts the beats where it differs, ``first_last_error`` is the
+  first one's index (``in_beats`` or ``out_beats`` 0 turns that side off).
 - The batch ends (``done`` rises) when all inputs went in, ``n_out`` beats came out and no beat
   came for ``max(drain_cycles, 2 * longest wait for a beat)`` cycles; or when ``max_extra``
   beats beyond ``n_out`` came; or when nothing moved for ``timeout_cycles`` (``timed_out``); or
@@ -47,14 +51,19 @@ class DesignPorts:
     Attributes
     ----------
     in_width, out_width : int
-        Widths of ``i__payload`` and ``o__payload``.
+        Widths of ``i__payload`` and ``o__payload`` (of ``s_axis_tdata`` and ``m_axis_tdata`` for
+        an AXI4-Stream top).
     has_clk, has_rst : bool
-        Whether the design has the ports ``clk`` and ``rst`` (Amaranth omits them when unused).
+        Whether the design has the ports ``clk`` and ``rst`` (``aclk`` and ``aresetn``; Amaranth
+        omits them when unused).
+    axi_stream : bool
+        Whether the ports are AXI4-Stream's (:class:`lowbit.hw.axis.AxiStreamTop`).
     """
 
-    def __init__(self, in_width, out_width, has_clk, has_rst):
+    def __init__(self, in_width, out_width, has_clk, has_rst, axi_stream=False):
         self.in_width, self.out_width = in_width, out_width
         self.has_clk, self.has_rst = has_clk, has_rst
+        self.axi_stream = axi_stream
 
 
 def design_ports(verilog, top):
@@ -86,15 +95,24 @@ def design_ports(verilog, top):
             r"^\s*(input|output)\s+(?:wire\s+|reg\s+)?(?:\[(\d+):(\d+)\]\s*)?([A-Za-z_][\w$]*)\s*;",
             body, re.M):
         ports[name] = (direction, abs(int(msb) - int(lsb)) + 1 if msb else 1)
-    wanted = {"i__payload": "input", "i__valid": "input", "i__ready": "output",
-              "o__payload": "output", "o__valid": "output", "o__ready": "input"}
+    axi = "s_axis_tdata" in ports
+    wanted = _AXI_PORTS if axi else _NATIVE_PORTS
     for name, direction in wanted.items():
         if ports.get(name, (None,))[0] != direction:
             raise LowbitError(f"module {top!r} has no {direction} port {name}",
                               "the design needs Amaranth stream ports i: In(stream.Signature(...)) "
-                              "and o: Out(stream.Signature(...))")
-    return DesignPorts(ports["i__payload"][1], ports["o__payload"][1],
-                       ports.get("clk", ("",))[0] == "input", ports.get("rst", ("",))[0] == "input")
+                              "and o: Out(stream.Signature(...)), or AXI4-Stream s_axis_* and m_axis_* ports")
+    data_in, data_out, clk, rst = ("s_axis_tdata", "m_axis_tdata", "aclk", "aresetn") if axi else \
+        ("i__payload", "o__payload", "clk", "rst")
+    return DesignPorts(ports[data_in][1], ports[data_out][1], ports.get(clk, ("",))[0] == "input",
+                       ports.get(rst, ("",))[0] == "input", axi)
+
+
+_NATIVE_PORTS = {"i__payload": "input", "i__valid": "input", "i__ready": "output",
+                 "o__payload": "output", "o__valid": "output", "o__ready": "input"}
+_AXI_PORTS = {"s_axis_tdata": "input", "s_axis_tvalid": "input", "s_axis_tready": "output",
+              "s_axis_tlast": "input", "m_axis_tdata": "output", "m_axis_tvalid": "output",
+              "m_axis_tready": "input", "m_axis_tlast": "output"}
 
 
 def batch_depth(in_per_item, out_per_item):
@@ -129,12 +147,16 @@ def harness_verilog(ports, top, depth, *, wave_file=None):
                           "uses that name", "generate the Verilog under another name")
     wi, wo = ports.in_width, ports.out_width
     aw = max(1, (depth - 1).bit_length())
-    conns = [".i__payload(i_payload)", ".i__valid(i_valid)", ".i__ready(i_ready)",
-             ".o__payload(o_payload)", ".o__valid(o_valid)", ".o__ready(o_ready)"]
-    if ports.has_clk:
-        conns.append(".clk(clk)")
-    if ports.has_rst:
-        conns.append(".rst(rst)")
+    if ports.axi_stream:
+        conns = [".s_axis_tdata(i_payload)", ".s_axis_tvalid(i_valid)", ".s_axis_tready(i_ready)",
+                 ".s_axis_tlast(i_last)", ".m_axis_tdata(o_payload)", ".m_axis_tvalid(o_valid)",
+                 ".m_axis_tready(o_ready)", ".m_axis_tlast(o_last)"]
+        conns += [".aclk(clk)"] * ports.has_clk + [".aresetn(~rst)"] * ports.has_rst
+    else:  # no tlast: the output's is taken to be the one expected
+        conns = [".i__payload(i_payload)", ".i__valid(i_valid)", ".i__ready(i_ready)",
+                 ".o__payload(o_payload)", ".o__valid(o_valid)", ".o__ready(o_ready)"]
+        conns += [".clk(clk)"] * ports.has_clk + [".rst(rst)"] * ports.has_rst
+    last_out = "" if ports.axi_stream else "\n  assign o_last = o_last_expected;"
     waves = ""
     if wave_file is not None:
         waves = f"""
@@ -154,7 +176,9 @@ module {HARNESS_NAME}(
   input [31:0] in_seed, input [31:0] out_seed,
   input [31:0] timeout_cycles, input [31:0] drain_cycles, input [31:0] max_extra,
   input [31:0] max_cycles, input [63:0] stop_at, input [63:0] wave_from, input [63:0] wave_to,
+  input [31:0] in_beats, input [31:0] out_beats,
   output reg done, output reg timed_out, output reg stopped,
+  output reg [31:0] last_errors, output reg [31:0] first_last_error,
   output reg [31:0] in_count, output reg [31:0] out_count,
   output reg [63:0] in_idle, output reg [63:0] out_idle,
   output reg [63:0] cycle, output reg [63:0] batch_start,
@@ -169,6 +193,11 @@ module {HARNESS_NAME}(
   wire i_valid, i_ready;
   wire [{wo - 1}:0] o_payload;
   wire o_valid, o_ready;
+  // tlast: high on the last beat of each item of in_beats (out_beats) beats; 0 means no item
+  reg [31:0] in_index, out_index;
+  wire i_last = (in_beats != 0) & (in_index == in_beats - 1);
+  wire o_last_expected = (out_beats != 0) & (out_index == out_beats - 1);
+  wire o_last;{last_out}
   {top} dut({", ".join(conns)});
 
   reg [31:0] current;
@@ -178,7 +207,8 @@ module {HARNESS_NAME}(
   reg [31:0] quiet, longest;
   initial begin
     cycle = 0; current = 0; running = 0; done = 0; timed_out = 0; stopped = 0;
-    in_count = 0; out_count = 0; in_gap = 0; out_gap = 0;
+    in_count = 0; out_count = 0; in_gap = 0; out_gap = 0; in_index = 0; out_index = 0; last_errors = 0;
+    first_last_error = 0;
   end
 
   function [31:0] xorshift(input [31:0] x);
@@ -211,6 +241,7 @@ module {HARNESS_NAME}(
     if (batch != current) begin
       current <= batch; running <= 1; done <= 0; timed_out <= 0; stopped <= 0;
       in_count <= 0; out_count <= 0; in_idle <= 0; out_idle <= 0; quiet <= 0; longest <= 0;
+      in_index <= 0; out_index <= 0; last_errors <= 0; first_last_error <= 0;
       batch_start <= cycle + 1; last_in <= cycle; last_out <= cycle;
       // A zero state would stay zero.
       in_rng <= in_seed | 1; out_rng <= out_seed | 1;
@@ -220,6 +251,7 @@ module {HARNESS_NAME}(
       if (in_beat) begin
         in_cycles[in_count[{aw - 1}:0]] <= cycle;
         in_count <= in_count + 1;
+        in_index <= (in_index + 1 == in_beats) ? 0 : in_index + 1;
         last_in <= cycle;
         in_rng <= next_in_rng;
         in_gap <= (in_count + 1 < n_in) ? gap_of(next_in_rng, in_gap_threshold, max_gap) : 16'd0;
@@ -233,6 +265,11 @@ module {HARNESS_NAME}(
           out_cycles[out_count[{aw - 1}:0]] <= cycle;
         end
         out_count <= out_count + 1;
+        out_index <= (out_index + 1 == out_beats) ? 0 : out_index + 1;
+        if (o_last != o_last_expected) begin
+          if (last_errors == 0) first_last_error <= out_count;
+          last_errors <= last_errors + 1;
+        end
         if (cycle - last_out > longest) longest <= cycle - last_out;
         last_out <= cycle;
         out_rng <= next_out_rng;

@@ -27,7 +27,7 @@ from .harness import HARNESS_NAME, batch_depth, design_ports, harness_verilog
 from .job import JOB_ENV
 
 __all__ = ["StallConfig", "StreamResult", "SimulationError", "Phase", "JobResult", "run_phases",
-           "run_stream", "SIMULATORS"]
+           "run_stream", "run_testbench", "SIMULATORS"]
 
 SIMULATORS = ("verilator", "icarus")
 
@@ -382,6 +382,32 @@ def run_phases(verilog, top, phases, *, seed=0, simulator="verilator", waves=Fal
     return JobResult(results, seconds, sim, workdir, wave_file)
 
 
+def run_testbench(verilog, top, test_module, job, *, public, seed=0, verbose=False):
+    """Build ``verilog`` (toplevel ``top``, with ``public`` signals) in Verilator and run the cocotb
+    ``test_module`` on it with ``job`` (a JSON-able dict; its ``nonce`` and ``results`` are
+    added); return ``(results the testbench wrote, seconds)``.
+
+    Raises
+    ------
+    SimulationError
+        If the build or the test fails, or the test wrote no results (quoting the log).
+    """
+    toolchain.verilator_env()
+    sim = build_simulation(verilog, top, public=public, verbose=verbose)
+    workdir = _fresh_workdir(None, None)
+    try:
+        nonce = secrets.token_hex(8)
+        job_path = workdir / _JOB
+        atomic_write_text(job_path, json.dumps({**job, "nonce": nonce, "results": str(workdir / _RESULTS)}))
+        seconds, failure = _run_cocotb(sim, "verilator", test_module, top, workdir, job_path, seed, None, verbose)
+    except KeyboardInterrupt:  # Ctrl-C or a stopping signal: nothing half-run is kept
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    results = _job_results(top, workdir, nonce, failure, verbose)  # a failure keeps the folder: its log
+    shutil.rmtree(workdir, ignore_errors=True)
+    return results, seconds
+
+
 def _check_job(simulator, testbench, phases, period_ns):
     """Reject a malformed job before anything is built; return the phases as a list."""
     _check_simulator(simulator)
@@ -419,6 +445,9 @@ def _testbench_design(verilog, top, phases, testbench, wave_format, wave_name):
     if wave_format or any(p.max_cycles for p in phases):
         raise ValueError("The per-beat testbench records no waveforms and cuts no phase "
                          "short: use testbench='batch' for waves or max_cycles")
+    if ports.axi_stream:
+        raise ValueError("The per-beat testbench drives Amaranth stream ports (i, o), not AXI4-Stream: "
+                         "use testbench='batch', or compile with ports='native'")
     return top, STREAM_PORTS, verilog
 
 
@@ -528,7 +557,9 @@ def run_stream(verilog, top, inputs, expected, *, timing_items=16, stall=StallCo
     """Stream ``inputs`` through the design and compare what comes out with ``expected``.
 
     The design's ports are an Amaranth stream input ``i`` and output ``o`` (``i__payload``,
-    ``i__valid``, ``i__ready``, ``o__...``), a clock ``clk`` and a synchronous reset ``rst``.
+    ``i__valid``, ``i__ready``, ``o__...``), a clock ``clk`` and a synchronous reset ``rst``; or
+    AXI4-Stream ports (:class:`lowbit.hw.axis.AxiStreamTop`), whose ``tlast`` is driven and
+    checked on every beat too.
     Two phases run, each after a reset: a timing phase, without stalls, over the first
     ``timing_items`` items, then a stalled phase over all items with random idle cycles on the
     input and backpressure on the output. The beats are driven by the batch harness of

@@ -3,6 +3,8 @@
 import json
 import re
 
+from test_axi_stream import AXI_PORTS, _top_ports
+
 
 def test_demo_runs_and_reports(tmp_path):
     from lowbit.demo import run_demo
@@ -21,3 +23,7 @@ def test_demo_runs_and_reports(tmp_path):
     for name in ("report.md", "report.png", "model.pt", "most-folded/lowbit_top.v", "parallel/manifest.json"):
         assert (out / name).is_file(), name
     assert any(re.search(r"float-tie thresholds \d+$", line) for line in lines)
+    # the written Verilog has the AXI4-Stream top
+    for folding in ("most-folded", "parallel"):
+        ports = _top_ports((out / folding / "lowbit_top.v").read_text())
+        assert {k: d for k, (d, _) in ports.items()} == AXI_PORTS, folding
