@@ -126,7 +126,6 @@ def build_manifest(graph, top, name=TOP_NAME, ports="native"):
         "fifos": fifos,
         "cycles_per_inference": cycles,
         "latency_cycles": latency,
-        "inferences_per_second_at_100mhz": 100e6 / cycles,
         "input_encoding": graph.meta.get("input"),
         "host": host,
     }

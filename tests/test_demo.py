@@ -17,6 +17,9 @@ def test_demo_runs_and_reports(tmp_path):
     assert all(r["hw_accuracy"] == r["ir_accuracy"] == r["torch_accuracy"] for r in rows)
     assert rows[0]["cycles_per_inference"] > rows[1]["cycles_per_inference"]
     assert all(r["luts"] > 0 for r in rows)
+    # throughput at the modelled fmax, labelled so, never at a nominal clock
+    assert all(abs(r["inferences_per_second_at_modelled_fmax"] * r["cycles_per_inference"] / 1e6
+                   - r["fmax_mhz_modelled"]) < 0.05 and r["fmax_mhz_modelled"] > 0 for r in rows)
     assert report["check"]["logit_mismatches"] == 0
     out = tmp_path / "demo"
     assert json.loads((out / "report.json").read_text())["rows"] == rows
