@@ -15,9 +15,11 @@ the activation after the Add. Each step of :func:`lower_model` does one thing:
 - :func:`lowbit.interchange.inputs.input_quantizer`: the input Quant/BipolarQuant, thermometer or
   integer pixels become the recorded input encoding;
 - :func:`layer_weights`, :func:`conv_weights`: integer weights are recognised as a registry format;
-- :func:`layer_thresholds`: the scales, bias and BatchNorm after a layer and its quantizer are
-  absorbed into integer thresholds on the layer's accumulator, found on qonnx's own float32
-  execution of those ops, so they are the model's steps, not a re-derivation of them;
+- :func:`layer_thresholds`: the ops left after a layer and its quantizer (after
+  :func:`lowbit.interchange.streamline.absorb_into_thresholds`, a Mul by -1 at most; a Trunc's
+  scales) become integer thresholds on the layer's accumulator, the layer's input meaning folded
+  in, found on qonnx's own float32 execution of those ops, so they are the model's steps, not a
+  re-derivation of them;
 - :func:`pad_node`, :func:`_pad_value`: the model's padding becomes the IR element it stands for;
 - :func:`host_affine`: the last layer's float ops become the host's affine map.
 

@@ -12,13 +12,15 @@ The passes, in order (:data:`PASSES`):
 - :func:`quantizers_to_thresholds`: each activation ``Quant``, ``BipolarQuant`` and ``Sign``
   becomes a ``MultiThreshold`` on the same input, with the float32 thresholds at which the
   quantizer steps (found on qonnx's own execution of it) and its levels as ``out_scale`` and
-  ``out_bias``.
+  ``out_bias``;
+- :func:`absorb_into_thresholds`: the scales, biases, BatchNorm, ReLU and clips between a layer
+  (or a residual ``Add``) and its ``MultiThreshold`` are absorbed into per-channel thresholds on
+  the layer's output, with a ``Mul`` by -1 before the channels they reverse.
 
 The last step, :func:`lowbit.interchange.lower.lower_model`, takes the streamlined model to the IR:
-the scales, biases and BatchNorm between a layer and its ``MultiThreshold`` are absorbed into
-integer thresholds on the layer's accumulator, padding becomes an IR pad value and the input
-quantizer becomes the recorded input encoding; :func:`lowbit.interchange.exact.compare_with_onnx`
-checks it.
+each layer's input meaning (``a * v + b`` of the previous activation) folds into integer
+thresholds on its accumulator, padding becomes an IR pad value and the input quantizer becomes
+the recorded input encoding; :func:`lowbit.interchange.exact.compare_with_onnx` checks it.
 
 A pass's check (:func:`check_pass`) runs both graphs on the images and compares every quantized
 tensor, as levels, and the predictions. A level may differ only where the quantizer's input moved
@@ -37,10 +39,10 @@ from lowbit.core.errors import LowbitError
 from .lower import weight_format_for
 from .quantizers import quantizer_levels
 from .read import QUANTIZERS
-from .tensors import FIX, LAYERS, SHAPE_OPS, attr, scalar
+from .tensors import ELEMENTWISE, FIX, LAYERS, SHAPE_OPS, attr, scalar
 
 __all__ = ["PASSES", "streamline", "check_pass", "binary_to_bipolar", "integer_weights",
-           "quantizers_to_thresholds"]
+           "quantizers_to_thresholds", "absorb_into_thresholds"]
 
 _DOMAIN = "qonnx.custom_op.general"
 # How far float32 rounding may move a quantizer's input, relative to its size and to the step.
@@ -231,7 +233,96 @@ def quantizers_to_thresholds(model):
     return _drop_unused(model)
 
 
-PASSES = (binary_to_bipolar, integer_weights, quantizers_to_thresholds)
+# -- pass 4: scales, biases and BatchNorm into the thresholds ------------------------------------
+
+# A float32 beyond any tensor of a quantized network, and still finite through its scales.
+_FAR = 1e30
+
+
+def _chain_before(model, mt):
+    """The elementwise nodes that feed only ``mt``, back to the tensor they start from, or None
+    when that tensor is not a layer's or a residual Add's output, or a constant of the chain is
+    not one value per channel."""
+    chain, tensor = [], mt.input[0]
+    while True:
+        node = model.find_producer(tensor)
+        if node is None or len(model.find_consumers(tensor) or []) != 1:
+            return None
+        if node.op_type in LAYERS or (node.op_type == "Add" and all(model.get_initializer(i) is None
+                                                                     for i in node.input)):
+            break
+        if node.op_type not in ELEMENTWISE or any(model.get_initializer(i) is None for i in node.input[1:] if i):
+            return None
+        chain.insert(0, node)
+        tensor = node.input[0]
+    shape = model.get_tensor_shape(tensor)
+    if not chain or shape is None or len(shape) not in (2, 4):
+        return None
+    for node in chain:
+        for name in node.input[1:] if node.op_type != "BatchNormalization" else ():
+            c = np.asarray(model.get_initializer(name)) if name else None
+            if c is None or c.ndim > len(shape):
+                return None
+            full = np.broadcast_to(c, [1] * (len(shape) - c.ndim) + list(c.shape)) if c.ndim else c
+            try:
+                full = np.broadcast_to(full, [1, shape[1], *([1] * (len(shape) - 2))] if full.ndim else ())
+            except ValueError:
+                return None  # varies along a spatial axis
+    return chain, tensor, shape[1], len(shape) == 4
+
+
+def absorb_into_thresholds(model):
+    """Elementwise ops between a layer (or residual Add) and its MultiThreshold -> the thresholds.
+
+    The ops are monotone in each channel (scales, biases, BatchNorm, ReLU, clips), so each level is
+    reached from the least float32 of the layer's output at which the ops and the thresholds reach
+    it, found by binary search on qonnx's execution of them; a channel the ops reverse gets a Mul
+    by -1 before the thresholds, as FINN writes it. A lone Mul by +-1 is that form already.
+    """
+    import onnx
+
+    from .lower import Segment
+
+    for mt in [n for n in model.graph.node if n.op_type == "MultiThreshold"]:
+        found = _chain_before(model, mt)
+        if found is None:
+            continue
+        chain, start, channels, spatial = found
+        if len(chain) == 1 and chain[0].op_type == "Mul" and \
+                np.all(np.abs(model.get_initializer(chain[0].input[1])) == 1):
+            continue
+        levels = quantizer_levels(model, mt)
+        run = Segment(model, chain + [mt], start, mt.output[0], channels, spatial)
+
+        def counts(y):  # (rows, C) float32 layer outputs -> (rows, C) counts
+            return levels.counts(run(np.asarray(y, np.float32)))
+
+        ends = counts(np.array([[-_FAR] * channels, [_FAR] * channels]))
+        sign = np.where(ends[1] < ends[0], -1.0, 1.0)  # reversed channels count on -y
+        n = levels.count - 1
+        need = np.arange(1, n + 1)[:, None]  # (L, 1)
+        top = int(np.float32(_FAR).view(np.int32))
+        lo, hi = np.full((n, channels), -top, np.int64), np.full((n, channels), top + 1, np.int64)
+        while np.any(lo < hi):  # invariant: count(sign * f(hi)) >= k, top + 1 standing for never
+            mid = (lo + hi) // 2
+            ok = (counts(sign * _ordered_to_float(np.minimum(mid, top))) >= need) & (lo < hi)
+            hi = np.where(ok, mid, hi)
+            lo = np.where(~ok & (lo < hi), mid + 1, lo)
+        t = np.where(hi > top, np.inf, _ordered_to_float(np.minimum(hi, top)).astype(np.float64)).T  # (C, L)
+        tensor = start
+        at = list(model.graph.node).index(chain[0])
+        if np.any(sign < 0):
+            tensor = _fresh(model, f"{start}_sign")
+            shape = sign.reshape(-1, 1, 1) if spatial else sign
+            model.graph.node.insert(at, onnx.helper.make_node(
+                "Mul", [start, _const(model, f"{mt.name}_sign", shape)], [tensor], name=f"{mt.name}_sign"))
+        mt.input[0], mt.input[1] = tensor, _const(model, f"{mt.name}_absorbed", t)
+        for node in chain:
+            model.graph.node.remove(node)
+    return _drop_unused(model)
+
+
+PASSES = (binary_to_bipolar, integer_weights, quantizers_to_thresholds, absorb_into_thresholds)
 
 
 # -- the check after each pass -------------------------------------------------------------------
@@ -274,16 +365,17 @@ def check_pass(name, before, after, floats, *, batch=500):
         cb, ca = (execute_onnx(r, {inp: chunk}, return_full_exec_context=True) for r in runs)
         tied = np.zeros(n, bool)
         for out, src, levels in quantized:
-            if out not in cb or src not in cb:
-                lost = out if out not in cb else src
-                raise LowbitError(f"streamlining pass {name!r} lost the model's tensor {lost!r}",
+            if out not in cb:
+                raise LowbitError(f"streamlining pass {name!r} lost the model's tensor {out!r}",
                                   "this is a bug in lowbit's import; please report it with the .onnx file")
             qb, qa = (levels.counts(c[out][:n]).reshape(n, -1) for c in (cb, ca))
             bad = qb != qa
             tally.tensors[out] += int(bad.sum())
             bad &= ~tied[:, None]  # an earlier tie of the image runs on
-            xb, xa = (np.asarray(c[src][:n], np.float64).reshape(n, -1) for c in (cb, ca))
-            tie = bad & (xb != xa) & (np.abs(xb - xa) <= _TIE * (np.abs(xb) + levels.step))
+            tie = np.zeros_like(bad)
+            if src in cb:  # the same input, computed in another order: a level may tie
+                xb, xa = (np.asarray(c[src][:n], np.float64).reshape(n, -1) for c in (cb, ca))
+                tie = bad & (xb != xa) & (np.abs(xb - xa) <= _TIE * (np.abs(xb) + levels.step))
             tally.ties[out] += int(tie.sum())
             tied |= tie.any(axis=1)
             tally.unexplained[out] += int((bad & ~tie).sum())

@@ -52,19 +52,22 @@ def _digits_floats():
 def test_each_pass_leaves_what_its_name_says(tmp_path):
     model = read_onnx(_brevitas_like(tmp_path / "m.onnx"))
     out, reports, predictions = passes.streamline(model, _digits_floats())
-    assert [r["pass"] for r in reports] == ["binary_to_bipolar", "integer_weights", "quantizers_to_thresholds"]
-    assert [r["changed"] for r in reports] == [False, True, True]
+    assert [r["pass"] for r in reports] == ["binary_to_bipolar", "integer_weights", "quantizers_to_thresholds",
+                                            "absorb_into_thresholds"]
+    assert [r["changed"] for r in reports] == [False, True, True, True]
     for r in reports[1:]:
         assert r["images"] == 360 and r["prediction_disagreements"] == 0
         assert len(r["tensor_mismatches"]) == 2 and set(r["tensor_mismatches"].values()) == {0}
     ops = [n.op_type for n in out.graph.node]
-    # the input Quant stays (it becomes the input encoding); the weight quantizers are gone
-    assert ops == ["Quant", "MatMul", "Mul", "Add", "MultiThreshold", "Gemm", "Mul", "Add"], ops
+    # the input Quant stays (it becomes the input encoding); the weight quantizers are gone; the
+    # first layer's scale and bias are in its thresholds; the last layer's stay, for the host
+    assert ops == ["Quant", "MatMul", "MultiThreshold", "Gemm", "Mul", "Add"], ops
+    assert out.get_initializer(out.graph.node[2].input[1]).shape == (16, 3)  # per channel now
     for layer in (n for n in out.graph.node if n.op_type in ("MatMul", "Gemm")):
         w = out.get_initializer(layer.input[1])
         assert w is not None and np.array_equal(w, np.round(w)) and len(layer.input) == 2
     assert set(np.unique(out.get_initializer(out.graph.node[1].input[1]))) <= {-3, -2, -1, 0, 1, 2, 3}
-    assert set(np.unique(out.get_initializer(out.graph.node[5].input[1]))) == {-1, 1}
+    assert set(np.unique(out.get_initializer(out.graph.node[3].input[1]))) == {-1, 1}
     assert len(predictions) == 360
 
 
@@ -114,7 +117,8 @@ def test_the_import_reports_each_pass(tmp_path, capsys):
 
     path = _brevitas_like(tmp_path / "m.onnx")
     graph, check = import_onnx(path, dataset="digits")
-    assert [p["pass"] for p in check["passes"]] == ["binary_to_bipolar", "integer_weights", "quantizers_to_thresholds"]
+    assert [p["pass"] for p in check["passes"]] == ["binary_to_bipolar", "integer_weights", "quantizers_to_thresholds",
+                                                    "absorb_into_thresholds"]
     assert check["source_disagreements"] == check["reference_disagreements"] == 0
     assert set(check["unexplained"].values()) == {0}
     assert main(["import", str(path), "-o", str(tmp_path / "g.npz"), "--dataset", "digits"]) in (0, None)
@@ -147,3 +151,35 @@ def test_binary_to_bipolar_is_the_same_popcount():
     assert set(np.unique(after_model.get_initializer(after_model.graph.node[0].input[1]))) == {-1, 1}
     after = execute_onnx(after_model, {"x": x})["y"]
     assert np.array_equal(before, after) and before.max() > before.min()
+
+
+def test_a_reversed_channel_is_absorbed_behind_a_sign(tmp_path):
+    """A BatchNorm with negative scales reverses those channels: they count on -y behind a Mul by
+    -1, the others on y, and every level stays as the model computes it."""
+    rng = np.random.default_rng(2)
+    w0 = rng.integers(-1, 2, (64, 16)).astype(np.float32)
+    gamma = rng.normal(0, 1, 16).astype(np.float32)
+    gamma = np.abs(gamma) + 0.1
+    gamma[:5] = -gamma[:5]
+    nodes = [_quant(["x", "s_in", "zero", "bits4"], "q", 0),
+             helper.make_node("MatMul", ["q", "w0"], ["h"], name="fc0"),
+             helper.make_node("BatchNormalization", ["h", "gamma", "beta", "mean", "var"], ["hb"], name="bn0"),
+             helper.make_node("Relu", ["hb"], ["hr"]),
+             _quant(["hr", "s_act", "zero", "bits2"], "a", 0),
+             helper.make_node("MatMul", ["a", "w1"], ["y"], name="fc1")]
+    inits = {"s_in": 1 / 15, "zero": 0.0, "bits4": 4.0, "bits2": 2.0, "w0": w0, "gamma": gamma,
+             "beta": rng.normal(0, 1, 16), "mean": rng.normal(0, 2, 16), "var": rng.uniform(1, 4, 16),
+             "s_act": 0.5, "w1": rng.integers(-1, 2, (16, 10))}
+    graph = helper.make_graph(nodes, "bn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])],
+                              [onnx.numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in inits.items()])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid(QONNX, 1)]),
+              tmp_path / "bn.onnx")
+    out, reports, _ = passes.streamline(read_onnx(tmp_path / "bn.onnx"), _digits_floats())
+    assert reports[-1]["changed"] and set(reports[-1]["tensor_mismatches"].values()) == {0}
+    ops = [n.op_type for n in out.graph.node]
+    assert ops == ["Quant", "MatMul", "Mul", "MultiThreshold", "MatMul"], ops
+    assert list(out.get_initializer(out.graph.node[2].input[1])) == [-1.0] * 5 + [1.0] * 11
+    graph, check = import_onnx(tmp_path / "bn.onnx", dataset="digits")
+    assert set(check["unexplained"].values()) == {0} and check["reference_disagreements"] == 0
+    assert graph.nodes[1].invert is not None and graph.nodes[1].invert[:5].all()
