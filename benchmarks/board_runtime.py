@@ -17,7 +17,7 @@ from pathlib import Path
 
 from lowbit.core.errors import LowbitError
 
-from .report import ROOT, update_section, write_results
+from .report import ROOT, add_case_arguments, chosen_cases, update_section, write_results
 
 # case -> (dataset, lowbit train options, epochs, compile target cycles)
 CASES = {
@@ -97,22 +97,12 @@ def _write(rows):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m benchmarks.board_runtime", description=__doc__.split("\n")[0])
-    ap.add_argument("--data", default=None, help="folder with the MNIST / Fashion-MNIST idx files")
-    ap.add_argument("--cases", default=",".join(CASES), help="comma-separated case names")
-    ap.add_argument("--limit", type=int, default=None, help="images per case (default: whole test set)")
+    add_case_arguments(ap, CASES, "board_runtime")
     ap.add_argument("--pause", type=float, default=0.3, help="chance of a paused cycle on each side")
-    ap.add_argument("--work", default=str(ROOT / "build" / "board_runtime"))
-    ap.add_argument("--write", action="store_true")
     args = ap.parse_args(argv)
-    if args.write and args.limit is not None:
-        print("--write records whole test sets: drop --limit", file=sys.stderr)
+    names = chosen_cases(args, CASES)
+    if names is None:
         return 2
-    names = [c.strip() for c in args.cases.split(",") if c.strip()]
-    unknown = [c for c in names if c not in CASES]
-    if unknown:
-        print(f"unknown case(s) {unknown}; known: {', '.join(CASES)}", file=sys.stderr)
-        return 2
-    Path(args.work).mkdir(parents=True, exist_ok=True)
     rows = []
     for name in names:
         for transport in TRANSPORTS:

@@ -30,7 +30,7 @@ from pathlib import Path
 from lowbit.core.errors import LowbitError
 from lowbit.interchange.read import read_onnx
 
-from .report import ROOT, update_section, write_results
+from .report import ROOT, add_case_arguments, chosen_cases, update_section, write_results
 
 # case -> (source, dataset, model kind): "brevitas" models are Brevitas kinds (KINDS) exported
 # with export_qonnx; "finn-onnx" is the Brevitas kind streamlined to FINN-ONNX
@@ -367,24 +367,14 @@ def _write(rows):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m benchmarks.imported", description=__doc__.split("\n")[0])
-    ap.add_argument("--data", default=None, help="folder with the MNIST / Fashion-MNIST idx files")
-    ap.add_argument("--cases", default=",".join(CASES), help="comma-separated case names")
+    add_case_arguments(ap, CASES, "imported")
     ap.add_argument("--epochs", type=int, default=4)
-    ap.add_argument("--limit", type=int, default=None, help="images per case (default: whole test set)")
     ap.add_argument("--target-cycles", type=int, default=1024, help="folding target per inference")
-    ap.add_argument("--work", default=str(ROOT / "build" / "imported"))
-    ap.add_argument("--write", action="store_true")
     args = ap.parse_args(argv)
-    if args.write and args.limit is not None:
-        print("--write records whole test sets: drop --limit", file=sys.stderr)
-        return 2
-    names = [c.strip() for c in args.cases.split(",") if c.strip()]
-    unknown = [c for c in names if c not in CASES]
-    if unknown:
-        print(f"unknown case(s) {unknown}; known: {', '.join(CASES)}", file=sys.stderr)
+    names = chosen_cases(args, CASES)
+    if names is None:
         return 2
     work = Path(args.work)
-    work.mkdir(parents=True, exist_ok=True)
     rows = []
     for name in names:
         try:

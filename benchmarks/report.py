@@ -6,7 +6,8 @@ from pathlib import Path
 
 from lowbit.core.files import atomic_write_text
 
-__all__ = ["ROOT", "BENCHMARKS_MD", "write_results", "update_section", "replace_block"]
+__all__ = ["ROOT", "BENCHMARKS_MD", "write_results", "update_section", "replace_block", "add_case_arguments",
+           "chosen_cases"]
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
@@ -35,3 +36,30 @@ def update_section(name, heading, body):
     """:func:`replace_block` with the markers ``<!-- NAME table begin -->`` / ``... end -->``."""
     begin, end = f"<!-- {name} table begin -->", f"<!-- {name} table end -->"
     replace_block(begin, end, f"{begin}\n{body.strip()}\n{end}", heading)
+
+
+def add_case_arguments(ap, cases, work):
+    """The options of a benchmark of named cases over datasets: --data, --cases, --limit, --work
+    (default ``build/<work>``) and --write."""
+    ap.add_argument("--data", default=None, help="folder with the MNIST / Fashion-MNIST idx files")
+    ap.add_argument("--cases", default=",".join(cases), help="comma-separated case names")
+    ap.add_argument("--limit", type=int, default=None, help="images per case (default: whole test set)")
+    ap.add_argument("--work", default=str(ROOT / "build" / work))
+    ap.add_argument("--write", action="store_true")
+
+
+def chosen_cases(args, cases):
+    """The case names of ``args.cases``, with the work folder made; None (the reason printed) when
+    a name is unknown or --write would record less than whole test sets."""
+    import sys
+
+    if args.write and args.limit is not None:
+        print("--write records whole test sets: drop --limit", file=sys.stderr)
+        return None
+    names = [c.strip() for c in args.cases.split(",") if c.strip()]
+    unknown = [c for c in names if c not in cases]
+    if unknown:
+        print(f"unknown case(s) {unknown}; known: {', '.join(cases)}", file=sys.stderr)
+        return None
+    Path(args.work).mkdir(parents=True, exist_ok=True)
+    return names

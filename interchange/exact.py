@@ -94,7 +94,7 @@ def _outputs_by_name(graph, x, outs):
     return by_name
 
 
-def compare_with_onnx(model, graph, floats, x, y, *, batch=500, progress=None):
+def compare_with_onnx(model, graph, floats, x, y, *, batch=500, progress=None, source_predictions=None):
     """Run ``floats`` (the model's float inputs) through qonnx's ``execute_onnx`` and ``x`` (the
     same images encoded) through the IR; compare each quantized tensor, as integers, and the
     predictions.
@@ -106,7 +106,8 @@ def compare_with_onnx(model, graph, floats, x, y, *, batch=500, progress=None):
     Returns a plain dict: images, reference and IR accuracy, prediction disagreements and how many
     of them are float ties, and per tensor the elements that differ (``tensor_mismatches``), the
     ties among them (``tensor_ties``) and the unexplained ones (``unexplained``), with the number
-    of images that had a tie (``tie_images``).
+    of images that had a tie (``tie_images``). With ``source_predictions`` (those of the model
+    ``model`` was streamlined from), also the IR's disagreements with them and their accuracy.
     """
     from qonnx.core.onnx_exec import execute_onnx
 
@@ -152,7 +153,11 @@ def compare_with_onnx(model, graph, floats, x, y, *, batch=500, progress=None):
             progress(stop)
     ir_pred = outs[-1][:, 0]
     differ = ref_pred != ir_pred
+    source = {} if source_predictions is None else {
+        "source_disagreements": int((source_predictions != ir_pred).sum()),
+        "source_accuracy": None if y is None else float((source_predictions == y).mean())}
     return {
+        **source,
         "images": int(len(x)),
         "reference_accuracy": None if y is None else float((ref_pred == y).mean()),
         "ir_accuracy": None if y is None else float((ir_pred == y).mean()),

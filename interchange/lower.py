@@ -51,7 +51,7 @@ from .read import QUANTIZERS, source_name
 from .tensors import (ELEMENTWISE, FIX, LAYERS, Layout, Meaning, attr, is_output, only_consumer, residual_add,
                       through_shapes)
 
-__all__ = ["lower_model", "layer_segment", "Segment", "weight_format_for", "HINTS_KEY"]
+__all__ = ["lower_model", "layer_segment", "Segment", "least_reaching", "weight_format_for", "HINTS_KEY"]
 
 def weight_format_for(layer, levels):
     """The registry format that holds every distinct level of ``levels``, or a clear error."""
@@ -197,6 +197,19 @@ def _chain(model, tensor):
         tensor = node.output[0]
 
 
+def least_reaching(lo, hi, reaches):
+    """Elementwise, the least integer ``k`` in ``[lo, hi]`` with ``reaches(k)`` true, or ``hi + 1``
+    where none is; ``reaches`` is monotone (false, then true) in every element and is called on
+    arrays of ``lo``'s shape, with values in ``[lo, hi]``."""
+    a, b = np.array(lo, np.int64), np.array(hi, np.int64) + 1
+    while np.any(a < b):
+        mid = (a + b) // 2
+        ok = reaches(np.minimum(mid, hi)) & (a < b)
+        b = np.where(ok, mid, b)
+        a = np.where(~ok & (a < b), mid + 1, a)
+    return b
+
+
 def layer_thresholds(gain, offset, lo, hi, segment, levels):
     """Thresholds on the accumulator ``acc`` of a layer whose model value is ``gain * acc +
     offset`` (float32, per channel), through ``segment`` to a quantizer of ``levels``.
@@ -220,14 +233,8 @@ def layer_thresholds(gain, offset, lo, hi, segment, levels):
         return np.where(invert, n - 1 - c, c)
 
     found = np.empty((channels, n - 1), np.int64)
-    for k in range(1, n):
-        a, b = lo.copy(), hi + 1  # invariant: rank(b) >= k, where hi + 1 stands for never
-        while np.any(a < b):
-            mid = (a + b) // 2
-            ok = (rank(mid[None])[0] >= k) & (a < b)
-            b = np.where(ok, mid, b)
-            a = np.where(~ok & (a < b), mid + 1, a)
-        found[:, k - 1] = b
+    for k in range(1, n):  # hi + 1 stands for never
+        found[:, k - 1] = least_reaching(lo, hi, lambda acc: rank(acc[None])[0] >= k)
     pad = L - (n - 1)
     # Unused levels of a uint k output: never reached on rising channels, always on inverted ones.
     never = np.repeat((hi + 1)[:, None], pad, axis=1)

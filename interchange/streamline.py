@@ -36,7 +36,7 @@ import numpy as np
 
 from lowbit.core.errors import LowbitError
 
-from .lower import weight_format_for
+from .lower import least_reaching, weight_format_for
 from .quantizers import quantizer_levels
 from .read import QUANTIZERS
 from .tensors import ELEMENTWISE, FIX, LAYERS, SHAPE_OPS, attr, scalar
@@ -202,14 +202,8 @@ def step_points(model, node, levels):
     def reaches(key):
         return levels.counts(run(_ordered_to_float(key).reshape(-1, 1)))[:, 0] >= need
 
-    lo, hi = np.full(n, -top), np.full(n, top + 1)  # invariant: count(hi) >= k, top + 1 standing for never
-    while np.any(lo < hi):
-        mid = (lo + hi) // 2
-        ok = reaches(np.minimum(mid, top)) & (lo < hi)
-        hi = np.where(ok, mid, hi)
-        lo = np.where(~ok & (lo < hi), mid + 1, lo)
-    t = _ordered_to_float(np.minimum(hi, top)).astype(np.float64)
-    return np.where(hi > top, np.inf, t)
+    key = least_reaching(np.full(n, -top), np.full(n, top), reaches)  # top + 1: never
+    return np.where(key > top, np.inf, _ordered_to_float(np.minimum(key, top)).astype(np.float64))
 
 
 def quantizers_to_thresholds(model):
@@ -302,13 +296,9 @@ def absorb_into_thresholds(model):
         n = levels.count - 1
         need = np.arange(1, n + 1)[:, None]  # (L, 1)
         top = int(np.float32(_FAR).view(np.int32))
-        lo, hi = np.full((n, channels), -top, np.int64), np.full((n, channels), top + 1, np.int64)
-        while np.any(lo < hi):  # invariant: count(sign * f(hi)) >= k, top + 1 standing for never
-            mid = (lo + hi) // 2
-            ok = (counts(sign * _ordered_to_float(np.minimum(mid, top))) >= need) & (lo < hi)
-            hi = np.where(ok, mid, hi)
-            lo = np.where(~ok & (lo < hi), mid + 1, lo)
-        t = np.where(hi > top, np.inf, _ordered_to_float(np.minimum(hi, top)).astype(np.float64)).T  # (C, L)
+        key = least_reaching(np.full((n, channels), -top), np.full((n, channels), top),
+                             lambda k: counts(sign * _ordered_to_float(k)) >= need)  # top + 1: never
+        t = np.where(key > top, np.inf, _ordered_to_float(np.minimum(key, top)).astype(np.float64)).T  # (C, L)
         tensor = start
         at = list(model.graph.node).index(chain[0])
         if np.any(sign < 0):
