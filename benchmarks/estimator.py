@@ -259,10 +259,15 @@ def main(argv=None):
     parser.add_argument("--placed", action="store_true",
                         help="also build the placed networks (iCE40/ECP5 bitstreams, cached) and "
                              "compare their fmax and utilization with the estimate")
+    parser.add_argument("--workers", type=int, default=None, help="Dask worker processes (default: one per core)")
+    parser.add_argument("--scheduler", default=None, help="a running Dask scheduler's address")
     args = parser.parse_args(argv)
     if args.write:
+        from lowbit.core.executor import Executor
+
         rows = run_sweep(progress=lambda r: print(f"  {r['engine']} {r['family']}: {r['luts']} LUT",
-                                                  file=sys.stderr))
+                                                  file=sys.stderr),
+                         executor=Executor(workers=args.workers, scheduler=args.scheduler))
         models = fit_models(rows)
         atomic_write_text(CALIBRATION_PATH, json.dumps({"rows": rows, "models": models},
                                                        indent=1, sort_keys=True) + "\n")

@@ -1287,6 +1287,27 @@ def _programs():
     ]
 
 
+def _runs():
+    """Running a build on a board: what `lowbit run` refuses, with no board attached."""
+    return [
+        _c("run on a serial port that does not exist", "lowbit run <build> --port <out>/ttyUSB9",
+           "cannot open serial port '<out>/ttyUSB9'", group="input-file", exact=False),
+        _c("run on a line where no board answers", "lowbit run <build> --port loop://",
+           "no lowbit board answered on 'loop://' (5 tries)",
+           fix="program the board with 'lowbit build' and 'lowbit program', check the port and the baud rate (--baud)",
+           group="input-file"),
+        _c("inject faults into a real board's line", "lowbit run <build> --port loop:// --faults 0.1",
+           "faults are injected only into the simulated board", fix="add --sim", group="usage"),
+        _c("simulate a serial bit too short for the receiver", "lowbit run <build> --sim --divisor 2",
+           "a serial bit of 2 cycles is too short for the board's receiver", fix="pass --divisor 4 or more",
+           group="usage"),
+        _c("inject more faults than frames can take", "lowbit run <build> --sim --faults 0.9",
+           group="usage", exact=False),
+        _c("run on a board and its simulation at once", "lowbit run <build> --port loop:// --sim",
+           group="usage", exact=False),
+    ]
+
+
 CATALOGUE = [
     *PINNED,
     *_numbers(),
@@ -1301,4 +1322,5 @@ CATALOGUE = [
     *_imports(),
     *_exports(),
     *_programs(),
+    *_runs(),
 ]

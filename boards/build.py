@@ -60,15 +60,14 @@ def build_for_board(build_dir, board_name, out_dir, *, cache_dir=None, force=Fal
     top = manifest["top"]
     report = {"board": board.name, "device": board.device, "estimate": estimate}
     if board.bitstream:
-        design = UartTop(top, verilog, manifest["ports"]["i"]["payload_bits"],
-                         manifest["ports"]["o"]["payload_bits"], ports=build.ports)
+        design = UartTop(build)
         placed = place_and_route(design, board, cache_dir=cache_dir)
         fmax = placed.min_fmax_mhz
         report["placed"] = {
             "utilization": {k: {"used": u, "available": a} for k, (u, a) in placed.utilization.items()},
             "fmax_mhz": placed.fmax_mhz, "constraint_mhz": placed.constraint_mhz,
             "seconds": placed.seconds, "cached": placed.cached,
-            "uart": {"baud": design.baud, "in_bytes": design.in_bytes, "out_bytes": design.out_bytes},
+            "uart": {"baud": design.baud, "divisor": design.link.divisor, **vars(design.link.info)},
             "inferences_per_second_at_clock": board.clock_hz / manifest["cycles_per_inference"],
             "inferences_per_second_at_fmax": (fmax * 1e6 / manifest["cycles_per_inference"]
                                               if fmax else None),

@@ -17,6 +17,8 @@ from amaranth.back import verilog
 
 from lowbit.compiler.ir import BIPOLAR, Folding, Graph, MatMul, MultiThreshold, ValueType, divisors, engine_kind
 from lowbit.compiler.lowering import Layer, engine_format, sample_engine
+from lowbit.core.errors import LowbitError
+from lowbit.core.executor import Executor
 from lowbit.core.files import atomic_write_text
 from lowbit.core.formats import weight_format
 from lowbit.hw.fabric import FAMILIES
@@ -317,22 +319,42 @@ def lut_parts(result):
     return parts
 
 
-def run_sweep(families=FAMILIES, specs=SWEEP, progress=None):
-    """Synthesize every engine of ``specs`` for every family; return the calibration rows."""
-    rows = []
-    for spec in specs:
-        engine, layer = spec.sample()
-        for family in [f for f in families if f in sweep_families(spec)]:
-            r = synthesize_engine(engine, family)
-            rows.append({"engine": spec.name, "spec": asdict(spec), "family": family,
-                         "layer": layer, "flow": r.flow, "yosys_version": r.yosys_version,
-                         **r.resources.as_dict(),
-                         "carry": r.carry, "lutram_luts": lutram_luts_of(r),
-                         "lut_parts": lut_parts(r),
-                         "seconds": round(r.seconds, 2)})
-            if progress:
-                progress(rows[-1])
-    return rows
+def calibration_row(job):
+    """The calibration row of one ``(spec, family)``: the engine sampled and synthesized (a pure
+    function of the job, so any worker can run it)."""
+    spec, family = job
+    engine, layer = spec.sample()
+    r = synthesize_engine(engine, family)
+    return {"engine": spec.name, "spec": asdict(spec), "family": family, "layer": layer, "flow": r.flow,
+            "yosys_version": r.yosys_version, **r.resources.as_dict(), "carry": r.carry,
+            "lutram_luts": lutram_luts_of(r), "lut_parts": lut_parts(r)}
+
+
+def calibration_jobs(families=FAMILIES, specs=SWEEP):
+    """The ``(spec, family)`` jobs of the sweep, in the order of its rows."""
+    return [(spec, family) for spec in specs for family in families if family in sweep_families(spec)]
+
+
+def run_sweep(families=FAMILIES, specs=SWEEP, progress=None, executor=None):
+    """Synthesize every engine of ``specs`` for every family, each a job of ``executor``
+    (:class:`lowbit.core.executor.Executor`; default: in this process); return the calibration
+    rows in the order of the specs, whoever ran them.
+
+    Raises
+    ------
+    LowbitError
+        Naming every job that raised, after the others have run.
+    """
+    def done(job, row, finished, failed):
+        if progress and isinstance(row, dict):
+            progress(row)
+
+    results, failed = (executor or Executor(workers=1)).map(calibration_row, calibration_jobs(families, specs),
+                                                            on_done=done)
+    if failed:
+        raise LowbitError(f"{len(failed)} calibration jobs failed: " + "; ".join(
+            f"{f.spec[0].name} on {f.spec[1]}: {f.error}" for f in failed), failed[0].traceback)
+    return [row for _, row in results]
 
 
 def write_calibration(rows, path=CALIBRATION_PATH):

@@ -15,7 +15,7 @@ from lowbit.core.cache import CacheFolder, default_root
 from lowbit.core.errors import LowbitError
 from lowbit.sim import build
 
-__all__ = ["KINDS", "cache_info", "cache_clean", "parse_size", "format_size", "format_info",
+__all__ = ["KINDS", "collect_leftovers", "cache_info", "cache_clean", "parse_size", "format_size", "format_info",
            "format_clean"]
 
 # Every cache lowbit keeps, each in the root's folder named by its label.
@@ -29,6 +29,13 @@ _UNITS = {None: 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 def _folders(root):
     root = default_root() if root is None else Path(root).expanduser()
     return root, [CacheFolder(root / kind.label, kind) for kind in KINDS]
+
+
+def collect_leftovers(root=None):
+    """Remove, in every cache, the temporaries of writes whose writer is gone (workers stopped
+    mid-job); returns how many."""
+    _, folders = _folders(root)
+    return sum(folder.collect()[0] for folder in folders if folder.folder.is_dir())
 
 
 def cache_info(root=None):

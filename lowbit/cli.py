@@ -238,11 +238,7 @@ def _is_graph_file(path):
 def cmd_sim(args):
     report = simulate_build(args.build, dataset=args.dataset, limit=args.limit,
                             stalls=not args.no_stalls, seed=args.seed, data_root=args.data)
-    print(json.dumps(report, indent=2))
-    problems = simulation_problems(report)
-    if problems:
-        print(f"lowbit sim: error: the hardware is not as predicted: {'; '.join(problems)}", file=sys.stderr)
-        return 1
+    return _report_json("sim", report, simulation_problems(report), "the hardware is not as predicted: ")
 
 
 def cmd_synth(args):
@@ -320,6 +316,33 @@ def cmd_program(args):
     print(("would run: " if args.dry_run else "programmed: ") + " ".join(command))
 
 
+def cmd_run(args):
+    from lowbit.flow import board_run_problems, run_board
+
+    report = run_board(args.build, port=args.port, sim=args.sim, baud=args.baud, dataset=args.dataset,
+                       limit=args.limit, data_root=args.data, divisor=args.divisor, fault_rate=args.faults,
+                       seed=args.seed, window=args.window, progress=not args.quiet and sys.stderr.isatty())
+    return _report_json("run", report, board_run_problems(report))
+
+
+def _report_json(command, report, problems, lead=""):
+    """Print a run's report; exit 1, naming what is wrong, when it found problems."""
+    print(json.dumps(report, indent=2))
+    if problems:
+        print(f"lowbit {command}: error: {lead}{'; '.join(problems)}", file=sys.stderr)
+        return 1
+
+
+def _fraction(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 0.5:
+        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 0.5, not {text!r}")
+    return value
+
+
 def _positive_list(text):
     try:
         values = [int(v) for v in text.split(",")]
@@ -332,17 +355,32 @@ def _positive_list(text):
 
 def cmd_sweep(args):
     claim_output_dir(args.output, sweep.SWEEP_KIND, inputs=(*args.checkpoint, args.data), force=args.force)
-    rows = sweep.sweep_resources(args.arch, in_shape=args.in_shape, classes=args.classes,
-                                 formats=args.formats or sweep.DEFAULT_FORMATS, targets=args.target_cycles,
-                                 board=args.board, p=args.p, min_compress_size=args.min_compress_size,
-                                 seed=args.seed, synth=args.synth)
+    from tqdm import tqdm
+
+    executor = _executor(args)
+    with tqdm(desc="sweep", unit="point", disable=not sys.stderr.isatty(), leave=False) as bar:
+        def progress(row, done, failed, points):
+            bar.total = points
+            bar.update(1)
+            bar.set_postfix(failed=failed, running=min(points - done, executor.workers))
+
+        rows, failed = sweep.sweep_resources(args.arch, in_shape=args.in_shape, classes=args.classes,
+                                             formats=args.formats or sweep.DEFAULT_FORMATS,
+                                             targets=args.target_cycles, board=args.board, p=args.p,
+                                             min_compress_size=args.min_compress_size, seed=args.seed,
+                                             synth=args.synth, executor=executor, progress=progress)
     acc = sweep.checkpoint_rows(args.checkpoint, data_root=args.data) if args.checkpoint else []
     shape = "x".join(map(str, args.in_shape))
     paths = sweep.write_sweep(args.output, rows, title=f"{args.arch}, input {shape}, {args.classes} classes",
                               board=args.board, accuracy_rows=acc, synth=args.synth,
-                              inputs=(*args.checkpoint, args.data), force=args.force)
+                              inputs=(*args.checkpoint, args.data), force=args.force, failed=failed)
     print(sweep.markdown_table(rows), end="")
     print(f"wrote {', '.join(str(v) for v in paths.values())}")
+    for f in failed:
+        print(f"lowbit sweep: error: {f.spec.fmt} at {f.spec.target} cycles failed: {f.error}\n{f.traceback}",
+              file=sys.stderr)
+    if failed:
+        return 1
 
 
 def cmd_cache(args):
@@ -357,10 +395,23 @@ def cmd_cache(args):
 
 
 def cmd_fuzz(args):
-    totals = fuzz(args.n, seed=args.seed, vectors=args.vectors, out_dir=args.output)
+    totals = fuzz(args.n, seed=args.seed, vectors=args.vectors, out_dir=args.output, executor=_executor(args))
     print(summary_text(totals))
-    if totals["failures"]:
+    if totals["failures"] or totals["failed"]:
         return 1
+
+
+def _add_executor_options(s):
+    s.add_argument("--workers", type=_positive, default=None,
+                   help="worker processes of a local Dask cluster (default: one per core; 1: in this process)")
+    s.add_argument("--scheduler", default=None, help="run the jobs on a Dask cluster: its scheduler's address")
+
+
+def _executor(args):
+    from lowbit.cache import collect_leftovers
+    from lowbit.core.executor import Executor
+
+    return Executor(workers=args.workers, scheduler=args.scheduler, on_stop=collect_leftovers)
 
 
 DATASETS = ["digits", "mnist", "fashion-mnist", "cifar10"]
@@ -518,12 +569,35 @@ def build_parser():
     s.add_argument("--dry-run", action="store_true", help="print the programmer's command, do not run it")
     s.set_defaults(func=cmd_program)
 
+    s = sub.add_parser("run", help="stream the test split to a board over its UART (or to the simulated board "
+                                   "top) and check every result against the IR")
+    s.add_argument("build", help="the folder 'lowbit compile' wrote (the board runs 'lowbit build' of it)")
+    where = s.add_mutually_exclusive_group(required=True)
+    where.add_argument("--port", help="serial port of the board (/dev/ttyUSB1), or a pyserial URL")
+    where.add_argument("--sim", action="store_true",
+                       help="run the whole board top (UART, framing, network) in Verilator instead")
+    s.add_argument("--dataset", default=None)
+    s.add_argument("--data", default=None, help=DATA_HELP)
+    s.add_argument("--limit", type=_positive, default=None)
+    s.add_argument("--baud", type=_positive, default=115200, help="the board top's rate (default 115200)")
+    s.add_argument("--window", type=_positive, default=None,
+                   help="images in flight, at most the board's window (default: the board's)")
+    s.add_argument("--divisor", type=_positive, default=8,
+                   help="with --sim: clock cycles per serial bit (default 8; at least 4)")
+    s.add_argument("--faults", type=_fraction, default=0.0,
+                   help="with --sim: chance that a frame is damaged on the wire, each way (bit flip, "
+                        "dropped byte, or a reset of the board mid-frame)")
+    s.add_argument("--seed", type=_seed, default=0)
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=cmd_run)
+
     s = sub.add_parser("fuzz", help="random small networks, each checked bit-exact: IR vs PyTorch, "
                                     "Verilator vs IR with stalls, cycles vs prediction")
     s.add_argument("--n", type=int, default=20, help="networks to check (default 20)")
     s.add_argument("--seed", type=int, default=0, help="seed of the first network; network i has seed+i")
     s.add_argument("--vectors", type=int, default=16, help="random inputs per network in Verilator (default 16)")
     s.add_argument("-o", "--output", default="build/fuzz", help="folder for reproductions of failures")
+    _add_executor_options(s)
     s.set_defaults(func=cmd_fuzz)
 
     s = sub.add_parser("sweep", help="one architecture across weight formats and foldings: LUT, "
@@ -549,6 +623,7 @@ def build_parser():
                    help="a checkpoint from 'lowbit train' whose accuracy to plot against weight memory "
                         "(repeatable)")
     s.add_argument("--data", default=None, help=DATA_HELP)
+    _add_executor_options(s)
     s.set_defaults(func=cmd_sweep)
 
     s = sub.add_parser("cache", help="show the caches (Verilator builds, synthesis, place and route), or "

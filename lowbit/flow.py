@@ -3,6 +3,9 @@
 Each step is a function the CLI calls; ``run_demo`` chains them at two foldings.
 """
 
+import contextlib
+import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -340,6 +343,120 @@ def simulate_axi_stream(build_dir, *, dataset=None, limit=None, seed=0, pause=0.
     return {**r, "ir_accuracy": float((graph.predict(x) == y).mean()),
             "hw_accuracy": float((hw[:, 0] == y).mean()) if len(hw) == len(y) else 0.0,
             "images_per_s": round(r["images"] / r["seconds"], 1) if r["seconds"] else None}
+
+
+def run_board(build_dir, *, port=None, sim=False, baud=115200, dataset=None, limit=None, data_root=None,
+              divisor=8, fault_rate=0.0, seed=0, window=None, progress=True, inputs=None, labels=None):
+    """Stream the dataset's test split to a board on ``port`` (a device or pyserial URL), or with
+    ``sim`` to the build's whole board top in Verilator (``divisor`` cycles per serial bit,
+    ``fault_rate`` the chance that a frame is damaged on the wire, each way), over the framed
+    protocol of :mod:`lowbit.boards.protocol`; check every result against the IR.
+
+    Returns a plain dict: images, mismatches (result words that differ), wrong results accepted
+    (images), hardware and IR accuracy, images per second of wall time, the link's events, and
+    for ``sim`` the faults injected and detected. ``inputs`` and ``labels`` replace the dataset as
+    in :func:`simulate_build`.
+    """
+    from tqdm import tqdm
+
+    from lowbit.boards import protocol
+    from lowbit.boards.host import BoardClient, open_port
+
+    if (port is None) == (not sim):
+        raise LowbitError("give a serial port (--port) or --sim, one of them")
+    if fault_rate and not sim:
+        raise LowbitError("faults are injected only into the simulated board", "add --sim")
+    if sim:
+        from lowbit.boards.link import MIN_DIVISOR
+
+        if divisor < MIN_DIVISOR:
+            raise LowbitError(f"a serial bit of {divisor} cycles is too short for the board's receiver",
+                              f"pass --divisor {MIN_DIVISOR} or more")
+    build = load_build(build_dir)
+    manifest, graph = build.manifest, build.graph()
+    x, y, beats, expected = _test_vectors(graph, manifest, dataset=dataset, data_root=data_root, inputs=inputs,
+                                          labels=labels, limit=limit)
+    in_bits, out_bits = manifest["ports"]["i"]["payload_bits"], manifest["ports"]["o"]["payload_bits"]
+    n = len(x)
+    in_beats, out_beats = len(beats) // n, len(expected) // n
+    payloads = [protocol.pack_beats(beats[k * in_beats:(k + 1) * in_beats], in_bits) for k in range(n)]
+    verilog = build.verilog()
+    if sim:
+        from lowbit.sim.uart_board import SimulatedBoard
+
+        if progress:
+            print("starting the simulated board top (built in Verilator the first time, a minute or so)",
+                  file=sys.stderr, flush=True)
+        context = SimulatedBoard(build, divisor=divisor, fault_rate=fault_rate, seed=seed)
+    else:
+        context = contextlib.nullcontext()
+    with context as board:
+        url = board.url if sim else port
+        serial_port = open_port(url, baud)
+        try:
+            client = BoardClient(serial_port, result_bytes=protocol.payload_bytes(out_beats, out_bits),
+                                 min_timeout=0.25 if sim else 0.1)
+            info = client.info()
+            want = protocol.Info(protocol.VERSION, info.window, len(payloads[0]),
+                                 protocol.payload_bytes(out_beats, out_bits), protocol.build_id(verilog))
+            if info != want:
+                raise LowbitError(f"the board on {url!r} runs another build or protocol: it says {info}, this "
+                                  f"build needs {want}",
+                                  f"build and program this build: lowbit build {build_dir} --board NAME, then "
+                                  "lowbit program")
+            window = min(window or info.window, info.window)
+            with tqdm(total=n, unit="img", disable=not progress, desc="simulated board" if sim else "board",
+                      leave=False) as bar:
+                record = client.run(payloads, window=window, progress=bar)
+        finally:
+            serial_port.close()
+        simulated = board.finish() if sim else None
+    got = [w for r in record.results for w in protocol.unpack_beats(r, out_beats, out_bits)]
+    wrong_words = [a != b for a, b in zip(got, expected)]
+    wrong_images = sum(any(wrong_words[k * out_beats:(k + 1) * out_beats]) for k in range(n))
+    hw = VectorFormat(**manifest["ports"]["o"]["format"]).unpack(got)
+    for node in graph.host_nodes:
+        hw = node.reference(hw)
+    report = {
+        "transport": "uart-sim" if sim else "uart", "port": None if sim else port, "images": n,
+        "mismatches": sum(wrong_words), "wrong_results_accepted": wrong_images,
+        "hw_accuracy": None if y is None else float((hw[:, 0] == y).mean()),
+        "ir_accuracy": None if y is None else float((graph.predict(x) == y).mean()),
+        "images_per_s": round(n / record.seconds, 1) if record.seconds else None,
+        "seconds": round(record.seconds, 2), "window": window,
+        "image_bytes": info.image_bytes, "result_bytes": info.result_bytes,
+        "link_events": dict(sorted(record.events.items())),
+    }
+    if sim:
+        from lowbit.sim.uart_board import undetected_faults
+
+        missed = undetected_faults(simulated["faults"], simulated["board_taken"], record.taken)
+        kinds = Counter(f"{f['kind']} {f['direction'].replace('_', ' ')}" for f in simulated["faults"])
+        report.update({
+            "divisor": divisor, "fault_rate": fault_rate, "faults_injected": len(simulated["faults"]),
+            "faults_detected": len(simulated["faults"]) - len(missed), "faults_by_kind": dict(sorted(kinds.items())),
+            "undetected_faults": missed[:10], "board_resets": simulated["resets"],
+            "cycles": simulated["cycles"], "bytes_to_board": simulated["bytes_to_board"],
+            "bytes_to_host": simulated["bytes_to_host"],
+        })
+        if simulated["board_bytes_received"] != simulated["bytes_to_board"]:
+            raise LowbitError(f"the simulated board received {simulated['board_bytes_received']} bytes of "
+                              f"{simulated['bytes_to_board']} sent: the fault record's offsets would be wrong")
+    return report
+
+
+def board_run_problems(report):
+    """What a :func:`run_board` report got wrong, one line each; empty when every result matched."""
+    problems = []
+    if report["mismatches"]:
+        problems.append(f"{report['mismatches']} result words differ from the IR "
+                        f"({report['wrong_results_accepted']} images)")
+    if report["hw_accuracy"] != report["ir_accuracy"]:
+        problems.append(f"hardware accuracy {report['hw_accuracy']} is not the IR's {report['ir_accuracy']}")
+    if report.get("faults_injected") and report["faults_detected"] != report["faults_injected"]:
+        problems.append(f"{report['faults_injected'] - report['faults_detected']} of "
+                        f"{report['faults_injected']} injected faults were not detected")
+    return problems
 
 
 def simulation_problems(report):

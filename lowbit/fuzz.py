@@ -18,6 +18,7 @@ cycle target). Networks stay small so that one takes a few seconds; Verilator bu
 by the hash of their Verilog.
 """
 
+import functools
 import json
 import sys
 import time
@@ -32,6 +33,7 @@ from lowbit.compiler.folding import apply_folding, most_folded
 from lowbit.compiler.ir import Folding, divisors
 from lowbit.compiler.serialize import save_graph
 from lowbit.core.errors import LowbitError
+from lowbit.core.executor import Executor
 from lowbit.core.files import atomic_dir, atomic_write_text
 from lowbit.hw.payload import VectorFormat
 from lowbit.sim import toolchain
@@ -302,13 +304,14 @@ def save_reproduction(result, out_dir):
     return path
 
 
-def _bar(done, total, failures, width=24):
+def _bar(done, total, failures, running=0, width=24):
     filled = width * done // total
-    return f"\rfuzz [{'#' * filled}{'.' * (width - filled)}] {done}/{total} networks, {failures} failed"
+    return (f"\rfuzz [{'#' * filled}{'.' * (width - filled)}] {done}/{total} networks, {failures} failed"
+            + (f", {running} to go" if running else ""))
 
 
 def fuzz(n, seed=0, vectors=16, out_dir="build/fuzz", *, progress=True, stream=sys.stderr,
-         on_result=None):
+         on_result=None, executor=None):
     """Check ``n`` random networks (seeds ``seed`` .. ``seed + n - 1``); save each failure's reproduction.
 
     Parameters
@@ -326,6 +329,8 @@ def fuzz(n, seed=0, vectors=16, out_dir="build/fuzz", *, progress=True, stream=s
         Draw a progress bar on ``stream``.
     on_result : callable, optional
         Called with each network's :class:`NetworkResult` as it finishes (for logs of long soaks).
+    executor : lowbit.core.executor.Executor, optional
+        Where the networks are checked, each a job (default: one after the other, in this process).
 
     Returns
     -------
@@ -349,15 +354,30 @@ def fuzz(n, seed=0, vectors=16, out_dir="build/fuzz", *, progress=True, stream=s
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise LowbitError(f"--seed must be a non-negative integer, not {seed!r}")
     toolchain.verilator_env()  # a missing tool is reported before any network is drawn
+    executor = executor or Executor(workers=1)
     t0 = time.perf_counter()
     totals = {"networks": 0, "vectors": 0, "words": 0, "torch_vectors": 0, "mismatches": 0,
-              "cycle_mismatches": 0, "failures": [], "seed": seed, "kinds": {}}
-    for i in range(n):
+              "cycle_mismatches": 0, "failures": [], "seed": seed, "kinds": {}, "failed": []}
+
+    bad = 0  # networks that failed a check, or whose job raised
+
+    def done(seed, outcome, finished, raised):
+        nonlocal bad
+        bad += not isinstance(outcome, NetworkResult) or not outcome.ok
+        if isinstance(outcome, NetworkResult) and on_result is not None:
+            on_result(outcome)
+        if progress and bad and (not isinstance(outcome, NetworkResult) or not outcome.ok):
+            what = f"{outcome.summary}): {'; '.join(outcome.problems)}" if isinstance(outcome, NetworkResult) \
+                else f"job raised {outcome.error}"
+            print(f"\rnetwork seed {seed} ({what}", file=stream, flush=True)
         if progress:
-            print(_bar(i, n, len(totals["failures"])), end="", file=stream, flush=True)
-        r = check_network(seed + i, vectors)
-        if on_result is not None:
-            on_result(r)
+            print(_bar(finished, n, bad, n - finished), end="", file=stream, flush=True)
+
+    if progress:
+        print(_bar(0, n, 0, n), end="", file=stream, flush=True)
+    results, crashed = executor.map(functools.partial(check_network, vectors=vectors), range(seed, seed + n),
+                                    on_done=done)
+    for _, r in results:  # in seed order, whatever order they finished in
         a = r.case["arch"]
         kind = "tiled" if a.get("p") else a["weight_format"]
         totals["kinds"][kind] = totals["kinds"].get(kind, 0) + 1
@@ -372,12 +392,10 @@ def fuzz(n, seed=0, vectors=16, out_dir="build/fuzz", *, progress=True, stream=s
             where = save_reproduction(r, out_dir)
             totals["failures"].append({"seed": r.seed, "network": r.summary, "problems": r.problems,
                                        "reproduction": str(where)})
-            if progress:
-                print(f"\rnetwork seed {r.seed} ({r.summary}): {'; '.join(r.problems)}; "
-                      f"reproduction in {where}/", file=stream, flush=True)
+    totals["failed"] = [f.as_dict() for f in crashed]  # jobs that raised: lowbit's own errors
     totals["seconds"] = round(time.perf_counter() - t0, 1)
     if progress:
-        print(_bar(n, n, len(totals["failures"])), file=stream, flush=True)
+        print(_bar(n, n, bad), file=stream, flush=True)
     return totals
 
 
@@ -392,4 +410,7 @@ def summary_text(totals):
     for f in totals["failures"]:
         lines.append(f"FAILED seed {f['seed']} ({f['network']}): {'; '.join(f['problems'])}; "
                      f"reproduction in {f['reproduction']}/; replay: lowbit fuzz --n 1 --seed {f['seed']}")
+    for f in totals["failed"]:
+        lines.append(f"ERROR seed {f['spec']}: the check itself raised {f['error']}; replay: lowbit fuzz --n 1 "
+                     f"--seed {f['spec']} --workers 1\n{f['traceback']}")
     return "\n".join(lines)

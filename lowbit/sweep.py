@@ -13,6 +13,7 @@ atomically.
 import io
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 from lowbit.boards.boards import get_board
@@ -20,6 +21,7 @@ from lowbit.boards.estimate import estimate_manifest
 from lowbit.boards.synth import synthesize
 from lowbit.compiler.codegen import build_manifest, describe, generate_verilog
 from lowbit.core.errors import LowbitError
+from lowbit.core.executor import Executor
 from lowbit.core.files import atomic_dir
 from lowbit.core.formats import format_family, weight_format
 
@@ -94,17 +96,21 @@ def _weight_bits(manifest):
 
 def sweep_resources(arch="mlp:64,64", *, in_shape=(64,), classes=10, formats=DEFAULT_FORMATS,
                     targets=DEFAULT_TARGETS, board="arty-a7-35", p=4, min_compress_size=None, seed=0,
-                    synth=False, progress=None):
+                    synth=False, progress=None, executor=None):
     """One row per (format, target): folding, exact cycles, estimated resources and throughput.
 
     A target that a format's network cannot reach (its fastest folding is slower) gives a row with
     ``error`` set and no numbers. With ``synth``, each design is also synthesized by Yosys for the
     board's family (``synth_luts``, ``synth_ffs``, ``synth_brams``; cached). ``p`` and
     ``min_compress_size`` shape the ``tiled`` format: layers with fewer weights than
-    ``min_compress_size`` stay plain bipolar (the model's default when None).
-    """
-    from lowbit.model.export import export_model  # torch
+    ``min_compress_size`` stay plain bipolar (the model's default when None). Each point is a job
+    of ``executor`` (:class:`lowbit.core.executor.Executor`; default: in this process), and the
+    rows come in the order of the formats and targets, whoever ran them. ``progress(row or
+    Failure, done, failed, points)`` is called as each point ends.
 
+    Returns ``(rows, failed)``: ``failed`` holds a :class:`lowbit.core.executor.Failure` for each
+    point whose job raised.
+    """
     board = get_board(board)
     if not formats:
         raise LowbitError("the sweep needs at least one weight format", "pass --formats bipolar,ternary")
@@ -114,48 +120,73 @@ def sweep_resources(arch="mlp:64,64", *, in_shape=(64,), classes=10, formats=DEF
             format_family("tiled").check(p)
         else:
             weight_format(fmt)
-    rows = []
-    for fmt in formats:
-        arch_dict = random_model_arch(arch, fmt, in_shape=in_shape, classes=classes, p=p,
-                                      min_compress_size=min_compress_size)
-        model = _random_model(arch_dict, seed)
-        graph = export_model(model, {"source": f"random weights, seed {seed}"})
-        # The model's own bits per weight: a layer too small to tile stays one bit per weight.
-        bits_per_weight = weight_memory(model)["bits_per_weight"]
-        for target in targets:
-            row = {"format": fmt if fmt != "tiled" else f"tiled p={p}", "act": arch_dict["act"],
-                   "bits_per_weight": round(bits_per_weight, 3), "target_cycles": target,
-                   "error": None}
-            try:
-                folded = fold_for_cycles(graph, target)
-            except LowbitError as e:
-                row["error"] = e.message if hasattr(e, "message") else str(e)
-                rows.append(row)
-                continue
-            if synth:
-                text, top = generate_verilog(folded)
-                manifest = build_manifest(folded, top)
-            else:
-                manifest = describe(folded)
-            est = estimate_manifest(manifest, board.name)
-            row.update({
-                "tiled_layers": sum(m.copies > 1 for m in folded.matmuls()),
-                "folding": ",".join(f"{m.folding.pe}x{m.folding.simd}" for m in folded.matmuls()),
-                "cycles_per_inference": manifest["cycles_per_inference"],
-                "weight_bits": _weight_bits(manifest),
-                "luts": est["total"]["luts"], "ffs": est["total"]["ffs"],
-                "brams": est["total"]["brams"], "fits": est["fits"],
-                "fmax_mhz": round(est["fmax_mhz"], 1),
-                "inferences_per_second_at_fmax": round(est["inferences_per_second_at_fmax"]),
-                "inferences_per_second_at_clock": round(est["inferences_per_second_at_clock"]),
-            })
-            if synth:
-                r = synthesize(text, manifest["top"], board.family)
-                row.update(synth_luts=r.luts, synth_ffs=r.ffs, synth_brams=r.brams, synth_flow=r.flow)
-            rows.append(row)
-            if progress:
-                progress(row)
-    return rows
+        # A bad architecture is a usage error here, not a failed job on every worker.
+        random_model_arch(arch, fmt, in_shape=in_shape, classes=classes, p=p, min_compress_size=min_compress_size)
+    points = [SweepPoint(arch, tuple(in_shape), classes, fmt, target, board.name, p, min_compress_size, seed, synth)
+              for fmt in formats for target in targets]
+
+    def done(point, row, finished, failed):
+        if progress:
+            progress(row, finished, failed, len(points))
+
+    results, failed = (executor or Executor(workers=1)).map(sweep_point, points, on_done=done)
+    return [row for _, row in results], failed
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    """One design of the sweep: the architecture in one format, folded for one cycle target."""
+    arch: str
+    in_shape: tuple
+    classes: int
+    fmt: str
+    target: int
+    board: str
+    p: int
+    min_compress_size: object
+    seed: int
+    synth: bool
+
+
+def sweep_point(point):
+    """The sweep's row of one point (a pure function of it: a job on any worker)."""
+    from lowbit.model.export import export_model  # torch
+
+    board = get_board(point.board)
+    arch_dict = random_model_arch(point.arch, point.fmt, in_shape=point.in_shape, classes=point.classes, p=point.p,
+                                  min_compress_size=point.min_compress_size)
+    model = _random_model(arch_dict, point.seed)
+    graph = export_model(model, {"source": f"random weights, seed {point.seed}"})
+    # The model's own bits per weight: a layer too small to tile stays one bit per weight.
+    bits_per_weight = weight_memory(model)["bits_per_weight"]
+    row = {"format": point.fmt if point.fmt != "tiled" else f"tiled p={point.p}", "act": arch_dict["act"],
+           "bits_per_weight": round(bits_per_weight, 3), "target_cycles": point.target, "error": None}
+    try:
+        folded = fold_for_cycles(graph, point.target)
+    except LowbitError as e:
+        row["error"] = e.message if hasattr(e, "message") else str(e)
+        return row
+    if point.synth:
+        text, top = generate_verilog(folded)
+        manifest = build_manifest(folded, top)
+    else:
+        manifest = describe(folded)
+    est = estimate_manifest(manifest, board.name)
+    row.update({
+        "tiled_layers": sum(m.copies > 1 for m in folded.matmuls()),
+        "folding": ",".join(f"{m.folding.pe}x{m.folding.simd}" for m in folded.matmuls()),
+        "cycles_per_inference": manifest["cycles_per_inference"],
+        "weight_bits": _weight_bits(manifest),
+        "luts": est["total"]["luts"], "ffs": est["total"]["ffs"],
+        "brams": est["total"]["brams"], "fits": est["fits"],
+        "fmax_mhz": round(est["fmax_mhz"], 1),
+        "inferences_per_second_at_fmax": round(est["inferences_per_second_at_fmax"]),
+        "inferences_per_second_at_clock": round(est["inferences_per_second_at_clock"]),
+    })
+    if point.synth:
+        r = synthesize(text, manifest["top"], board.family)
+        row.update(synth_luts=r.luts, synth_ffs=r.ffs, synth_brams=r.brams, synth_flow=r.flow)
+    return row
 
 
 def checkpoint_rows(checkpoints, data_root=None):
@@ -251,8 +282,9 @@ def plot_accuracy_vs_memory(acc_rows, title):
     return _png(fig)
 
 
-def write_sweep(out_dir, rows, *, title, board, accuracy_rows=(), synth=False, inputs=(), force=False):
-    """Write ``sweep.md``, ``sweep.json`` and the PNG plots into ``out_dir`` (atomically).
+def write_sweep(out_dir, rows, *, title, board, accuracy_rows=(), synth=False, inputs=(), force=False, failed=()):
+    """Write ``sweep.md``, ``sweep.json`` and the PNG plots into ``out_dir`` (atomically); ``failed``
+    (:class:`lowbit.core.executor.Failure`) are the points whose job raised.
 
     Returns the paths written, by kind.
     """
@@ -275,11 +307,15 @@ def write_sweep(out_dir, rows, *, title, board, accuracy_rows=(), synth=False, i
         report[-1] += "".join(
             f"| {r['checkpoint']} | {r['format']} | {r['setting']} | {r['bits_per_weight']:.2f} | "
             f"{r['weight_memory_bytes']} | {100 * r['accuracy']:.2f} % |\n" for r in accuracy_rows)
+    if failed:
+        report.append("\n## Failed points\n\n" + "".join(
+            f"- {f.spec.fmt} at {f.spec.target} cycles: {f.error}\n" for f in failed))
     report.append("\n" + "".join(f"![{k}]({v})\n" for k, v in names.items() if v.endswith(".png")))
     with atomic_dir(out_dir, SWEEP_KIND, inputs=inputs, force=force) as tmp:
         (tmp / names["report"]).write_text("\n".join(report), encoding="utf-8")
         (tmp / names["json"]).write_text(json.dumps(
-            {"title": title, "board": board, "rows": rows, "accuracy": list(accuracy_rows)},
+            {"title": title, "board": board, "rows": rows, "accuracy": list(accuracy_rows),
+             "failed": [f.as_dict() for f in failed]},
             indent=1) + "\n", encoding="utf-8")
         (tmp / names["luts_vs_bits"]).write_bytes(plot_luts_vs_bits(rows, title))
         (tmp / names["throughput_vs_luts"]).write_bytes(plot_throughput_vs_luts(rows, title))
