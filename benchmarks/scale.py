@@ -22,7 +22,12 @@ from pathlib import Path
 
 from .report import ROOT, update_section, write_results
 
-WORKLOADS = ("calibration", "fuzz", "cluster-sweep")
+WORKLOADS = ("calibration", "fuzz", "cluster-sweep", "synth-lfc")
+# The LFC-size network synthesizes per engine on two workers in at most this long.
+LFC_GOAL_SECONDS = 240
+# Each workload's rows start so; a run of some workloads keeps the written rows of the others.
+ROW_PREFIX = {"calibration": "calibration sweep", "fuzz": "lowbit fuzz", "cluster-sweep": "lowbit sweep",
+              "synth-lfc": "synth-lfc"}
 SWEEP_ARGS = ["sweep", "--arch", "mlp:64,32", "--in-shape", "64", "--formats", "bipolar,ternary,levels5",
               "--target-cycles", "64,256,1024", "--synth"]
 
@@ -139,9 +144,63 @@ def cluster_sweep(kill):
                 "scheduler": "dask scheduler, its own process"}
 
 
-def run(workloads, engines, networks):
+def lfc_verilog():
+    """The Verilog of a 784-1024-1024-1024-10 W1A1 network (random weights) folded to 256 cycles per
+    image, as ``lowbit compile`` writes it (AXI-Stream top)."""
+    from lowbit.compiler.codegen import generate_verilog
+    from lowbit.folding import fold_for_cycles
+    from lowbit.model.export import export_model
+    from lowbit.sweep import _random_model, random_model_arch
+
+    model = _random_model(random_model_arch("mlp:1024,1024,1024", "bipolar", in_shape=(784,), classes=10), 0)
+    graph = fold_for_cycles(export_model(model, {"source": "random weights, seed 0"}), 256)
+    text, top = generate_verilog(graph, ports="axi-stream")
+    return text, [f"{m.folding.pe}x{m.folding.simd}" for m in graph.matmuls()]
+
+
+def synth_lfc(workers, flat):
+    """Synthesis of the LFC-size network for xc7 per engine on ``workers`` (cold cache), and with
+    ``flat`` in one Yosys run too (cold cache)."""
+    from lowbit.boards.engine_synth import split_engines, synthesize_engines
+    from lowbit.boards.synth import synthesize
+    from lowbit.core.executor import Executor
+
+    t0 = time.perf_counter()
+    text, folding = lfc_verilog()
+    verilog_seconds = time.perf_counter() - t0
+    print(f"LFC Verilog ({folding}): {len(text) / 1e6:.1f} MB in {verilog_seconds:.0f} s", flush=True)
+    with fresh_cache():
+        t0 = time.perf_counter()
+
+        def progress(job, done, jobs):
+            print(f"  {time.perf_counter() - t0:6.1f} s: {job.top} {job.digest} done ({done}/{jobs})", flush=True)
+
+        total, parts = synthesize_engines(text, "lowbit_top", "xilinx", executor=Executor(workers=workers),
+                                          progress=progress)
+        seconds = time.perf_counter() - t0
+    row = {"workload": "synth-lfc", "network": "784-1024-1024-1024-10 W1A1, 256 cycles/image",
+           "folding": folding,
+           "jobs": len(split_engines(text, "lowbit_top", "xilinx").jobs), "workers": workers, "seconds": round(seconds, 1),
+           "verilog_seconds": round(verilog_seconds, 1), "luts": total.luts, "ffs": total.ffs,
+           "part_luts": {name: r.luts for name, r in parts.items()},
+           "part_seconds": {name: round(r.seconds, 1) for name, r in parts.items()},
+           "identical_to_serial": None, "failed": 0}
+    if flat:
+        with fresh_cache():
+            t0 = time.perf_counter()
+            r = synthesize(text, "lowbit_top", "xilinx")
+            row.update(flat_seconds=round(time.perf_counter() - t0, 1), flat_luts=r.luts, flat_ffs=r.ffs)
+        row["per_engine_vs_flat_luts"] = round(total.luts / r.luts - 1, 4)
+    return row
+
+
+def run(workloads, engines, networks, flat_lfc=True):
     rows = []
     for name in workloads:
+        if name == "synth-lfc":
+            rows.append(synth_lfc(2, flat_lfc))
+            print(rows[-1], flush=True)
+            continue
         if name == "cluster-sweep":
             for kill in (False, True):
                 rows.append({"workload": f"lowbit sweep --synth --scheduler ({' '.join(SWEEP_ARGS[1:-1])})",
@@ -163,13 +222,35 @@ def run(workloads, engines, networks):
 
 
 def table(rows):
+    same = {True: "yes", False: "NO", None: "n/a"}
     lines = ["| workload | jobs | workers | seconds | speed-up | identical to serial | failed |",
              "|---|---:|---|---:|---:|---|---:|"]
     lines += [f"| {r['workload']} | {r['jobs']} | {r['workers']} | {r['seconds']}"
               + (f" (serial: {r['serial_seconds']})" if "serial_seconds" in r else "")
-              + f" | {r.get('speedup', '')} | {'yes' if r['identical_to_serial'] else 'NO'} | {r['failed']} |"
-              for r in rows]
+              + f" | {r.get('speedup', '')} | {same[r['identical_to_serial']]} | {r['failed']} |"
+              for r in rows if r["workload"] != "synth-lfc"]
+    for r in rows:
+        if r["workload"] == "synth-lfc":
+            flat = (f"flat, one Yosys run: {r['flat_luts']} LUT in {r['flat_seconds']} s; per engine "
+                    f"{r['per_engine_vs_flat_luts']:+.1%} LUT against it" if "flat_luts" in r else "flat not run")
+            lines += ["", f"LFC-size synthesis for xc7 ({r['network']}, foldings {', '.join(r['folding'])}; "
+                      f"Verilog written in {r['verilog_seconds']} s): per engine on {r['workers']} workers, cold "
+                      f"cache, {r['jobs']} distinct jobs, {r['seconds']} s of synthesis, {r['luts']} LUT, "
+                      f"{r['ffs']} FF (the Yosys time of each engine's jobs: "
+                      + ", ".join(f"{k} {v} LUT in {r['part_seconds'][k]} s" for k, v in r["part_luts"].items())
+                      + f"); {flat}."]
     return "\n".join(lines)
+
+
+def merged(rows, workloads):
+    """The rows written before, of the workloads not run now, then ``rows``."""
+    path = ROOT / "benchmarks" / "results" / "scale.json"
+    kept = []
+    if path.exists():
+        before = json.loads(path.read_text())
+        before = before.get("rows", before) if isinstance(before, dict) else before
+        kept = [r for r in before if not any(r["workload"].startswith(ROW_PREFIX[w]) for w in workloads)]
+    return kept + rows
 
 
 METHOD = """Command: `python -m benchmarks.scale --write` on this 2-core machine. Every run starts from an
@@ -179,7 +260,13 @@ serial` compares the outputs byte for byte, timings left out: the calibration ro
 and for the cluster runs every file `lowbit sweep` wrote (sweep.json, sweep.md and the plots). The
 cluster runs use a `dask scheduler` and two `dask worker` processes started on their own; in the
 second one a worker is killed with SIGKILL 15 s into the sweep, and Dask runs its jobs again on the
-other."""
+other.
+
+`synth-lfc` writes the Verilog of a 784-1024-1024-1024-10 W1A1 network with random weights folded
+to 256 cycles per image (what `lowbit compile` writes), then synthesizes it for xc7 per engine
+(`lowbit synth`, each engine out of context as its own job) on two workers, cold cache, and once
+more flat (`lowbit synth --flat`, one Yosys run over the whole design), cold cache. The goal is at
+most 240 s for the per-engine synthesis."""
 
 
 def main(argv=None):
@@ -187,18 +274,23 @@ def main(argv=None):
     ap.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated, of " + ", ".join(WORKLOADS))
     ap.add_argument("--engines", type=int, default=48, help="calibration jobs")
     ap.add_argument("--networks", type=int, default=40, help="fuzz networks")
+    ap.add_argument("--no-flat-lfc", action="store_true", help="synth-lfc: skip the flat synthesis (long)")
     ap.add_argument("--write", action="store_true")
     args = ap.parse_args(argv)
     workloads = args.workloads.split(",")
     if not set(workloads) <= set(WORKLOADS):
         print(f"--workloads: choose from {', '.join(WORKLOADS)}", file=sys.stderr)
         return 2
-    rows = run(workloads, args.engines, args.networks)
+    rows = run(workloads, args.engines, args.networks, flat_lfc=not args.no_flat_lfc)
     print(table(rows))
     if args.write:
+        rows = merged(rows, workloads)
         write_results("scale", rows)
         update_section("scale", "## Scale out: jobs on Dask", METHOD + "\n\n" + table(rows))
-    problems = [r for r in rows if not r["identical_to_serial"] or r["failed"]]
+    problems = [r for r in rows if r["identical_to_serial"] is False or r["failed"]
+                or (r["workload"] == "synth-lfc" and r["seconds"] > LFC_GOAL_SECONDS)]
+    for r in problems:
+        print(f"short of the goal: {r['workload']}", file=sys.stderr)
     return 1 if problems else 0
 
 

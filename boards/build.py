@@ -17,6 +17,7 @@ from lowbit.core.files import atomic_dir, claim_output_dir
 from .boards import get_board
 from .estimate import estimate_manifest
 from .pnr import place_and_route
+from .engine_synth import synthesize_engines
 from .synth import synthesize
 from .wrapper import UartTop
 
@@ -32,8 +33,14 @@ def does_not_fit_message(estimate):
     return f"does not fit on {estimate['board']} ({estimate['device']}): " + "; ".join(parts)
 
 
-def build_for_board(build_dir, board_name, out_dir, *, cache_dir=None, force=False):
+def build_for_board(build_dir, board_name, out_dir, *, cache_dir=None, force=False, flat=False, executor=None,
+                    progress=None):
     """Build ``build_dir`` for ``board_name`` into ``out_dir`` (written atomically).
+
+    A Xilinx build's counts come from each engine synthesized out of context as a job of
+    ``executor`` (:func:`lowbit.boards.engine_synth.synthesize_engines`, ``progress`` as there), or
+    from one run over the whole design with ``flat``. A bitstream needs the whole design: its
+    synthesis is always one run.
 
     Returns
     -------
@@ -82,9 +89,14 @@ def build_for_board(build_dir, board_name, out_dir, *, cache_dir=None, force=Fal
             (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
             (tmp / "board_report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
     else:
-        r = synthesize(verilog, top, board.family, cache_dir=cache_dir)
+        if flat:
+            r, parts = synthesize(verilog, top, board.family, cache_dir=cache_dir), {}
+        else:
+            r, parts = synthesize_engines(verilog, top, board.family, cache_dir=cache_dir,
+                                          executor=executor, progress=progress)
         report["synth"] = {**r.resources.as_dict(), "carry": r.carry, "flow": r.flow,
-                           "yosys_version": r.yosys_version, "fits": r.resources.fits(board.capacity())}
+                           "yosys_version": r.yosys_version, "fits": r.resources.fits(board.capacity()),
+                           "parts": {name: p.resources.as_dict() for name, p in parts.items()}}
         with atomic_dir(out_dir, BOARD_KIND, inputs=inputs, force=force) as tmp:
             (tmp / f"{top}.v").write_text(verilog, encoding="utf-8")
             (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")

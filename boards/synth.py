@@ -34,8 +34,8 @@ from lowbit.core.files import atomic_write_text, ensure_writable_dir
 from lowbit.core.resources import Resources
 
 
-__all__ = ["SynthResult", "synthesize", "find_yosys", "default_cache_dir", "XC7_LUTRAM_SITES",
-           "KEEP_MODULES", "count_luts", "CACHE"]
+__all__ = ["SynthResult", "synthesize", "read_verilog", "find_yosys", "default_cache_dir", "XC7_LUTRAM_SITES",
+           "KEEP_MODULES", "count_luts", "summarize", "CACHE"]
 
 
 # Bumped when the layout of a cached result changes. Part of the key, so that entries of an
@@ -297,8 +297,8 @@ def _run_yosys(argv, cwd):
     return proc.returncode, proc.stdout + proc.stderr
 
 
-def _read_verilog(verilog):
-    # A str with a line break is Verilog text; a Path, or a str on one line, is a file name.
+def read_verilog(verilog):
+    """The text of ``verilog``: Verilog text (a str with a line break), or a file's path."""
     if isinstance(verilog, str) and "\n" in verilog:
         return verilog
     if not isinstance(verilog, (str, os.PathLike)):
@@ -367,7 +367,8 @@ def _flow_name(family, fallback=False):
     return f"{name} (abc)" if fallback else name
 
 
-def _summarize(family, cells, modules, seconds, cached, version, key, flow):
+def summarize(family, cells, modules, seconds, cached, version, key, flow):
+    """A :class:`SynthResult` of ``family`` from cell counts (cell type → count) and the rest."""
     fam = _FAMILIES[family]
     return SynthResult(
         family=family,
@@ -497,7 +498,7 @@ def synthesize(verilog, top, family, *, cache_dir=None, extra_script=None):
     if extra_script is not None and not isinstance(extra_script, str):
         raise TypeError(f"Extra script must be a string of Yosys commands, not {extra_script!r}")
 
-    text = _read_verilog(verilog)
+    text = read_verilog(verilog)
     yosys_argv, version = find_yosys()
     script = _script(top, family, extra_script)
     key = _cache_key(text, top, family, script, version)
@@ -540,5 +541,5 @@ def synthesize(verilog, top, family, *, cache_dir=None, extra_script=None):
         return _load_entry(path, key, family, top, version)
 
     payload, cached = CacheFolder(synth_dir, CACHE).fetch(key, load, build)
-    return _summarize(family, payload["cells"], payload["modules"], payload["seconds"], cached,
+    return summarize(family, payload["cells"], payload["modules"], payload["seconds"], cached,
                       version, key, payload["flow"])

@@ -133,7 +133,7 @@ class Executor:
             return
         t0 = time.perf_counter()
         cluster = LocalCluster(n_workers=min(self.workers, jobs), threads_per_worker=1, processes=True,
-                               dashboard_address=None, **quiet)
+                               dashboard_address=":0", **quiet)  # any free port: two runs never clash
         client = Client(cluster)
         logging.getLogger("lowbit").debug("local cluster up in %.1f s", time.perf_counter() - t0)
         try:

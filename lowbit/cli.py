@@ -241,10 +241,29 @@ def cmd_sim(args):
     return _report_json("sim", report, simulation_problems(report), "the hardware is not as predicted: ")
 
 
+def _parts_bar(args, what):
+    """A progress bar over the jobs of a per-engine synthesis, and its ``progress`` callback."""
+    from tqdm import tqdm
+
+    bar = tqdm(desc=what, unit="job", disable=args.quiet or not sys.stderr.isatty(), leave=False)
+
+    def progress(job, done, jobs):
+        bar.total = jobs
+        bar.update(1)
+        bar.set_postfix_str(f"{job.top} {job.digest} done")
+
+    return bar, progress
+
+
 def cmd_synth(args):
-    r = synth_build(args.build, args.family)
-    print(f"{r.device}: {r.luts} LUT, {r.ffs} FF, {r.brams} BRAM, {r.dsps} DSP"
-          f" ({'cached' if r.cached else f'{r.seconds:.1f} s'})")
+    bar, progress = _parts_bar(args, "synthesis per engine")
+    with bar:
+        r, parts = synth_build(args.build, args.family, flat=args.flat, executor=_executor(args), progress=progress)
+    for name, p in (parts or {}).items():
+        print(f"  {name:<8} {p.luts:>8} LUT {p.ffs:>8} FF {p.brams:>4} BRAM {p.dsps:>3} DSP"
+              f"  ({'cached' if p.cached else f'{p.seconds:.1f} s'})")
+    print(f"{r.device}{', per engine' if parts else ', flat'}: {r.luts} LUT, {r.ffs} FF, {r.brams} BRAM, "
+          f"{r.dsps} DSP ({'cached' if r.cached else f'{r.seconds:.1f} s of Yosys'})")
 
 
 def cmd_demo(args):
@@ -294,7 +313,10 @@ def cmd_estimate(args):
 
 
 def cmd_build(args):
-    report = build_for_board(args.build, args.board, args.output, force=args.force)
+    bar, progress = _parts_bar(args, "synthesis per engine")
+    with bar:
+        report = build_for_board(args.build, args.board, args.output, force=args.force, flat=args.flat,
+                                 executor=_executor(args), progress=progress)
     if "placed" in report:
         pl = report["placed"]
         used = ", ".join(f"{k} {v['used']}/{v['available']}" for k, v in pl["utilization"].items()
@@ -405,6 +427,13 @@ def _add_executor_options(s):
     s.add_argument("--workers", type=_positive, default=None,
                    help="worker processes of a local Dask cluster (default: one per core; 1: in this process)")
     s.add_argument("--scheduler", default=None, help="run the jobs on a Dask cluster: its scheduler's address")
+
+
+def _add_synthesis_options(s):
+    s.add_argument("--flat", action="store_true",
+                   help="synthesize the whole design in one Yosys run, not each engine as its own job")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_executor_options(s)
 
 
 def _executor(args):
@@ -537,6 +566,7 @@ def build_parser():
     s = sub.add_parser("synth", help="Yosys resource counts for a build")
     s.add_argument("build")
     s.add_argument("--family", default="xilinx", choices=["xilinx", "ice40", "ecp5"])
+    _add_synthesis_options(s)
     s.set_defaults(func=cmd_synth)
 
     s = sub.add_parser("demo", help="train, compile, simulate and synthesize at two foldings")
@@ -560,6 +590,7 @@ def build_parser():
     s.add_argument("-o", "--output", required=True, help="folder to create")
     s.add_argument("--force", action="store_true",
                    help="replace a lowbit folder of another kind (never a folder lowbit did not write)")
+    _add_synthesis_options(s)
     s.set_defaults(func=cmd_build)
 
     s = sub.add_parser("program", help="program a board with a bitstream from 'lowbit build' (iceprog or "

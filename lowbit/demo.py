@@ -56,7 +56,7 @@ def run_demo(out_dir="build/demo", *, hidden=DEFAULT_HIDDEN, epochs=DEFAULT_EPOC
                 f"latency {sim['latency_measured']} ({sim['latency_predicted']} predicted)"
                 + "".join(f"\n      NOT AS PREDICTED: {p}" for p in problems))
             log(f"[4/4] {label}: Yosys synthesis ({family})")
-            syn = synth_build(tmp / label, family)
+            syn, _ = synth_build(tmp / label, family, flat=True)  # small: one Yosys run each
             # The demo places nothing: its clock is the estimator's model for the family, labelled so.
             fmax = estimate_fmax_mhz(manifest["layers"], family)
             rows.append({

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lowbit.boards.engine_synth import synthesize_engines
 from lowbit.boards.synth import synthesize
 from lowbit.compiler.build import BUILD_KIND, load_build, write_build
 from lowbit.compiler.codegen import PORT_STYLES
@@ -474,6 +475,12 @@ def simulation_problems(report):
     return problems
 
 
-def synth_build(build_dir, family="xilinx"):
+def synth_build(build_dir, family="xilinx", *, flat=False, executor=None, progress=None):
+    """Yosys counts of a build: each engine out of context as a job of ``executor``
+    (:func:`lowbit.boards.engine_synth.synthesize_engines`; returns ``(total, parts)``), or the
+    whole design in one run with ``flat`` (returns ``(result, None)``)."""
     build = load_build(build_dir)
-    return synthesize(Path(build.verilog_path), build.manifest["top"], family)
+    if flat:
+        return synthesize(Path(build.verilog_path), build.manifest["top"], family), None
+    return synthesize_engines(build.verilog_path, build.manifest["top"], family, executor=executor,
+                              progress=progress)
