@@ -32,6 +32,7 @@ from pathlib import Path
 
 import torch
 
+from lowbit.core.executor import Executor
 from lowbit.core.files import atomic_write_bytes, atomic_write_text
 from lowbit.sweep_accuracy import DEFAULT_FORMATS, markdown_table, plot_pareto, sweep_accuracy
 
@@ -112,13 +113,20 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (default 1: two threads on a shared, busy CPU stall each "
                              "other at every barrier)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="Dask worker processes, one training each (default 1: in this process)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     load_before = ", ".join(f"{v:.1f}" for v in os.getloadavg())
     start = time.perf_counter()
-    rows = sweep_accuracy(args.out, dataset=DATASET, arch=ARCH, formats=DEFAULT_FORMATS, epochs=args.epochs,
-                          seed=0, p=TILE_COPIES, lr=LR, batch_size=BATCH_SIZE, data_root=args.data,
-                          progress=False, log=lambda s: print(s, flush=True))
+    rows, failed = sweep_accuracy(args.out, dataset=DATASET, arch=ARCH, formats=DEFAULT_FORMATS, epochs=args.epochs,
+                                  seed=0, p=TILE_COPIES, lr=LR, batch_size=BATCH_SIZE, data_root=args.data,
+                                  progress=False, log=lambda s: print(s, flush=True),
+                                  executor=Executor(workers=args.workers))
+    if failed:
+        for f in failed:
+            print(f"{f.spec.setting} {f.spec.fmt} failed: {f.error}\n{f.traceback}", file=sys.stderr)
+        return 1
     seconds = time.perf_counter() - start
     info = {"epochs": args.epochs, "batch_size": BATCH_SIZE, "torch_threads": torch.get_num_threads(),
             "cpus": os.cpu_count(), "seconds": round(seconds, 1), "load_before": load_before,

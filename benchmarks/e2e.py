@@ -17,10 +17,11 @@ of the hardware that differ from the IR reference, over every image with random 
 import argparse
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from lowbit.compiler.codegen import foldings
-from lowbit.core.errors import LowbitError
+from lowbit.core.executor import Executor, Failure
 
 from .report import ROOT, update_section, write_results
 
@@ -92,31 +93,53 @@ def main(argv=None):
     ap.add_argument("--target-cycles", type=int, default=1024, help="folding target per inference")
     ap.add_argument("--work", default=str(ROOT / "build" / "e2e"))
     ap.add_argument("--write", action="store_true")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="Dask worker processes, one case each (default 1: in this process)")
+    ap.add_argument("--scheduler", default=None, help="a running Dask scheduler's address (a shared disk)")
     args = ap.parse_args(argv)
     names = [c.strip() for c in args.cases.split(",") if c.strip()]
     unknown = [c for c in names if c not in CASES]
     if unknown:
         print(f"unknown case(s) {unknown}; known: {', '.join(CASES)}", file=sys.stderr)
         return 2
-    work = Path(args.work)
+    work = Path(args.work).resolve()
     work.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for name in names:
-        try:
-            row = run_case(name, work=work, data=args.data, epochs=args.epochs, limit=args.limit,
-                           target_cycles=args.target_cycles)
-        except LowbitError as e:
-            print(f"{name}: error: {e}", file=sys.stderr)
-            return 2
-        rows.append(row)
-        print(table([row]).splitlines()[-1], flush=True)
+    data = None if args.data is None else str(Path(args.data).resolve())
+    cases = [Case(name, str(work), data, args.epochs, args.limit, args.target_cycles) for name in names]
+    finished = []
+
+    def done(case, outcome, count, failed):
+        if isinstance(outcome, Failure):
+            print(f"{case.name}: error: {outcome.error}\n{outcome.traceback}", file=sys.stderr, flush=True)
+            return
+        finished.append(outcome)
+        print(table([outcome]).splitlines()[-1], flush=True)
         if args.write:  # after every case: a long run that stops early keeps what it measured
-            _write(rows)
+            _write(finished)
+
+    results, failed = Executor(workers=args.workers, scheduler=args.scheduler).map(run_job, cases, on_done=done)
+    rows = [row for _, row in results]  # in the order of the cases, whoever ran them
     print(table(rows))
     for r in rows:
         for problem in r["problems"]:
             print(f"{r['case']}: NOT AS PREDICTED: {problem}", file=sys.stderr)
-    return 1 if any(r["problems"] for r in rows) else 0
+    return 1 if failed or any(r["problems"] for r in rows) else 0
+
+
+@dataclass(frozen=True)
+class Case:
+    """One case as a job: the work folder (checkpoints, builds) is on a disk the workers share."""
+    name: str
+    work: str
+    data: object
+    epochs: int
+    limit: object
+    target_cycles: int
+
+
+def run_job(case):
+    return run_case(case.name, work=Path(case.work), data=case.data, epochs=case.epochs, limit=case.limit,
+                    target_cycles=case.target_cycles)
 
 
 def _write(rows):

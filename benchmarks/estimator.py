@@ -22,7 +22,7 @@ import json
 import sys
 from pathlib import Path
 
-from lowbit.boards.calibrate import CALIBRATION_PATH, load_calibration, run_sweep
+from lowbit.boards.calibrate import CALIBRATION_PATH, FAMILIES, calibration_jobs, load_calibration, run_sweep
 from lowbit.boards.estimate import estimate_layer
 from lowbit.boards.fit import fit_models
 from lowbit.core.errors import LowbitError
@@ -261,13 +261,27 @@ def main(argv=None):
                              "compare their fmax and utilization with the estimate")
     parser.add_argument("--workers", type=int, default=None, help="Dask worker processes (default: one per core)")
     parser.add_argument("--scheduler", default=None, help="a running Dask scheduler's address")
+    parser.add_argument("--families", default=",".join(FAMILIES),
+                        help="with --write: synthesize only these families (comma-separated) and keep the "
+                             "other families' rows from boards/calibration.json (default: all)")
     args = parser.parse_args(argv)
+    families = args.families.split(",")
+    if not families or not set(families) <= set(FAMILIES):
+        print(f"--families: choose from {', '.join(FAMILIES)}", file=sys.stderr)
+        return 2
     if args.write:
         from lowbit.core.executor import Executor
 
-        rows = run_sweep(progress=lambda r: print(f"  {r['engine']} {r['family']}: {r['luts']} LUT",
-                                                  file=sys.stderr),
-                         executor=Executor(workers=args.workers, scheduler=args.scheduler))
+        fresh = run_sweep(families=families,
+                          progress=lambda r: print(f"  {r['engine']} {r['family']}: {r['luts']} LUT", file=sys.stderr),
+                          executor=Executor(workers=args.workers, scheduler=args.scheduler))
+        # The other families' recorded rows; every row where it was recorded, new ones after.
+        recorded = load_calibration() if CALIBRATION_PATH.exists() else []
+        by_job = {(r["engine"], r["family"]): r for r in recorded if r["family"] not in families}
+        by_job.update({(r["engine"], r["family"]): r for r in fresh})
+        order = [(r["engine"], r["family"]) for r in recorded]
+        order += [(spec.name, family) for spec, family in calibration_jobs() if (spec.name, family) not in order]
+        rows = [by_job[job] for job in order if job in by_job]
         models = fit_models(rows)
         atomic_write_text(CALIBRATION_PATH, json.dumps({"rows": rows, "models": models},
                                                        indent=1, sort_keys=True) + "\n")
@@ -277,8 +291,10 @@ def main(argv=None):
     results = compare(rows, models)
     print(table(results))
     print(summary(results))
-    placed = placed_rows(lambda r: print(f"  placed {r['network']} on {r['board']}", file=sys.stderr)) \
-        if args.placed else []
+    if args.placed:
+        placed = placed_rows(lambda r: print(f"  placed {r['network']} on {r['board']}", file=sys.stderr))
+    else:  # the placed networks recorded last time stay recorded
+        placed = json.loads(RESULTS.read_text()).get("placed", []) if RESULTS.exists() else []
     if placed:
         print(placed_table(placed))
     if args.write:

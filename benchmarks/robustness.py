@@ -819,6 +819,9 @@ def main(argv=None):
     if args.write and len(cases) != len(CATALOGUE):
         print("--write needs the whole catalogue (no --only or --match)", file=sys.stderr)
         return 2
+    # Started in the background of a shell, this process ignores SIGINT, and every lowbit it
+    # starts would inherit that: the SIGINT cases would test nothing. Children get the default.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     with tempfile.TemporaryDirectory(prefix="lowbit-robustness-") as work:
         rows = run(cases, work)
     print(summary(rows))

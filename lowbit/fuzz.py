@@ -18,6 +18,7 @@ cycle target). Networks stay small so that one takes a few seconds; Verilator bu
 by the hash of their Verilog.
 """
 
+import contextlib
 import functools
 import json
 import sys
@@ -35,6 +36,7 @@ from lowbit.compiler.serialize import save_graph
 from lowbit.core.errors import LowbitError
 from lowbit.core.executor import Executor
 from lowbit.core.files import atomic_dir, atomic_write_text
+from lowbit.core.status import bar_shown
 from lowbit.hw.payload import VectorFormat
 from lowbit.sim import toolchain
 from lowbit.sim.runner import SimulationError, StallConfig, run_stream
@@ -375,8 +377,9 @@ def fuzz(n, seed=0, vectors=16, out_dir="build/fuzz", *, progress=True, stream=s
 
     if progress:
         print(_bar(0, n, 0, n), end="", file=stream, flush=True)
-    results, crashed = executor.map(functools.partial(check_network, vectors=vectors), range(seed, seed + n),
-                                    on_done=done)
+    with bar_shown() if progress else contextlib.nullcontext():  # no Verilator status line under the bar
+        results, crashed = executor.map(functools.partial(check_network, vectors=vectors), range(seed, seed + n),
+                                        on_done=done)
     for _, r in results:  # in seed order, whatever order they finished in
         a = r.case["arch"]
         kind = "tiled" if a.get("p") else a["weight_format"]

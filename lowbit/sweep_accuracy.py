@@ -12,14 +12,17 @@ that those formats are compared at one small, equal activation cost.
 """
 
 import json
+import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from lowbit.core.errors import LowbitError
 from lowbit.core.files import atomic_dir, atomic_write_bytes, atomic_write_text, ensure_writable_dir
 from .training import FLOAT_FORMAT, SETTINGS, evaluate_loaded, known_formats, train_model
 
-__all__ = ["DEFAULT_FORMATS", "HARDWARE_ACT", "DEFAULT_PTQ_BITS", "sweep_accuracy", "format_label",
+__all__ = ["DEFAULT_FORMATS", "HARDWARE_ACT", "DEFAULT_PTQ_BITS", "sweep_accuracy", "TrainingJob",
+           "train_accuracy_job", "format_label",
            "markdown_table", "pareto_front", "plot_pareto", "write_sweep", "SWEEP_ACCURACY_KIND", "OUTPUTS"]
 
 SWEEP_ACCURACY_KIND = "sweep-accuracy"
@@ -65,64 +68,119 @@ def _checked(formats, settings, p, ptq_bits):
 
 def sweep_accuracy(out_dir, *, dataset="digits", arch="mlp:64,64", formats=DEFAULT_FORMATS,
                    settings=SETTINGS, epochs=30, seed=0, p=4, ptq_bits=DEFAULT_PTQ_BITS, lr=None,
-                   batch_size=None, data_root=None, progress=True, log=print, title=None, force=False):
+                   batch_size=None, data_root=None, progress=True, log=print, title=None, force=False,
+                   executor=None):
     """Train ``arch`` in every format and setting, and write the folder ``out_dir`` (atomically,
     when every run is done): the checkpoints under ``checkpoints/SETTING-FORMAT.pt`` and the
     table, rows and plot of :func:`write_sweep` (``title`` heads the plot).
 
+    Each (setting, format) is one job of ``executor`` (:class:`lowbit.core.executor.Executor`;
+    default: in this process, with the training's progress bar when ``progress``); the rows come
+    in the order of the settings and formats, whoever trained them, and the client writes every
+    file. ``log`` gets a line as each job ends.
+
     Returns
     -------
-    list of dict
-        One per (setting, format) and per PTQ method and bit count: ``dataset``, ``arch``,
-        ``format``, ``p``, ``ptq_bits``, ``setting``, ``act``, ``bits_per_weight``,
-        ``weight_memory_bytes``, ``accuracy``, ``epochs``, ``seconds``.
+    (list of dict, list of Failure)
+        The rows, one per (setting, format) and per PTQ method and bit count: ``dataset``,
+        ``arch``, ``format``, ``p``, ``ptq_bits``, ``setting``, ``act``, ``bits_per_weight``,
+        ``weight_memory_bytes``, ``accuracy``, ``epochs``; and a
+        :class:`lowbit.core.executor.Failure` for each job that raised (listed in
+        ``failed.json`` and the table; its format has no rows).
     """
+    from lowbit.core.executor import Executor
+
     formats, settings = list(formats), list(settings)
     ptq_bits = list(ptq_bits or [])
     _checked(formats, settings, p, ptq_bits)
+    executor = executor or Executor(workers=1)
+    jobs = [TrainingJob(dataset, arch, fmt, setting, epochs, seed, p if fmt == "tiled" else None,
+                        tuple(ptq_bits) if fmt == FLOAT_FORMAT else (), lr, batch_size,
+                        None if data_root is None else str(data_root), progress and executor.workers == 1)
+            for setting in settings for fmt in formats
+            if not (setting == "hardware" and fmt == FLOAT_FORMAT)]  # float weights have no hardware lane
+
+    def done(job, outcome, finished, failed):
+        if isinstance(outcome, TrainedRows):
+            for r in outcome.rows:
+                what = " (PTQ)" if r["ptq_bits"] is not None else (
+                    f", {r['weight_memory_bytes'] / 1024:.1f} KiB, {outcome.seconds:.0f} s")
+                log(f"{r['setting']:>12} {format_label(r):>16}: accuracy {r['accuracy']:.4f}{what}")
+        else:
+            log(f"{job.setting:>12} {job.fmt:>16}: failed: {outcome.error}")
+
     with atomic_dir(out_dir, SWEEP_ACCURACY_KIND, inputs=(data_root,), force=force) as tmp:
-        rows = _train_all(tmp / "checkpoints", dataset=dataset, arch=arch, formats=formats,
-                          settings=settings, epochs=epochs, seed=seed, p=p, ptq_bits=ptq_bits, lr=lr,
-                          batch_size=batch_size, data_root=data_root, progress=progress, log=log)
-        write_sweep(tmp, rows, title if title is not None else f"{dataset}, {arch}, {epochs} epochs")
-    return rows
+        results, failed = executor.map(train_accuracy_job, jobs, on_done=done)
+        ckpt_dir = ensure_writable_dir(tmp / "checkpoints")
+        rows = []
+        for job, trained in results:
+            (ckpt_dir / f"{job.setting}-{job.fmt}.pt").write_bytes(trained.checkpoint)
+            rows.extend(trained.rows)
+        write_sweep(tmp, rows, title if title is not None else f"{dataset}, {arch}, {epochs} epochs", failed)
+    return rows, failed
 
 
-def _train_all(ckpt_dir, *, dataset, arch, formats, settings, epochs, seed, p, ptq_bits, lr, batch_size,
-               data_root, progress, log):
-    """The rows of :func:`sweep_accuracy`, each model trained into ``ckpt_dir``."""
-    ensure_writable_dir(ckpt_dir)
-    rows = []
-    for setting in settings:
-        for fmt in formats:
-            if setting == "hardware" and fmt == FLOAT_FORMAT:
-                continue  # float weights have no hardware lane
-            act = "float" if setting == "weights-only" else hardware_act(fmt)
-            ckpt = ckpt_dir / f"{setting}-{fmt}.pt"
-            start = time.perf_counter()
-            m, model, meta = train_model(ckpt, arch=arch, weight_format_name=fmt, act=act,
-                                         p=p if fmt == "tiled" else None, dataset=dataset, epochs=epochs,
-                                         seed=seed, lr=lr, batch_size=batch_size, data_root=data_root,
-                                         progress=progress, keep_model=True)
-            row = {"dataset": dataset, "arch": arch, "format": fmt, "p": p if fmt == "tiled" else None,
-                   "ptq_bits": None, "setting": setting, "act": act,
-                   "bits_per_weight": m["bits_per_weight"], "weight_memory_bytes": m["weight_memory_bytes"],
-                   "accuracy": m["test_accuracy"], "epochs": epochs,
-                   "seconds": round(time.perf_counter() - start, 1)}
-            rows.append(row)
-            log(f"{setting:>12} {format_label(row):>16}: accuracy {row['accuracy']:.4f}, "
-                f"{row['weight_memory_bytes'] / 1024:.1f} KiB, {row['seconds']:.0f} s")
-            if fmt == FLOAT_FORMAT:
-                for method, name in (("exponential", "expq"), ("linear", "linear-ptq")):
-                    for bits in ptq_bits:
-                        e = evaluate_loaded(model, meta, data_root=data_root, ptq_bits=bits,
-                                            ptq_method=method)
-                        r = {**row, "format": name, "ptq_bits": bits, "bits_per_weight": e["bits_per_weight"],
-                             "weight_memory_bytes": e["weight_memory_bytes"], "accuracy": e["accuracy"],
-                             "seconds": 0.0}
-                        rows.append(r)
-                        log(f"{setting:>12} {format_label(r):>16}: accuracy {r['accuracy']:.4f} (PTQ)")
-    return rows
+@dataclass(frozen=True)
+class TrainingJob:
+    """One (setting, format) of the accuracy sweep; ``ptq_bits`` for the fp32 weights-only model."""
+    dataset: str
+    arch: str
+    fmt: str
+    setting: str
+    epochs: int
+    seed: int
+    p: object
+    ptq_bits: tuple
+    lr: object
+    batch_size: object
+    data_root: object
+    progress: bool
+
+
+@dataclass(frozen=True)
+class TrainedRows:
+    """A job's rows, its checkpoint file (the client writes it) and how long it trained."""
+    rows: list
+    checkpoint: bytes = field(repr=False)
+    seconds: float = 0.0
+
+
+def train_accuracy_job(job):
+    """Train one (setting, format) (a job): its row, the PTQ rows of the fp32 model, the checkpoint.
+
+    Training runs on one torch thread wherever the job runs: sums split over another number of
+    threads round differently, and the rows must not depend on the worker."""
+    import torch
+
+    act = "float" if job.setting == "weights-only" else hardware_act(job.fmt)
+    start = time.perf_counter()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _train_rows(job, act, start)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train_rows(job, act, start):
+    with tempfile.TemporaryDirectory(prefix="lowbit-accuracy-") as tmp:
+        ckpt = Path(tmp) / "model.pt"
+        m, model, meta = train_model(ckpt, arch=job.arch, weight_format_name=job.fmt, act=act, p=job.p,
+                                     dataset=job.dataset, epochs=job.epochs, seed=job.seed, lr=job.lr,
+                                     batch_size=job.batch_size, data_root=job.data_root, progress=job.progress,
+                                     keep_model=True)
+        checkpoint = ckpt.read_bytes()
+    row = {"dataset": job.dataset, "arch": job.arch, "format": job.fmt, "p": job.p,
+           "ptq_bits": None, "setting": job.setting, "act": act,
+           "bits_per_weight": m["bits_per_weight"], "weight_memory_bytes": m["weight_memory_bytes"],
+           "accuracy": m["test_accuracy"], "epochs": job.epochs}
+    rows = [row]
+    for method, name in (("exponential", "expq"), ("linear", "linear-ptq")):
+        for bits in job.ptq_bits:
+            e = evaluate_loaded(model, meta, data_root=job.data_root, ptq_bits=bits, ptq_method=method)
+            rows.append({**row, "format": name, "ptq_bits": bits, "bits_per_weight": e["bits_per_weight"],
+                         "weight_memory_bytes": e["weight_memory_bytes"], "accuracy": e["accuracy"]})
+    return TrainedRows(rows, checkpoint, round(time.perf_counter() - start, 1))
 
 
 def markdown_table(rows):
@@ -213,14 +271,23 @@ def plot_pareto(rows, title=""):
 OUTPUTS = {"json": "accuracy.json", "table": "accuracy.md", "plot": "accuracy.png"}
 
 
-def write_sweep(out_dir, rows, title=""):
-    """Write ``accuracy.json``, ``accuracy.md`` and ``accuracy.png`` into ``out_dir``, each
-    atomically; returns their paths."""
+def write_sweep(out_dir, rows, title="", failed=()):
+    """Write ``accuracy.json``, ``accuracy.md`` and ``accuracy.png`` (when there are rows) into
+    ``out_dir``, each atomically, and ``failed.json`` for the jobs that raised
+    (:class:`lowbit.core.executor.Failure`); returns their paths."""
     out_dir = Path(out_dir)
     ensure_writable_dir(out_dir)
     paths = {kind: out_dir / name for kind, name in OUTPUTS.items()}
-    png = plot_pareto(rows, title)
+    table = markdown_table(rows)
+    if failed:
+        table += "\n## Failed jobs\n\n" + "".join(
+            f"- {f.spec.setting} {f.spec.fmt}: {f.error}\n" for f in failed)
+        paths["failed"] = out_dir / "failed.json"
+        atomic_write_text(paths["failed"], json.dumps([f.as_dict() for f in failed], indent=2) + "\n")
     atomic_write_text(paths["json"], json.dumps(rows, indent=2) + "\n")
-    atomic_write_text(paths["table"], markdown_table(rows))
-    atomic_write_bytes(paths["plot"], png)
+    atomic_write_text(paths["table"], table)
+    if rows:
+        atomic_write_bytes(paths["plot"], plot_pareto(rows, title))
+    else:
+        del paths["plot"]
     return paths

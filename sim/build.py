@@ -43,6 +43,7 @@ from lowbit.core.cache import (CacheFolder, CacheKind, check, check_files, check
                                default_root, file_digests, is_seconds, read_json)
 from lowbit.core.errors import LowbitError
 from lowbit.core.files import atomic_write_bytes, atomic_write_text, ensure_writable_dir
+from lowbit.core.status import Status
 
 from . import toolchain
 
@@ -471,7 +472,10 @@ def _compile(tmp, verilog, final, identity, key, verbose, runtime):
                 # The objects predate the generated makefile they depend on; make must use
                 # them as they are.
                 make_args += ["-o", name]
-        _run_build(tmp, sources, identity, make_args, log, verbose)
+        # Verilator first, then make: the stage is the file that make's compiler writes.
+        with Status(f"verilator build {toplevel}", logs=[(log, r"\s-o\s+(\S+)")]) as status:
+            status.stage("verilating")
+            _run_build(tmp, sources, identity, make_args, log, verbose)
     except Exception as e:
         if runtime:
             raise _RuntimeFailed() from e

@@ -51,3 +51,69 @@ def test_sweep_bad_format_leaves_nothing(tmp_path, capsys):
     assert main(["sweep", "--formats", "bipolar,levels7", "-o", str(out)]) == 2
     assert "levels7" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_pareto_front_keeps_the_designs_nothing_beats():
+    from lowbit.sweep import pareto_front
+
+    def row(acc, fps, luts, fits=True, error=None):
+        return {"accuracy": acc, "inferences_per_second_at_fmax": fps, "luts": luts, "fits": fits, "error": error}
+
+    rows = [row(0.90, 100, 1000),   # the smallest
+            row(0.95, 100, 2000),   # more accurate, larger
+            row(0.90, 100, 1500),   # beaten by the first: as accurate, as fast, larger
+            row(0.90, 400, 4000),   # the fastest
+            row(0.99, 900, 500, fits=False),  # would beat all, but does not fit its board
+            row(0.99, 0, 0, error="not reachable")]
+    front = pareto_front(rows)
+    assert [r["pareto"] for r in rows] == [True, True, False, True, False, False]
+    assert front == [rows[0], rows[1], rows[3]]
+    # Without accuracy (random weights), throughput and LUTs alone decide.
+    for r in rows:
+        del r["accuracy"]
+    pareto_front(rows)
+    assert [r["pareto"] for r in rows] == [True, False, False, True, False, False]
+
+
+def test_sweep_trains_each_format_and_marks_the_front(tmp_path, capsys):
+    from lowbit.flow import export_checkpoint
+
+    out = tmp_path / "sweep"
+    assert main(["sweep", "--arch", "mlp:16", "--dataset", "digits", "--epochs", "1", "--formats", "bipolar,ternary",
+                 "--target-cycles", "64,256", "--board", "arty-a7-35,icebreaker", "--workers", "1",
+                 "-o", str(out)]) == 0
+    data = json.loads((out / "sweep.json").read_text())
+    assert data["boards"] == ["arty-a7-35", "icebreaker"] and data["failed"] == []
+    rows = data["rows"]
+    assert [(r["format"], r["target_cycles"], r["board"]) for r in rows] == [
+        (f, t, b) for f in ("bipolar", "ternary") for t in (64, 256) for b in ("arty-a7-35", "icebreaker")]
+    trained = {t["format"]: t for t in data["trained"]}
+    for r in rows:
+        # The rows carry the IR accuracy of their format's trained network, equal to PyTorch's.
+        assert r["accuracy"] == trained[r["format"]]["accuracy"] == trained[r["format"]]["torch_accuracy"]
+        assert r["accuracy"] > 0.5
+    for fmt in ("bipolar", "ternary"):
+        # The checkpoint written is the network the rows describe.
+        _, check = export_checkpoint(out / "checkpoints" / f"{fmt}.pt")
+        assert check["ir_accuracy"] == trained[fmt]["accuracy"]
+    # The front, checked against its definition.
+    ok = [r for r in rows if r["error"] is None and r["fits"]]
+
+    def beats(a, b):
+        fps = "inferences_per_second_at_fmax"
+        ge = a["accuracy"] >= b["accuracy"] and a[fps] >= b[fps] and a["luts"] <= b["luts"]
+        return ge and (a["accuracy"], a[fps], a["luts"]) != (b["accuracy"], b[fps], b["luts"])
+
+    for r in rows:
+        assert r["pareto"] == (r in ok and not any(beats(o, r) for o in ok))
+    assert any(r["pareto"] for r in rows)
+    assert (out / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report = (out / "sweep.md").read_text()
+    assert "Pareto front" in report and "trained for 1 epochs" in report
+
+
+def test_sweep_with_a_dataset_refuses_an_input_shape(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    assert main(["sweep", "--dataset", "digits", "--in-shape", "64", "-o", str(out)]) == 2
+    assert "come from the dataset" in capsys.readouterr().err
+    assert not out.exists()

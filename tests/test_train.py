@@ -186,6 +186,42 @@ def test_sweep_accuracy_writes_table_json_and_plot(tmp_path, capsys):
         "weights-only-tiled.pt"]
 
 
+def test_sweep_accuracy_on_two_workers_writes_what_one_process_writes(tmp_path, capsys):
+    args = ["--arch", "mlp:16", "--epochs", "1", "--formats", "fp32,ternary", "--ptq-bits", "2"]
+    rc, _, err = run(capsys, "sweep-accuracy", "-o", tmp_path / "one", "--workers", "1", *args)
+    assert rc == 0, err
+    rc, _, err = run(capsys, "sweep-accuracy", "-o", tmp_path / "two", "--workers", "2", *args)
+    assert rc == 0, err
+    files = sorted(str(p.relative_to(tmp_path / "one")) for p in (tmp_path / "one").rglob("*") if p.is_file())
+    assert "accuracy.json" in files and "checkpoints/hardware-ternary.pt" in files
+    for name in files:
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
+
+
+def test_sweep_accuracy_reports_a_failed_training_and_keeps_the_rest(tmp_path, capsys, monkeypatch):
+    from lowbit import sweep_accuracy
+
+    real = sweep_accuracy.train_accuracy_job
+
+    def flaky(job):
+        if job.fmt == "ternary" and job.setting == "hardware":
+            raise RuntimeError("out of memory on this worker")
+        return real(job)
+
+    monkeypatch.setattr(sweep_accuracy, "train_accuracy_job", flaky)
+    out_dir = tmp_path / "sweep"
+    rc, out, err = run(capsys, "sweep-accuracy", "-o", out_dir, "--arch", "mlp:16", "--epochs", "1",
+                       "--formats", "bipolar,ternary", "--settings", "hardware", "--ptq-bits", "none",
+                       "--workers", "1")
+    assert rc == 1
+    assert "hardware ternary failed: RuntimeError: out of memory on this worker" in err
+    rows = json.loads((out_dir / "accuracy.json").read_text())
+    assert [(r["setting"], r["format"]) for r in rows] == [("hardware", "bipolar")]
+    failed = json.loads((out_dir / "failed.json").read_text())
+    assert failed[0]["spec"]["fmt"] == "ternary" and "out of memory" in failed[0]["traceback"]
+    assert "## Failed jobs" in (out_dir / "accuracy.md").read_text()
+
+
 def test_sweep_rejects_bad_formats_and_settings(tmp_path, capsys):
     rc, _, err = run(capsys, "sweep-accuracy", "-o", tmp_path, "--formats", "bipolar,octal")
     assert rc == 2 and "unknown weight format 'octal' for the sweep" in err
