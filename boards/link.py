@@ -1,5 +1,6 @@
 """The board side of the framed serial protocol (:mod:`lowbit.boards.protocol`): a build's network
-behind a UART, as one clock domain with the serial lines as its only ports.
+behind a UART, as one clock domain with the serial lines as its only ports, or with the network in
+a clock domain of its own.
 
 Data path::
 
@@ -14,18 +15,34 @@ Data path::
 - The network's result beats fill the result register; the sender sends it as ``RESULT`` with
   the oldest queued sequence number (the network keeps order), and sends ``ERROR`` and
   ``INFO_REPLY`` frames in between.
+
+With ``crossing``, the network and the two ends next to it run in the ``network`` domain, and
+bytes cross between the domains through a :class:`~lowbit.boards.crossing.ByteCrossing` each way,
+with a :class:`~lowbit.hw.skid.SkidBuffer` on the network's results::
+
+    link domain (the UART's clock)          |  network domain
+    image memory -> feeder ->   ByteCrossing -> beat streamer           -> network
+    sender <- result collector <- ByteCrossing <- result register <- skid <- network
+
+Bytes, not beats, cross: a crossing is 8 bits wide whatever the network's ports.
 """
 
+import contextlib
 import functools
 import operator
 
-from amaranth.hdl import Array, Cat, ClockSignal, Const, Instance, Module, Mux, ResetSignal, Signal
+from amaranth.hdl import (Array, Cat, ClockDomain, ClockSignal, Const, DomainRenamer, Instance, Module, Mux,
+                          ResetSignal, Signal)
 from amaranth.lib import wiring
+from amaranth.lib.cdc import ResetSynchronizer
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from lowbit.hw.skid import SkidBuffer
+
 from . import protocol as p
+from .crossing import ByteCrossing
 from .uart import UartReceiver, UartTransmitter, check_positive
 
 __all__ = ["LinkCore", "MIN_DIVISOR"]
@@ -75,6 +92,8 @@ class LinkCore(wiring.Component):
         Clock cycles per serial bit, at least :data:`MIN_DIVISOR`.
     build_id : int
         The 32-bit id reported in ``INFO_REPLY`` (:func:`lowbit.boards.protocol.build_id`).
+    crossing : bool
+        Run the network in the ``network`` domain, clocked by ``net_clk`` (see the module docstring).
 
     Members
     -------
@@ -84,9 +103,15 @@ class LinkCore(wiring.Component):
         A byte arrived (for test benches that count bytes).
     frame_begin, frame_commit : Out(1)
         A frame's ``SYNC`` was taken; an image frame passed its CRC and was stored.
+    net_clk : In(1)
+        With ``crossing`` only: the network's clock, of any frequency and phase.
+    net_hold : In(1)
+        With ``crossing`` only: hold the network domain in reset (a PLL not locked yet). It is
+        also held while the link is in reset, so that a reset empties both crossings and the
+        network together; the reset leaves it synchronously to ``net_clk``.
     """
 
-    def __init__(self, top, *, ports, in_bits, in_beats, out_bits, out_beats, divisor, build_id):
+    def __init__(self, top, *, ports, in_bits, in_beats, out_bits, out_beats, divisor, build_id, crossing=False):
         for name, value in (("Input width", in_bits), ("Input beats", in_beats), ("Output width", out_bits),
                             ("Output beats", out_beats), ("Divisor", divisor)):
             check_positive(name, value)
@@ -102,11 +127,17 @@ class LinkCore(wiring.Component):
             raise ValueError(f"An image of {self.image_bytes} bytes or a result of {self.result_bytes} bytes "
                              "does not fit a frame (65535 bytes at most)")
         self.info = p.Info(p.VERSION, p.WINDOW, self.image_bytes, self.result_bytes, build_id)
-        super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1), "rx_strobe": Out(1),
-                          "frame_begin": Out(1), "frame_commit": Out(1)})
+        if not isinstance(crossing, bool):
+            raise TypeError(f"Crossing must be a bool, not {crossing!r}")
+        self.crossing = crossing
+        members = {"rx": In(1, init=1), "tx": Out(1, init=1), "rx_strobe": Out(1),
+                   "frame_begin": Out(1), "frame_commit": Out(1)}
+        if crossing:
+            members.update({"net_clk": In(1), "net_hold": In(1)})
+        super().__init__(members)
 
     @classmethod
-    def for_build(cls, build, *, divisor, verilog=None):
+    def for_build(cls, build, *, divisor, verilog=None, crossing=False):
         """The link of a build (:class:`lowbit.compiler.build.Build`); ``verilog``, its text if
         already read, gives the build id."""
         from lowbit.compiler.codegen import out_beats
@@ -115,7 +146,7 @@ class LinkCore(wiring.Component):
         return cls(m["top"], ports=build.ports, in_bits=m["ports"]["i"]["payload_bits"],
                    in_beats=m["beats_per_inference"], out_bits=m["ports"]["o"]["payload_bits"],
                    out_beats=out_beats(build.graph()), divisor=divisor,
-                   build_id=p.build_id(build.verilog() if verilog is None else verilog))
+                   build_id=p.build_id(build.verilog() if verilog is None else verilog), crossing=crossing)
 
     def elaborate(self, platform):
         m = Module()
@@ -140,23 +171,51 @@ class LinkCore(wiring.Component):
         wslot, rslot = Signal(), Signal()
 
         self._parser(m, rx, write, slot_bits, full, slot_seq, wslot, answer)
-        in_valid, in_ready, in_last, beat = self._streamer(m, read, full, slot_seq, rslot, seqs)
-        result, result_full, out_valid, out_ready, out_data = self._results(m)
+        if self.crossing:
+            net = self._network_domain(m)
+            m.submodules.to_network = to_net = ByteCrossing(8, w_domain="sync", r_domain=net)
+            m.submodules.to_link = to_link = ByteCrossing(8, w_domain=net, r_domain="sync")
+            self._feeder(m, read, full, slot_seq, rslot, seqs, to_net)
+            in_valid, in_ready, in_last, beat = self._fifo_streamer(m, to_net, domain=net)
+            net_result, net_full, out_valid, out_ready, out_data = self._results(m, domain=net)
+            self._result_bytes_out(m, net_result, net_full, to_link, domain=net)
+            result, result_full = self._result_bytes_in(m, to_link)
+            # The network is placed apart from the link: a skid buffer on its results leaves a
+            # register at the network's end of each path between them. (Its input needs none: the
+            # beat is a register that holds still, and a pipelined first engine takes it into a
+            # register of its own, whose ready is a register too.)
+            out_valid, out_ready, out_data = self._result_skid(m, net, out_valid, out_ready, out_data)
+        else:
+            net = "sync"
+            in_valid, in_ready, in_last, beat = self._streamer(m, read, full, slot_seq, rslot, seqs)
+            result, result_full, out_valid, out_ready, out_data = self._results(m)
         self._sender(m, tx, ctl, seqs, result, result_full)
 
         if self.ports == "axi-stream":
             m.submodules.network = Instance(
-                self.top, i_aclk=ClockSignal(), i_aresetn=~ResetSignal(),
+                self.top, i_aclk=ClockSignal(net), i_aresetn=~ResetSignal(net),
                 i_s_axis_tdata=Cat(beat, Const(0, -self.in_bits % 8)), i_s_axis_tvalid=in_valid,
                 o_s_axis_tready=in_ready, i_s_axis_tlast=in_last,
                 o_m_axis_tdata=out_data, o_m_axis_tvalid=out_valid, i_m_axis_tready=out_ready,
                 o_m_axis_tlast=Signal(name="out_last"))  # the result register counts beats itself
         else:
             m.submodules.network = Instance(
-                self.top, i_clk=ClockSignal(), i_rst=ResetSignal(),
+                self.top, i_clk=ClockSignal(net), i_rst=ResetSignal(net),
                 i_i__payload=beat, i_i__valid=in_valid, o_i__ready=in_ready,
                 o_o__payload=out_data[:self.out_bits], o_o__valid=out_valid, i_o__ready=out_ready)
         return m
+
+    @staticmethod
+    def _result_skid(m, domain, out_valid, out_ready, out_data):
+        """A :class:`lowbit.hw.skid.SkidBuffer` in ``domain`` on the network's results: the
+        ``(valid, ready, data)`` signals of its network side."""
+        skid = m.submodules.skid_from_network = DomainRenamer({"sync": domain})(SkidBuffer(len(out_data)))
+        net_valid, net_ready, net_data = Signal(), Signal(), Signal(len(out_data))
+        m.d.comb += [
+            skid.i.payload.eq(net_data), skid.i.valid.eq(net_valid), net_ready.eq(skid.i.ready),
+            out_data.eq(skid.o.payload), out_valid.eq(skid.o.valid), skid.o.ready.eq(out_ready),
+        ]
+        return net_valid, net_ready, net_data
 
     def _parser(self, m, rx, write, slot_bits, full, slot_seq, wslot, answer):
         """Frames in: header, payload into the free slot, CRC; a good image marks its slot full."""
@@ -245,41 +304,104 @@ class LinkCore(wiring.Component):
 
     def _streamer(self, m, read, full, slot_seq, rslot, seqs):
         """Stored images out as the network's input beats, least significant bit first."""
+        bits = self._beat_bits(m)
+        beat, have, sent, byte, left, in_valid, in_ready, total, done, empty = bits
+        index = Signal(range(max(2, self.image_bytes + 1)))
+        m.d.comb += read.addr.eq(Cat(index[:len(read.addr) - 1], rslot))
+        with m.FSM(name="streamer"):
+            with m.State("idle"):
+                with m.If(full[rslot] & seqs.w_rdy):
+                    m.d.comb += [seqs.w_en.eq(1), seqs.w_data.eq(slot_seq[rslot])]
+                    m.d.sync += [index.eq(0), sent.eq(0), have.eq(0), left.eq(0), in_valid.eq(0), done.eq(0),
+                                 empty.eq(1)]
+                    m.next = "address"
+            with m.State("address"):  # the memory answers in the next cycle
+                m.next = "load"
+            with m.State("load"):
+                m.d.sync += [byte.eq(read.data), left.eq(8), empty.eq(0), index.eq(index + 1)]
+                m.next = "shift"
+            with m.State("shift"):
+                with self._shift(m, bits, "sync", "address"):
+                    m.d.sync += [full[rslot].eq(0), rslot.eq(~rslot)]
+                    m.next = "idle"
+        return in_valid, in_ready, done, beat
+
+    def _beat_bits(self, m):
+        """The signals of a beat streamer: (beat, have, sent, byte, left, in_valid, in_ready, total,
+        done, empty). The conditions on the counters are registers set a cycle ahead (the beat
+        full: ``in_valid``; the image's bits all taken: ``done``; the byte's bits all taken:
+        ``empty``), so that no counter's compare lies between two of the network clock's edges."""
         total = self.in_bits * self.in_beats
         beat = Signal(self.in_bits)
         have = Signal(range(self.in_bits + 1))  # bits of the beat filled
         sent = Signal(range(total + 1))  # bits of the image taken
         byte, left = Signal(8), Signal(range(9))  # the current byte's bits not yet taken
-        index = Signal(range(max(2, self.image_bytes + 1)))
         in_valid, in_ready = Signal(), Signal()
-        m.d.comb += [read.addr.eq(Cat(index[:len(read.addr) - 1], rslot)), in_valid.eq(have == self.in_bits)]
-        with m.FSM(name="streamer"):
+        done, empty = Signal(), Signal(init=1)
+        return beat, have, sent, byte, left, in_valid, in_ready, total, done, empty
+
+    @contextlib.contextmanager
+    def _shift(self, m, bits, domain, next_byte):
+        """The body of a streamer's ``shift`` state: a bit a cycle from ``byte`` into the beat, the
+        beat offered when full, state ``next_byte`` when the byte runs out; the body of the
+        ``with`` runs when the image's last beat is taken. The bits of the last byte beyond the
+        image are dropped."""
+        beat, have, sent, byte, left, in_valid, in_ready, total, done, empty = bits
+        d = m.d[domain]
+        with m.If(in_valid):
+            with m.If(in_ready):
+                d += [have.eq(0), in_valid.eq(0)]
+                with m.If(done):
+                    yield
+        with m.Elif(empty):
+            m.next = next_byte
+        with m.Else():
+            d += [beat.eq(Cat(beat[1:], byte[0])), byte.eq(byte >> 1), left.eq(left - 1), have.eq(have + 1),
+                  sent.eq(sent + 1), in_valid.eq(have == self.in_bits - 1), done.eq(sent == total - 1),
+                  empty.eq(left == 1)]
+
+    def _feeder(self, m, read, full, slot_seq, rslot, seqs, to_net):
+        """Crossing: the stored images' bytes into the ``to_net`` FIFO, each image's sequence
+        number queued as it starts; its slot is free once its last byte is in the FIFO."""
+        index = Signal(range(max(2, self.image_bytes)))
+        m.d.comb += [read.addr.eq(Cat(index[:len(read.addr) - 1], rslot)), to_net.w_data.eq(read.data)]
+        with m.FSM(name="feeder"):
             with m.State("idle"):
                 with m.If(full[rslot] & seqs.w_rdy):
                     m.d.comb += [seqs.w_en.eq(1), seqs.w_data.eq(slot_seq[rslot])]
-                    m.d.sync += [index.eq(0), sent.eq(0), have.eq(0), left.eq(0)]
+                    m.d.sync += index.eq(0)
                     m.next = "address"
             with m.State("address"):  # the memory answers in the next cycle
-                m.next = "load"
-            with m.State("load"):
-                m.d.sync += [byte.eq(read.data), left.eq(8), index.eq(index + 1)]
-                m.next = "shift"
-            with m.State("shift"):
-                with m.If(in_valid):
-                    with m.If(in_ready):
-                        m.d.sync += have.eq(0)
-                        with m.If(sent == total):
-                            m.d.sync += [full[rslot].eq(0), rslot.eq(~rslot)]
-                            m.next = "idle"
-                with m.Elif(left == 0):
+                m.next = "push"
+            with m.State("push"):  # the address holds until the FIFO takes the byte
+                with m.If(to_net.w_rdy):
+                    m.d.comb += to_net.w_en.eq(1)
+                    m.d.sync += index.eq(index + 1)
                     m.next = "address"
-                with m.Else():
-                    m.d.sync += [beat.eq(Cat(beat[1:], byte[0])),
-                                 byte.eq(byte >> 1), left.eq(left - 1), have.eq(have + 1), sent.eq(sent + 1)]
-        return in_valid, in_ready, sent == total, beat
+                    with m.If(index == self.image_bytes - 1):
+                        m.d.sync += [full[rslot].eq(0), rslot.eq(~rslot)]
+                        m.next = "idle"
 
-    def _results(self, m):
+    def _fifo_streamer(self, m, to_net, *, domain):
+        """Crossing: bytes from the ``to_net`` FIFO out as the network's input beats. Each image
+        takes exactly :attr:`image_bytes` bytes, so the byte count alone marks where images end."""
+        bits = self._beat_bits(m)
+        beat, have, sent, byte, left, in_valid, in_ready, total, done, empty = bits
+        with m.FSM(name="streamer", domain=domain):
+            with m.State("load"):
+                with m.If(to_net.r_rdy):
+                    m.d.comb += to_net.r_en.eq(1)
+                    m.d[domain] += [byte.eq(to_net.r_data), left.eq(8), empty.eq(0)]
+                    m.next = "shift"
+            with m.State("shift"):
+                with self._shift(m, bits, domain, "load"):
+                    m.d[domain] += [sent.eq(0), done.eq(0)]
+                    m.next = "load"
+        return in_valid, in_ready, done, beat
+
+    def _results(self, m, domain="sync"):
         """The network's result beats into one register, the first beat lowest."""
+        d = m.d[domain]
         result = Signal(self.out_bits * self.out_beats)
         result_full = Signal()
         count = Signal(range(max(2, self.out_beats)))
@@ -288,12 +410,47 @@ class LinkCore(wiring.Component):
         m.d.comb += out_ready.eq(~result_full)
         with m.If(out_valid & out_ready):
             if self.out_beats == 1:
-                m.d.sync += [result.eq(out_data[:self.out_bits]), result_full.eq(1)]
+                d += [result.eq(out_data[:self.out_bits]), result_full.eq(1)]
             else:
-                m.d.sync += [result.eq(Cat(result[self.out_bits:], out_data[:self.out_bits])), count.eq(count + 1)]
+                d += [result.eq(Cat(result[self.out_bits:], out_data[:self.out_bits])), count.eq(count + 1)]
                 with m.If(count == self.out_beats - 1):
-                    m.d.sync += [count.eq(0), result_full.eq(1)]
+                    d += [count.eq(0), result_full.eq(1)]
         return result, result_full, out_valid, out_ready, out_data
+
+    def _result_bytes_out(self, m, result, result_full, to_link, *, domain):
+        """Crossing: a full result register into the ``to_link`` FIFO, lowest byte first, then
+        free for the next result."""
+        count = Signal(range(max(2, self.result_bytes)))
+        m.d.comb += to_link.w_data.eq(result[:8])
+        with m.If(result_full & to_link.w_rdy):
+            m.d.comb += to_link.w_en.eq(1)
+            m.d[domain] += [result.eq(result >> 8), count.eq(count + 1)]
+            with m.If(count == self.result_bytes - 1):
+                m.d[domain] += [count.eq(0), result_full.eq(0)]
+
+    def _result_bytes_in(self, m, to_link):
+        """Crossing: :attr:`result_bytes` bytes from the ``to_link`` FIFO into the register the
+        sender sends, the first byte lowest; (register, full)."""
+        result = Signal(8 * self.result_bytes)
+        result_full = Signal()
+        count = Signal(range(max(2, self.result_bytes)))
+        with m.If(~result_full & to_link.r_rdy):
+            m.d.comb += to_link.r_en.eq(1)
+            m.d.sync += [result.eq(Cat(result[8:], to_link.r_data)), count.eq(count + 1)]
+            with m.If(count == self.result_bytes - 1):
+                m.d.sync += [count.eq(0), result_full.eq(1)]
+        return result, result_full
+
+    def _network_domain(self, m):
+        """Crossing: the ``network`` domain, clocked by ``net_clk``. Its reset is asserted at once
+        and released in step with ``net_clk``; its source is a register of the link's domain, so
+        that a glitch of the link's reset logic cannot reach it."""
+        m.domains.network = ClockDomain("network", local=True)
+        link_reset = Signal(init=1)
+        m.d.sync += link_reset.eq(0)  # 1 from the link's reset until the cycle after it ends
+        m.d.comb += ClockSignal("network").eq(self.net_clk)
+        m.submodules.network_reset = ResetSynchronizer(link_reset | self.net_hold, domain="network")
+        return "network"
 
     def _sender(self, m, tx, ctl, seqs, result, result_full):
         """Frames out: a waiting control answer first, else the next result."""

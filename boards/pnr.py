@@ -18,6 +18,7 @@ import importlib.metadata
 import json
 import math
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -32,6 +33,7 @@ from lowbit.core.errors import LowbitError
 from lowbit.core.files import atomic_write_text, ensure_writable_dir
 from lowbit.core.status import Status
 
+from . import bram_outreg
 from .synth import YOSYS_STAGE, default_cache_dir
 
 __all__ = ["PlacedResult", "place_and_route", "tool_versions", "CACHE"]
@@ -173,7 +175,7 @@ def _load_entry(path, key, board, suffix):
                    suffix)
 
 
-def place_and_route(design, board, *, cache_dir=None, seed=1):
+def place_and_route(design, board, *, cache_dir=None, seed=1, timing_allow_fail=False):
     """Synthesize, place, route and pack ``design`` for ``board``.
 
     Parameters
@@ -187,6 +189,9 @@ def place_and_route(design, board, *, cache_dir=None, seed=1):
         :func:`lowbit.boards.synth.default_cache_dir`.
     seed : int
         nextpnr's placer seed (part of the cache key).
+    timing_allow_fail : bool
+        Finish a design that misses a clock's constraint (nextpnr fails it otherwise), so that
+        the caller can compare the fmax reached with the clock itself.
 
     Returns
     -------
@@ -216,11 +221,14 @@ def place_and_route(design, board, *, cache_dir=None, seed=1):
         env[name.upper().replace("-", "_")] = _tool_argv(dist, name)
 
     platform = board.platform_class()()
-    nextpnr_opts = f"--report report.json --seed {int(seed)}"
+    nextpnr_opts = f"--report report.json --seed {int(seed)}" + (" --timing-allow-fail" if timing_allow_fail else "")
     plan = platform.prepare(design, name="top", nextpnr_opts=nextpnr_opts, verbose=False)
+    # ECP5 block RAMs take in the registers right after their outputs (lowbit.boards.bram_outreg):
+    # nextpnr runs behind a step that rewrites its netlist.
+    rewrite = f"bram_outreg {bram_outreg.VERSION}" if family == "ecp5" else ""
 
     h = hashlib.sha256()
-    for part in [str(_CACHE_FORMAT), board.name, nextpnr_opts,
+    for part in [str(_CACHE_FORMAT), board.name, nextpnr_opts, rewrite,
                  json.dumps(versions, sort_keys=True)]:
         data = part.encode()
         h.update(len(data).to_bytes(8, "little") + data)
@@ -237,11 +245,18 @@ def place_and_route(design, board, *, cache_dir=None, seed=1):
 
     def build(tmp):
         plan.extract(tmp)
+        run_env = env
+        if rewrite:
+            step = tmp / "nextpnr-rewritten"
+            step.write_text(f"#!/bin/sh\nexec {shlex.quote(sys.executable)} -m lowbit.boards.bram_outreg "
+                            f"{shlex.quote(env['NEXTPNR_ECP5'])} \"$@\"\n")
+            step.chmod(0o755)
+            run_env = {**env, "NEXTPNR_ECP5": str(step)}
         start = time.monotonic()
         # Amaranth's build script logs Yosys into top.rpt and nextpnr into top.tim.
         with Status(f"place and route ({board.name})", logs=[(tmp / "top.rpt", YOSYS_STAGE),
                                                              (tmp / "top.tim", NEXTPNR_STAGE)]):
-            proc = children.run(["sh", f"{plan.script}.sh"], cwd=tmp, env=env,
+            proc = children.run(["sh", f"{plan.script}.sh"], cwd=tmp, env=run_env,
                                 stdin=subprocess.DEVNULL, capture_output=True, text=True,
                                 errors="replace")
         seconds = time.monotonic() - start

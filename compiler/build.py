@@ -144,7 +144,8 @@ def _check_layers(entries, path, what):
         where = f"{path}[{k}]"
         try:
             _LAYER.validate(entry, where)
-            Record(engine_kind(entry["op"]).entry_fields).validate(entry, where)
+            kind = engine_kind(entry["op"])
+            Record(kind.entry_fields, kind.entry_defaults).validate(entry, where)
         except SchemaError as e:
             raise LowbitError(f"{what}: field {e.path} {e.problem}", _FIX) from None
         yield entry

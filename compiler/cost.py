@@ -28,6 +28,7 @@ class EngineCost:
     # The kind's own fields of its manifest entries, checked when a manifest is read
     # (lowbit.core.schema: name -> schema).
     entry_fields = {}
+    entry_defaults = {}  # values of entry fields that older builds do not have
     foldable = False  # carries a PE x SIMD folding (see lowbit.compiler.graph.Op)
     priced_by_structure = False  # all structure, no fitted coefficient (the lone ROM)
 

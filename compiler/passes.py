@@ -1,4 +1,4 @@
-"""Graph-to-graph passes after folding: memory styles and identity removal.
+"""Graph-to-graph passes after folding: memory styles, pipelining and identity removal.
 
 Each pass returns a new, checked graph and never mutates its input. (Streamlining, the lowering of
 convolutions and tiled compute-once happen in the export, ``lowbit.model.export``; foldings in
@@ -10,7 +10,7 @@ from lowbit.core.formats import weight_format
 from .graph import map_nodes
 from .ops.matmul import MatMul
 
-__all__ = ["choose_memories", "remove_identities", "LUT_ROM_MAX_BITS", "CONST_MAX_BITS"]
+__all__ = ["choose_memories", "remove_identities", "set_pipeline", "LUT_ROM_MAX_BITS", "CONST_MAX_BITS"]
 
 # A ROM this small costs less as LUTs than a block RAM (an xc7 RAMB18 holds 18 Kbit; Yosys's own
 # rule maps small ROMs to logic too).
@@ -42,3 +42,11 @@ def remove_identities(graph):
     def keep(n):
         return None if n.identity else n
     return graph.replace_nodes(map_nodes(graph.nodes, keep)).check()
+
+
+def set_pipeline(graph, levels):
+    """Every MatMul's engine registers its lane's tree every ``levels`` counter levels (0: none;
+    see :class:`lowbit.hw.mvau.MatrixVectorUnit`)."""
+    def pipelined(n):
+        return n.with_pipeline(levels) if isinstance(n, MatMul) else n
+    return graph.replace_nodes(map_nodes(graph.nodes, pipelined)).check()

@@ -133,12 +133,29 @@ def _counter(m, bits, name):
             for k, col in enumerate(cols[:len(bits).bit_length()])]
 
 
-def _compress(m, columns, width, name, first_group=6):
-    """Sum of a bit matrix modulo ``2**width``; ``columns[i]`` holds the bits of weight ``2**i``."""
+def _register_columns(pipe, columns, name):
+    """Every bit of the matrix through one register of ``pipe``, column by column."""
+    out = []
+    for i, col in enumerate(columns):
+        if not col:
+            out.append([])
+            continue
+        reg = pipe.register(Cat(*col), f"{name}_w{i}")
+        out.append([reg[k] for k in range(len(col))])
+    return out
+
+
+def _compress(m, columns, width, name, first_group=6, pipe=None):
+    """Sum of a bit matrix modulo ``2**width``; ``columns[i]`` holds the bits of weight ``2**i``.
+
+    With a ``pipe`` (:class:`lowbit.hw.pipe.Pipe`), the bits pass a register every
+    ``pipe.every`` counter levels, and the last two rows pass one before the final adder.
+    """
     columns = [list(col) for col in columns[:width]]
     columns += [[] for _ in range(width - len(columns))]
     group = first_group
     level = 0
+    stages = 0
     while max(len(col) for col in columns) > 2:
         out = [[] for _ in range(width)]
         used_wide = False
@@ -166,13 +183,23 @@ def _compress(m, columns, width, name, first_group=6):
         columns = out
         group = 6
         level += 1
+        if pipe is not None and level % pipe.every == 0:
+            columns = _register_columns(pipe, columns, f"{name}_s{stages}")
+            stages += 1
+    if pipe is not None and (level == 0 or level % pipe.every):
+        # The carry-propagate adder starts from registers: with the accumulator's adder after it,
+        # two carry chains and no counter level are between this stage and the next.
+        columns = _register_columns(pipe, columns, f"{name}_s{stages}")
+        stages += 1
+    if pipe is not None:
+        pipe.mark(stages)
     rows = []
     for r in range(2):
         rows.append(Cat(*(col[r] if len(col) > r else Const(0, 1) for col in columns)))
     return (rows[0] + rows[1])[:width]
 
 
-def popcount(m, value, *, inputs_per_bit=1, name="popcount"):
+def popcount(m, value, *, inputs_per_bit=1, name="popcount", pipe=None):
     """Number of ones in ``value``, as a compressor tree of 6:3 counters.
 
     Parameters
@@ -187,6 +214,9 @@ def popcount(m, value, *, inputs_per_bit=1, name="popcount"):
         functions of six signals and so still fit one LUT6 each.
     name : str
         Prefix of the counters' signal names.
+    pipe : Pipe, optional
+        Registers the tree's bits every ``pipe.every`` levels (see :mod:`lowbit.hw.pipe`); the
+        count then comes ``pipe.stages`` cycles after ``value``.
 
     Returns
     -------
@@ -214,10 +244,10 @@ def popcount(m, value, *, inputs_per_bit=1, name="popcount"):
         # whole expression in the output, n times over.
         value = _wire(m, value, f"{name}_bits", n)
     return _compress(m, [[value[i] for i in range(n)]], width, name,
-                     first_group=max(2, 6 // inputs_per_bit))
+                     first_group=max(2, 6 // inputs_per_bit), pipe=pipe)
 
 
-def xnor_popcount(m, a, b, *, name="xnor_popcount"):
+def xnor_popcount(m, a, b, *, name="xnor_popcount", pipe=None):
     """``popcount(m, ~(a ^ b))``, with the XNORs folded into the first counter level.
 
     For ±1 vectors encoded as bits (1 = +1): ``dot(a, b) = 2 * xnor_popcount(m, a, b) - n``.
@@ -234,7 +264,7 @@ def xnor_popcount(m, a, b, *, name="xnor_popcount"):
     b = _cast_value("B", b)
     if len(a) != len(b):
         raise ValueError(f"Operands must have the same width, not {len(a)} and {len(b)}")
-    return popcount(m, ~(a.as_unsigned() ^ b.as_unsigned()), inputs_per_bit=2, name=name)
+    return popcount(m, ~(a.as_unsigned() ^ b.as_unsigned()), inputs_per_bit=2, name=name, pipe=pipe)
 
 
 def _balanced_sum(terms):
@@ -278,7 +308,7 @@ def _shape_of_range(lo, hi):
     return signed(max(hi.bit_length(), (-lo - 1).bit_length()) + 1)
 
 
-def _sum_matrix(m, columns, constant, shape, name, inputs_per_bit):
+def _sum_matrix(m, columns, constant, shape, name, inputs_per_bit, pipe=None):
     """``sum of columns[i] bits * 2**i + constant`` in ``shape``; the true sum must fit it."""
     width = shape.width
     columns = [list(col) for col in columns[:width]] + [[] for _ in range(width - len(columns))]
@@ -288,10 +318,11 @@ def _sum_matrix(m, columns, constant, shape, name, inputs_per_bit):
             columns[i].append(Const(1, 1))
     if max(len(col) for col in columns) <= 1:
         return _fit(Cat(*(col[0] if col else Const(0, 1) for col in columns)), shape)
-    return _fit(_compress(m, columns, width, name, first_group=max(2, 6 // inputs_per_bit)), shape)
+    return _fit(_compress(m, columns, width, name, first_group=max(2, 6 // inputs_per_bit), pipe=pipe),
+                shape)
 
 
-def add_tree(m, terms, *, constant=0, inputs_per_bit=1, name="add_tree"):
+def add_tree(m, terms, *, constant=0, inputs_per_bit=1, name="add_tree", pipe=None):
     """Sum of signed or unsigned values by column compression; it never overflows.
 
     A signed term ``t`` of width ``w`` is ``-2**(w-1) * t[w-1] + t[:w-1]``. Writing
@@ -312,6 +343,8 @@ def add_tree(m, terms, *, constant=0, inputs_per_bit=1, name="add_tree"):
         How many signals each bit of the terms is a function of, as in :func:`popcount`.
     name : str
         Prefix of the counters' signal names.
+    pipe : Pipe, optional
+        Register stages in the tree, as in :func:`popcount`.
 
     Returns
     -------
@@ -347,10 +380,10 @@ def add_tree(m, terms, *, constant=0, inputs_per_bit=1, name="add_tree"):
             constant -= 1 << (w - 1)
         else:
             columns[w - 1].append(term[w - 1])
-    return _sum_matrix(m, columns, constant, shape, name, inputs_per_bit)
+    return _sum_matrix(m, columns, constant, shape, name, inputs_per_bit, pipe)
 
 
-def bit_sum(m, bits, *, constant=0, inputs_per_bit=1, name="bit_sum"):
+def bit_sum(m, bits, *, constant=0, inputs_per_bit=1, name="bit_sum", pipe=None):
     """``constant + sum of bit * 2**column`` over ``(column, bit)`` pairs, by column compression.
 
     The building block for sums whose terms are known bit by bit, such as products with
@@ -365,7 +398,7 @@ def bit_sum(m, bits, *, constant=0, inputs_per_bit=1, name="bit_sum"):
         Column (a non-negative integer) and a 1-bit value.
     constant : int
         Added to the sum.
-    inputs_per_bit, name
+    inputs_per_bit, name, pipe
         As in :func:`add_tree`.
 
     Returns
@@ -403,7 +436,7 @@ def bit_sum(m, bits, *, constant=0, inputs_per_bit=1, name="bit_sum"):
     for column, bit in checked:
         if column < shape.width:
             columns[column].append(bit)
-    return _sum_matrix(m, columns, constant, shape, name, inputs_per_bit)
+    return _sum_matrix(m, columns, constant, shape, name, inputs_per_bit, pipe)
 
 
 def _check_constant(constant):

@@ -27,8 +27,10 @@ from lowbit.core.formats import weight_format
 
 from .compressor import (add_behavioural, add_tree, bit_sum, popcount, popcount_behavioural,
                          xnor_popcount)
+from .pipe import Pipe
+from .unused import unelaborated
 
-__all__ = ["Lane", "LevelTableLane", "lane_for", "signed_digits", "lane_counters"]
+__all__ = ["Lane", "LevelTableLane", "lane_for", "signed_digits", "lane_counters", "lane_stages"]
 
 
 def _element(x_bits, kind):
@@ -65,7 +67,7 @@ def signed_digits(c):
     return digits
 
 
-def _negated_sum(m, magnitudes, negate, name, inputs_per_bit=2):
+def _negated_sum(m, magnitudes, negate, name, inputs_per_bit=2, pipe=None):
     """``sum_s (-magnitudes[s] if negate[s] else magnitudes[s])`` with no negation per term.
 
     For a k-bit unsigned v, ``-v = ~v + 1 - 2**k``, so ``+-v = (v ^ s) + s * (1 - 2**k)`` with
@@ -73,7 +75,13 @@ def _negated_sum(m, magnitudes, negate, name, inputs_per_bit=2):
     all terms add up to ``(1 - 2**k) * P`` with P the number of negated terms, one popcount. For
     a signed v, sign-extended by one bit so that ``-v`` fits: ``+-v = (v ^ s) + s`` and the
     correction is P. ``-(P << k)`` is ``(~P << k)`` less a constant, so no adder is spent on it.
+
+    With a ``pipe`` the corrections join the one compressor tree bit by bit instead of through a
+    popcount of their own (``s * (1 - 2**k) = s + ~s * 2**k - 2**k``), so that the tree's register
+    stages see every operand at once.
     """
+    if pipe is not None:
+        return _negated_bits(m, magnitudes, negate, name, inputs_per_bit, pipe)
     terms, corrections, constant = [], {}, 0
     for v, s in zip(magnitudes, negate):
         if v.shape().signed:
@@ -135,16 +143,16 @@ class Lane:
         return [self.product(w_chunk[s * wb:(s + 1) * wb], _element(x_chunk[s * xb:(s + 1) * xb], self.in_kind))
                 for s in range(simd)]
 
-    def partial(self, m, w_chunk, x_chunk, simd, name):
+    def partial(self, m, w_chunk, x_chunk, simd, name, pipe=None):
         """Partial dot product of one chunk, ``sum_s w[s] * x[s]`` (in the lane's domain), summed by a
         compressor tree whose counters are added to ``m``."""
-        return add_tree(m, self.products(w_chunk, x_chunk, simd), name=name)
+        return add_tree(m, self.products(w_chunk, x_chunk, simd), name=name, pipe=pipe)
 
     def partial_behavioural(self, m, w_chunk, x_chunk, simd, name):
         """The same partial sum as :meth:`partial`, as a balanced tree of plain ``+``."""
         return add_behavioural(self.products(w_chunk, x_chunk, simd))
 
-    def partial_const(self, m, weights, x_chunk, name):
+    def partial_const(self, m, weights, x_chunk, name, pipe=None):
         """A whole row's dot product (in the lane's domain) with constant integer ``weights``.
 
         Every product ``w * x`` is written as bits of x placed at the signed digits of w (times
@@ -171,7 +179,7 @@ class Lane:
         if constant % self.scale or any(p < shift for p, _ in bits):
             raise RuntimeError(f"Lane {self.kind!r} has no exact domain for constant weights")
         return bit_sum(m, [(p - shift, bit) for p, bit in bits], constant=constant // self.scale,
-                       name=name)
+                       name=name, pipe=pipe)
 
 
 class XnorLane(Lane):
@@ -186,8 +194,8 @@ class XnorLane(Lane):
     def offset(self, mw):
         return -mw
 
-    def partial(self, m, w_chunk, x_chunk, simd, name):
-        return xnor_popcount(m, w_chunk, x_chunk, name=name)
+    def partial(self, m, w_chunk, x_chunk, simd, name, pipe=None):
+        return xnor_popcount(m, w_chunk, x_chunk, name=name, pipe=pipe)
 
     def partial_behavioural(self, m, w_chunk, x_chunk, simd, name):
         return popcount_behavioural(~(w_chunk ^ x_chunk))
@@ -209,19 +217,48 @@ class AddSubLane(Lane):
     def product(self, w_bits, x):
         return Mux(w_bits[0], x, -x)
 
-    def partial(self, m, w_chunk, x_chunk, simd, name):
+    def partial(self, m, w_chunk, x_chunk, simd, name, pipe=None):
         xb = self.in_bits
         inputs = [_element(x_chunk[s * xb:(s + 1) * xb], self.in_kind) for s in range(simd)]
-        return _negated_sum(m, inputs, [~w_chunk[s] for s in range(simd)], name)
+        return _negated_sum(m, inputs, [~w_chunk[s] for s in range(simd)], name, pipe=pipe)
 
 
-def _masked_bipolar_dot(m, agree, mask, name):
+def _negated_bits(m, magnitudes, negate, name, inputs_per_bit, pipe):
+    """:func:`_negated_sum` as one matrix of bits, summed by one (pipelined) compressor tree."""
+    bits, constant = [], 0
+    for v, s in zip(magnitudes, negate):
+        if v.shape().signed:
+            k = len(v) + 1
+            flipped = Cat(*(v[min(i, len(v) - 1)] for i in range(k))) ^ s.replicate(k)
+            bits += [(i, flipped[i]) for i in range(k - 1)] + [(k - 1, ~flipped[k - 1]), (0, s)]
+            constant -= 1 << (k - 1)
+        else:
+            k = len(v)
+            flipped = v ^ s.replicate(k)
+            bits += [(i, flipped[i]) for i in range(k)] + [(0, s), (k, ~s)]
+            constant -= 1 << k
+    return bit_sum(m, bits, constant=constant, inputs_per_bit=inputs_per_bit, name=name, pipe=pipe)
+
+
+def _masked_bipolar_dot(m, agree, mask, name, pipe=None, agree_inputs=2):
     """``sum over set mask bits of (+1 if agree else -1)`` = ``2 * popcount(agree & mask) - popcount(mask)``.
 
     With constant weights the mask is constant, so the second popcount folds away and the lane is
     one popcount over the nonzero weights' inputs.
     """
-    return 2 * popcount(m, agree & mask, name=f"{name}_agree") - popcount(m, mask, name=f"{name}_mask")
+    # Pipelined, the first counter level takes as many bits as fit a LUT6 with the signals each
+    # bit of ``agree & mask`` is made of (``agree_inputs`` and the mask): the stage between two
+    # registers stays a LUT level deep.
+    if pipe is None:
+        return 2 * popcount(m, agree & mask, name=f"{name}_agree") - popcount(m, mask, name=f"{name}_mask")
+    agreeing = popcount(m, agree & mask, inputs_per_bit=agree_inputs + 1, name=f"{name}_agree", pipe=pipe)
+    late = pipe.last
+    masked = popcount(m, mask, name=f"{name}_mask", pipe=pipe)
+    if len(mask) == 1:
+        late = pipe.last  # no tree either way
+    masked = pipe.delay(masked, late - pipe.last, f"{name}_mask_wait")
+    agreeing = pipe.delay(agreeing, pipe.last - late, f"{name}_agree_wait")
+    return 2 * agreeing - masked
 
 
 class AndLane(Lane):
@@ -232,11 +269,11 @@ class AndLane(Lane):
     def product(self, w_bits, x):
         return Mux(w_bits[0], x, 0)
 
-    def partial(self, m, w_chunk, x_chunk, simd, name):
+    def partial(self, m, w_chunk, x_chunk, simd, name, pipe=None):
         if self.in_kind != "bipolar":
-            return super().partial(m, w_chunk, x_chunk, simd, name)
+            return super().partial(m, w_chunk, x_chunk, simd, name, pipe)
         # x = +1 agrees with every selected weight; x = -1 disagrees.
-        return _masked_bipolar_dot(m, x_chunk, w_chunk, name)
+        return _masked_bipolar_dot(m, x_chunk, w_chunk, name, pipe, agree_inputs=1)
 
 
 class TernaryLane(Lane):
@@ -247,7 +284,7 @@ class TernaryLane(Lane):
     def product(self, w_bits, x):
         return Mux(w_bits[1], -x, Mux(w_bits[0], x, 0))
 
-    def partial(self, m, w_chunk, x_chunk, simd, name):
+    def partial(self, m, w_chunk, x_chunk, simd, name, pipe=None):
         if self.in_kind != "bipolar":
             # Integer inputs: the input masked by the nonzero bit, XORed with the sign bit (set
             # only for -1), and one popcount of the signs for the negations' +1s.
@@ -257,12 +294,12 @@ class TernaryLane(Lane):
                 x = _element(x_chunk[s * xb:(s + 1) * xb], self.in_kind)
                 bits = x.as_unsigned() & w_chunk[2 * s].replicate(len(x))
                 masked.append(bits.as_signed() if x.shape().signed else bits)
-            return _negated_sum(m, masked, [w_chunk[2 * s + 1] for s in range(simd)], name)
+            return _negated_sum(m, masked, [w_chunk[2 * s + 1] for s in range(simd)], name, pipe=pipe)
         # Bipolar inputs: a nonzero weight contributes +1 when its sign matches the input, else -1,
         # so the lane is a popcount of XNOR(input, weight sign) over the nonzero weights.
         nonzero = Cat(*(w_chunk[2 * s] for s in range(simd)))
         positive = Cat(*(~w_chunk[2 * s + 1] for s in range(simd)))
-        return _masked_bipolar_dot(m, ~(x_chunk ^ positive), nonzero, name)
+        return _masked_bipolar_dot(m, ~(x_chunk ^ positive), nonzero, name, pipe)
 
 
 class ShiftLane(Lane):
@@ -285,7 +322,7 @@ class ShiftLane(Lane):
         shifted = self.magnitude(w_bits, x)
         return Mux(w_bits[0], -shifted, shifted)
 
-    def partial(self, m, w_chunk, x_chunk, simd, name):
+    def partial(self, m, w_chunk, x_chunk, simd, name, pipe=None):
         # The sign bit XORs the shifted input; the negations' +1s are one popcount of the signs.
         wb, xb = self.weight_bits, self.in_bits
         shifted, signs = [], []
@@ -295,7 +332,7 @@ class ShiftLane(Lane):
             magnitude = Value.cast(self.magnitude(w_bits, x))
             shifted.append(magnitude.as_signed() if x.shape().signed else magnitude.as_unsigned())
             signs.append(w_bits[0])
-        return _negated_sum(m, shifted, signs, name)
+        return _negated_sum(m, shifted, signs, name, pipe=pipe)
 
 
 def _times_constant(x, c):
@@ -348,7 +385,7 @@ class LevelTableLane(ShiftLane):
         options += [Const(0, 1)] * (2 ** len(code) - len(options))  # unused codes
         return Array(options)[code]
 
-    def partial(self, m, w_chunk, x_chunk, simd, name):
+    def partial(self, m, w_chunk, x_chunk, simd, name, pipe=None):
         # As ShiftLane, with each element's selected magnitude held in a signal of its own: the
         # negation below takes it apart bit by bit, and must not copy the whole selection per bit.
         # A bipolar input only flips the sign: the magnitude is the constant c_m itself, and the
@@ -370,7 +407,7 @@ class LevelTableLane(ShiftLane):
             held = Signal(magnitude.shape(), name=f"{name}_magnitude{s}")
             m.d.comb += held.eq(magnitude)
             selected.append(held)
-        return _negated_sum(m, selected, signs, name)
+        return _negated_sum(m, selected, signs, name, pipe=pipe)
 
 
 _LANES = {
@@ -414,3 +451,20 @@ def lane_counters(format_name, in_kind, in_bits, simd, constant=False):
     else:
         lane.partial(m, Signal(simd * lane.weight_bits), x, simd, "lane")
     return sum(len(st.lhs) == 1 for st in Fragment.get(m, None).statements.get("comb", []))
+
+
+@functools.lru_cache(maxsize=None)
+def lane_stages(format_name, in_kind, in_bits, simd, every, weights=None):
+    """Register stages that a lane's tree adds when it registers every ``every`` counter levels
+    (:class:`lowbit.hw.pipe.Pipe`): the lane is built into a scratch module, as the unit builds
+    it. ``weights`` (a tuple of levels) builds it for those constant weights (``partial_const``),
+    whose zeros change the tree."""
+    lane = lane_for(format_name, in_kind, in_bits)
+    m = unelaborated(Module())
+    pipe = Pipe(m, every)
+    x = Signal(simd * in_bits)
+    if weights is not None:
+        lane.partial_const(m, np.asarray(weights), x, "lane", pipe=pipe)
+    else:
+        lane.partial(m, Signal(simd * lane.weight_bits), x, simd, "lane", pipe=pipe)
+    return pipe.stages

@@ -7,13 +7,14 @@ dot product with its thresholds (MultiThreshold fused in) or emits the dot produ
 
 import numpy as np
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
-from amaranth.lib import stream, wiring
+from amaranth.lib import fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from lowbit.core.bounds import dot_bounds, signed_bits
 from lowbit.core.formats import weight_format
 
-from .lanes import lane_for
+from .lanes import lane_for, lane_stages
+from .pipe import Pipe, check_pipeline
 from .payload import VectorFormat
 from .rom import ROM
 from .threshold import check_invert, invert_masks, threshold_count
@@ -31,7 +32,7 @@ class MatrixVectorUnit(wiring.Component):
     Timing: ``cycles_per_item = (MH / PE) * (MW / SIMD)``; the next input is accepted on the cycle
     the current one issues its last step, so back-to-back vectors take exactly that many cycles.
     ``latency = cycles_per_item + 2`` from input handshake to output handshake (one cycle of
-    weight read, one of accumulate and compare).
+    weight read, one of accumulate and compare), plus :attr:`pipeline_stages` when pipelined.
 
     Accumulators are sized from the exact range of every row's dot product over all inputs of
     ``in_format`` (see ``lowbit.core.bounds.dot_bounds``), so they cannot overflow.
@@ -75,6 +76,14 @@ class MatrixVectorUnit(wiring.Component):
         unrolled (one step per vector): the lane sees each weight as a Python integer, so a zero
         weight adds no logic, a weight of +-1 adds its input plain or inverted, and the
         negations' corrections gather into one constant (``Lane.partial_const``).
+    pipeline : int
+        0: the lane's tree, the accumulate and the compare of a step take one cycle. ``k >= 1``:
+        a weight ROM's output is registered, the tree registers its bits every k counter levels
+        and before its final adder (:mod:`lowbit.hw.pipe`), and the compare reads the stored
+        accumulator one cycle later. Nothing after the issue stage stalls: a vector is taken only
+        when the output queue (:attr:`output_queue_depth` beats) will have room for it, so no
+        combinational path runs from ``o.ready`` to ``i.ready``, and the stages need no enable.
+        Throughput is unchanged; latency grows by :attr:`pipeline_stages`.
     behavioural : bool
         Sum each chunk's products with a balanced tree of plain ``+`` left to synthesis, instead
         of the lane's compressor tree (and, for ``"const"`` weights, the weights reach the lane
@@ -96,7 +105,8 @@ class MatrixVectorUnit(wiring.Component):
     """
 
     def __init__(self, weights, weight_format_name, in_format, thresholds=None, *, pe=1, simd=1,
-                 copies=1, weight_memory="auto", behavioural=False, out_kind="bipolar", invert=None):
+                 copies=1, weight_memory="auto", behavioural=False, out_kind="bipolar", invert=None,
+                 pipeline=0):
         fmt = weight_format(weight_format_name)
         w = np.asarray(weights)
         if w.ndim != 2 or w.size == 0 or w.dtype.kind not in "iu":
@@ -126,6 +136,10 @@ class MatrixVectorUnit(wiring.Component):
         if not isinstance(behavioural, bool):
             raise TypeError(f"Behavioural must be a bool, not {behavioural!r}")
         self._behavioural = behavioural
+        self._pipeline = check_pipeline(pipeline)
+        if pipeline and behavioural:
+            raise ValueError("Pipeline needs the compressor lanes; the behavioural baseline has no stages")
+        self._tree_stages = None
         self._weights = w.astype(np.int64)
         self._format = fmt
         self._lane = lane_for(fmt.name, in_format.kind, in_format.bits)
@@ -194,10 +208,63 @@ class MatrixVectorUnit(wiring.Component):
         """Cycles between accepted inputs when neither side stalls: ``(R / PE) * (MW / SIMD)``."""
         return self.neuron_folds * self.synapse_folds
 
+    pipeline = property(lambda self: self._pipeline,
+                        doc="Counter levels between the lane tree's registers (0: not pipelined).")
+
+    @property
+    def tree_stages(self):
+        """Registers on the lane's path (the deepest PE row's; the others are padded to it)."""
+        if not self._pipeline:
+            return 0
+        if self._tree_stages is None:
+            lane, fmt = self._lane, self._format.name
+            if self._weight_memory == "const":
+                self._tree_stages = max(
+                    lane_stages(fmt, lane.in_kind, lane.in_bits, self.mw, self._pipeline,
+                                tuple(int(v) for v in row)) for row in self._weights)
+            else:
+                self._tree_stages = lane_stages(fmt, lane.in_kind, lane.in_bits, self.simd, self._pipeline)
+        return self._tree_stages
+
+    @property
+    def input_stages(self):
+        """Registers on the way from the weight ROM to the lane, when pipelined: one on the ROM's
+        address, so that synthesis finds no counter logic to fold into a ROM in LUTs, and one
+        after its output for a ROM in logic, two for one that may be block RAM, whose output
+        is slow (about 6 ns on ECP5): the first register then has nothing to reach but the
+        second, sits by the RAM, and on ECP5 moves into it (:mod:`lowbit.boards.bram_outreg`)."""
+        if not self._pipeline or self._weight_memory == "const" or self.cycles_per_item == 1:
+            return 0
+        return 1 + self._rom_out_stages
+
+    @property
+    def _rom_out_stages(self):
+        return 1 if self._weight_memory == "lut" else 2
+
+    @property
+    def pipeline_stages(self):
+        """Cycles the pipeline adds to the latency: the ROM output registers, the tree's stages,
+        the compare reading the stored accumulator, and the register of its result."""
+        return self.input_slice + self.input_stages + self.tree_stages + 2 if self._pipeline else 0
+
+    @property
+    def input_slice(self):
+        """Whether a pipelined unit holds each vector a cycle in a register of its own before
+        taking it (with two or more cycles per vector; one register cannot keep up with one)."""
+        return bool(self._pipeline) and self.cycles_per_item > 1
+
+    @property
+    def output_queue_depth(self):
+        """Pipelined: output beats the unit can hold. A vector is taken only with room for its
+        beat, and vector j + 1 arrives ``cycles_per_item`` after vector j, while ``latency``
+        cycles pass before a beat leaves: floor(latency / cycles_per_item) beats wait at once,
+        and one more slot keeps the input from ever waiting on the count."""
+        return self.latency // self.cycles_per_item + 1
+
     @property
     def latency(self):
         """Cycles from an input handshake to its output handshake, with the output always ready."""
-        return self.cycles_per_item + 2
+        return self.cycles_per_item + 2 + self.pipeline_stages
 
     @property
     def accumulator_bits(self):
@@ -244,18 +311,29 @@ class MatrixVectorUnit(wiring.Component):
         bits ``w`` (``None``: the row's weights as constants), the accumulator (restarted by
         ``first``, stored when ``en``) and, per copy, the count of the row's thresholds ``t`` (its
         fields, copy by copy) that the new total reaches; without thresholds, the dot product
-        itself. Returns the per-copy values."""
+        itself. Returns the per-copy values.
+
+        Pipelined, the lane's tree registers its bits every cycle, ``first`` and ``en`` are
+        those of the step leaving the tree, and the counts are those of the stored accumulator,
+        one cycle after it was stored (``t`` is then that step's thresholds)."""
         lane, acc_shape = self._lane, signed(self.accumulator_bits)
         acc = Signal(acc_shape, name=f"acc{suffix}")
         total = Signal(acc_shape, name=f"total{suffix}")
+        pipe = Pipe(m, self._pipeline) if self._pipeline else None
         if w is None:
-            partial = lane.partial_const(m, self._weights[p], x, f"lane{suffix}")
+            partial = lane.partial_const(m, self._weights[p], x, f"lane{suffix}", pipe=pipe)
+        elif self._behavioural:
+            partial = lane.partial_behavioural(m, w, x, self.simd, f"lane{suffix}")
         else:
-            build = lane.partial_behavioural if self._behavioural else lane.partial
-            partial = build(m, w, x, self.simd, f"lane{suffix}")
+            partial = lane.partial(m, w, x, self.simd, f"lane{suffix}", pipe=pipe)
+        if pipe is not None:
+            # Rows whose tree is shallower (constant weights with zeros) wait for the deepest.
+            partial = pipe.delay(partial, self.tree_stages - pipe.stages, f"lane{suffix}_pad")
         m.d.comb += total.eq(Mux(first, 0, acc) + partial)
         with m.If(en):
             m.d.sync += acc.eq(total)
+        if pipe is not None:
+            total = acc
         if not self.has_thresholds:
             # One dot product, every copy's output: compute once.
             dot = Signal(signed(self.out_format.bits), name=f"dot{suffix}")
@@ -279,6 +357,7 @@ class MatrixVectorUnit(wiring.Component):
         nf_max, sf_max = self.neuron_folds - 1, self.synapse_folds - 1
         pe, simd, lane = self.pe, self.simd, self._lane
         xw = self.in_format.bits * simd
+        piped = bool(self._pipeline)
 
         # Constant weights reach the lane as integers (one row per PE, fully unrolled), not as a word.
         const_rows = self._weight_memory == "const" and not self._behavioural
@@ -311,18 +390,100 @@ class MatrixVectorUnit(wiring.Component):
         r_valid = Signal()
         r_data = Signal(self.out_format.width)
 
-        # The whole pipeline holds while a finished result cannot be stored.
         advance = Signal()
-        m.d.comb += [
-            advance.eq(~(c_valid & c_last & r_valid & ~self.o.ready)),
-            issue_last.eq(active & (addr == self.cycles_per_item - 1)),
-            self.i.ready.eq(advance & (~active | issue_last)),
-            self.o.valid.eq(r_valid),
-            self.o.payload.eq(r_data),
-        ]
-        for port, address in ((w_port, addr), (t_port, nf)):
+        # The vector the issue stage takes: the input port's, or pipelined the input slice's.
+        in_valid, in_ready, in_payload = self.i.valid, self.i.ready, self.i.payload
+        if piped:
+            in_valid, in_ready, in_payload = Signal(), Signal(), Signal(self.in_format.width)
+        # Pipelined, the step's control follows its data: the accumulator sees it when it leaves
+        # the ROM's output registers and the tree (stage S), the compare one cycle later, and
+        # the output the compare's registered result (stage D = S + 2).
+        control = (c_valid, c_first, c_last_sf, c_last, c_nf)
+        stages = [control]
+        if piped:
+            for k in range(self.pipeline_stages - self.input_slice):
+                regs = [Signal.like(v, name=f"{v.name}_{k + 1}") for v in stages[-1]]
+                m.d.sync += [r.eq(v) for r, v in zip(regs, stages[-1])]
+                stages.append(regs)
+        s_valid, s_first, _, _, s_nf = stages[-3] if piped else control
+        d_valid, _, d_last_sf, d_last, d_nf = stages[-1]
+        if piped:
+            # Nothing after the issue stage ever stalls: the unit takes a vector only when the
+            # output queue will have room for it, counting the vectors taken and not yet given,
+            # so o.ready reaches no register's enable and no combinational path to i.ready.
+            queue_depth = self.output_queue_depth
+            m.submodules.out_queue = queue = fifo.SyncFIFO(width=self.out_format.width, depth=queue_depth)
+            taken, taken_next = Signal(range(queue_depth + 1)), Signal(range(queue_depth + 1))
+            room = Signal(init=1)  # taken < queue_depth, kept in a register
+            m.d.comb += advance.eq(1)
+            take, give = self.i.valid & self.i.ready, self.o.valid & self.o.ready
+            m.d.comb += taken_next.eq(taken + take - give)
+            m.d.sync += [taken.eq(taken_next), room.eq(taken_next < queue_depth)]
+            if self.input_slice:
+                # The vector waits a cycle in a register of its own: the upstream engine's
+                # handshake and this one's issue logic then share no clock period. One register,
+                # loaded while empty, takes a vector every other cycle, enough for two or more
+                # cycles per vector.
+                held, slot = Signal(), Signal(self.in_format.width, reset_less=True)
+                with m.If(~held):
+                    m.d.sync += slot.eq(self.i.payload)
+                m.d.comb += [self.i.ready.eq(room & ~held), in_valid.eq(held), in_payload.eq(slot)]
+                with m.If(take):
+                    m.d.sync += held.eq(1)
+                with m.Elif(in_valid & in_ready):
+                    m.d.sync += held.eq(0)
+            else:
+                m.d.comb += [self.i.ready.eq(in_ready), in_valid.eq(self.i.valid), in_payload.eq(self.i.payload)]
+            # The last step of a vector is known a cycle ahead, so that the input's ready is a
+            # function of registers only.
+            last_next = Signal()
+            with m.If(in_valid & in_ready):
+                m.d.comb += last_next.eq(self.cycles_per_item == 1)
+            with m.Elif(active & ~issue_last):
+                m.d.comb += last_next.eq(addr == self.cycles_per_item - 2)
+            m.d.sync += issue_last.eq(last_next)
+            # Whether the issue stage can take a vector (idle, or on its last step), kept in a
+            # register from the next state of both.
+            free = Signal(init=1)
+            active_next = Mux(in_valid & in_ready, 1, Mux(issue_last, 0, active))
+            m.d.sync += free.eq(~active_next | last_next)
+            m.d.comb += [
+                in_ready.eq((room | self.input_slice) & free),
+                self.o.valid.eq(queue.r_rdy),
+                self.o.payload.eq(queue.r_data),
+                queue.r_en.eq(self.o.ready),
+            ]
+        else:
+            # The whole pipeline holds while a finished result cannot be stored.
+            m.d.comb += [
+                advance.eq(~(c_valid & c_last & r_valid & ~self.o.ready)),
+                issue_last.eq(active & (addr == self.cycles_per_item - 1)),
+                self.i.ready.eq(advance & (~active | issue_last)),
+                self.o.valid.eq(r_valid),
+                self.o.payload.eq(r_data),
+            ]
+        t_address = nf
+        if piped and t_port is not None:
+            # Read early enough to pass the same output registers as the weights on the way to
+            # the compare, so that a block RAM's slow output drives nothing but a register.
+            # Read at stage a (a register already), the word passes the ROM and its output
+            # registers and meets the compare at stage a + 1 + out = S + 1.
+            t_address = stages[self.input_stages + self.tree_stages - self._rom_out_stages][4]
+        w_address = addr
+        if piped and w_port is not None:
+            w_address = _registered(m, addr, "w_address")
+        for port, address in ((w_port, w_address), (t_port, t_address)):
             if port is not None:
                 m.d.comb += [port.addr.eq(address), port.en.eq(advance)]
+        x_lane = x_slice
+        for k in range(self.input_stages):
+            # The weights' ROM address and output registers: the input slice meets the tree
+            # that much later too.
+            x_lane = _registered(m, x_lane, f"x_lane_{k}")
+            if k:
+                w_data = _registered(m, w_data, f"w_data_{k}")
+                if t_port is not None:
+                    t_data = _registered(m, t_data, f"t_data_{k}")
 
         # The PE rows: per copy, each PE's count (or dot product) of the current step.
         groups = [[] for _ in range(self.copies)]
@@ -331,10 +492,12 @@ class MatrixVectorUnit(wiring.Component):
         inverted = invert_masks(by_fold.reshape(-1), self.copies * pe)
         if inverted is not None:
             mask = Signal(self.copies * pe, name="inverted")
-            m.d.comb += mask.eq(Array(inverted)[c_nf])
+            m.d.comb += mask.eq(Array(inverted)[d_nf])
         wbits = simd * lane.weight_bits
         step = Signal()
-        m.d.comb += step.eq(advance & c_valid)
+        # Pipelined, the accumulators run freely: a bubble adds garbage that the next row
+        # group's first step drops, and the compare reads a total the cycle after it is stored.
+        m.d.comb += step.eq(1 if piped else advance & s_valid)
         for p in range(pe):
             w = None if const_rows else w_data[p * wbits:(p + 1) * wbits]
             t = None
@@ -343,21 +506,32 @@ class MatrixVectorUnit(wiring.Component):
                 t = Cat(*(t_data[(i * pe + p) * levels * tw:((i * pe + p) * levels + levels) * tw]
                           for i in range(self.copies)))
             if separate_rows:
-                row = _PERow(self, p, x_slice, w, t, port_thresholds=t_port is not None)
+                row = _PERow(self, p, x_lane, w, t, port_thresholds=t_port is not None)
                 m.submodules[f"pe{p}_row"] = row
-                m.d.comb += [row.x.eq(x_slice), row.w.eq(w), row.first.eq(c_first), row.en.eq(step)]
+                m.d.comb += [row.x.eq(x_lane), row.w.eq(w), row.first.eq(s_first), row.en.eq(step)]
                 if t_port is not None:
                     m.d.comb += row.t.eq(t)
                 outs = row.outputs()
             else:
-                outs = self._row(m, p, x_slice, w, t, c_first, step, str(p))
+                outs = self._row(m, p, x_lane, w, t, s_first, step, str(p))
+            if piped:
+                # The compare's carry chain ends in a register, not in the output's multiplexers.
+                outs = [_registered(m, out, f"out{i}_{p}") for i, out in enumerate(outs)]
             for i, out in enumerate(outs):
                 if inverted is not None:
                     out = out ^ mask[i * pe + p].replicate(len(out))
                 groups[i].append(out)
 
-        with m.If(self.o.valid & self.o.ready):
-            m.d.sync += r_valid.eq(0)
+        if piped:
+            beat = Signal(self.out_format.width)
+            m.d.comb += beat.eq(Cat(*out_build))
+            for i, group in enumerate(groups):
+                group = Cat(*group)
+                m.d.comb += beat.word_select(i * self.neuron_folds + d_nf, len(group)).eq(group)
+            m.d.comb += [queue.w_data.eq(beat), queue.w_en.eq(d_valid & d_last)]
+        else:
+            with m.If(self.o.valid & self.o.ready):
+                m.d.sync += r_valid.eq(0)
 
         with m.If(advance):
             m.d.sync += [
@@ -374,21 +548,29 @@ class MatrixVectorUnit(wiring.Component):
                     m.d.sync += [sf.eq(0), nf.eq(Mux(nf == nf_max, 0, nf + 1))]
                 with m.Else():
                     m.d.sync += sf.eq(sf + 1)
-            with m.If(self.i.valid & self.i.ready):
-                m.d.sync += [x_cur.eq(self.i.payload), active.eq(1)]
+            with m.If(in_valid & in_ready):
+                m.d.sync += [x_cur.eq(in_payload), active.eq(1)]
             with m.Elif(issue_last):
                 m.d.sync += active.eq(0)
 
-            with m.If(c_valid & c_last_sf):
+            with m.If(d_valid & d_last_sf):
                 for i, group in enumerate(groups):
                     group = Cat(*group)
-                    m.d.sync += out_build[i].word_select(c_nf, len(group)).eq(group)
-                with m.If(c_last):
-                    m.d.sync += [r_data.eq(Cat(*out_build)), r_valid.eq(1)]
-                    for i, group in enumerate(groups):
-                        group = Cat(*group)
-                        m.d.sync += r_data.word_select(i * self.neuron_folds + c_nf, len(group)).eq(group)
+                    m.d.sync += out_build[i].word_select(d_nf, len(group)).eq(group)
+                if not piped:
+                    with m.If(c_last):
+                        m.d.sync += [r_data.eq(Cat(*out_build)), r_valid.eq(1)]
+                        for i, group in enumerate(groups):
+                            group = Cat(*group)
+                            m.d.sync += r_data.word_select(i * self.neuron_folds + c_nf, len(group)).eq(group)
         return m
+
+
+def _registered(m, value, name):
+    """``value`` one cycle later, in a register without reset (data, whose valid bit has one)."""
+    reg = Signal.like(value, name=name, reset_less=True)
+    m.d.sync += reg.eq(value)
+    return reg
 
 
 class _PERow(wiring.Component):

@@ -121,6 +121,7 @@ def _number(low, high=None, *, what="a number"):
 
 
 _positive = _integer(1)
+_natural = _integer(0)
 _finite = _number(-math.inf, what="a finite number")
 _seed = _integer(0, 2 ** 32 - 1, "a seed")
 _rate = _number(0, what="a finite rate")
@@ -165,7 +166,8 @@ def cmd_compile(args):
     manifest, check = compile_checkpoint(args.checkpoint, args.output, folding=args.folding,
                                          target_cycles=target, board=args.board, max_luts=args.max_luts,
                                          data_root=args.data, force=args.force, dataset=args.dataset,
-                                         input_encoding=args.input_encoding, ports=args.ports)
+                                         input_encoding=args.input_encoding, ports=args.ports,
+                                         pipeline=args.pipeline)
 
     folds = ",".join(foldings(manifest))
     if "reference_disagreements" in check:
@@ -323,15 +325,20 @@ def cmd_estimate(args):
 def cmd_build(args):
     with _parts_bar(args, "synthesis per engine") as progress:
         report = build_for_board(args.build, args.board, args.output, force=args.force, flat=args.flat,
-                                 executor=_executor(args), progress=progress)
+                                 executor=_executor(args), progress=progress, clock_mhz=args.clock,
+                                 allow_slower=args.allow_slower)
+    for warning in report["warnings"]:
+        print(f"lowbit build: warning: {warning}", file=sys.stderr)
     if "placed" in report:
-        pl = report["placed"]
+        pl, ck = report["placed"], report["clock"]
         used = ", ".join(f"{k} {v['used']}/{v['available']}" for k, v in pl["utilization"].items()
                          if v["used"])
-        fmax = min(pl["fmax_mhz"].values())
-        print(f"{report['board']}: {used}; fmax {fmax:.1f} MHz "
+        where = "the board clock" if ck["pll"] is None else "the PLL clock"
+        pll = "" if ck["pll"] is None else (f"; network clock {ck['network_mhz']:g} MHz from the PLL "
+                                            f"(asked {ck['requested_mhz']:g}, oscillator {ck['oscillator_mhz']:g})")
+        print(f"{report['board']}: {used}; fmax {ck['network_fmax_mhz']:.1f} MHz{pll} "
               f"({pl['inferences_per_second_at_fmax']:,.0f} inferences/s at fmax, "
-              f"{pl['inferences_per_second_at_clock']:,.0f} at the board clock); wrote {args.output}/")
+              f"{pl['inferences_per_second_at_clock']:,.0f} at {where}); wrote {args.output}/")
     else:
         sy = report["synth"]
         print(f"{report['board']} (Yosys, out of context): {sy['luts']} LUT, {sy['ffs']} FF, "
@@ -350,7 +357,8 @@ def cmd_run(args):
 
     report = run_board(args.build, port=args.port, sim=args.sim, baud=args.baud, dataset=args.dataset,
                        limit=args.limit, data_root=args.data, divisor=args.divisor, fault_rate=args.faults,
-                       seed=args.seed, window=args.window, progress=not args.quiet and sys.stderr.isatty())
+                       seed=args.seed, window=args.window, progress=not args.quiet and sys.stderr.isatty(),
+                       network_period_ns=args.network_period)
     return _report_json("run", report, board_run_problems(report))
 
 
@@ -562,6 +570,10 @@ def build_parser():
     g.add_argument("--board", help="fastest folding whose estimate fits this board (see 'lowbit estimate')")
     g.add_argument("--max-luts", type=_positive, help="fastest folding within this many estimated xc7 LUTs")
     s.add_argument("--clock", type=_rate, default=100.0, help="clock in MHz for --target-fps (default 100)")
+    s.add_argument("--pipeline", type=_natural, default=0, metavar="LEVELS",
+                   help="register every matrix engine's adder tree every LEVELS counter levels, and its ROM "
+                        "outputs, accumulator and compare: a faster clock at the same cycles per inference, "
+                        "a longer latency (default 0: none)")
     s.add_argument("--data", default=None, help=DATA_HELP + " (to check the IR against PyTorch)")
     s.add_argument("--dataset", choices=["digits", "mnist", "fashion-mnist"], default=None,
                    help="for a .onnx model: the dataset it was trained on (images scaled to [0, 1])")
@@ -608,6 +620,11 @@ def build_parser():
     s.add_argument("-o", "--output", required=True, help="folder to create")
     s.add_argument("--force", action="store_true",
                    help="replace a lowbit folder of another kind (never a folder lowbit did not write)")
+    s.add_argument("--clock", type=_rate, default=None, metavar="MHZ",
+                   help="run the network at this clock from the FPGA's PLL (the nearest it makes), the UART on "
+                        "the oscillator (default: everything on the oscillator)")
+    s.add_argument("--allow-slower", action="store_true",
+                   help="build even if the network's placed fmax is below --clock (a warning, not an error)")
     _add_synthesis_options(s)
     s.set_defaults(func=cmd_build)
 
@@ -633,6 +650,9 @@ def build_parser():
                    help="images in flight, at most the board's window (default: the board's)")
     s.add_argument("--divisor", type=_positive, default=8,
                    help="with --sim: clock cycles per serial bit (default 8; at least 4)")
+    s.add_argument("--network-period", type=_rate, default=None, metavar="NS",
+                   help="with --sim: run the network on its own clock of this period, beside the 10 ns oscillator, "
+                        "as a board with a PLL does (default: one clock)")
     s.add_argument("--faults", type=_fraction, default=0.0,
                    help="with --sim: chance that a frame is damaged on the wire, each way (bit flip, "
                         "dropped byte, or a reset of the board mid-frame)")

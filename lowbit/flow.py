@@ -15,7 +15,7 @@ from lowbit.boards.synth import synthesize
 from lowbit.compiler.build import BUILD_KIND, load_build, write_build
 from lowbit.compiler.codegen import PORT_STYLES
 from lowbit.compiler.folding import apply_folding, most_folded, parse_folding
-from lowbit.compiler.passes import choose_memories, remove_identities
+from lowbit.compiler.passes import choose_memories, remove_identities, set_pipeline
 from lowbit.core.errors import LowbitError
 from lowbit.core.files import claim_output_dir
 from lowbit.hw.payload import VectorFormat
@@ -216,24 +216,28 @@ def fold(graph, *, folding=None, target_cycles=None, board=None, max_luts=None):
 
 
 def compile_graph(graph, out_dir, *, folding=None, target_cycles=None, board=None, max_luts=None,
-                  inputs=(), force=False, ports="axi-stream"):
+                  inputs=(), force=False, ports="axi-stream", pipeline=0):
     """IR graph -> build folder (Verilog, memory files, manifest.json, graph.npz); returns the manifest.
 
     The graph may come from :func:`export_checkpoint` or be built from numpy arrays with the ops
     of :mod:`lowbit.compiler.ir` (a network trained elsewhere); the passes, the folding (as
     :func:`fold`) and the code generation are the same. ``ports`` is the top's port style:
     ``"axi-stream"`` or ``"native"`` (see :data:`lowbit.compiler.codegen.PORT_STYLES`).
+    ``pipeline``: counter levels between the registers of every matrix engine's tree (0: none).
     """
     if ports not in PORT_STYLES:
         raise LowbitError(f"unknown port style {ports!r}", f"use one of {', '.join(PORT_STYLES)}")
     claim_output_dir(out_dir, BUILD_KIND, inputs=inputs, force=force)  # before any work
     graph = remove_identities(graph)
     graph = fold(graph, folding=folding, target_cycles=target_cycles, board=board, max_luts=max_luts)
+    if pipeline:
+        graph = set_pipeline(graph, pipeline)
     return write_build(choose_memories(graph), out_dir, inputs=inputs, force=force, ports=ports)
 
 
 def compile_checkpoint(ckpt, out_dir, *, folding=None, target_cycles=None, board=None, max_luts=None,
-                       data_root=None, force=False, dataset=None, input_encoding=None, ports="axi-stream"):
+                       data_root=None, force=False, dataset=None, input_encoding=None, ports="axi-stream",
+                       pipeline=0):
     """Checkpoint or ``.onnx`` model -> build folder (Verilog, manifest.json, graph.npz). Returns
     the manifest and the check of the IR against PyTorch (or, for ONNX, against qonnx)."""
     inputs = (ckpt, data_root)
@@ -246,7 +250,7 @@ def compile_checkpoint(ckpt, out_dir, *, folding=None, target_cycles=None, board
                               "own dataset and encoding", "drop them")
         graph, check = export_checkpoint(ckpt, data_root)
     return compile_graph(graph, out_dir, folding=folding, target_cycles=target_cycles, board=board,
-                         max_luts=max_luts, inputs=inputs, force=force, ports=ports), check
+                         max_luts=max_luts, inputs=inputs, force=force, ports=ports, pipeline=pipeline), check
 
 
 def _test_vectors(graph, manifest, *, dataset, data_root, inputs, labels, limit):
@@ -347,7 +351,8 @@ def simulate_axi_stream(build_dir, *, dataset=None, limit=None, seed=0, pause=0.
 
 
 def run_board(build_dir, *, port=None, sim=False, baud=115200, dataset=None, limit=None, data_root=None,
-              divisor=8, fault_rate=0.0, seed=0, window=None, progress=True, inputs=None, labels=None):
+              divisor=8, fault_rate=0.0, seed=0, window=None, progress=True, inputs=None, labels=None,
+              network_period_ns=None):
     """Stream the dataset's test split to a board on ``port`` (a device or pyserial URL), or with
     ``sim`` to the build's whole board top in Verilator (``divisor`` cycles per serial bit,
     ``fault_rate`` the chance that a frame is damaged on the wire, each way), over the framed
@@ -356,7 +361,9 @@ def run_board(build_dir, *, port=None, sim=False, baud=115200, dataset=None, lim
     Returns a plain dict: images, mismatches (result words that differ), wrong results accepted
     (images), hardware and IR accuracy, images per second of wall time, the link's events, and
     for ``sim`` the faults injected and detected. ``inputs`` and ``labels`` replace the dataset as
-    in :func:`simulate_build`.
+    in :func:`simulate_build`. With ``sim``, ``network_period_ns`` runs the network on its own
+    clock of that period, across clock-domain crossings as on a board with a PLL
+    (:class:`lowbit.sim.uart_board.SimulatedBoard`).
     """
     from tqdm import tqdm
 
@@ -367,6 +374,8 @@ def run_board(build_dir, *, port=None, sim=False, baud=115200, dataset=None, lim
         raise LowbitError("give a serial port (--port) or --sim, one of them")
     if fault_rate and not sim:
         raise LowbitError("faults are injected only into the simulated board", "add --sim")
+    if network_period_ns is not None and not sim:
+        raise LowbitError("a network clock period is set only in the simulated board", "add --sim")
     if sim:
         from lowbit.boards.link import MIN_DIVISOR
 
@@ -388,7 +397,8 @@ def run_board(build_dir, *, port=None, sim=False, baud=115200, dataset=None, lim
         if progress:
             print("starting the simulated board top (built in Verilator the first time, a minute or so)",
                   file=sys.stderr, flush=True)
-        context = SimulatedBoard(build, divisor=divisor, fault_rate=fault_rate, seed=seed)
+        context = SimulatedBoard(build, divisor=divisor, fault_rate=fault_rate, seed=seed,
+                                 network_period_ns=network_period_ns)
     else:
         context = contextlib.nullcontext()
     with context as board:
@@ -434,7 +444,8 @@ def run_board(build_dir, *, port=None, sim=False, baud=115200, dataset=None, lim
         missed = undetected_faults(simulated["faults"], simulated["board_taken"], record.taken)
         kinds = Counter(f"{f['kind']} {f['direction'].replace('_', ' ')}" for f in simulated["faults"])
         report.update({
-            "divisor": divisor, "fault_rate": fault_rate, "faults_injected": len(simulated["faults"]),
+            "divisor": divisor, "network_period_ns": network_period_ns, "fault_rate": fault_rate,
+            "faults_injected": len(simulated["faults"]),
             "faults_detected": len(simulated["faults"]) - len(missed), "faults_by_kind": dict(sorted(kinds.items())),
             "undetected_faults": missed[:10], "board_resets": simulated["resets"],
             "cycles": simulated["cycles"], "bytes_to_board": simulated["bytes_to_board"],

@@ -20,6 +20,12 @@ Every fault is recorded with the span of the frame it hit, as offsets in the str
 got. The harness logs the span of every image frame the board took as good, and the client
 reports the span of every frame it took: a fault is detected when no frame that its receiver took
 overlaps the frame it damaged (:func:`undetected_faults`).
+
+With a network clock period (``network_period_ns``), the network runs in its own clock domain as
+on a board with a PLL: the harness's ``net_clk`` input, driven by cocotb at that period beside the
+10 ns oscillator, and every byte crosses between the two through the link's asynchronous FIFOs.
+The harness holds the network in reset for the first :data:`LOCK_CYCLES` cycles, as a PLL does
+until it locks.
 """
 
 import tempfile
@@ -35,13 +41,26 @@ BENCH_NAME = "lowbit_uart_bench"
 LINK_NAME = "lowbit_link"
 RING_BITS = 16  # bytes in each direction's ring, as a power of two
 LOG_BITS = 12  # image frames logged between two wake-ups, at most
+OSCILLATOR_NS = 10  # the harness's clock, the board's oscillator
 RESET_CYCLES = 8
+# Oscillator cycles before the simulated PLL "locks": the first images arrive and wait before it does.
+LOCK_CYCLES = 20000
 
 
-def bench_verilog(divisor):
-    """Verilog of the harness module :data:`BENCH_NAME` around :data:`LINK_NAME`."""
+def bench_verilog(divisor, crossing=False):
+    """Verilog of the harness module :data:`BENCH_NAME` around :data:`LINK_NAME`; with
+    ``crossing``, the link's network has the clock input ``net_clk``."""
+    net_port = "\n    input net_clk," if crossing else ""
+    net_hold = f"""
+    reg net_hold = 1;
+    reg [15:0] lock_left = {LOCK_CYCLES};
+    always @(posedge clk) begin
+        if (lock_left != 0) lock_left <= lock_left - 1;
+        net_hold <= lock_left != 0;
+    end""" if crossing else ""
+    net_conn = ", .net_clk(net_clk), .net_hold(net_hold)" if crossing else ""
     return f"""
-module {BENCH_NAME} (
+module {BENCH_NAME} ({net_port}
     input clk,
     input [31:0] h2b_wr,      // bytes Python has put in h2b_mem
     input [31:0] reset_at,    // hold the board in reset before sending this byte...
@@ -64,9 +83,9 @@ module {BENCH_NAME} (
     wire tx, rx_strobe, frame_begin, frame_commit;
     reg [9:0] h_shift = 10'h3ff;
     reg [3:0] h_bits = 0;
-    reg [15:0] h_timer = 0;
+    reg [15:0] h_timer = 0;{net_hold}
     {LINK_NAME} link (.clk(clk), .rst(rst), .rx(h_shift[0]), .tx(tx), .rx_strobe(rx_strobe),
-                      .frame_begin(frame_begin), .frame_commit(frame_commit));
+                      .frame_begin(frame_begin), .frame_commit(frame_commit){net_conn});
 
     // A reset comes between two bytes, once the board's receiver (two synchronizer stages, then
     // the middle of the stop bit) has surely taken the last one.
@@ -169,18 +188,29 @@ class SimulatedBoard:
 
     Use as a context manager; :meth:`finish` (after the client closed its port) returns the
     simulation's record: the faults injected, the image frames the board took, byte counts.
+    ``network_period_ns`` (an even number of picoseconds) gives the network its own clock (see
+    the module docstring); the oscillator's period is :data:`OSCILLATOR_NS`.
     """
 
-    def __init__(self, build, *, divisor=8, fault_rate=0.0, seed=0, verbose=False):
+    def __init__(self, build, *, divisor=8, fault_rate=0.0, seed=0, network_period_ns=None, verbose=False):
         from amaranth.back import verilog as amaranth_verilog
 
         from lowbit.boards.link import LinkCore
 
-        self.link = LinkCore.for_build(build, divisor=divisor)
         if not 0.0 <= fault_rate <= 0.5:
             raise LowbitError(f"the fault rate must be between 0 and 0.5, not {fault_rate}")
+        if network_period_ns is not None:
+            # Clock edges fall on whole simulator steps (1 ps), half a period apart.
+            if isinstance(network_period_ns, bool) or not isinstance(network_period_ns, (int, float)) \
+                    or not 0.1 <= network_period_ns <= 1000 or round(network_period_ns * 1000) % 2 \
+                    or abs(network_period_ns * 1000 - round(network_period_ns * 1000)) > 1e-6:
+                raise LowbitError(f"the network clock period must be an even number of picoseconds between "
+                                  f"0.1 and 1000 ns, not {network_period_ns!r} ns")
+        crossing = network_period_ns is not None
+        self.link = LinkCore.for_build(build, divisor=divisor, crossing=crossing)
+        self.network_period_ns = network_period_ns
         self.verilog = (build.verilog() + amaranth_verilog.convert(self.link, name=LINK_NAME)
-                        + bench_verilog(divisor))
+                        + bench_verilog(divisor, crossing))
         self.fault_rate, self.seed, self.verbose = fault_rate, seed, verbose
         self.url = None
         self._thread, self._outcome, self._tmp = None, {}, None
@@ -192,7 +222,8 @@ class SimulatedBoard:
         port_file = Path(self._tmp.name) / "port"
         job = {"port_file": str(port_file), "divisor": self.link.divisor, "fault_rate": self.fault_rate,
                "seed": self.seed, "image_bytes": self.link.image_bytes, "result_bytes": self.link.result_bytes,
-               "ring_bits": RING_BITS, "log_bits": LOG_BITS, "accept_seconds": 600}
+               "ring_bits": RING_BITS, "log_bits": LOG_BITS, "accept_seconds": 600,
+               "oscillator_ns": OSCILLATOR_NS, "network_period_ns": self.network_period_ns}
 
         def run():
             try:

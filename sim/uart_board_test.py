@@ -79,11 +79,15 @@ class Wire:
 async def uart_board(dut):
     with job_results() as (job, results):
         ring, log_depth = 1 << job["ring_bits"], 1 << job["log_bits"]
-        clock = CycleClock(dut.clk, 10)
+        clock = CycleClock(dut.clk, job["oscillator_ns"])
         dut.h2b_wr.value = 0
         dut.reset_at.value = 0
         dut.reset_req.value = 0
         clock.start()
+        if job["network_period_ns"] is not None:  # the network's own clock, unrelated to the oscillator
+            from cocotb.clock import Clock
+
+            Clock(dut.net_clk, round(job["network_period_ns"] * 1000), unit="ps").start(start_high=False)
         h2b_mem = [dut.h2b_mem[k] for k in range(ring)]
         b2h_mem = [dut.b2h_mem[k] for k in range(ring)]
         log_mem = [dut.log_mem[k] for k in range(log_depth)]

@@ -174,6 +174,52 @@ def test_the_board_top_within_its_window_is_never_busy(slow_cnn_build):
     assert r["link_events"] == {} and r["hw_accuracy"] is None
 
 
+# The network on its own clock, as on a board with a PLL: every byte crosses between the oscillator
+# (10 ns) and the network's clock through the link's asynchronous FIFOs, and the harness holds the
+# network in reset for its first cycles, as a PLL does until it locks.
+
+def test_the_whole_digits_test_set_across_a_faster_network_clock(digits_build):
+    r = run_board(digits_build, sim=True, network_period_ns=7.3, progress=False)
+    assert r["network_period_ns"] == 7.3
+    assert r["images"] == 360 and r["mismatches"] == 0 and r["wrong_results_accepted"] == 0
+    assert r["hw_accuracy"] == r["ir_accuracy"] > 0.8 and r["link_events"] == {}
+    assert r["bytes_to_board"] == 360 * 39 + 7 and r["bytes_to_host"] == 360 * 17 + 17
+
+
+def test_a_network_clock_slower_than_the_oscillator(slow_cnn_build):
+    # Native ports, 100 input beats per image, the network's clock 2.37 times the oscillator's period.
+    build_dir, inputs = slow_cnn_build
+    r = run_board(build_dir, sim=True, inputs=inputs, divisor=4, network_period_ns=23.7, progress=False)
+    assert r["images"] == 40 and r["mismatches"] == 0 and r["link_events"] == {}
+
+
+def test_resets_and_faults_across_the_clock_crossing(digits_build):
+    # A reset of the board top mid-frame must empty both crossings and reset the network with them:
+    # a result of an image from before the reset would come back under a later sequence number.
+    r = run_board(digits_build, sim=True, limit=100, fault_rate=0.3, seed=3, divisor=4, network_period_ns=31.4,
+                  progress=False)
+    assert r["images"] == 100 and r["mismatches"] == 0 and r["wrong_results_accepted"] == 0
+    assert r["faults_by_kind"]["reset to board"] >= 10 and r["board_resets"] == r["faults_by_kind"]["reset to board"]
+    assert r["faults_detected"] == r["faults_injected"] >= 40 and r["hw_accuracy"] == r["ir_accuracy"]
+
+
+def test_the_crossing_link_and_its_bad_parameters(digits_build):
+    from lowbit.boards.link import LinkCore
+    from lowbit.hw.unused import unelaborated
+
+    build = load_build(digits_build)
+    crossing = unelaborated(LinkCore.for_build(build, divisor=8, crossing=True))
+    assert {"net_clk", "net_hold"} <= set(crossing.signature.members) and crossing.crossing
+    assert "net_clk" not in unelaborated(LinkCore.for_build(build, divisor=8)).signature.members
+    with pytest.raises(TypeError, match="Crossing must be a bool, not 'yes'"):
+        LinkCore.for_build(build, divisor=8, crossing="yes")
+    for period in (7.3001, 0.05, 7.301, "7"):
+        with pytest.raises(LowbitError, match="the network clock period must be an even number of picoseconds"):
+            SimulatedBoard(build, network_period_ns=period)
+    with pytest.raises(LowbitError, match="a network clock period is set only in the simulated board"):
+        run_board(digits_build, port="loop://", network_period_ns=7.3, progress=False)
+
+
 def test_a_board_running_another_build_is_refused(digits_build, digits_graph, tmp_path):
     other = tmp_path / "other"
     compile_graph(digits_graph[0], other, target_cycles=32)  # another folding: other Verilog

@@ -13,7 +13,7 @@ from lowbit.hw.network import DataflowTop
 from lowbit.hw.payload import VectorFormat
 from lowbit.sim.amaranth_stream import run_amaranth_stream
 from lowbit.sim.both import run_both
-from hwtest import raises_exactly, unelaborated
+from hwtest import follows_within_a_cycle, raises_exactly, unelaborated
 
 rng = np.random.default_rng(7)
 MH, MW = 8, 12
@@ -124,14 +124,18 @@ def test_bad_weights_inputs_and_thresholds():
                    lambda: MatrixVectorUnit(W, "bipolar", BIP, None, invert=np.ones(MH, bool)))
 
 
-@pytest.mark.parametrize("fmt_name, in_name, levels, pe, simd", [
+# Every lane, with and without thresholds, over foldings from one step to many.
+LANE_CASES = [
     ("bipolar", "bipolar", 1, 1, 1), ("bipolar", "bipolar", None, 2, 3), ("bipolar", "bipolar", 3, 8, 12),
     ("bipolar", "uint3", 1, 4, 4), ("bipolar", "int4", None, 2, 6),
     ("binary01", "bipolar", None, 2, 4), ("binary01", "uint3", 1, 1, 3),
     ("ternary", "bipolar", 1, 4, 2), ("ternary", "int4", None, 2, 4), ("ternary", "uint3", 3, 8, 12),
     ("levels5", "int4", None, 2, 4), ("levels9", "bipolar", 1, 4, 6), ("levels17", "int4", 3, 1, 12),
     ("pow2", "int4", None, 2, 4), ("pow2", "bipolar", 1, 8, 2),
-])
+]
+
+
+@pytest.mark.parametrize("fmt_name, in_name, levels, pe, simd", LANE_CASES)
 def test_every_lane_matches_the_ir_with_stalls(fmt_name, in_name, levels, pe, simd):
     w, x, vt, t, ref = case(fmt_name, in_name, levels, seed=pe * 100 + simd)
     u = unit(w, fmt_name, vt, t, pe=pe, simd=simd)
@@ -326,3 +330,75 @@ def test_memory_style_reaches_synthesis(style, brams):
                          weight_memory=style)
     r = synthesize(verilog.convert(u, name="top", emit_src=False), "top", "xilinx")
     assert r.brams == brams, r.cells  # in RAMB18 units: 16 Kbit of weights fill one RAMB36
+
+
+
+@pytest.mark.parametrize("levels_between", [1, 2])
+@pytest.mark.parametrize("fmt_name, in_name, levels, pe, simd", LANE_CASES)
+def test_pipelined_lanes_match_the_ir_with_stalls_at_the_same_rate(fmt_name, in_name, levels, pe, simd,
+                                                                   levels_between):
+    w, x, vt, t, ref = case(fmt_name, in_name, levels, seed=pe * 100 + simd)
+    u = unit(w, fmt_name, vt, t, pe=pe, simd=simd, pipeline=levels_between)
+    flat = unelaborated(unit(w, fmt_name, vt, t, pe=pe, simd=simd))
+    assert u.pipeline_stages == u.input_slice + u.input_stages + u.tree_stages + 2
+    assert u.input_stages == (0 if u.cycles_per_item == 1 else 3)  # address, then a ROM that may be block RAM
+    assert u.cycles_per_item == flat.cycles_per_item
+    assert u.latency == flat.latency + u.pipeline_stages
+    res = run_amaranth_stream(u, u.in_format.pack(x), stall=0.4, seed=pe * 10 + simd)
+    assert res.outputs == u.out_format.pack(ref)
+    clean = run_amaranth_stream(u, u.in_format.pack(x[:6]))
+    assert clean.latency == u.latency
+    assert set(clean.intervals) == {u.cycles_per_item}
+
+
+def test_fewer_levels_between_registers_give_more_stages():
+    """A 64-wide XNOR-popcount: its tree is seven counter levels deep (full adders on the XNORs,
+    then 6:3 counters halving the columns), and a stage closes every k levels or before the final
+    adder, whichever comes first: ceil(7 / k) stages."""
+    stages = [unelaborated(MatrixVectorUnit(np.ones((2, 64), int), "bipolar", VectorFormat("bipolar", 1, 64),
+                                            None, simd=64, pipeline=k)).tree_stages for k in (1, 2, 3, 5, 7, 8)]
+    assert stages == [7, 4, 3, 2, 1, 1]
+
+
+def test_pipelined_const_rows_wait_for_the_deepest():
+    """Constant weights: a row of zeros has no tree at all; it is padded to the deepest row."""
+    w, x, vt, t, ref = case("ternary", "int4", 1, seed=5)
+    w[3] = 0
+    t[3] = 0
+    ref = MultiThreshold("t", t, MatMul("m", w, "ternary", vt).out_type, BIPOLAR).reference(
+        MatMul("m", w, "ternary", vt).reference(x))
+    u = unit(w, "ternary", vt, t, pe=MH, simd=MW, weight_memory="const", pipeline=2)
+    assert u.tree_stages >= 2
+    res = run_amaranth_stream(u, u.in_format.pack(x), stall=0.3)
+    assert res.outputs == u.out_format.pack(ref)
+    assert run_amaranth_stream(u, u.in_format.pack(x[:4])).latency == u.latency
+
+
+def _ready_follows_o_ready(u):
+    return follows_within_a_cycle(u, u.o.ready, [u.i.ready], drive=[(u.i.valid, 0.8), (u.i.payload, None)])
+
+
+def test_pipelined_unit_has_no_combinational_ready_path():
+    assert _ready_follows_o_ready(MatrixVectorUnit(W, "bipolar", BIP, T, pe=8, simd=12))
+    assert not _ready_follows_o_ready(MatrixVectorUnit(W, "bipolar", BIP, T, pe=8, simd=12, pipeline=2))
+
+
+def test_bad_pipeline():
+    raises_exactly(ValueError, "Pipeline must be a non-negative integer (counter levels between registers, "
+                   "0 for none), not -1", lambda: MatrixVectorUnit(W, "bipolar", BIP, T, pipeline=-1))
+    raises_exactly(ValueError, "Pipeline needs the compressor lanes; the behavioural baseline has no stages",
+                   lambda: MatrixVectorUnit(W, "bipolar", BIP, T, pipeline=2, behavioural=True))
+
+
+@pytest.mark.parametrize("fmt_name, in_name, levels, pe, simd, memory, pipeline", [
+    ("bipolar", "bipolar", 1, 2, 12, "auto", 1), ("ternary", "int4", None, 2, 4, "auto", 2),
+    ("levels5", "uint3", 3, 4, 6, "auto", 2), ("ternary", "bipolar", 1, 8, 12, "const", 2),
+])
+def test_pipelined_same_vectors_in_verilator(fmt_name, in_name, levels, pe, simd, memory, pipeline):
+    w, x, vt, t, ref = case(fmt_name, in_name, levels, n=60, seed=pe + simd)
+    u = unit(w, fmt_name, vt, t, pe=pe, simd=simd, weight_memory=memory, pipeline=pipeline)
+    expected = u.out_format.pack(ref)
+    both = run_both(u, u.in_format.pack(x), expected, seed=pe)
+    assert both.mismatches(expected) == 0
+    assert set(both.verilator.interval) == {u.cycles_per_item}
+    assert both.verilator.latency == both.amaranth_latency == u.latency

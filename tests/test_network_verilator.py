@@ -16,6 +16,7 @@ def builds(tmp_path_factory, digits_checkpoint):
     ckpt, _ = digits_checkpoint
     compile_checkpoint(ckpt, root / "parallel", target_cycles=256)
     compile_checkpoint(ckpt, root / "folded")
+    compile_checkpoint(ckpt, root / "pipelined", target_cycles=256, pipeline=1)
     return root
 
 
@@ -28,6 +29,24 @@ def test_whole_digits_test_split_is_bit_exact_with_stalls(builds, digits_graph):
     assert r["cycles_measured"] == r["cycles_predicted"] == 256
     assert r["latency_measured"] == r["latency_predicted"]
     # Both sides really stalled.
+    assert r["idle_fraction_in"] >= 0.2 and r["idle_fraction_out"] >= 0.2
+
+
+def test_pipelined_network_is_bit_exact_with_stalls_at_the_same_rate(builds, digits_graph):
+    """Registers every counter level: the same cycles per inference as the unpipelined build,
+    a latency longer by the stages each engine reports, and every word the IR's."""
+    _, check = digits_graph
+    plain = json.loads((builds / "parallel" / "manifest.json").read_text())
+    piped = json.loads((builds / "pipelined" / "manifest.json").read_text())
+    stages = sum(layer["pipeline_stages"] for layer in piped["layers"])
+    assert [layer["pipeline"] for layer in piped["layers"]] == [1] * len(piped["layers"]) and stages > 0
+    assert piped["cycles_per_inference"] == plain["cycles_per_inference"]
+    assert piped["latency_cycles"] > plain["latency_cycles"]
+    r = simulate_build(builds / "pipelined", seed=4, progress=False)
+    assert r["images"] == 360 and r["mismatches"] == 0, r
+    assert r["hw_accuracy"] == r["ir_accuracy"] == check["torch_accuracy"]
+    assert r["cycles_measured"] == r["cycles_predicted"] == 256
+    assert r["latency_measured"] == r["latency_predicted"] == piped["latency_cycles"]
     assert r["idle_fraction_in"] >= 0.2 and r["idle_fraction_out"] >= 0.2
 
 

@@ -76,19 +76,22 @@ class MatMul(Op):
     folding: Folding = None
     copies: int = 1
     weight_memory: str = "auto"
+    pipeline: int = 0
     foldable = True
     engine_op = "mvau"
     record_fields = {"weight_format": WEIGHT_FORMAT, "in_type": TYPE_RECORD, "copies": POSITIVE,
-                     "weight_memory": one_of(*WEIGHT_MEMORIES), "folding": optional(list_of(POSITIVE, length=2))}
-    record_defaults = {"copies": 1, "weight_memory": "auto"}
+                     "weight_memory": one_of(*WEIGHT_MEMORIES), "folding": optional(list_of(POSITIVE, length=2)),
+                     "pipeline": NATURAL}
+    record_defaults = {"copies": 1, "weight_memory": "auto", "pipeline": 0}
     record_arrays = ("weights",)
     entry_fields = {
         "lane": TEXT, "accumulator_bits": POSITIVE, "weight_format": WEIGHT_FORMAT,
         "mh": POSITIVE, "mw": POSITIVE, "copies": POSITIVE, "pe": POSITIVE, "simd": POSITIVE,
         "neuron_folds": POSITIVE, "synapse_folds": POSITIVE,
         "weight_memory": Record({"depth": POSITIVE, "width": POSITIVE, "bits": POSITIVE}),
-        "threshold_levels": NATURAL,
+        "threshold_levels": NATURAL, "pipeline": NATURAL, "pipeline_stages": NATURAL,
     }
+    entry_defaults = {"pipeline": 0, "pipeline_stages": 0}  # builds written before pipelining
 
     def __post_init__(self):
         object.__setattr__(self, "weights", int_array(f"{self.name}: weights", self.weights, 2))
@@ -110,6 +113,9 @@ class MatMul(Op):
             tile = self.weights[:self.mh // self.copies]
             if not np.array_equal(self.weights, np.tile(tile, (self.copies, 1))):
                 raise LowbitError(f"{self.name}: the rows are not {self.copies} copies of one tile")
+        if not isinstance(self.pipeline, int) or isinstance(self.pipeline, bool) or self.pipeline < 0:
+            raise LowbitError(f"{self.name}: pipeline must be the counter levels between registers "
+                              f"(0 for none), not {self.pipeline!r}")
         if self.folding is not None:
             check_folding(self.name, self.mh // self.copies, self.mw, self.folding)
         if self.weight_memory == "const" and self.folding is not None and self.cycles() != 1:
@@ -163,10 +169,13 @@ class MatMul(Op):
     def with_weight_memory(self, weight_memory):
         return replace(self, weight_memory=weight_memory)
 
+    def with_pipeline(self, pipeline):
+        return replace(self, pipeline=pipeline)
+
     # -- graph.npz ------------------------------------------------------------------------------
     def record(self):
         fields = {"weight_format": self.weight_format, "in_type": type_record(self.in_type),
-                  "copies": self.copies, "weight_memory": self.weight_memory,
+                  "copies": self.copies, "weight_memory": self.weight_memory, "pipeline": self.pipeline,
                   "folding": [self.folding.pe, self.folding.simd] if self.folding else None}
         return fields, {"weights": self.weights}
 
@@ -174,7 +183,8 @@ class MatMul(Op):
     def from_record(cls, name, fields, arrays, body):
         folding = Folding(*fields["folding"]) if fields["folding"] else None
         return cls(name, arrays["weights"], fields["weight_format"], ValueType(**fields["in_type"]),
-                   folding, fields.get("copies", 1), fields.get("weight_memory", "auto"))
+                   folding, fields.get("copies", 1), fields.get("weight_memory", "auto"),
+                   fields.get("pipeline", 0))
 
     # -- hardware -------------------------------------------------------------------------------
     def fuses(self, nxt):
@@ -195,7 +205,7 @@ class MatMul(Op):
         return MatrixVectorUnit(self.weights[:self.tile_rows], self.weight_format,
                                 VectorFormat(in_format.kind, in_format.bits, self.mw), th,
                                 pe=f.pe, simd=f.simd, copies=self.copies, weight_memory=memory,
-                                out_kind=out_kind, invert=invert)
+                                out_kind=out_kind, invert=invert, pipeline=self.pipeline)
 
     def engine(self, layer, in_format, lowering):
         return self.unit(layer.ops[1] if len(layer.ops) > 1 else None, None, in_format)
@@ -214,6 +224,7 @@ class MatMul(Op):
                               "bits": engine.weight_memory_bits, "style": self.weight_memory},
             "thresholds": th.name if th is not None else None,
             "threshold_levels": int(th.thresholds.shape[1]) if th is not None else 0,
+            "pipeline": engine.pipeline, "pipeline_stages": engine.pipeline_stages,
         }
 
     # -- cost -----------------------------------------------------------------------------------
@@ -308,7 +319,10 @@ class MatMul(Op):
 
     @classmethod
     def path_levels(cls, entry, family):
-        """LUT levels of the compressor tree and the accumulator."""
+        """LUT levels of the compressor tree and the accumulator; pipelined, of one stage: its
+        counter levels, each a LUT6 (two LUT4 levels with their multiplexer on iCE40 and ECP5)."""
+        if entry.get("pipeline"):
+            return entry["pipeline"] * (1 if family == "xilinx" else 2)
         inputs = entry["simd"] * entry["in_format"]["bits"]
         tree = math.ceil(math.log(max(inputs, 2), 6 if family == "xilinx" else 4)) + 1
         return tree + entry["accumulator_bits"] / 2

@@ -1,0 +1,156 @@
+"""Clocks reached: each network placed on its board unpipelined and pipelined, and run in Verilator.
+
+Every row is one network (seeded random weights and thresholds; timing and size do not depend on
+training) at one folding, built twice with ``lowbit build --clock GOAL`` on its board: the network
+on the PLL's clock, the UART on the oscillator. The placed fmax is the network clock domain's, from
+nextpnr; LUTs, flip-flops and block RAMs are those of the whole placed board top, link and UART
+included, so "before" and "after" compare like with like. Both builds are placed to the end even
+when they miss the goal (``--allow-slower``), so that the fmax they reach is known.
+
+The pipelined build is then run in Verilator on random inputs with random stalls on both sides:
+every output word compared with the IR, and the cycles per inference and the latency measured
+against the prediction.
+
+Usage::
+
+    python -m benchmarks.timing            # print the table
+    python -m benchmarks.timing --write    # also benchmarks/results/timing.json, BENCHMARKS.md
+"""
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from lowbit.boards.build import build_for_board
+from lowbit.boards.calibrate import random_bipolar_mlp
+from lowbit.compiler.build import write_build
+from lowbit.compiler.ir import BIPOLAR, Folding, Graph, MatMul, MultiThreshold
+from lowbit.compiler.passes import choose_memories, set_pipeline
+from lowbit.flow import simulate_build
+
+from .report import update_section, write_results
+
+# (board, goal MHz, network, widths, (PE, SIMD) per layer, weight format, pipeline levels)
+ROWS = (
+    ("icebreaker", 60, "64-16-10", (64, 16, 10), ((1, 16), (2, 16)), "bipolar", 2),
+    ("ulx3s", 150, "64-16-10", (64, 16, 10), ((1, 16), (2, 16)), "bipolar", 2),
+    ("ulx3s", 150, "256-64-10", (256, 64, 10), ((8, 64), (10, 16)), "bipolar", 2),
+    ("ulx3s", 150, "784-64-64-10", (784, 64, 64, 10), ((1, 196), (1, 16), (1, 4)), "bipolar", 2),
+    ("ulx3s", 150, "TFC 784-64-64-64-10", (784, 64, 64, 64, 10), ((1, 196), (1, 16), (1, 16), (1, 4)),
+     "bipolar", 2),
+    ("ulx3s", 150, "ternary 784-64-64-10", (784, 64, 64, 10), ((1, 196), (1, 16), (1, 4)), "ternary", 2),
+)
+SIM_IMAGES = 200
+LUT_GROWTH_GOAL_PCT = 15.0
+
+
+def random_mlp(widths, foldings, weight_format):
+    """A seeded random MLP of ``weight_format`` weights on bipolar activations."""
+    if weight_format == "bipolar":
+        return random_bipolar_mlp(list(widths), list(foldings))
+    rng = np.random.default_rng(0)
+    nodes = []
+    layers = list(zip(widths[:-1], widths[1:]))
+    for k, ((mw, mh), (pe, simd)) in enumerate(zip(layers, foldings)):
+        mm = MatMul(f"fc{k}", rng.choice([-1, 0, 1], size=(mh, mw)), weight_format, BIPOLAR, Folding(pe, simd))
+        nodes.append(mm)
+        if k < len(layers) - 1:
+            t = rng.integers(-max(1, mw // 16), max(1, mw // 16) + 1, size=(mh, 1))
+            nodes.append(MultiThreshold(f"th{k}", t, mm.out_type, BIPOLAR))
+    return Graph(BIPOLAR, widths[0], nodes, meta={"source": f"random {weight_format} MLP, seed 0"})
+
+
+def _placed(report):
+    used = {k: v["used"] for k, v in report["placed"]["utilization"].items()}
+    ice40 = "ICESTORM_LC" in used
+    return {"luts": used.get("ICESTORM_LC" if ice40 else "TRELLIS_COMB"),
+            "ffs": None if ice40 else used.get("TRELLIS_FF"),  # an iCE40 LC is a LUT and a flip-flop
+            "brams": used.get("ICESTORM_RAM" if ice40 else "DP16KD", 0),
+            "fmax_mhz": round(report["clock"]["network_fmax_mhz"], 1),
+            "seconds": round(report["placed"]["seconds"], 1)}
+
+
+def measure(row, work, progress=print):
+    board, goal, name, widths, foldings, fmt, levels = row
+    graph = choose_memories(random_mlp(widths, foldings, fmt))
+    out = {}
+    for label, g in (("before", graph), ("after", set_pipeline(graph, levels))):
+        build = work / f"{board}-{name.replace(' ', '_')}-{label}"
+        manifest = write_build(g, build / "build", force=True)
+        report = build_for_board(build / "build", board, build / "board", clock_mhz=goal, allow_slower=True,
+                                 force=True)
+        out[label] = (manifest, _placed(report))
+        progress(f"  {board} {name} {label}: {out[label][1]}")
+    manifest, placed = out["after"]
+    _, before = out["before"]
+    rng = np.random.default_rng(1)
+    x = np.where(rng.random((SIM_IMAGES, widths[0])) < 0.5, -1, 1)
+    sim = simulate_build(work / f"{board}-{name.replace(' ', '_')}-after" / "build", inputs=x, progress=False)
+    cycles = manifest["cycles_per_inference"]
+    return {
+        "board": board, "network": name, "weights": fmt,
+        "folding": ",".join(f"{p}x{s}" for p, s in foldings), "pipeline": levels,
+        "cycles_per_inference": cycles, "latency_cycles": manifest["latency_cycles"],
+        "placed_luts": placed["luts"], "ffs": placed["ffs"], "brams": placed["brams"],
+        "fmax_mhz": placed["fmax_mhz"], "fmax_before_mhz": before["fmax_mhz"],
+        "fps_at_fmax": round(placed["fmax_mhz"] * 1e6 / cycles),
+        "luts_before": before["luts"], "ffs_before": before["ffs"],
+        "lut_growth_pct": round(100 * (placed["luts"] - before["luts"]) / before["luts"], 1),
+        "goal_mhz": goal, "meets_goal": placed["fmax_mhz"] >= goal,
+        "sim_images": sim["images"], "sim_mismatches": sim["mismatches"],
+        "cycles_measured": sim["cycles_measured"], "latency_measured": sim["latency_measured"],
+        "pnr_seconds": placed["seconds"] + before["seconds"],
+    }
+
+
+def table(rows):
+    head = ("| board | network | PExSIMD | pipeline | cycles | placed LUT (before) | FF (before) | BRAM "
+            "| fmax MHz (before) | goal | inferences/s at fmax | Verilator |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+    return head + "".join(
+        f"| {r['board']} | {r['network']} | {r['folding']} | every {r['pipeline']} levels | "
+        f"{r['cycles_per_inference']} | {r['placed_luts']} ({r['luts_before']}, {r['lut_growth_pct']:+.1f} %) | "
+        f"{r['ffs'] if r['ffs'] is not None else 'n/a'} ({r['ffs_before'] if r['ffs_before'] is not None else 'n/a'}) "
+        f"| {r['brams']} | **{r['fmax_mhz']}** ({r['fmax_before_mhz']}) | {r['goal_mhz']} "
+        f"{'met' if r['meets_goal'] else 'missed'} | {r['fps_at_fmax']:,} | "
+        f"{r['sim_images']} images, {r['sim_mismatches']} mismatches, cycles {r['cycles_measured']} / "
+        f"latency {r['latency_measured']} = predicted {r['cycles_per_inference']} / {r['latency_cycles']} |\n"
+        for r in rows)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--write", action="store_true", help="record benchmarks/results/timing.json and BENCHMARKS.md")
+    args = ap.parse_args(argv)
+    start = time.monotonic()
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = [measure(row, Path(tmp), lambda s: print(s, file=sys.stderr)) for row in ROWS]
+    print(table(rows))
+    minutes = (time.monotonic() - start) / 60
+    print(f"{minutes:.1f} min")
+    bad = [r for r in rows if r["sim_mismatches"] or r["cycles_measured"] != r["cycles_per_inference"]
+           or r["latency_measured"] != r["latency_cycles"]]
+    if bad:
+        print(f"NOT bit-exact or not as predicted: {[r['network'] for r in bad]}", file=sys.stderr)
+    if args.write:
+        write_results("timing", rows)
+        update_section("timing", "## Clocks reached", METHOD + "\n\n" + table(rows))
+    return 1 if bad else 0
+
+
+METHOD = """Each network is built with `lowbit build --clock GOAL` twice, unpipelined and with
+`lowbit compile --pipeline 2` (a register every two counter levels of each adder tree, the ROM
+outputs and the compare registered, and no stall after the issue stage), and placed by nextpnr
+with the network on the PLL's clock and the UART on the oscillator. fmax is the network clock
+domain's; LUTs, flip-flops and block RAMs are the whole board top's (link and UART included), in
+parentheses before pipelining. Weights are seeded random: timing and size do not depend on training.
+Each pipelined network then runs in Verilator on random inputs with random stalls on both sides.
+`python -m benchmarks.timing --write`."""
+
+
+if __name__ == "__main__":
+    sys.exit(main())

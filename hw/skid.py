@@ -1,0 +1,54 @@
+"""A skid buffer: a stream stage whose outputs, ``ready`` included, are all registers.
+
+Put between two blocks that sit far apart on the chip (the board's link and the network), it
+cuts every path between them at a register, so that neither block's handshake logic and the
+wires between them share one clock period.
+"""
+
+from amaranth.hdl import Module, Signal, Value
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+__all__ = ["SkidBuffer"]
+
+
+class SkidBuffer(wiring.Component):
+    """One payload on ``o`` and one in reserve, for when ``o`` stalls the cycle a payload comes.
+
+    Timing: ``latency = 1`` cycle from an input handshake to its output handshake, and one
+    payload per cycle (``cycles_per_item = 1``) when neither side stalls. ``i.ready``,
+    ``o.valid`` and ``o.payload`` are registers.
+
+    Parameters
+    ----------
+    width : int
+        Payload bits.
+
+    Members
+    -------
+    i : In(stream.Signature(width))
+    o : Out(stream.Signature(width))
+    """
+
+    latency = 1
+    cycles_per_item = 1
+
+    def __init__(self, width):
+        if not isinstance(width, int) or isinstance(width, bool) or width < 1:
+            raise ValueError(f"Width must be a positive integer, not {width!r}")
+        super().__init__({"i": In(stream.Signature(width)), "o": Out(stream.Signature(width))})
+
+    def elaborate(self, platform):
+        m = Module()
+        valid, data = Signal(), Signal(len(Value.cast(self.o.payload)))
+        spare_valid, spare = Signal(), Signal(len(data))
+        m.d.comb += [self.o.valid.eq(valid), self.o.payload.eq(data), self.i.ready.eq(~spare_valid)]
+        taken = self.i.valid & ~spare_valid
+        with m.If(self.o.ready | ~valid):  # the output register is free this cycle
+            with m.If(spare_valid):
+                m.d.sync += [data.eq(spare), valid.eq(1), spare_valid.eq(0)]
+            with m.Else():
+                m.d.sync += [data.eq(self.i.payload), valid.eq(taken)]
+        with m.Elif(taken):  # the output waits: the new payload goes to the reserve
+            m.d.sync += [spare.eq(self.i.payload), spare_valid.eq(1)]
+        return m
