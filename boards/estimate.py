@@ -76,7 +76,8 @@ Per engine (one matrix-vector-threshold unit, see :mod:`lowbit.hw.mvau`) and per
   (:data:`FMAX_DELAYS_NS`). iCE40's delays are matched to one placed iCEBreaker design (three
   engines, 20.8 MHz); ECP5's are fitted to three placed ULX3S networks (within 9 % of nextpnr on
   each); xc7's are scaled from iCE40 by the families' LUT speed and are not calibrated (no open
-  place and route for xc7 exists).
+  place and route for xc7 exists). A pipelined network has no such path: its estimate is the
+  family's placed figure for pipelined networks (:data:`PIPELINED_FMAX_MHZ`).
 """
 
 from lowbit.compiler.ir import engine_kind
@@ -89,7 +90,7 @@ from .boards import get_board
 from .features import PARTS
 from .fit import load_models
 
-__all__ = ["estimate_layer", "estimate_manifest", "FMAX_DELAYS_NS", "PIPELINED_DELAYS_NS", "estimate_fmax_mhz"]
+__all__ = ["estimate_layer", "estimate_manifest", "FMAX_DELAYS_NS", "PIPELINED_FMAX_MHZ", "estimate_fmax_mhz"]
 
 # Critical path delays in ns: clock-to-out plus setup (t0), and one LUT level with its routing.
 # iCE40: matched to one placed iCEBreaker network. ECP5: fitted (least squares on the period, t0
@@ -97,21 +98,23 @@ __all__ = ["estimate_layer", "estimate_manifest", "FMAX_DELAYS_NS", "PIPELINED_D
 # constraint; see the estimator benchmark). xc7: scaled from iCE40 by LUT speed, a model only (no
 # open xc7 place and route exists).
 FMAX_DELAYS_NS = {"ice40": (3.2, 4.5), "ecp5": (0.5, 2.15), "xilinx": (1.0, 0.9)}
-# A network whose every engine is pipelined (lowbit compile --pipeline) has no stall path through
-# its engines: its critical path is one stage, t0 plus the stage's LUT levels. The same t0; the
-# delay per level fitted to the placed networks of the timing benchmark, all at two counter levels
-# between registers (ECP5: 160 MHz, the geometric middle of the five ULX3S rows, 126 to 201 MHz,
-# so up to 27 % off on the extremes; iCE40: the one iCEBreaker row). xc7 scaled from iCE40 as above.
-PIPELINED_DELAYS_NS = {"ice40": (3.2, 3.66), "ecp5": (0.5, 1.44), "xilinx": (1.0, 0.73)}
+# A network whose engines are all pipelined (lowbit compile --pipeline) has no stall path through
+# its engines, and its placed fmax was flat across the rows of the timing benchmark at one and two
+# counter levels between registers: ECP5 152 to 200 MHz over five ULX3S networks, modelled as their
+# geometric middle (within 15 % of each); iCE40 the one iCEBreaker row. More levels between
+# registers lengthen a stage: beyond two, the period grows in proportion (an extrapolation, not
+# measured). xc7: ECP5's figure, not calibrated (no open place and route exists for xc7).
+PIPELINED_FMAX_MHZ = {"ecp5": 174.3, "ice40": 56.1, "xilinx": 174.3}
 
 
 def estimate_fmax_mhz(layers, family):
     """Estimated fmax of a network of ``layers`` (manifest layer dicts), see :data:`FMAX_DELAYS_NS`
-    and :data:`PIPELINED_DELAYS_NS`."""
-    piped = all(layer.get("pipeline") for layer in layers)
-    t0, t_lut = (PIPELINED_DELAYS_NS if piped else FMAX_DELAYS_NS)[family]
-    levels = max(engine_kind(layer.get("op")).path_levels(layer, family) for layer in layers)
-    return 1e3 / (t0 + t_lut * (levels if piped else len(layers) + levels))
+    and :data:`PIPELINED_FMAX_MHZ`."""
+    if all(layer.get("pipeline") for layer in layers):
+        return PIPELINED_FMAX_MHZ[family] * min(1.0, 2 / max(layer["pipeline"] for layer in layers))
+    t0, t_lut = FMAX_DELAYS_NS[family]
+    levels = len(layers) + max(engine_kind(layer.get("op")).path_levels(layer, family) for layer in layers)
+    return 1e3 / (t0 + t_lut * levels)
 
 
 def _uncalibrated(feats, model):

@@ -18,10 +18,11 @@ Data path::
 
 With ``crossing``, the network and the two ends next to it run in the ``network`` domain, and
 bytes cross between the domains through a :class:`~lowbit.boards.crossing.ByteCrossing` each way,
-with a :class:`~lowbit.hw.skid.SkidBuffer` on the network's results::
+with a :class:`~lowbit.hw.skid.RegisterSlice` on the network's beats and a
+:class:`~lowbit.hw.skid.SkidBuffer` on its results::
 
     link domain (the UART's clock)          |  network domain
-    image memory -> feeder ->   ByteCrossing -> beat streamer           -> network
+    image memory -> feeder ->   ByteCrossing -> beat streamer   -> slice -> network
     sender <- result collector <- ByteCrossing <- result register <- skid <- network
 
 Bytes, not beats, cross: a crossing is 8 bits wide whatever the network's ports.
@@ -39,7 +40,7 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from lowbit.hw.skid import SkidBuffer
+from lowbit.hw.skid import RegisterSlice, SkidBuffer
 
 from . import protocol as p
 from .crossing import ByteCrossing
@@ -180,10 +181,9 @@ class LinkCore(wiring.Component):
             net_result, net_full, out_valid, out_ready, out_data = self._results(m, domain=net)
             self._result_bytes_out(m, net_result, net_full, to_link, domain=net)
             result, result_full = self._result_bytes_in(m, to_link)
-            # The network is placed apart from the link: a skid buffer on its results leaves a
-            # register at the network's end of each path between them. (Its input needs none: the
-            # beat is a register that holds still, and a pipelined first engine takes it into a
-            # register of its own, whose ready is a register too.)
+            # The network is placed apart from the link: a register slice on its beats and a skid
+            # buffer on its results leave only registers at either end of each path between them.
+            in_valid, in_ready, in_last, beat = self._beat_slice(m, net, in_valid, in_ready, in_last, beat)
             out_valid, out_ready, out_data = self._result_skid(m, net, out_valid, out_ready, out_data)
         else:
             net = "sync"
@@ -204,6 +204,19 @@ class LinkCore(wiring.Component):
                 i_i__payload=beat, i_i__valid=in_valid, o_i__ready=in_ready,
                 o_o__payload=out_data[:self.out_bits], o_o__valid=out_valid, i_o__ready=out_ready)
         return m
+
+    @staticmethod
+    def _beat_slice(m, domain, in_valid, in_ready, in_last, beat):
+        """A :class:`lowbit.hw.skid.RegisterSlice` in ``domain`` on the beats to the network (a
+        beat every other cycle is more than the bit-serial streamer makes): the ``(valid, ready,
+        last, beat)`` signals of its network side."""
+        piece = m.submodules.slice_to_network = DomainRenamer({"sync": domain})(RegisterSlice(len(beat) + 1))
+        net_valid, net_ready, net_last, net_beat = Signal(), Signal(), Signal(), Signal(len(beat))
+        m.d.comb += [
+            piece.i.payload.eq(Cat(beat, in_last)), piece.i.valid.eq(in_valid), in_ready.eq(piece.i.ready),
+            Cat(net_beat, net_last).eq(piece.o.payload), net_valid.eq(piece.o.valid), piece.o.ready.eq(net_ready),
+        ]
+        return net_valid, net_ready, net_last, net_beat
 
     @staticmethod
     def _result_skid(m, domain, out_valid, out_ready, out_data):
@@ -341,24 +354,37 @@ class LinkCore(wiring.Component):
         return beat, have, sent, byte, left, in_valid, in_ready, total, done, empty
 
     @contextlib.contextmanager
-    def _shift(self, m, bits, domain, next_byte):
+    def _shift(self, m, bits, domain, next_byte, offered=None):
         """The body of a streamer's ``shift`` state: a bit a cycle from ``byte`` into the beat, the
         beat offered when full, state ``next_byte`` when the byte runs out; the body of the
         ``with`` runs when the image's last beat is taken. The bits of the last byte beyond the
-        image are dropped."""
+        image are dropped.
+
+        With ``offered`` (a signal this drives), the beat takes each bit a cycle after the counters
+        count it, from registers: its enable, fanned out to every bit of a wide beat, is then a
+        flip-flop and shares no logic with the streamer's own. The beat is offered (``offered``)
+        from the cycle after ``in_valid``, once its last bit is in."""
         beat, have, sent, byte, left, in_valid, in_ready, total, done, empty = bits
         d = m.d[domain]
+        late = offered is not None
+        if late:
+            shifting, bit, settled = Signal(), Signal(), Signal()
+            d += [shifting.eq(0), bit.eq(byte[0]), settled.eq(in_valid)]
+            m.d.comb += offered.eq(in_valid & settled)
+            with m.If(shifting):
+                d += beat.eq(Cat(beat[1:], bit))
         with m.If(in_valid):
-            with m.If(in_ready):
+            with m.If(in_ready & (offered if late else 1)):
                 d += [have.eq(0), in_valid.eq(0)]
                 with m.If(done):
                     yield
         with m.Elif(empty):
             m.next = next_byte
         with m.Else():
-            d += [beat.eq(Cat(beat[1:], byte[0])), byte.eq(byte >> 1), left.eq(left - 1), have.eq(have + 1),
+            d += [byte.eq(byte >> 1), left.eq(left - 1), have.eq(have + 1),
                   sent.eq(sent + 1), in_valid.eq(have == self.in_bits - 1), done.eq(sent == total - 1),
                   empty.eq(left == 1)]
+            d += shifting.eq(1) if late else beat.eq(Cat(beat[1:], byte[0]))
 
     def _feeder(self, m, read, full, slot_seq, rslot, seqs, to_net):
         """Crossing: the stored images' bytes into the ``to_net`` FIFO, each image's sequence
@@ -387,6 +413,7 @@ class LinkCore(wiring.Component):
         takes exactly :attr:`image_bytes` bytes, so the byte count alone marks where images end."""
         bits = self._beat_bits(m)
         beat, have, sent, byte, left, in_valid, in_ready, total, done, empty = bits
+        offered = Signal()
         with m.FSM(name="streamer", domain=domain):
             with m.State("load"):
                 with m.If(to_net.r_rdy):
@@ -394,10 +421,10 @@ class LinkCore(wiring.Component):
                     m.d[domain] += [byte.eq(to_net.r_data), left.eq(8), empty.eq(0)]
                     m.next = "shift"
             with m.State("shift"):
-                with self._shift(m, bits, domain, "load"):
+                with self._shift(m, bits, domain, "load", offered):
                     m.d[domain] += [sent.eq(0), done.eq(0)]
                     m.next = "load"
-        return in_valid, in_ready, done, beat
+        return offered, in_ready, done, beat
 
     def _results(self, m, domain="sync"):
         """The network's result beats into one register, the first beat lowest."""

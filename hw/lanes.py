@@ -256,9 +256,14 @@ def _masked_bipolar_dot(m, agree, mask, name, pipe=None, agree_inputs=2):
     masked = popcount(m, mask, name=f"{name}_mask", pipe=pipe)
     if len(mask) == 1:
         late = pipe.last  # no tree either way
+    ready = max(late, pipe.last)
     masked = pipe.delay(masked, late - pipe.last, f"{name}_mask_wait")
     agreeing = pipe.delay(agreeing, pipe.last - late, f"{name}_agree_wait")
-    return 2 * agreeing - masked
+    # Both trees end in a carry chain, and so do the difference and the accumulator after it:
+    # the difference gets a stage of its own.
+    dot = pipe.register(2 * agreeing - masked, f"{name}_dot")
+    pipe.mark(ready + 1)
+    return dot
 
 
 class AndLane(Lane):

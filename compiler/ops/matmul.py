@@ -319,10 +319,7 @@ class MatMul(Op):
 
     @classmethod
     def path_levels(cls, entry, family):
-        """LUT levels of the compressor tree and the accumulator; pipelined, of one stage: its
-        counter levels, each a LUT6 (two LUT4 levels with their multiplexer on iCE40 and ECP5)."""
-        if entry.get("pipeline"):
-            return entry["pipeline"] * (1 if family == "xilinx" else 2)
+        """LUT levels of the compressor tree and the accumulator."""
         inputs = entry["simd"] * entry["in_format"]["bits"]
         tree = math.ceil(math.log(max(inputs, 2), 6 if family == "xilinx" else 4)) + 1
         return tree + entry["accumulator_bits"] / 2
