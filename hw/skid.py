@@ -13,7 +13,16 @@ from amaranth.lib.wiring import In, Out
 __all__ = ["SkidBuffer", "RegisterSlice"]
 
 
-class SkidBuffer(wiring.Component):
+class _Stage(wiring.Component):
+    """A stream stage of ``width``-bit payloads: ports ``i`` and ``o``."""
+
+    def __init__(self, width):
+        if not isinstance(width, int) or isinstance(width, bool) or width < 1:
+            raise ValueError(f"Width must be a positive integer, not {width!r}")
+        super().__init__({"i": In(stream.Signature(width)), "o": Out(stream.Signature(width))})
+
+
+class SkidBuffer(_Stage):
     """One payload on ``o`` and one in reserve, for when ``o`` stalls the cycle a payload comes.
 
     Timing: ``latency = 1`` cycle from an input handshake to its output handshake, and one
@@ -34,11 +43,6 @@ class SkidBuffer(wiring.Component):
     latency = 1
     cycles_per_item = 1
 
-    def __init__(self, width):
-        if not isinstance(width, int) or isinstance(width, bool) or width < 1:
-            raise ValueError(f"Width must be a positive integer, not {width!r}")
-        super().__init__({"i": In(stream.Signature(width)), "o": Out(stream.Signature(width))})
-
     def elaborate(self, platform):
         m = Module()
         valid, data = Signal(), Signal(len(Value.cast(self.o.payload)))
@@ -55,7 +59,7 @@ class SkidBuffer(wiring.Component):
         return m
 
 
-class RegisterSlice(wiring.Component):
+class RegisterSlice(_Stage):
     """One payload in a register between two streams, taken every other cycle at most.
 
     Unlike :class:`SkidBuffer`, the payload register loads whenever it is empty, so its enable is
@@ -73,11 +77,6 @@ class RegisterSlice(wiring.Component):
 
     latency = 1
     cycles_per_item = 2
-
-    def __init__(self, width):
-        if not isinstance(width, int) or isinstance(width, bool) or width < 1:
-            raise ValueError(f"Width must be a positive integer, not {width!r}")
-        super().__init__({"i": In(stream.Signature(width)), "o": Out(stream.Signature(width))})
 
     def elaborate(self, platform):
         m = Module()
