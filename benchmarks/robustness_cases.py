@@ -460,7 +460,13 @@ def _numbers():
                 ("--target-cycles", ("-5", "nan", "1.5"), "an integer >= 1"),
                 ("--target-fps", ("nan", "inf", "0", "-1"), "a finite rate above 0"),
                 ("--max-luts", ("0", "-1"), "an integer >= 1"),
+                ("--pipeline", ("-1", "1.5"), "an integer >= 0"),
             ],
+        ),
+        (
+            "compile --board ulx3s",
+            "lowbit compile <ckpt> -o <out>/b --board ulx3s {opt} {v}",
+            [("--clock", ("nan", "0", "-150"), "a finite rate above 0")],
         ),
         (
             "compile",
@@ -486,6 +492,7 @@ def _numbers():
                 ("--p", ("0",), "an integer >= 1"),
                 ("--min-compress-size", ("0",), "an integer >= 1"),
                 ("--seed", ("-1",), "a seed in [0, 4294967295]"),
+                ("--pipeline", ("-2",), "an integer >= 0"),
             ],
         ),
     ]
@@ -732,6 +739,36 @@ def _names():
             "a LUT budget too small",
             "lowbit compile <ckpt> -o <out>/b --max-luts 1",
             "the model does not fit 1 LUTs even fully folded: ",
+            "",
+        ),
+        (
+            "a clock with neither a board nor a rate",
+            "lowbit compile <ckpt> -o <out>/b --clock 150",
+            "--clock is the clock of --target-fps, or with --board the clock to pipeline for",
+            "add --board NAME or --target-fps N, or drop --clock",
+        ),
+        (
+            "a clock and a pipeline depth both",
+            "lowbit compile <ckpt> -o <out>/b --board ulx3s --clock 150 --pipeline 1",
+            "a clock picks the pipeline for a board: give --clock with --board, without --pipeline",
+            "add --board NAME, or drop --clock and give --pipeline LEVELS yourself",
+        ),
+        (
+            "a clock no pipeline depth is expected to close",
+            "lowbit compile <ckpt> -o <out>/b --board icebreaker --clock 60",
+            "no pipeline depth is expected to close 60 MHz on icebreaker (ice40): the best estimate is ",
+            "",
+        ),
+        (
+            "a cycle target too fast for the board",
+            "lowbit compile <ckpt> -o <out>/b --board icebreaker --target-cycles 1",
+            "does not fit on icebreaker (iCE40UP5K-SG48): ",
+            "",
+        ),
+        (
+            "a LUT budget and a board both",
+            "lowbit compile <ckpt> -o <out>/b --board ulx3s --max-luts 5000",
+            "give one of a folding, a target, a board or a LUT budget, not a LUT budget and a board",
             "",
         ),
     ]

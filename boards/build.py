@@ -8,8 +8,8 @@ with the numbers before any tool runs.
 
 A bitstream's network runs on the board's oscillator, or with ``clock_mhz`` on a clock of its own
 from the FPGA's PLL (:mod:`lowbit.boards.pll`). A PLL setting is found before any tool runs; once
-placed, a network clock faster than the network domain's fmax is refused, naming both and the
-slack, unless ``allow_slower`` turns that into a warning in the report.
+placed, a network clock faster than the network domain's fmax is refused, naming both, the
+slack and the critical path's start and end, unless ``allow_slower`` turns that into a warning in the report.
 """
 
 import json
@@ -21,6 +21,7 @@ from lowbit.core.errors import LowbitError
 from lowbit.core.files import atomic_dir, claim_output_dir
 
 from .boards import get_board
+from .critical_path import critical_path, engine_names
 from .estimate import estimate_manifest
 from .pnr import place_and_route
 from .engine_synth import synthesize_engines
@@ -57,10 +58,12 @@ def network_fmax(placed):
     return nets[0], placed.fmax_mhz[nets[0]]
 
 
-def _too_slow(board, network_mhz, fmax):
-    slack = 1e3 / network_mhz - 1e3 / fmax
-    return (f"the network clock of {network_mhz:g} MHz is faster than its domain's placed fmax of {fmax:.2f} MHz "
-            f"on {board.name}: slack {slack:.2f} ns")
+def _too_slow(board, clock):
+    fmax, path = clock["network_fmax_mhz"], clock["critical_path"]
+    where = (f"; its critical path runs from {path['start']} to {path['end']} ({path['delay_ns']:.2f} ns)"
+             if path else "")
+    return (f"the network clock of {clock['network_mhz']:g} MHz is faster than its domain's placed fmax of "
+            f"{fmax:.2f} MHz on {board.name}: slack {clock['slack_ns']:.2f} ns{where}")
 
 
 def build_for_board(build_dir, board_name, out_dir, *, cache_dir=None, force=False, flat=False, executor=None,
@@ -121,10 +124,10 @@ def build_for_board(build_dir, board_name, out_dir, *, cache_dir=None, force=Fal
             # compared with the clock below, and refused or (with allow_slower) reported.
             design = UartTop(build, network_mhz=clock_mhz)
             placed = place_and_route(design, board, cache_dir=cache_dir, timing_allow_fail=True)
-        clock = _clock_report(board, pll, placed)
+        clock = _clock_report(board, pll, placed, engine_names(manifest))
         report["clock"] = clock
         if not clock["meets_timing"]:
-            problem = _too_slow(board, clock["network_mhz"], clock["network_fmax_mhz"])
+            problem = _too_slow(board, clock)
             if clock_mhz is None:  # the oscillator's clock, as ever: reported, not refused
                 report["warnings"].append(problem)
             elif not allow_slower:
@@ -170,10 +173,11 @@ def build_for_board(build_dir, board_name, out_dir, *, cache_dir=None, force=Fal
     return report
 
 
-def _clock_report(board, pll, placed):
+def _clock_report(board, pll, placed, engines):
     """The clocks of a placed board top: the oscillator, the network's (requested and achieved,
-    the PLL's setting), the network domain's placed fmax and slack (negative when the clock is
-    beyond it), and with a PLL the slowest fmax of the oscillator's side (UART, framing)."""
+    the PLL's setting), the network domain's placed fmax, slack (negative when the clock is
+    beyond it) and critical path (named by ``engines``, see :mod:`lowbit.boards.critical_path`), and
+    with a PLL the slowest fmax of the oscillator's side (UART, framing)."""
     oscillator_mhz = board.clock_hz / 1e6
     if not placed.fmax_mhz:
         raise LowbitError(f"nextpnr's report for {board.name} gives no clock's fmax")
@@ -190,4 +194,5 @@ def _clock_report(board, pll, placed):
             "network_mhz": network_mhz, "pll": None if pll is None else pll.as_dict(), "network_net": net,
             "network_constraint_mhz": placed.constraint_mhz[net], "network_fmax_mhz": fmax,
             "slack_ns": 1e3 / network_mhz - 1e3 / fmax, "meets_timing": fmax >= network_mhz,
+            "critical_path": critical_path(placed.files["report"], net, engines),
             "oscillator_fmax_mhz": min(others.values()) if others else fmax}

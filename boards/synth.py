@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lowbit.core import children
-from lowbit.core.cache import (CacheFolder, CacheKind, Damaged, check, check_counts,
-                               check_header, default_root, is_seconds, json_digest, read_json)
+from lowbit.core.cache import (CacheFolder, CacheKind, check, check_counts, default_root, is_seconds,
+                               json_digest, read_payload)
 from lowbit.core.errors import LowbitError
 from lowbit.core.files import atomic_write_text, ensure_writable_dir
 from lowbit.core.resources import Resources
@@ -416,15 +416,7 @@ def _load_entry(path, key, family, top, version):
         SHA-256, or a value has the wrong type or range (cell counts must be non-negative
         integers).
     """
-    entry = read_json(path)
-    check_header(entry, _CACHE_FORMAT, key)
-    payload = entry.get("payload")
-    check(isinstance(payload, dict), "it holds no payload")
-    try:
-        digest = json_digest(payload)
-    except ValueError:  # NaN or infinity: not JSON lowbit writes
-        raise Damaged("its payload holds a number that is not finite") from None
-    check(entry.get("sha256") == digest, "its payload does not match its SHA-256")
+    payload = read_payload(path, _CACHE_FORMAT, key)
     check((payload.get("family"), payload.get("top"), payload.get("yosys_version"))
           == (family, top, version), "it holds the result of another design or Yosys")
     check(payload.get("flow") in _flows(family), f"unknown flow {payload.get('flow')!r}")

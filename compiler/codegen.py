@@ -100,6 +100,7 @@ def build_manifest(graph, top, name=TOP_NAME, ports="native"):
     Every layer has ``name``, ``op``, ``vectors_per_inference`` (input beats per image),
     ``cycles_per_item`` (per beat, or per image for window scans), ``cycles_per_inference`` and
     its formats; matrix-vector layers add the lane, shapes, folding, accumulator and memories.
+    A pipeline chosen for a clock adds ``pipeline_choice`` (levels, clock, board, estimated fmax).
     """
     layers, fifos = [], []
     computing = iter(layers_of(graph))
@@ -112,7 +113,9 @@ def build_manifest(graph, top, name=TOP_NAME, ports="native"):
     cycles = max(entry["cycles_per_inference"] for entry in layers)
     # A chain of single-vector engines has an exact latency; window scans overlap the image.
     latency = top.latency if all(entry["vectors_per_inference"] == 1 for entry in layers) else None
-    return {
+    # The clock a pipeline depth was chosen for (lowbit.pipelining), only where one was.
+    chosen = {"pipeline_choice": graph.meta["pipeline"]} if "pipeline" in graph.meta else {}
+    return {**chosen,
         "lowbit_version": __version__,
         "top": name,
         "interface": interface(graph, top, ports),

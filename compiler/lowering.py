@@ -17,7 +17,7 @@ from lowbit.hw.fifo import StreamFIFO
 from lowbit.hw.payload import VectorFormat
 from lowbit.hw.unused import unelaborated
 
-from .fifo_depth import fifo_depths
+from .fifo_depth import MIN_DEPTH, fifo_depths
 from .ops.fifo import Fifo
 
 __all__ = ["Layer", "layers_of", "group", "body_layers", "lower_chain", "is_fifo", "compute_engines",
@@ -90,12 +90,24 @@ def lower_chain(layers, fmt, *, fifos=True, upstream_cycles=0):
         fmt = engine.out_format
     vectors = [layer.vectors for layer in layers]
     depths = fifo_depths(engines, cycles, vectors, upstream_cycles) if fifos else [0] * len(engines)
+    piped = fifos and any(_pipelined(e) for e in engines)
+    if piped:
+        # A pipelined chain has no combinational ready path across engines: a pipelined matrix
+        # engine takes its input on registers alone, and in front of any other engine a FIFO
+        # whose input ready and output valid are registers cuts the path.
+        depths = [d or (MIN_DEPTH if k + 1 < len(engines) and not _pipelined(engines[k + 1]) else 0)
+                  for k, d in enumerate(depths)]
     chain = []
     for engine, depth in zip(engines, depths):
         chain.append(engine)
         if depth:
-            chain.append(Fifo.engine(engine.out_format, depth))
+            chain.append(Fifo.engine(engine.out_format, depth, pipelined=piped))
     return chain
+
+
+def _pipelined(engine):
+    """Whether an engine takes its input through registers only (a pipelined matrix engine)."""
+    return bool(getattr(engine, "pipeline", 0))
 
 
 def is_fifo(engine):

@@ -46,7 +46,9 @@ def remove_identities(graph):
 
 def set_pipeline(graph, levels):
     """Every MatMul's engine registers its lane's tree every ``levels`` counter levels (0: none;
-    see :class:`lowbit.hw.mvau.MatrixVectorUnit`)."""
+    see :class:`lowbit.hw.mvau.MatrixVectorUnit`); the ops whose engines have a pipelined form
+    of another kind (a collect that shifts its beats in, scans whose flags are registers) take it
+    where ``levels`` is nonzero."""
     def pipelined(n):
-        return n.with_pipeline(levels) if isinstance(n, MatMul) else n
+        return n.with_pipeline(levels) if hasattr(n, "with_pipeline") else n
     return graph.replace_nodes(map_nodes(graph.nodes, pipelined)).check()

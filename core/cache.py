@@ -41,7 +41,7 @@ except ImportError:  # not POSIX: no locks, so no way to tell a leftover from a 
     fcntl = None
 
 __all__ = ["default_root", "Damaged", "CacheKind", "CacheFolder", "CacheItem", "sha256_file",
-           "file_digests", "json_digest", "check", "check_files", "check_header", "read_json",
+           "file_digests", "json_digest", "check", "check_files", "check_header", "read_json", "read_payload",
            "is_count", "is_seconds", "check_counts", "warn_damaged"]
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -124,6 +124,21 @@ def check_header(record, fmt, key):
     """Check an entry's ``format`` and ``key``: an entry of another format or key is no hit."""
     check(record.get("format") == fmt, f"format {record.get('format')!r}, not {fmt}")
     check(record.get("key") == key, "it was made for another key")
+
+
+def read_payload(path, fmt, key):
+    """The ``payload`` of a one-file JSON entry ``{"format", "key", "sha256", "payload"}`` once its
+    header and SHA-256 check out; :class:`Damaged` if not."""
+    entry = read_json(path)
+    check_header(entry, fmt, key)
+    payload = entry.get("payload")
+    check(isinstance(payload, dict), "it holds no payload")
+    try:
+        digest = json_digest(payload)
+    except ValueError:  # NaN or infinity: not JSON lowbit writes
+        raise Damaged("its payload holds a number that is not finite") from None
+    check(entry.get("sha256") == digest, "its payload does not match its SHA-256")
+    return payload
 
 
 def check_files(folder, digests, required=()):

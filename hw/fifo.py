@@ -5,6 +5,7 @@ from amaranth.lib import fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .payload import VectorFormat
+from .skid import SkidBuffer
 
 __all__ = ["StreamFIFO"]
 
@@ -27,6 +28,10 @@ class StreamFIFO(wiring.Component):
         The payload format of both ports.
     depth : int
         Entries held.
+    pipelined : bool
+        Take payloads through a skid buffer (:class:`~lowbit.hw.skid.SkidBuffer`) in front of
+        the queue, so that ``i.ready`` is a register: the engine in front then stalls on no
+        logic of the queue's. Two more payloads held, one more cycle of latency.
 
     Members
     -------
@@ -43,14 +48,16 @@ class StreamFIFO(wiring.Component):
         If ``depth`` is not positive.
     """
 
-    def __init__(self, fmt, depth):
+    def __init__(self, fmt, depth, *, pipelined=False):
         if not isinstance(fmt, VectorFormat):
             raise TypeError(f"Format must be a VectorFormat, not {fmt!r}")
         if not isinstance(depth, int) or isinstance(depth, bool):
             raise TypeError(f"Depth must be a positive integer, not {depth!r}")
         if depth < 1:
             raise ValueError(f"Depth must be a positive integer, not {depth!r}")
-        self._format, self._depth = fmt, depth
+        if not isinstance(pipelined, bool):
+            raise TypeError(f"Pipelined must be a bool, not {pipelined!r}")
+        self._format, self._depth, self._pipelined = fmt, depth, pipelined
         super().__init__({
             "i": In(stream.Signature(fmt.shape)),
             "o": Out(stream.Signature(fmt.shape)),
@@ -59,11 +66,12 @@ class StreamFIFO(wiring.Component):
     format = property(lambda self: self._format)
     in_format = out_format = format
     depth = property(lambda self: self._depth)
+    pipelined = property(lambda self: self._pipelined)
 
     @property
     def latency(self):
         """Cycles from an input handshake to its output handshake through an empty queue."""
-        return 1 if self._depth == 1 else 2
+        return (1 if self._depth == 1 else 2) + self._pipelined
 
     @property
     def cycles_per_item(self):
@@ -78,10 +86,16 @@ class StreamFIFO(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         m.submodules.queue = queue = fifo.SyncFIFOBuffered(width=self._format.width, depth=self._depth)
+        source = self.i
+        if self._pipelined:
+            m.submodules.skid = skid = SkidBuffer(self._format.width)
+            m.d.comb += [skid.i.payload.eq(Value.cast(self.i.payload)), skid.i.valid.eq(self.i.valid),
+                         self.i.ready.eq(skid.i.ready)]
+            source = skid.o
         m.d.comb += [
-            queue.w_data.eq(Value.cast(self.i.payload)),
-            queue.w_en.eq(self.i.valid),
-            self.i.ready.eq(queue.w_rdy),
+            queue.w_data.eq(Value.cast(source.payload)),
+            queue.w_en.eq(source.valid),
+            source.ready.eq(queue.w_rdy),
             Value.cast(self.o.payload).eq(queue.r_data),
             self.o.valid.eq(queue.r_rdy),
             queue.r_en.eq(self.o.ready),

@@ -5,6 +5,8 @@ hw/lanes.py), accumulates the partial sums over MW/SIMD cycles, and then either 
 dot product with its thresholds (MultiThreshold fused in) or emits the dot products themselves.
 """
 
+import math
+
 import numpy as np
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import fifo, stream, wiring
@@ -18,6 +20,12 @@ from .pipe import Pipe, check_pipeline
 from .payload import VectorFormat
 from .rom import ROM
 from .threshold import check_invert, invert_masks, threshold_count
+
+# Pipelined, an input of more than SLICE_SELECT_MAX slices is selected in steps of at most
+# SLICE_SELECT_WAYS ways (see MatrixVectorUnit._select_slice): one multiplexer of 200 ways by the
+# fold counter was a placed CNN's critical path, one of 16 ways placed at 150 MHz and more.
+SLICE_SELECT_MAX = 16
+SLICE_SELECT_WAYS = 4
 
 __all__ = ["MatrixVectorUnit"]
 
@@ -391,6 +399,12 @@ class MatrixVectorUnit(wiring.Component):
         r_data = Signal(self.out_format.width)
 
         advance = Signal()
+        split = None
+        if piped and self.input_stages and sf_max + 1 > SLICE_SELECT_MAX:
+            # The fewest multiplexers of at most SLICE_SELECT_WAYS ways each, one per register.
+            steps = next((n for n in range(2, self.input_stages + 1)
+                          if SLICE_SELECT_WAYS ** n >= sf_max + 1), self.input_stages + 1)
+            x_slice, split = self._select_slice(m, x_cur, xw, sf_max + 1, active, advance, sf == sf_max, steps)
         # The vector the issue stage takes: the input port's, or pipelined the input slice's.
         in_valid, in_ready, in_payload = self.i.valid, self.i.ready, self.i.payload
         if piped:
@@ -479,6 +493,8 @@ class MatrixVectorUnit(wiring.Component):
         for k in range(self.input_stages):
             # The weights' ROM address and output registers: the input slice meets the tree
             # that much later too.
+            if split is not None and k < len(split):
+                x_lane = split[k](x_lane)
             x_lane = _registered(m, x_lane, f"x_lane_{k}")
             if k:
                 w_data = _registered(m, w_data, f"w_data_{k}")
@@ -540,8 +556,9 @@ class MatrixVectorUnit(wiring.Component):
                 c_last_sf.eq(sf == sf_max),
                 c_last.eq(issue_last),
                 c_nf.eq(nf),
-                x_slice.eq(x_cur.word_select(sf, xw)),
             ]
+            if split is None:
+                m.d.sync += x_slice.eq(x_cur.word_select(sf, xw))
             with m.If(active):
                 m.d.sync += addr.eq(Mux(issue_last, 0, addr + 1))
                 with m.If(sf == sf_max):
@@ -564,6 +581,49 @@ class MatrixVectorUnit(wiring.Component):
                             group = Cat(*group)
                             m.d.sync += r_data.word_select(i * self.neuron_folds + c_nf, len(group)).eq(group)
         return m
+
+
+    @staticmethod
+    def _select_slice(m, x_cur, xw, folds, active, advance, last_fold, steps):
+        """Pipelined: the slice of fold ``sf`` of ``x_cur`` in ``steps`` multiplexers, one per
+        register on the way to the lane (the issue register, then the ROM's address and output
+        registers). The fold number is kept as ``steps`` digits of ``ways`` each, the lowest
+        stepping first: at issue the top digit picks the group of slices that holds it, and each
+        register after it the next digit within that group. Each multiplexer has about
+        folds ** (1 / steps) ways instead of ``folds``. Returns (the issue register, the
+        function of each later register's input)."""
+        ways = 2
+        while ways ** steps < folds:
+            ways += 1
+        tops = math.ceil(folds / ways ** (steps - 1))
+        # Digit d picks one of `sizes[d]` parts; digit 0 is the top one.
+        sizes = [tops] + [ways] * (steps - 1)
+        parts = [ways ** (steps - 1 - d) * xw for d in range(steps)]  # bits of what digit d picks
+        padded = Cat(x_cur, Const(0, tops * parts[0] - len(x_cur)))
+        digits = [Signal(range(n), name=f"fold_digit{d}") for d, n in enumerate(sizes)]
+        x_group = Signal(parts[0], name="x_group")
+        # Each lower digit travels beside the data to the register where it selects.
+        later = [digits[1:]]
+        with m.If(advance):
+            m.d.sync += x_group.eq(padded.word_select(digits[0], parts[0]))
+            with m.If(active):
+                with m.If(last_fold):
+                    m.d.sync += [d.eq(0) for d in digits]
+                with m.Else():
+                    # An odometer: the lowest digit steps, a digit at its end wraps and carries.
+                    for d in reversed(range(steps)):
+                        wrap = digits[d] == sizes[d] - 1
+                        lower_full = Const(1) if d == steps - 1 else Cat(
+                            *(digits[e] == sizes[e] - 1 for e in range(d + 1, steps))).all()
+                        with m.If(lower_full):
+                            m.d.sync += digits[d].eq(Mux(wrap, 0, digits[d] + 1))
+        for k in range(steps - 1):
+            later.append([_registered(m, v, f"{v.name}_at{k}") for v in later[-1]])
+
+        def select(k):
+            # At the register after stage k: digit k + 1, k + 1 cycles old.
+            return lambda value: value.word_select(later[k + 1][k], parts[k + 1])
+        return x_group, [select(k) for k in range(steps - 1)]
 
 
 def _registered(m, value, name):

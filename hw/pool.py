@@ -48,6 +48,8 @@ class MaxPool(WindowScan):
         Element kind: "bipolar", "uint" or "int".
     bits : int
         Bits per element (1 for bipolar).
+    pipelined : bool
+        Registered scan flags (see :class:`~lowbit.hw.window.WindowScan`).
 
     Members
     -------
@@ -64,11 +66,11 @@ class MaxPool(WindowScan):
         If a size is out of range or the kernel does not fit the image.
     """
 
-    def __init__(self, height, width, channels, kernel, *, stride=None, kind="bipolar", bits=1):
+    def __init__(self, height, width, channels, kernel, *, stride=None, kind="bipolar", bits=1, pipelined=False):
         stride = kernel if stride is None else stride
         check_geometry(height, width, channels, kernel, stride, 0)
         fmt = VectorFormat(kind, bits, channels)
-        super().__init__(height, width, kernel, stride, 0, 0, fmt, fmt)
+        super().__init__(height, width, kernel, stride, 0, 0, fmt, fmt, pipelined=pipelined)
 
     def result(self, m, pixels):
         flat = [p for row in pixels for p in row]

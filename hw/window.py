@@ -70,6 +70,10 @@ class WindowScan(wiring.Component):
         Payload word of a padding pixel.
     in_format, out_format : VectorFormat
         Formats of an input pixel and of an output beat.
+    pipelined : bool
+        Look up the next position's "real" and "window ends here" flags a step ahead, into
+        registers, so that the step signal is two gates from registers (a pipelined network's
+        clock). Same timing and output.
 
     Members
     -------
@@ -79,7 +83,10 @@ class WindowScan(wiring.Component):
         One beat per window, as :meth:`result` makes it.
     """
 
-    def __init__(self, height, width, kernel, stride, pad, pad_word, in_format, out_format):
+    def __init__(self, height, width, kernel, stride, pad, pad_word, in_format, out_format, *, pipelined=False):
+        if not isinstance(pipelined, bool):
+            raise TypeError(f"Pipelined must be a bool, not {pipelined!r}")
+        self._pipelined = pipelined
         self._height, self._width = height, width
         self._kernel, self._stride, self._pad = kernel, stride, pad
         self._pad_word = pad_word
@@ -97,6 +104,7 @@ class WindowScan(wiring.Component):
     pad = property(lambda self: self._pad)
     in_format = property(lambda self: self._in_format)
     out_format = property(lambda self: self._out_format)
+    pipelined = property(lambda self: self._pipelined)
 
     @property
     def padded_height(self):
@@ -189,12 +197,26 @@ class WindowScan(wiring.Component):
         r_data = Signal(self._out_format.width)
         pixel = Signal(pw)
 
-        m.d.comb += [
+        def flags(y, x):
             # Without padding every position is real. The lookup would say so too, but only for
             # py < hp and px < wp, which synthesis cannot prove when hp or wp is not a power of
             # two: it would keep a pixel-wide padding multiplexer that never switches.
-            real.eq(1 if pad == 0 else real_rows.bit_select(py, 1) & real_cols.bit_select(px, 1)),
-            emit.eq(emit_rows.bit_select(py, 1) & emit_cols.bit_select(px, 1)),
+            return (1 if pad == 0 else real_rows.bit_select(y, 1) & real_cols.bit_select(x, 1),
+                    emit_rows.bit_select(y, 1) & emit_cols.bit_select(x, 1))
+
+        x_next = Mux(px == wp - 1, 0, px + 1)
+        y_next = Mux(px == wp - 1, Mux(py == hp - 1, 0, py + 1), py)
+        if self._pipelined:
+            # The flags of the next position are looked up a step ahead and kept in registers:
+            # the step, which enables every register of the scan, is then two gates from them.
+            # At the first position (0, 0): real without padding, a window's corner for k = 1.
+            real_r, emit_r = Signal(init=int(pad == 0)), Signal(init=int(k == 1))
+            with m.If(step):
+                m.d.sync += [real_r.eq(flags(y_next, x_next)[0]), emit_r.eq(flags(y_next, x_next)[1])]
+            m.d.comb += [real.eq(real_r), emit.eq(emit_r)]
+        else:
+            m.d.comb += [real.eq(flags(py, px)[0]), emit.eq(flags(py, px)[1])]
+        m.d.comb += [
             room.eq(~r_valid | self.o.ready),
             # A step waits for the input only at real positions, for the output only at corners.
             step.eq((~real | self.i.valid) & (~emit | room)),
@@ -204,11 +226,15 @@ class WindowScan(wiring.Component):
             Value.cast(self.o.payload).eq(r_data),
         ]
 
-        with m.If(step):
-            with m.If(px == wp - 1):
-                m.d.sync += [px.eq(0), py.eq(Mux(py == hp - 1, 0, py + 1))]
-            with m.Else():
-                m.d.sync += px.eq(px + 1)
+        if self._pipelined:
+            with m.If(step):
+                m.d.sync += [px.eq(x_next), py.eq(y_next)]
+        else:
+            with m.If(step):
+                with m.If(px == wp - 1):
+                    m.d.sync += [px.eq(0), py.eq(Mux(py == hp - 1, 0, py + 1))]
+                with m.Else():
+                    m.d.sync += px.eq(px + 1)
 
         # taps[r][j] is the pixel r padded rows and j columns before the current position;
         # taps[0][0] is the current pixel itself.
@@ -296,6 +322,8 @@ class SlidingWindow(WindowScan):
         Element kind: "bipolar", "uint" or "int".
     bits : int
         Bits per element (1 for bipolar).
+    pipelined : bool
+        Registered scan flags (see :class:`~lowbit.hw.window.WindowScan`).
 
     Members
     -------
@@ -313,13 +341,13 @@ class SlidingWindow(WindowScan):
     """
 
     def __init__(self, height, width, channels, kernel, *, stride=1, pad=0, pad_value=None,
-                 kind="bipolar", bits=1):
+                 kind="bipolar", bits=1, pipelined=False):
         check_geometry(height, width, channels, kernel, stride, pad)
         in_format = VectorFormat(kind, bits, channels)
         pad_value = check_pad_value(in_format, pad, pad_value)
         self._pad_value = pad_value if pad else None
         super().__init__(height, width, kernel, stride, pad, pad_word(in_format, pad_value),
-                         in_format, VectorFormat(kind, bits, kernel * kernel * channels))
+                         in_format, VectorFormat(kind, bits, kernel * kernel * channels), pipelined=pipelined)
 
     @property
     def pad_value(self):

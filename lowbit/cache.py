@@ -1,7 +1,8 @@
 """What ``lowbit cache info`` and ``lowbit cache clean`` do: report the caches and bound their size.
 
 The caches share one root (``$LOWBIT_CACHE`` or ``~/.cache/lowbit``): Verilator builds in
-``verilator/``, Yosys results in ``synth/``, nextpnr results in ``pnr/``. Only what a cache's own
+``verilator/``, Yosys results in ``synth/``, nextpnr results in ``pnr/``, the LUT levels of xc7
+netlists in ``levels/``. Only what a cache's own
 naming rules recognize (see :mod:`lowbit.core.cache`) is counted or removed: its entries, the
 logs of failed builds, the leftovers of interrupted writes, and lock files. Anything else under
 the root, a file of the user's or a folder of another tool, is never touched.
@@ -10,7 +11,7 @@ the root, a file of the user's or a folder of another tool, is never touched.
 import re
 from pathlib import Path
 
-from lowbit.boards import pnr, synth
+from lowbit.boards import levels, pnr, synth
 from lowbit.core.cache import CacheFolder, default_root
 from lowbit.core.errors import LowbitError
 from lowbit.sim import build
@@ -19,7 +20,7 @@ __all__ = ["KINDS", "collect_leftovers", "cache_info", "cache_clean", "parse_siz
            "format_clean"]
 
 # Every cache lowbit keeps, each in the root's folder named by its label.
-KINDS = (build.CACHE, synth.CACHE, pnr.CACHE)
+KINDS = (build.CACHE, synth.CACHE, pnr.CACHE, levels.CACHE)
 
 # A number of bytes, or of K, M, G or T (powers of 1024), optionally written Ki/KB/KiB.
 _SIZE = re.compile(r"\s*(\d+(?:\.\d*)?)\s*(?:([kmgt])i?)?b?\s*", re.IGNORECASE)

@@ -155,19 +155,23 @@ def cmd_sweep_accuracy(args):
 
 def cmd_compile(args):
     target = args.target_cycles
+    if args.clock is not None and args.board is None and args.target_fps is None:
+        raise LowbitError("--clock is the clock of --target-fps, or with --board the clock to pipeline for",
+                          "add --board NAME or --target-fps N, or drop --clock")
     if args.target_fps is not None:
-        if args.target_fps <= 0 or args.clock <= 0:
-            raise LowbitError(f"--target-fps and --clock must be positive, not {args.target_fps} and {args.clock}")
+        clock = 100.0 if args.clock is None else args.clock
+        if args.target_fps <= 0 or clock <= 0:
+            raise LowbitError(f"--target-fps and --clock must be positive, not {args.target_fps} and {clock}")
         # The slowest engine sets the rate: cycles per inference <= clock / fps.
-        target = int(args.clock * 1e6 // args.target_fps)
+        target = int(clock * 1e6 // args.target_fps)
         if target < 1:
             raise LowbitError(f"{args.target_fps:g} inferences/s needs less than one cycle per inference "
-                              f"at {args.clock:g} MHz", "lower --target-fps or raise --clock")
+                              f"at {clock:g} MHz", "lower --target-fps or raise --clock")
     manifest, check = compile_checkpoint(args.checkpoint, args.output, folding=args.folding,
                                          target_cycles=target, board=args.board, max_luts=args.max_luts,
                                          data_root=args.data, force=args.force, dataset=args.dataset,
                                          input_encoding=args.input_encoding, ports=args.ports,
-                                         pipeline=args.pipeline)
+                                         pipeline=args.pipeline, clock=args.clock if args.board else None)
 
     folds = ",".join(foldings(manifest))
     if "reference_disagreements" in check:
@@ -177,6 +181,10 @@ def cmd_compile(args):
     latency = manifest["latency_cycles"]
     # Window scans overlap consecutive images: such networks have no single latency figure.
     latency = f"latency {latency} cycles" if latency is not None else "latency: see 'lowbit sim'"
+    chosen = manifest.get("pipeline_choice")
+    if chosen:
+        print(f"pipeline {chosen['levels']}: estimated fmax {chosen['estimated_fmax_mhz']:.1f} MHz on "
+              f"{chosen['board']} for the {chosen['clock_mhz']:g} MHz clock (check it placed: lowbit build --clock)")
     print(f"folding {folds}: {manifest['cycles_per_inference']} cycles/inference, {latency}; "
           f"wrote {args.output}/")
 
@@ -412,7 +420,7 @@ def cmd_sweep(args):
             args.arch, in_shape=in_shape, classes=classes, formats=args.formats or sweep.DEFAULT_FORMATS,
             targets=args.target_cycles, boards=args.board, p=args.p, min_compress_size=args.min_compress_size,
             seed=args.seed, synth=args.synth, dataset=args.dataset, epochs=args.epochs, data_root=args.data,
-            executor=executor, progress=progress)
+            executor=executor, progress=progress, pipeline=args.pipeline)
     acc = sweep.checkpoint_rows(args.checkpoint, data_root=args.data) if args.checkpoint else []
     if args.dataset is not None:
         title = f"{args.arch} on {args.dataset}"
@@ -567,9 +575,13 @@ def build_parser():
     g.add_argument("--folding", help="PExSIMD per layer, e.g. 1x64,1x16,1x4")
     g.add_argument("--target-cycles", type=_positive, help="cheapest folding with at most this many cycles/inference")
     g.add_argument("--target-fps", type=_rate, help="cheapest folding reaching this many inferences/s at --clock")
-    g.add_argument("--board", help="fastest folding whose estimate fits this board (see 'lowbit estimate')")
     g.add_argument("--max-luts", type=_positive, help="fastest folding within this many estimated xc7 LUTs")
-    s.add_argument("--clock", type=_rate, default=100.0, help="clock in MHz for --target-fps (default 100)")
+    s.add_argument("--board", help="alone: the fastest folding whose estimate fits this board (see 'lowbit "
+                                   "estimate'); with a folding or target: check that it fits; with --clock: "
+                                   "pick the pipeline for the board")
+    s.add_argument("--clock", type=_rate, default=None, metavar="MHZ",
+                   help="the clock for --target-fps (default 100); with --board, also the fewest pipeline "
+                        "registers expected to close it on that board ('lowbit build --clock' checks it placed)")
     s.add_argument("--pipeline", type=_natural, default=0, metavar="LEVELS",
                    help="register every matrix engine's adder tree every LEVELS counter levels, and its ROM "
                         "outputs, accumulator and compare: a faster clock at the same cycles per inference, "
@@ -694,6 +706,9 @@ def build_parser():
                    help="tiled: layers with fewer weights stay bipolar (default: the model's, 64k)")
     s.add_argument("--seed", type=_seed, default=0)
     s.add_argument("--synth", action="store_true", help="also synthesize every design with Yosys (slow)")
+    s.add_argument("--pipeline", type=_natural, default=0, metavar="LEVELS",
+                   help="pipeline every design as 'lowbit compile --pipeline' does; its fmax is then the "
+                        "estimator's pipelined model (default 0: none)")
     s.add_argument("--checkpoint", action="append", default=[],
                    help="a checkpoint from 'lowbit train' whose accuracy to plot against weight memory "
                         "(repeatable)")
@@ -701,7 +716,7 @@ def build_parser():
     _add_executor_options(s)
     s.set_defaults(func=cmd_sweep)
 
-    s = sub.add_parser("cache", help="show the caches (Verilator builds, synthesis, place and route), or "
+    s = sub.add_parser("cache", help="show the caches (Verilator builds, synthesis, place and route, LUT levels), or "
                                      "bound their size")
     s.add_argument("action", choices=["info", "clean"])
     g = s.add_mutually_exclusive_group()

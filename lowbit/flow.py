@@ -10,10 +10,12 @@ from pathlib import Path
 
 import numpy as np
 
+from lowbit.boards.build import does_not_fit_message
 from lowbit.boards.engine_synth import synthesize_engines
+from lowbit.boards.estimate import estimate_manifest
 from lowbit.boards.synth import synthesize
 from lowbit.compiler.build import BUILD_KIND, load_build, write_build
-from lowbit.compiler.codegen import PORT_STYLES
+from lowbit.compiler.codegen import PORT_STYLES, describe
 from lowbit.compiler.folding import apply_folding, most_folded, parse_folding
 from lowbit.compiler.passes import choose_memories, remove_identities, set_pipeline
 from lowbit.core.errors import LowbitError
@@ -23,6 +25,7 @@ from lowbit.model.data import input_encoding, load_hardware_dataset
 from lowbit.sim.runner import StallConfig, run_stream
 
 from .folding import fold_for_board, fold_for_cycles, fold_for_luts
+from .pipelining import pipeline_for_clock
 
 DEFAULT_HIDDEN = (64, 64)
 DEFAULT_EPOCHS = 30
@@ -199,24 +202,34 @@ def export_qonnx(source, out, *, data_root=None, limit=None):
 
 def fold(graph, *, folding=None, target_cycles=None, board=None, max_luts=None):
     """Apply a hand-given folding spec, or search one: the cheapest meeting ``target_cycles``, or
-    the fastest whose estimate fits ``board`` or ``max_luts`` LUTs; else the most folded."""
+    the fastest whose estimate fits ``board`` or ``max_luts`` LUTs; else the most folded. A
+    ``board`` given with a folding or a cycle target checks that it fits."""
     given = [k for k, v in (("a folding", folding), ("a cycle target", target_cycles),
-                            ("a board", board), ("a LUT budget", max_luts)) if v is not None]
-    if len(given) > 1:
+                            ("a LUT budget", max_luts)) if v is not None]
+    if len(given) > 1 or (board is not None and max_luts is not None):
+        given += ["a board"] if board is not None else []
         raise LowbitError(f"give one of a folding, a target, a board or a LUT budget, not {' and '.join(given)}")
     if folding is not None:
-        return apply_folding(graph, parse_folding(folding, graph))
-    if target_cycles is not None:
-        return fold_for_cycles(graph, target_cycles)
-    if board is not None:
+        folded = apply_folding(graph, parse_folding(folding, graph))
+    elif target_cycles is not None:
+        folded = fold_for_cycles(graph, target_cycles)
+    elif board is not None:
         return fold_for_board(graph, board)
-    if max_luts is not None:
+    elif max_luts is not None:
         return fold_for_luts(graph, max_luts)
-    return most_folded(graph)
+    else:
+        return most_folded(graph)
+    if board is not None:
+        estimate = estimate_manifest(describe(folded), board)
+        if not estimate["fits"]:
+            raise LowbitError(does_not_fit_message(estimate),
+                              "fold further (a larger --target-cycles, a lower --target-fps or a smaller folding), "
+                              "or drop them to get the fastest folding that fits the board")
+    return folded
 
 
 def compile_graph(graph, out_dir, *, folding=None, target_cycles=None, board=None, max_luts=None,
-                  inputs=(), force=False, ports="axi-stream", pipeline=0):
+                  inputs=(), force=False, ports="axi-stream", pipeline=0, clock=None):
     """IR graph -> build folder (Verilog, memory files, manifest.json, graph.npz); returns the manifest.
 
     The graph may come from :func:`export_checkpoint` or be built from numpy arrays with the ops
@@ -224,20 +237,27 @@ def compile_graph(graph, out_dir, *, folding=None, target_cycles=None, board=Non
     :func:`fold`) and the code generation are the same. ``ports`` is the top's port style:
     ``"axi-stream"`` or ``"native"`` (see :data:`lowbit.compiler.codegen.PORT_STYLES`).
     ``pipeline``: counter levels between the registers of every matrix engine's tree (0: none).
+    ``clock`` (MHz, with ``board``) chooses it instead: the fewest registers expected to close that
+    clock on that board (:func:`lowbit.pipelining.pipeline_for_clock`).
     """
     if ports not in PORT_STYLES:
         raise LowbitError(f"unknown port style {ports!r}", f"use one of {', '.join(PORT_STYLES)}")
     claim_output_dir(out_dir, BUILD_KIND, inputs=inputs, force=force)  # before any work
     graph = remove_identities(graph)
+    if clock is not None and (board is None or pipeline):
+        raise LowbitError("a clock picks the pipeline for a board: give --clock with --board, without --pipeline",
+                          "add --board NAME, or drop --clock and give --pipeline LEVELS yourself")
     graph = fold(graph, folding=folding, target_cycles=target_cycles, board=board, max_luts=max_luts)
-    if pipeline:
+    if clock is not None:
+        graph = pipeline_for_clock(graph, clock, board)[0]
+    elif pipeline:
         graph = set_pipeline(graph, pipeline)
     return write_build(choose_memories(graph), out_dir, inputs=inputs, force=force, ports=ports)
 
 
 def compile_checkpoint(ckpt, out_dir, *, folding=None, target_cycles=None, board=None, max_luts=None,
                        data_root=None, force=False, dataset=None, input_encoding=None, ports="axi-stream",
-                       pipeline=0):
+                       pipeline=0, clock=None):
     """Checkpoint or ``.onnx`` model -> build folder (Verilog, manifest.json, graph.npz). Returns
     the manifest and the check of the IR against PyTorch (or, for ONNX, against qonnx)."""
     inputs = (ckpt, data_root)
@@ -250,7 +270,8 @@ def compile_checkpoint(ckpt, out_dir, *, folding=None, target_cycles=None, board
                               "own dataset and encoding", "drop them")
         graph, check = export_checkpoint(ckpt, data_root)
     return compile_graph(graph, out_dir, folding=folding, target_cycles=target_cycles, board=board,
-                         max_luts=max_luts, inputs=inputs, force=force, ports=ports, pipeline=pipeline), check
+                         max_luts=max_luts, inputs=inputs, force=force, ports=ports, pipeline=pipeline,
+                         clock=clock), check
 
 
 def _test_vectors(graph, manifest, *, dataset, data_root, inputs, labels, limit):

@@ -25,6 +25,7 @@ from lowbit.boards.boards import get_board
 from lowbit.boards.estimate import estimate_manifest
 from lowbit.boards.synth import synthesize
 from lowbit.compiler.codegen import build_manifest, describe, generate_verilog
+from lowbit.compiler.passes import set_pipeline
 from lowbit.core.errors import LowbitError
 from lowbit.core.executor import Executor
 from lowbit.core.files import atomic_dir
@@ -105,7 +106,7 @@ def _weight_bits(manifest):
 
 def sweep_resources(arch="mlp:64,64", *, in_shape=(64,), classes=10, formats=DEFAULT_FORMATS,
                     targets=DEFAULT_TARGETS, boards=("arty-a7-35",), p=4, min_compress_size=None, seed=0,
-                    synth=False, dataset=None, epochs=20, data_root=None, progress=None, executor=None):
+                    synth=False, dataset=None, epochs=20, data_root=None, progress=None, executor=None, pipeline=0):
     """One row per (format, target, board): folding, exact cycles, estimated resources and
     throughput, and with ``dataset`` the test accuracy of the format's trained network.
 
@@ -113,7 +114,9 @@ def sweep_resources(arch="mlp:64,64", *, in_shape=(64,), classes=10, formats=DEF
     ``error`` set and no numbers. With ``synth``, each design is also synthesized by Yosys for the
     board's family (``synth_luts``, ``synth_ffs``, ``synth_brams``; cached). ``p`` and
     ``min_compress_size`` shape the ``tiled`` format: layers with fewer weights than
-    ``min_compress_size`` stay plain bipolar (the model's default when None).
+    ``min_compress_size`` stay plain bipolar (the model's default when None). ``pipeline`` registers
+    every matrix engine's tree every that many counter levels (``lowbit compile --pipeline``); the
+    fmax of every row is the estimator's model (nothing is placed), and is labelled so.
 
     Without ``dataset`` the network has seeded random weights and ``in_shape``/``classes`` give
     its input and output. With ``dataset`` (``digits``, ``mnist``, ...; files under
@@ -162,7 +165,7 @@ def sweep_resources(arch="mlp:64,64", *, in_shape=(64,), classes=10, formats=DEF
         results, failed = executor.map(train_format, specs, on_done=reporter("train", len(specs)))
         trained = {spec.fmt: t for spec, t in results}
     points = [SweepPoint(arch, tuple(in_shape), classes, fmt, target, board.name, p, min_compress_size, seed,
-                         synth, trained.get(fmt))
+                         synth, trained.get(fmt), pipeline)
               for fmt in formats if dataset is None or fmt in trained for target in targets for board in boards]
     results, point_failed = executor.map(sweep_point, points, on_done=reporter("points", len(points)))
     rows = [row for _, row in results]
@@ -231,6 +234,7 @@ class SweepPoint:
     seed: int
     synth: bool
     trained: object = dataclasses.field(default=None, repr=False)
+    pipeline: int = 0
 
     def as_dict(self):
         """The point as a report names it (the trained network by its format only)."""
@@ -241,7 +245,7 @@ def sweep_point(point):
     """The sweep's row of one point (a pure function of it: a job on any worker)."""
     board = get_board(point.board)
     row = {"format": point.fmt if point.fmt != "tiled" else f"tiled p={point.p}", "act": hardware_act(point.fmt),
-           "board": board.name, "target_cycles": point.target, "error": None}
+           "board": board.name, "target_cycles": point.target, "pipeline": point.pipeline, "error": None}
     if point.trained is None:
         from lowbit.model.export import export_model  # torch
 
@@ -256,7 +260,7 @@ def sweep_point(point):
         row["bits_per_weight"] = point.trained.bits_per_weight
         row["accuracy"] = point.trained.accuracy
     try:
-        folded = fold_for_cycles(graph, point.target)
+        folded = set_pipeline(fold_for_cycles(graph, point.target), point.pipeline)
     except LowbitError as e:
         row["error"] = e.message if hasattr(e, "message") else str(e)
         return row
@@ -329,7 +333,8 @@ def markdown_table(rows):
     """One line per row; the accuracy column where the rows have one, * on the Pareto front."""
     acc = any("accuracy" in r for r in rows)
     head = ("| format | bits/weight | act | board | target cycles | folding (PExSIMD) | cycles | weight bits "
-            "| LUT | FF | BRAM | fits | fmax MHz | inferences/s at fmax |" + (" accuracy (%) |" if acc else "")
+            "| LUT | FF | BRAM | fits | fmax MHz (modelled) | inferences/s at modelled fmax |"
+            + (" accuracy (%) |" if acc else "")
             + " Pareto |\n|---|---:|---|---|---:|---|---:|---:|---:|---:|---:|---|---:|---:|"
             + ("---:|" if acc else "") + ":---:|\n")
     lines = []

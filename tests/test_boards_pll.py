@@ -2,6 +2,7 @@
 clock while the UART stays on the oscillator (``lowbit build --clock``)."""
 
 import json
+import re
 import time
 from fractions import Fraction
 
@@ -172,6 +173,9 @@ def test_a_clock_beyond_the_placed_fmax_is_refused_unless_allowed(mlp_build, tmp
     err = capsys.readouterr().err
     assert "the network clock of 120 MHz is faster than its domain's placed fmax of" in err
     assert "MHz on icebreaker: slack -" in err and "--allow-slower" in err
+    # the critical path is named by engine, layer and signal, both ends inside the network
+    assert re.search(r"its critical path runs from engine\d \(fc\d\): \S+ to engine\d \(fc\d\): \S+ "
+                     r"\(\d+\.\d\d ns\)", err), err
     assert not out.exists()  # nothing written
     assert main(["build", str(mlp_build), "--board", "icebreaker", "--clock", "120", "--allow-slower",
                  "-o", str(out)]) == 0
@@ -183,9 +187,14 @@ def test_a_clock_beyond_the_placed_fmax_is_refused_unless_allowed(mlp_build, tmp
     assert ck["pll"]["params"] == {"DIVR": 0, "DIVF": 79, "DIVQ": 3, "FILTER_RANGE": 1}
     # placed to the end for the clock asked, whose constraint it misses
     assert ck["network_fmax_mhz"] < ck["network_constraint_mhz"] and abs(ck["network_constraint_mhz"] - 120) < 0.1
+    path = ck["critical_path"]
+    # the path is the domain's critical one: its delay is the placed period
+    assert abs(path["delay_ns"] - 1e3 / ck["network_fmax_mhz"]) < 0.05, path
+    assert path["start_cell"].startswith("link.network.network.engine") and path["segments"] > 3
     assert report["warnings"] == [f"the network clock of 120 MHz is faster than its domain's placed fmax of "
-                                  f"{ck['network_fmax_mhz']:.2f} MHz on icebreaker: slack {ck['slack_ns']:.2f} ns "
-                                  "(built anyway: --allow-slower)"]
+                                  f"{ck['network_fmax_mhz']:.2f} MHz on icebreaker: slack {ck['slack_ns']:.2f} ns; "
+                                  f"its critical path runs from {path['start']} to {path['end']} "
+                                  f"({path['delay_ns']:.2f} ns) (built anyway: --allow-slower)"]
     assert (out / "icebreaker.bin").stat().st_size > 100_000
 
 

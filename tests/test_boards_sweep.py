@@ -35,6 +35,21 @@ def test_sweep_table_plots_and_report(tmp_path, capsys):
     assert "wrote" in capsys.readouterr().out
 
 
+def test_a_pipelined_sweep_quotes_the_pipelined_model_at_the_same_cycles(tmp_path, capsys):
+    rows = {}
+    for levels in (0, 2):
+        out = tmp_path / f"sweep{levels}"
+        assert main(["sweep", "--arch", "mlp:32", "--in-shape", "32", "--classes", "4", "--formats", "bipolar",
+                     "--target-cycles", "1,64", "--board", "ulx3s", "--pipeline", str(levels), "-o", str(out)]) == 0
+        rows[levels] = json.loads((out / "sweep.json").read_text())["rows"]
+    assert "| fmax MHz (modelled) | inferences/s at modelled fmax |" in capsys.readouterr().out
+    for before, after in zip(rows[0], rows[2]):
+        assert (before["pipeline"], after["pipeline"]) == (0, 2)
+        assert after["cycles_per_inference"] == before["cycles_per_inference"] and after["folding"] == before["folding"]
+        assert before["fmax_mhz"] < after["fmax_mhz"] == 174.3  # the ECP5 pipelined model
+        assert after["inferences_per_second_at_fmax"] == round(174.3e6 / after["cycles_per_inference"])
+
+
 def test_sweep_unreachable_target_is_reported(tmp_path):
     # A CNN's first window layer scans every pixel, so 1 cycle per inference cannot be met.
     out = tmp_path / "sweep"

@@ -351,6 +351,32 @@ def test_pipelined_lanes_match_the_ir_with_stalls_at_the_same_rate(fmt_name, in_
     assert set(clean.intervals) == {u.cycles_per_item}
 
 
+@pytest.mark.parametrize("mw, simd, pe, steps", [(34, 2, 2, 3), (40, 1, 2, 3), (200, 1, 2, 4)])
+def test_pipelined_many_slices_are_selected_in_steps(mw, simd, pe, steps):
+    """Beyond sixteen slices per vector, the slice is picked by several multiplexers of at most
+    four ways, one per register on the way to the lane: the group, then the slice within it.
+    Seventeen slices pad two groups of sixteen; 200 slices take four steps of four ways; the
+    neuron folds walk the vector again from its first slice."""
+    w, x, vt, t, ref = case("bipolar", "bipolar", 1, seed=mw + simd, mh=4, mw=mw)
+    u = unit(w, "bipolar", vt, t, pe=pe, simd=simd, pipeline=2)
+    m = rtlil.convert(u)
+    assert "x_group" in m and f"fold_digit{steps - 1}" in m and f"fold_digit{steps}" not in m
+    res = run_amaranth_stream(u, u.in_format.pack(x), stall=0.4, seed=3)
+    assert res.outputs == u.out_format.pack(ref)
+    clean = run_amaranth_stream(u, u.in_format.pack(x[:6]))
+    assert clean.latency == u.latency and set(clean.intervals) == {u.cycles_per_item}
+    # sixteen slices or fewer: one multiplexer, as before
+    few = next(d for d in range(1, mw + 1) if mw % d == 0 and mw // d <= 16)
+    assert "x_group" not in rtlil.convert(unit(w, "bipolar", vt, t, pe=pe, simd=few, pipeline=2))
+    if steps == 3:
+        w, x, vt, t, ref = case("ternary", "uint3", None, n=30, seed=mw, mh=4, mw=mw)
+        u = unit(w, "ternary", vt, t, pe=pe, simd=simd, pipeline=1)
+        expected = u.out_format.pack(ref)
+        both = run_both(u, u.in_format.pack(x), expected, seed=mw)
+        assert both.mismatches(expected) == 0
+        assert both.verilator.latency == both.amaranth_latency == u.latency
+
+
 def test_fewer_levels_between_registers_give_more_stages():
     """A 64-wide XNOR-popcount: its tree is seven counter levels deep (full adders on the XNORs,
     then 6:3 counters halving the columns), and a stage closes every k levels or before the final

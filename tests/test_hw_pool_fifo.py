@@ -88,11 +88,12 @@ def test_pool_rejects_bad_parameters(args, kwargs, exc, message):
     raises_exactly(exc, message, lambda: MaxPool(*args, **kwargs))
 
 
-@pytest.mark.parametrize("vtype, k, stride", [(BIPOLAR, 2, 2), (INT4, 3, 2), (UINT3, 2, 1)],
-                         ids=["bipolar-k2-s2", "int4-k3-s2", "uint3-k2-s1"])
-def test_pool_both_simulators_with_stalls_and_timing(vtype, k, stride):
+@pytest.mark.parametrize("vtype, k, stride, pipelined", [(BIPOLAR, 2, 2, False), (INT4, 3, 2, False),
+                                                        (UINT3, 2, 1, False), (INT4, 3, 2, True)],
+                         ids=["bipolar-k2-s2", "int4-k3-s2", "uint3-k2-s1", "int4-k3-s2-pipelined"])
+def test_pool_both_simulators_with_stalls_and_timing(vtype, k, stride, pipelined):
     n, h, w, c = 3, 6, 6, 4
-    p = MaxPool(h, w, c, k, stride=stride, kind=vtype.kind, bits=vtype.bits)
+    p = MaxPool(h, w, c, k, stride=stride, kind=vtype.kind, bits=vtype.bits, pipelined=pipelined)
     x = feature_map(vtype, (n, h, w, c))
     y = MaxPoolOp("mp", c, k, stride, vtype).reference(x)
     inputs, expected = p.in_format.pack(x.reshape(-1, c)), p.out_format.pack(y.reshape(-1, c))
@@ -134,9 +135,9 @@ def test_fifo_rejects_bad_parameters(args, exc, message):
     raises_exactly(exc, message, lambda: StreamFIFO(*args))
 
 
-@pytest.mark.parametrize("depth", [1, 2, 5])
-def test_fifo_both_simulators_with_stalls_and_timing(depth):
-    f = StreamFIFO(FMT, depth)
+@pytest.mark.parametrize("depth, pipelined", [(1, False), (2, False), (5, False), (3, True), (5, True)])
+def test_fifo_both_simulators_with_stalls_and_timing(depth, pipelined):
+    f = StreamFIFO(FMT, depth, pipelined=pipelined)
     words = FMT.pack(rng.integers(-16, 16, size=(80, 3)))
     res = run_both(f, words, words, stall=0.5, seed=depth, timing_items=len(words), name="fifo")
     assert res.mismatches(words) == 0
@@ -145,10 +146,12 @@ def test_fifo_both_simulators_with_stalls_and_timing(depth):
     assert set(res.verilator.interval) == {f.cycles_per_item}
 
 
-@pytest.mark.parametrize("depth", [1, 3, 6])
-def test_fifo_fills_to_depth_while_the_output_stalls(depth):
-    f = StreamFIFO(FMT, depth)
-    words = list(range(1, depth + 4))
+@pytest.mark.parametrize("depth, pipelined", [(1, False), (3, False), (6, False), (3, True)])
+def test_fifo_fills_to_depth_while_the_output_stalls(depth, pipelined):
+    """Exactly ``depth`` payloads, two more with the skid buffer of a pipelined FIFO."""
+    f = StreamFIFO(FMT, depth, pipelined=pipelined)
+    held = depth + 2 * pipelined
+    words = list(range(1, held + 4))
     accepted, drained = [], []
 
     async def testbench(ctx):
@@ -166,9 +169,9 @@ def test_fifo_fills_to_depth_while_the_output_stalls(depth):
                 break
         ctx.set(f.i.valid, 0)
         await ctx.tick().repeat(4)
-        assert len(accepted) == depth
+        assert len(accepted) == held
         ctx.set(f.o.ready, 1)
-        for _ in range(3 * depth + 4):
+        for _ in range(3 * held + 4):
             _, _, valid, payload = await ctx.tick().sample(f.o.valid, Value.cast(f.o.payload))
             if valid:
                 drained.append(payload)
@@ -177,5 +180,5 @@ def test_fifo_fills_to_depth_while_the_output_stalls(depth):
     sim.add_clock(1e-6)
     sim.add_testbench(testbench)
     sim.run()
-    assert accepted == words[:depth]
+    assert accepted == words[:held]
     assert drained == accepted

@@ -139,29 +139,33 @@ def test_rejects_bad_parameters(args, kwargs, exc, message):
     raises_exactly(exc, message, lambda: SlidingWindow(*args, **kwargs))
 
 
-def stream_case(vtype, n, h, w, c, k, stride, pad, pad_value):
+def stream_case(vtype, n, h, w, c, k, stride, pad, pad_value, pipelined=False):
     op = SlidingWindowOp("sw", c, k, stride, pad, pad_value, vtype)
     d = SlidingWindow(h, w, c, k, stride=stride, pad=pad, pad_value=pad_value, kind=vtype.kind,
-                      bits=vtype.bits)
+                      bits=vtype.bits, pipelined=pipelined)
     x = feature_map(vtype, (n, h, w, c))
     y = op.reference(x)
     return d, d.in_format.pack(x.reshape(-1, c)), d.out_format.pack(y.reshape(-1, op.out_channels))
 
 
 # Line delays of every kind: wp - k = 3 and 5 (memories), 1 (a register) and 0 (a wire).
+@pytest.mark.parametrize("pipelined", [False, True], ids=["flags", "registered-flags"])
 @pytest.mark.parametrize("h, w, k, pad", [(5, 4, 3, 0), (3, 3, 3, 0), (4, 3, 2, 1), (3, 5, 1, 0)])
-def test_amaranth_line_delays(h, w, k, pad):
-    d, inputs, expected = stream_case(INT4, 3, h, w, 2, k, 1, pad, 3)
+def test_amaranth_line_delays(h, w, k, pad, pipelined):
+    d, inputs, expected = stream_case(INT4, 3, h, w, 2, k, 1, pad, 3, pipelined)
     res = run_amaranth_stream(d, inputs, n_outputs=len(expected), stall=0.5, seed=h * w + k)
     assert res.outputs == expected
 
 
-@pytest.mark.parametrize("vtype, stride, pad, pad_value", [
-    (BIPOLAR, 1, 0, None), (BIPOLAR, 2, 1, 1), (INT4, 1, 1, -3), (INT4, 2, 0, None),
-], ids=["bipolar-s1-p0", "bipolar-s2-p1", "int4-s1-p1", "int4-s2-p0"])
-def test_both_simulators_with_stalls_and_timing(vtype, stride, pad, pad_value):
+@pytest.mark.parametrize("vtype, stride, pad, pad_value, pipelined", [
+    (BIPOLAR, 1, 0, None, False), (BIPOLAR, 2, 1, 1, False), (INT4, 1, 1, -3, False), (INT4, 2, 0, None, False),
+    (BIPOLAR, 2, 1, 1, True), (INT4, 1, 1, -3, True),
+], ids=["bipolar-s1-p0", "bipolar-s2-p1", "int4-s1-p1", "int4-s2-p0", "bipolar-s2-p1-pipelined",
+        "int4-s1-p1-pipelined"])
+def test_both_simulators_with_stalls_and_timing(vtype, stride, pad, pad_value, pipelined):
+    """Registered scan flags (pipelined) change no output and no cycle."""
     n = 3
-    d, inputs, expected = stream_case(vtype, n, 6, 6, 3, 3, stride, pad, pad_value)
+    d, inputs, expected = stream_case(vtype, n, 6, 6, 3, 3, stride, pad, pad_value, pipelined)
     res = run_both(d, inputs, expected, stall=0.4, seed=stride + 2 * pad,
                    timing_items=len(inputs), name="sliding_window")
     assert res.mismatches(expected) == 0

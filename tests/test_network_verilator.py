@@ -99,7 +99,8 @@ def _cli(*args):
     ("cnn:8:16", "ternary", "2", ["--target-cycles", "200"]),
     ("mlp:32,16", "binary01", "bipolar", []),
     ("mlp:64,32", "levels5", "2", ["--target-fps", "1000000", "--clock", "100"]),
-], ids=["cnn-ternary-u2", "mlp-binary01", "mlp-levels5-u2"])
+    ("cnn:8:16", "bipolar", "bipolar", ["--target-cycles", "200", "--pipeline", "1"]),
+], ids=["cnn-ternary-u2", "mlp-binary01", "mlp-levels5-u2", "cnn-bipolar-pipelined"])
 def test_trained_formats_through_the_cli_on_the_whole_digits_test_split(tmp_path, arch, fmt, act, folding):
     """train -> compile -> sim from the command line for other formats and a CNN: the IR equals the
     integer-exact PyTorch model on every test image, and the Verilog equals the IR on every word."""
@@ -113,3 +114,9 @@ def test_trained_formats_through_the_cli_on_the_whole_digits_test_split(tmp_path
     assert report["cycles_measured"] == report["cycles_predicted"] == manifest["cycles_per_inference"]
     if folding:
         assert manifest["cycles_per_inference"] <= 200 if folding[0] == "--target-cycles" else 100
+    if "--pipeline" in folding:
+        # In front of every engine but a pipelined matrix engine, a FIFO of registers cuts the
+        # ready path: after the convolution and after the pool.
+        layers = manifest["layers"]
+        feeding = [a["name"] for a, b in zip(layers, layers[1:]) if b["op"] != "mvau"]
+        assert feeding and {f["after"] for f in manifest["fifos"]} >= set(feeding), manifest["fifos"]

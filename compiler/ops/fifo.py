@@ -24,9 +24,9 @@ class Fifo(EngineCost):
     entry_fields = {"depth": POSITIVE, "bits": POSITIVE}
 
     @staticmethod
-    def engine(fmt, depth):
-        """A FIFO of ``depth`` payloads of ``fmt``."""
-        return StreamFIFO(fmt, depth)
+    def engine(fmt, depth, *, pipelined=False):
+        """A FIFO of ``depth`` payloads of ``fmt`` (``pipelined``: its input ready a register)."""
+        return StreamFIFO(fmt, depth, pipelined=pipelined)
 
     @staticmethod
     def manifest_entry(after, engine):

@@ -4,12 +4,12 @@ In hardware the H*W pixel beats of an image are collected into one vector beat
 (:class:`lowbit.hw.collect.Collect`, manifest op ``collect``).
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from lowbit.core.errors import LowbitError
-from lowbit.core.schema import POSITIVE, list_of
+from lowbit.core.schema import NATURAL, POSITIVE, list_of
 from lowbit.core.types import BIPOLAR, ValueType
 from lowbit.hw.collect import Collect
 
@@ -26,14 +26,21 @@ class Flatten(Op):
     name: str
     in_shape: tuple
     in_type: ValueType = BIPOLAR
+    # Nonzero in a pipelined network (lowbit.compiler.passes.set_pipeline): the engine shifts its
+    # beats in (lowbit.hw.collect.Collect, ``pipelined``).
+    pipeline: int = 0
     engine_op = "collect"
-    record_fields = {"in_shape": list_of(POSITIVE, length=3), "in_type": TYPE_RECORD}
-    entry_fields = {"in_shape": list_of(POSITIVE, length=3)}
+    record_fields = {"in_shape": list_of(POSITIVE, length=3), "in_type": TYPE_RECORD, "pipeline": NATURAL}
+    record_defaults = {"pipeline": 0}
+    entry_fields = {"in_shape": list_of(POSITIVE, length=3), "pipeline": NATURAL}
+    entry_defaults = {"pipeline": 0}  # builds written before the pipelined collect
 
     def __post_init__(self):
         shape = tuple(int(v) for v in self.in_shape)
         if len(shape) != 3 or min(shape) < 1:
             raise LowbitError(f"{self.name}: in_shape must be (H, W, C) of positive sizes, not {self.in_shape!r}")
+        if not isinstance(self.pipeline, int) or isinstance(self.pipeline, bool) or self.pipeline < 0:
+            raise LowbitError(f"{self.name}: pipeline must be a non-negative integer, not {self.pipeline!r}")
         object.__setattr__(self, "in_shape", shape)
 
     @property
@@ -55,24 +62,28 @@ class Flatten(Op):
         return x.reshape(len(x), -1)
 
     # -- graph.npz ------------------------------------------------------------------------------
+    def with_pipeline(self, pipeline):
+        return replace(self, pipeline=pipeline)
+
     def record(self):
-        return {"in_shape": list(self.in_shape), "in_type": type_record(self.in_type)}, {}
+        return {"in_shape": list(self.in_shape), "in_type": type_record(self.in_type), "pipeline": self.pipeline}, {}
 
     @classmethod
     def from_record(cls, name, fields, arrays, body):
-        return cls(name, tuple(fields["in_shape"]), ValueType(**fields["in_type"]))
+        return cls(name, tuple(fields["in_shape"]), ValueType(**fields["in_type"]), fields["pipeline"])
 
     # -- hardware -------------------------------------------------------------------------------
     def engine(self, layer, in_format, lowering):
         h, w, _ = self.in_shape
-        return Collect(in_format, h * w)
+        return Collect(in_format, h * w, pipelined=bool(self.pipeline))
 
     def engine_cycles(self, layer, engine):
         """The collect's item is a whole image."""
         return engine.cycles_per_item
 
     def entry(self, layer, engine):
-        return {"op": self.engine_op, "in_shape": list(self.in_shape)}
+        return {"op": self.engine_op, "in_shape": list(self.in_shape),
+                **({"pipeline": self.pipeline} if self.pipeline else {})}
 
     # -- calibration ----------------------------------------------------------------------------
     @classmethod

@@ -8,7 +8,7 @@ compare-and-select for integers.
 from dataclasses import dataclass
 
 from lowbit.core.errors import LowbitError
-from lowbit.core.schema import POSITIVE
+from lowbit.core.schema import NATURAL, POSITIVE
 from lowbit.core.types import BIPOLAR, ValueType
 from lowbit.hw.pool import MaxPool as MaxPoolUnit
 
@@ -45,9 +45,12 @@ class MaxPool(Windowed):
     kernel: int
     stride: int = None
     in_type: ValueType = BIPOLAR
+    pipeline: int = 0
     pad = 0
     engine_op = "maxpool"
-    record_fields = {"channels": POSITIVE, "kernel": POSITIVE, "stride": POSITIVE, "in_type": TYPE_RECORD}
+    record_fields = {"channels": POSITIVE, "kernel": POSITIVE, "stride": POSITIVE, "in_type": TYPE_RECORD,
+                     "pipeline": NATURAL}
+    record_defaults = {"pipeline": 0}
     pad_field = False
 
     def __post_init__(self):
@@ -74,18 +77,18 @@ class MaxPool(Windowed):
     # -- graph.npz ------------------------------------------------------------------------------
     def record(self):
         return {"channels": self.channels, "kernel": self.kernel, "stride": self.stride,
-                "in_type": type_record(self.in_type)}, {}
+                "in_type": type_record(self.in_type), "pipeline": self.pipeline}, {}
 
     @classmethod
     def from_record(cls, name, fields, arrays, body):
         return cls(name, fields["channels"], fields["kernel"], fields["stride"],
-                   ValueType(**fields["in_type"]))
+                   ValueType(**fields["in_type"]), fields["pipeline"])
 
     # -- hardware -------------------------------------------------------------------------------
     def engine(self, layer, in_format, lowering):
         h, w, c = layer.in_shape
         return MaxPoolUnit(h, w, c, self.kernel, stride=self.stride, kind=in_format.kind,
-                           bits=in_format.bits)
+                           bits=in_format.bits, pipelined=bool(self.pipeline))
 
     # -- calibration ----------------------------------------------------------------------------
     @classmethod

@@ -8,7 +8,7 @@ scans the padded image once, keeping ``k - 1`` rows in line memories.
 """
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -46,9 +46,15 @@ class Windowed(Op):
 
     pad_field = True  # its manifest entry carries "pad" (a pool has none)
     entry_fields = {"kernel": POSITIVE, "stride": POSITIVE, "in_shape": list_of(POSITIVE, length=3),
-                    "buffer_pixels": NATURAL}
+                    "buffer_pixels": NATURAL, "pipeline": NATURAL}
+    entry_defaults = {"pipeline": 0}  # builds written before pipelined scans
+
+    def with_pipeline(self, pipeline):
+        """The op in a pipelined network: its scan keeps its flags in registers (nonzero)."""
+        return replace(self, pipeline=pipeline)
 
     def _check_geometry(self):
+        _check_int(self.name, "pipeline", self.pipeline, 0)
         if not isinstance(self.in_type, ValueType):
             raise LowbitError(f"{self.name}: in_type must be a ValueType, not {self.in_type!r}")
         for attr, minimum in (("channels", 1), ("kernel", 1), ("stride", 1), ("pad", 0)):
@@ -106,7 +112,8 @@ class Windowed(Op):
     def entry(self, layer, engine):
         return {"op": self.engine_op, "kernel": self.kernel, "stride": self.stride,
                 **({"pad": self.pad} if self.pad_field else {}),
-                "in_shape": list(layer.in_shape), "buffer_pixels": engine.buffer_pixels}
+                "in_shape": list(layer.in_shape), "buffer_pixels": engine.buffer_pixels,
+                **({"pipeline": self.pipeline} if self.pipeline else {})}
 
     # -- calibration ----------------------------------------------------------------------------
     @classmethod
@@ -201,9 +208,11 @@ class SlidingWindow(Windowed):
     pad: int = 0
     pad_value: int = None
     in_type: ValueType = BIPOLAR
+    pipeline: int = 0
     engine_op = "sliding_window"
     record_fields = {"channels": POSITIVE, "kernel": POSITIVE, "stride": POSITIVE, "pad": NATURAL,
-                     "pad_value": optional(INTEGER), "in_type": TYPE_RECORD}
+                     "pad_value": optional(INTEGER), "in_type": TYPE_RECORD, "pipeline": NATURAL}
+    record_defaults = {"pipeline": 0}
 
     def __post_init__(self):
         self._check_geometry()
@@ -234,18 +243,20 @@ class SlidingWindow(Windowed):
     # -- graph.npz ------------------------------------------------------------------------------
     def record(self):
         return {"channels": self.channels, "kernel": self.kernel, "stride": self.stride,
-                "pad": self.pad, "pad_value": self.pad_value, "in_type": type_record(self.in_type)}, {}
+                "pad": self.pad, "pad_value": self.pad_value, "in_type": type_record(self.in_type),
+                "pipeline": self.pipeline}, {}
 
     @classmethod
     def from_record(cls, name, fields, arrays, body):
         return cls(name, fields["channels"], fields["kernel"], fields["stride"], fields["pad"],
-                   fields["pad_value"], ValueType(**fields["in_type"]))
+                   fields["pad_value"], ValueType(**fields["in_type"]), fields["pipeline"])
 
     # -- hardware -------------------------------------------------------------------------------
     def engine(self, layer, in_format, lowering):
         h, w, c = layer.in_shape
         return SlidingWindowUnit(h, w, c, self.kernel, stride=self.stride, pad=self.pad,
-                                 pad_value=self.pad_value, kind=in_format.kind, bits=in_format.bits)
+                                 pad_value=self.pad_value, kind=in_format.kind, bits=in_format.bits,
+                                 pipelined=bool(self.pipeline))
 
     # -- calibration ----------------------------------------------------------------------------
     @classmethod
