@@ -401,7 +401,8 @@ class MatrixVectorUnit(wiring.Component):
         advance = Signal()
         split = None
         if piped and self.input_stages and sf_max + 1 > SLICE_SELECT_MAX:
-            # The fewest multiplexers of at most SLICE_SELECT_WAYS ways each, one per register.
+            # The fewest multiplexers of at most SLICE_SELECT_WAYS ways each, one per register;
+            # where the registers are too few (a ROM in LUTs has one fewer), one per register.
             steps = next((n for n in range(2, self.input_stages + 1)
                           if SLICE_SELECT_WAYS ** n >= sf_max + 1), self.input_stages + 1)
             x_slice, split = self._select_slice(m, x_cur, xw, sf_max + 1, active, advance, sf == sf_max, steps)

@@ -195,7 +195,7 @@ def _holds(engine):
     cycles later has at most ``ceil(L / c)`` beats in its pipeline, plus one waiting in its
     output register and one in its input register."""
     if isinstance(engine, StreamFIFO):
-        return engine.depth
+        return engine.depth + 2 * engine.pipelined  # a pipelined FIFO's skid buffer holds two more
     if isinstance(engine, ResidualBlock):
         return _holds_all(engine.body) + 2 + engine.skip_depth
     buffered = getattr(engine, "buffer_pixels", None)

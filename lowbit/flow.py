@@ -220,12 +220,17 @@ def fold(graph, *, folding=None, target_cycles=None, board=None, max_luts=None):
     else:
         return most_folded(graph)
     if board is not None:
-        estimate = estimate_manifest(describe(folded), board)
-        if not estimate["fits"]:
-            raise LowbitError(does_not_fit_message(estimate),
-                              "fold further (a larger --target-cycles, a lower --target-fps or a smaller folding), "
-                              "or drop them to get the fastest folding that fits the board")
+        _check_fits(folded, board)
     return folded
+
+
+def _check_fits(graph, board, how=""):
+    """Refuse ``graph`` if its estimate does not fit ``board``."""
+    estimate = estimate_manifest(describe(graph), board)
+    if not estimate["fits"]:
+        raise LowbitError(how + does_not_fit_message(estimate),
+                          "fold further (a larger --target-cycles, a lower --target-fps or a smaller folding), "
+                          "or drop them to get the fastest folding that fits the board")
 
 
 def compile_graph(graph, out_dir, *, folding=None, target_cycles=None, board=None, max_luts=None,
@@ -252,6 +257,8 @@ def compile_graph(graph, out_dir, *, folding=None, target_cycles=None, board=Non
         graph = pipeline_for_clock(graph, clock, board)[0]
     elif pipeline:
         graph = set_pipeline(graph, pipeline)
+    if board is not None and (clock is not None or pipeline):
+        _check_fits(graph, board, "pipelined, ")
     return write_build(choose_memories(graph), out_dir, inputs=inputs, force=force, ports=ports)
 
 

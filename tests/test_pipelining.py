@@ -120,3 +120,39 @@ def test_the_cli_prints_the_choice(digits_checkpoint, tmp_path, capsys):
     # --target-fps without --board: the clock sets the folding only, as before
     assert main(["compile", ckpt, "-o", str(tmp_path / "d"), "--target-fps", "1e6", "--clock", "150"]) == 0
     assert "pipeline_choice" not in json.loads((tmp_path / "d" / "manifest.json").read_text())
+
+
+def test_graphs_saved_before_pipelined_scans_still_load(tmp_path):
+    """graph.npz files written before the scans and the collect had a pipeline field: they load as
+    unpipelined, with the same hardware output."""
+    import io
+
+    import numpy as np
+
+    from lowbit.compiler.serialize import load_graph, save_graph
+
+    graph = _random_graph({"kind": "cnn", "in_shape": [1, 8, 8], "channels": [4], "fc": [8], "classes": 3,
+                           "weight_format": "bipolar", "act": "bipolar"})
+    save_graph(tmp_path / "g.npz", graph)
+    with np.load(tmp_path / "g.npz") as z:
+        arrays = {k: z[k] for k in z.files}
+    header = json.loads(arrays["header"].tobytes().decode())
+    old = [n for n in header["nodes"] if n["op"] in ("Flatten", "SlidingWindow", "MaxPool")]
+    assert {n["op"] for n in old} == {"Flatten", "SlidingWindow", "MaxPool"}
+    for n in old:
+        del n["pipeline"]
+    arrays["header"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    (tmp_path / "old.npz").write_bytes(buf.getvalue())
+    back = load_graph(tmp_path / "old.npz")
+    assert all(getattr(n, "pipeline", 0) == 0 for n in back.nodes)
+    x = np.where(np.random.default_rng(0).random((5, 8, 8, 1)) < 0.5, -1, 1)
+    assert np.array_equal(back.hardware_output(x), graph.hardware_output(x))
+
+
+def test_a_depth_given_by_hand_drops_the_clock_choice(mlp):
+    chosen = pipeline_for_clock(mlp, 150, "ulx3s")[0]
+    assert chosen.meta["pipeline"]["levels"] == 2
+    from lowbit.compiler.passes import set_pipeline
+    assert "pipeline" not in set_pipeline(chosen, 1).meta

@@ -70,7 +70,7 @@ class Flatten(Op):
 
     @classmethod
     def from_record(cls, name, fields, arrays, body):
-        return cls(name, tuple(fields["in_shape"]), ValueType(**fields["in_type"]), fields["pipeline"])
+        return cls(name, tuple(fields["in_shape"]), ValueType(**fields["in_type"]), fields.get("pipeline", 0))
 
     # -- hardware -------------------------------------------------------------------------------
     def engine(self, layer, in_format, lowering):

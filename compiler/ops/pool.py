@@ -82,7 +82,7 @@ class MaxPool(Windowed):
     @classmethod
     def from_record(cls, name, fields, arrays, body):
         return cls(name, fields["channels"], fields["kernel"], fields["stride"],
-                   ValueType(**fields["in_type"]), fields["pipeline"])
+                   ValueType(**fields["in_type"]), fields.get("pipeline", 0))
 
     # -- hardware -------------------------------------------------------------------------------
     def engine(self, layer, in_format, lowering):

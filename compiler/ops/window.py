@@ -249,7 +249,7 @@ class SlidingWindow(Windowed):
     @classmethod
     def from_record(cls, name, fields, arrays, body):
         return cls(name, fields["channels"], fields["kernel"], fields["stride"], fields["pad"],
-                   fields["pad_value"], ValueType(**fields["in_type"]), fields["pipeline"])
+                   fields["pad_value"], ValueType(**fields["in_type"]), fields.get("pipeline", 0))
 
     # -- hardware -------------------------------------------------------------------------------
     def engine(self, layer, in_format, lowering):
