@@ -32,10 +32,10 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from lowbit.boards.synth import _run_script, _script, default_cache_dir, find_yosys, read_verilog
-from lowbit.core.cache import CacheFolder, CacheKind, check, is_count, is_seconds, json_digest, read_payload
+from lowbit.boards.synth import _run_script, _script, default_cache_dir, find_yosys, read_verilog, yosys_failure
+from lowbit.core.cache import CacheFolder, CacheKind, check, is_count, is_seconds, read_payload, write_payload
 from lowbit.core.errors import LowbitError
-from lowbit.core.files import atomic_write_text, ensure_writable_dir
+from lowbit.core.files import ensure_writable_dir
 
 
 __all__ = ["LutLevels", "lut_levels", "lut_levels_of_netlist", "CACHE"]
@@ -531,15 +531,7 @@ def lut_levels(verilog, top, *, cache_dir=None):
                                                              f"yosys {top} (xilinx levels)")
         netlist_path = work / "netlist.json"
         if returncode != 0 or not netlist_path.exists():
-            logged = set(log.splitlines())
-            extra = [line for line in output.splitlines() if line not in logged]
-            full_log = "\n".join([*log.splitlines(), *extra]) + "\n"
-            kept = levels_dir / f"{key}.failed.log"
-            atomic_write_text(kept, full_log)
-            tail = "\n".join(full_log.rstrip().splitlines()[-_LOG_TAIL_LINES:])
-            raise LowbitError(
-                f"Yosys failed to map {top!r} for xc7 (exit code {returncode}):\n{tail}",
-                f"fix the design; the full Yosys log is {str(kept)!r}")
+            raise yosys_failure(f"map {top!r} for xc7", returncode, log, output, levels_dir / f"{key}.failed.log")
         start = time.monotonic()
         with open(netlist_path, encoding="utf-8") as f:
             netlist = json.load(f)
@@ -547,8 +539,7 @@ def lut_levels(verilog, top, *, cache_dir=None):
         # The analysis is part of what a cache hit saves.
         seconds += time.monotonic() - start
         payload = _payload(result, top, version, seconds)
-        entry = {"format": _CACHE_FORMAT, "key": key, "sha256": json_digest(payload), "payload": payload}
-        atomic_write_text(tmp / "entry.json", json.dumps(entry, indent=1, sort_keys=True) + "\n")
+        write_payload(tmp / "entry.json", _CACHE_FORMAT, key, payload)
         return tmp / "entry.json", payload
 
     def load(path):

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from lowbit.core import children
 from lowbit.core.cache import (CacheFolder, CacheKind, check, check_counts, default_root, is_seconds,
-                               json_digest, read_payload)
+                               read_payload, write_payload)
 from lowbit.core.errors import LowbitError
 from lowbit.core.files import atomic_write_text, ensure_writable_dir
 from lowbit.core.resources import Resources
@@ -451,6 +451,20 @@ def _run_script(yosys_argv, text, script, work, label):
     return returncode, log, output, cells, modules, seconds
 
 
+def yosys_failure(what, returncode, log, output, kept):
+    """The error of a failed Yosys run that tried to ``what``: its log's last lines, the whole log
+    kept in the file ``kept``."""
+    # The console repeats the log's errors, but can also hold what the log cannot, e.g. a crash
+    # of the WebAssembly runtime; keep only the latter.
+    logged = set(log.splitlines())
+    extra = [line for line in output.splitlines() if line not in logged]
+    full_log = "\n".join([*log.splitlines(), *extra]) + "\n"
+    atomic_write_text(kept, full_log)
+    tail = "\n".join(full_log.rstrip().splitlines()[-_LOG_TAIL_LINES:])
+    return LowbitError(f"Yosys failed to {what} (exit code {returncode}):\n{tail}",
+                       f"fix the design; the full Yosys log is {str(kept)!r}")
+
+
 def synthesize(verilog, top, family, *, cache_dir=None, extra_script=None):
     """Synthesize a Verilog design with Yosys and count the resources it uses.
 
@@ -523,24 +537,12 @@ def synthesize(verilog, top, family, *, cache_dir=None, extra_script=None):
                 yosys_argv, text, _script(top, family, extra_script, fallback=True),
                 tmp / "fallback", label)
         if cells is None:
-            # The console repeats the log's errors, but can also hold what the log cannot,
-            # e.g. a crash of the WebAssembly runtime; keep only the latter.
-            logged = set(log.splitlines())
-            extra = [line for line in output.splitlines() if line not in logged]
-            full_log = "\n".join([*log.splitlines(), *extra]) + "\n"
-            kept = synth_dir / f"{key}.failed.log"
-            atomic_write_text(kept, full_log)
-            tail = "\n".join(full_log.rstrip().splitlines()[-_LOG_TAIL_LINES:])
-            raise LowbitError(
-                f"Yosys failed to synthesize {top!r} for {family} (exit code {returncode}):\n"
-                f"{tail}",
-                f"fix the design; the full Yosys log is {str(kept)!r}")
+            raise yosys_failure(f"synthesize {top!r} for {family}", returncode, log, output,
+                                synth_dir / f"{key}.failed.log")
         payload = {"family": family, "top": top, "flow": _flow_name(family, fallback),
                    "yosys_version": version, "seconds": seconds, "cells": cells,
                    "modules": modules}
-        entry = {"format": _CACHE_FORMAT, "key": key, "sha256": json_digest(payload),
-                 "payload": payload}
-        atomic_write_text(tmp / "entry.json", json.dumps(entry, indent=1, sort_keys=True) + "\n")
+        write_payload(tmp / "entry.json", _CACHE_FORMAT, key, payload)
         return tmp / "entry.json", payload
 
     def load(path):

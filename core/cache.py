@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import LowbitError
+from .files import atomic_write_text
 
 try:
     import fcntl
@@ -42,6 +43,7 @@ except ImportError:  # not POSIX: no locks, so no way to tell a leftover from a 
 
 __all__ = ["default_root", "Damaged", "CacheKind", "CacheFolder", "CacheItem", "sha256_file",
            "file_digests", "json_digest", "check", "check_files", "check_header", "read_json", "read_payload",
+           "write_payload",
            "is_count", "is_seconds", "check_counts", "warn_damaged"]
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -139,6 +141,12 @@ def read_payload(path, fmt, key):
         raise Damaged("its payload holds a number that is not finite") from None
     check(entry.get("sha256") == digest, "its payload does not match its SHA-256")
     return payload
+
+
+def write_payload(path, fmt, key, payload):
+    """Write the one-file JSON entry that :func:`read_payload` reads back, atomically."""
+    entry = {"format": fmt, "key": key, "sha256": json_digest(payload), "payload": payload}
+    atomic_write_text(path, json.dumps(entry, indent=1, sort_keys=True) + "\n")
 
 
 def check_files(folder, digests, required=()):
