@@ -8,8 +8,12 @@ Usage::
 
 Cases: an MNIST MLP 784-256-256-10 for each weight format (bipolar, binary01, ternary, levels5,
 levels9, levels17, pow2, tiled p=4), and a Fashion-MNIST CNN (conv3x3 16 - pool - conv3x3 32 -
-pool - fc 10) in bipolar, ternary and levels5. Checkpoints are trained once into ``--work``
-(default build/e2e) and reused. Each row: ``{dataset, arch, format, images, mismatches,
+pool - fc 10) in bipolar, ternary and levels5, on the thermometer code of the pixels. The
+``-recipe`` cases train a wider Fashion-MNIST CNN in the recipe of :data:`RECIPE`: the integer
+pixels into the first layer, flips and a longer schedule; the network's fp32 twin (fp32 weights,
+float activations, float pixels, the same architecture and recipe) is trained first and its
+accuracy reported beside the row (and, with ``"distill"``, taught from). Checkpoints are trained once into
+``--work`` (default build/e2e) and reused. Each row: ``{dataset, arch, format, images, mismatches,
 ir_accuracy, hw_accuracy, cycles_predicted, cycles_measured}``; ``mismatches`` counts output words
 of the hardware that differ from the IR reference, over every image with random stalls.
 """
@@ -27,6 +31,11 @@ from .report import ROOT, update_section, write_results
 
 MLP = "mlp:256,256"
 CNN = "cnn:16,32"
+RECIPE_CNN = "cnn:32,64"
+# The hardware-setting recipe of the Fashion-MNIST CNNs: options of 'lowbit train', and the fp32
+# twin to train and report beside each row ("distill": also learn from it as a teacher). Shifts and
+# distillation each cost accuracy in trials (BENCHMARKS.md), so the recipe leaves them out.
+RECIPE = {"input_encoding": "pixels", "augment": "flip", "epochs": 20, "twin": True, "distill": False}
 # Hardware-setting activations: one bit for the binary formats, two bits for the multi-level ones.
 CASES = {
     **{f"mnist-mlp-{f}": ("mnist", MLP, f, None, "bipolar") for f in ("bipolar", "binary01")},
@@ -35,19 +44,34 @@ CASES = {
     "mnist-mlp-tiled-p4": ("mnist", MLP, "tiled", 4, "bipolar"),
     **{f"fashion-mnist-cnn-{f}": ("fashion-mnist", CNN, f, None, "bipolar" if f == "bipolar" else "u2")
        for f in ("bipolar", "ternary", "levels5")},
+    **{f"fashion-mnist-cnn-{f}-recipe": ("fashion-mnist", RECIPE_CNN, f, None,
+                                         "bipolar" if f == "bipolar" else "u2", RECIPE)
+       for f in ("bipolar", "ternary", "levels5")},
+    # The recipe with a bit more activation precision and a 17-level head (BENCHMARKS.md).
+    **{f"fashion-mnist-cnn-{f}-recipe-{act}-head17": ("fashion-mnist", RECIPE_CNN, f, None, act,
+                                                      {**RECIPE, "head_format": "levels17"})
+       for f, act in (("bipolar", "u2"), ("ternary", "u3"), ("levels5", "u3"), ("levels5", "u4"))},
 }
 
 
 def run_case(name, *, work, data, epochs, limit, target_cycles, seed=0):
-    from lowbit.flow import compile_checkpoint, simulate_build, simulation_problems, train_checkpoint
+    from lowbit.flow import compile_checkpoint, simulate_build, simulation_problems
 
-    dataset, arch, fmt, p, act = CASES[name]
+    dataset, arch, fmt, p, act, *rest = CASES[name]
+    recipe = dict(rest[0]) if rest else {}
+    epochs = recipe.pop("epochs", epochs)
+    twin, distill = None, recipe.pop("distill", False)
+    if recipe.pop("twin", False):
+        twin = work / f"{dataset}-{arch.replace(':', '-').replace(',', '_')}-fp32-twin.pt"
+        # Float pixels, and fp32 weights in every layer.
+        options = {k: v for k, v in recipe.items() if k not in ("input_encoding", "head_format")}
+        _train(twin, dataset=dataset, arch=arch, weight_format="fp32", p=None, act="float", epochs=epochs,
+               seed=seed, data_root=data, **options)
+        if distill:
+            recipe["teacher"] = str(twin)
     ckpt = work / f"{name}.pt"
-    # A checkpoint is written after every epoch: one left by a stopped run is resumed.
-    done = _epochs(ckpt)
-    if done < epochs:
-        train_checkpoint(ckpt, dataset=dataset, arch=arch, weight_format=fmt, p=p, act=act,
-                         epochs=epochs, seed=seed, data_root=data, resume=ckpt if done else None)
+    _train(ckpt, dataset=dataset, arch=arch, weight_format=fmt, p=p, act=act, epochs=epochs, seed=seed,
+           data_root=data, **recipe)
     build = work / name
     manifest, check = compile_checkpoint(ckpt, build, target_cycles=target_cycles, data_root=data)
     start = time.monotonic()
@@ -62,7 +86,31 @@ def run_case(name, *, work, data, epochs, limit, target_cycles, seed=0):
         "folding": ",".join(foldings(manifest)),
         "sim_seconds": round(time.monotonic() - start, 1),
         "problems": simulation_problems(sim),
+        "epochs": epochs, "recipe": {k: v for k, v in recipe.items() if k != "teacher"},
+        "distilled": "teacher" in recipe, "fp32_twin_accuracy": None if twin is None else _accuracy(twin),
     }
+
+
+def _train(ckpt, **options):
+    """Train ``ckpt`` unless it holds its epochs: a checkpoint is written after every epoch, so
+    one left by a stopped run is resumed. Concurrent cases train a shared twin once (a lock)."""
+    import fcntl
+
+    from lowbit.flow import train_checkpoint
+
+    with open(ckpt.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        done = _epochs(ckpt)
+        if done < options["epochs"]:
+            train_checkpoint(ckpt, **(options if not done else {"epochs": options["epochs"],
+                                                                "data_root": options["data_root"]}),
+                             resume=ckpt if done else None)
+
+
+def _accuracy(ckpt):
+    from lowbit.model.checkpoint import load_checkpoint
+
+    return float(load_checkpoint(ckpt)[1]["metrics"]["test_accuracy"])
 
 
 def _epochs(ckpt):
@@ -75,12 +123,19 @@ def _epochs(ckpt):
 
 
 def table(rows):
-    lines = ["| dataset | arch | format | act | images | mismatches | IR acc | HW acc | cycles pred / meas |",
-             "|---|---|---|---|---:|---:|---:|---:|---:|"]
+    lines = ["| dataset | arch | format | act | training | images | mismatches | IR acc | HW acc "
+             "| fp32 twin | cycles pred / meas |",
+             "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        lines.append(f"| {r['dataset']} | {r['arch']} | {r['format']} | {r['activations']} | {r['images']} "
-                     f"| {r['mismatches']} | {r['ir_accuracy']:.4f} | {r['hw_accuracy']:.4f} "
-                     f"| {r['cycles_predicted']} / {r['cycles_measured']} |")
+        recipe = r.get("recipe") or {}
+        training = [f"{r.get('epochs', 4)} epochs", *(f"{k.replace('_', ' ')} {v}" for k, v in recipe.items())]
+        if r.get("distilled"):
+            training.append("distilled from the twin")
+        training = ", ".join(training)
+        twin = "" if r.get("fp32_twin_accuracy") is None else f"{r['fp32_twin_accuracy']:.4f}"
+        lines.append(f"| {r['dataset']} | {r['arch']} | {r['format']} | {r['activations']} | {training} "
+                     f"| {r['images']} | {r['mismatches']} | {r['ir_accuracy']:.4f} | {r['hw_accuracy']:.4f} "
+                     f"| {twin} | {r['cycles_predicted']} / {r['cycles_measured']} |")
     return "\n".join(lines)
 
 
@@ -166,7 +221,11 @@ and `u2` for the others), exports it (the IR is checked against PyTorch on the w
 compiles it at the cheapest folding for 1024 cycles per inference, and runs every test image through
 the Verilog in Verilator with random stalls on both sides. `mismatches` counts output words that
 differ from the IR reference; cycles are measured in a stall-free phase and must equal the
-manifest's prediction."""
+manifest's prediction. The `-recipe` Fashion-MNIST rows train a wider CNN longer (`training`): the
+first layer takes the 8-bit pixels (`--input-encoding pixels`) and images are flipped
+(`--augment flip`); the `-head17` rows also give the last layer 17 levels (`--head-format levels17`)
+and the hidden activations more bits (`act`). The `fp32 twin` column is the test accuracy of the same network and recipe
+with fp32 weights, float activations and float pixels (the weights-only setting)."""
 
 
 if __name__ == "__main__":

@@ -123,6 +123,51 @@ PINNED = [
         group="api",
     ),
     _c(
+        "integer pixel inputs with float activations",
+        "lowbit train --epochs 1 --act-bits float --input-encoding pixels -o <out>/m.pt",
+        "--input-encoding pixels is for the hardware setting; with float activations the first layer takes the "
+        "float pixels",
+        "drop --input-encoding pixels, or quantize the activations: --act-bits bipolar or K",
+    ),
+    _c(
+        "augmentation of an MLP",
+        "lowbit train --epochs 1 --augment flip -o <out>/m.pt",
+        "augmentation flips and shifts images; an mlp takes flat vectors",
+        "augment a cnn or vit, or drop --augment",
+    ),
+    _c(
+        "an augmentation out of range",
+        "lowbit train --epochs 1 --arch cnn:4 --augment flip,shift=0 -o <out>/m.pt",
+        "bad augmentation 'shift=0'",
+        "use flip, shift=N (N = 1..8), or both: flip,shift=2",
+    ),
+    _c(
+        "a head format that is not trained",
+        "lowbit train --epochs 1 --head-format expq -o <out>/m.pt",
+        "the head format must be a trainable level-set format, not 'expq'",
+        "use one of: bipolar, ternary, levels5, levels9, levels17, pow2",
+    ),
+    _c(
+        "a head format for a binary normalized network",
+        "lowbit train --epochs 1 --format binary01 --head-format levels17 -o <out>/m.pt",
+        "a head format ('levels17') is for mlp and cnn networks of the level-set formats, not a mlp of "
+        "weight format 'binary01'",
+        "drop --head-format",
+    ),
+    _c(
+        "a teacher checkpoint that does not exist",
+        "lowbit train --epochs 1 --arch cnn:4 --teacher <out>/none.pt -o <out>/m.pt",
+        "teacher checkpoint '<out>/none.pt' does not exist",
+        "pass a checkpoint written by 'lowbit train', e.g. the fp32 twin",
+        group="input-file",
+    ),
+    _c(
+        "a teacher on other inputs than the student's",
+        "lowbit train --epochs 1 --format ternary --act-bits 2 --teacher <float-ckpt> -o <out>/m.pt",
+        "teacher checkpoint '<float-ckpt>' takes inputs encoded as",
+        group="input-file", exact=False,
+    ),
+    _c(
         "--p with an untiled format",
         "lowbit train --epochs 1 --format ternary --p 4 -o <out>/m.pt",
         "--p 4 is for tiled weights, not format 'ternary'",

@@ -22,7 +22,7 @@ from .flow import (compile_checkpoint, evaluate_checkpoint, export_checkpoint, e
                    simulate_build, simulation_problems, synth_build, train_checkpoint)
 from .fuzz import fuzz, summary_text
 from . import cache, sweep, sweep_accuracy
-from .training import quantize_checkpoint
+from .training import INPUT_ENCODINGS, quantize_checkpoint
 
 
 def _hidden(text):
@@ -35,7 +35,8 @@ def _hidden(text):
     return widths
 
 
-_FROM_CHECKPOINT = ("dataset", "arch", "hidden", "format", "act_bits", "p", "seed", "lr", "batch_size")
+_FROM_CHECKPOINT = ("dataset", "arch", "hidden", "format", "act_bits", "input_encoding", "p", "seed", "lr",
+                    "batch_size", "augment", "teacher", "head_format")
 
 
 def cmd_train(args):
@@ -57,7 +58,9 @@ def cmd_train(args):
                              act=args.act_bits or "bipolar", p=args.p,
                              epochs=30 if args.epochs is None else args.epochs,
                              seed=args.seed or 0, lr=args.lr, batch_size=args.batch_size,
-                             data_root=args.data, resume=args.resume)
+                             data_root=args.data, resume=args.resume,
+                             input_encoding=args.input_encoding, augment=args.augment,
+                             teacher=args.teacher, head_format=args.head_format)
     except KeyboardInterrupt as e:
         print(f"interrupted; continue with: lowbit train --resume {output} --epochs N", file=sys.stderr)
         return 128 + e.signum if isinstance(e, Terminated) else 130
@@ -494,9 +497,19 @@ def build_parser():
     s.add_argument("--format", default=None, metavar="FORMAT",
                    help="weight format: fp32, tiled (with --p) or a registry format (default bipolar)")
     s.add_argument("--p", type=_positive, default=None, help="tile copies of the tiled format (2, 4, 8, ...)")
+    s.add_argument("--head-format", default=None, metavar="FORMAT",
+                   help="the last layer's weight format, e.g. levels17 for a higher-precision head (mlp, cnn)")
     s.add_argument("--act-bits", default=None,
                    help="activations: float (weights-only setting, float pixels), bipolar (default) or "
                         "K = 1..8 unsigned bits (hardware setting, thermometer inputs)")
+    s.add_argument("--input-encoding", default=None, choices=INPUT_ENCODINGS,
+                   help="hardware setting: the first layer takes a thermometer code of the pixels (default; "
+                        "one level, mid-grey, on MNIST-style images) or the integer pixels themselves")
+    s.add_argument("--augment", default=None, metavar="SPEC",
+                   help="image augmentation while training: flip, shift=N or flip,shift=2 (cnn and vit)")
+    s.add_argument("--teacher", default=None, metavar="CKPT",
+                   help="distill from this checkpoint of the same dataset, e.g. the fp32 twin trained with "
+                        "--format fp32 --act-bits float")
     s.add_argument("--epochs", type=_positive, default=None, help="total epochs (default 30)")
     s.add_argument("--seed", type=_seed, default=None, help="default 0")
     s.add_argument("--lr", type=_lr, default=None, help="Adam learning rate in (0, 1] (default 0.01)")

@@ -33,14 +33,18 @@ DEFAULT_EPOCHS = 30
 
 def train_checkpoint(path, *, dataset="digits", hidden=DEFAULT_HIDDEN, epochs=DEFAULT_EPOCHS,
                      seed=0, data_root=None, progress=True, arch=None, weight_format="bipolar",
-                     act="bipolar", p=None, lr=None, batch_size=None, resume=None):
+                     act="bipolar", p=None, lr=None, batch_size=None, resume=None, input_encoding=None,
+                     augment=None, teacher=None, head_format=None):
     """Train a model and write its checkpoint atomically (after every epoch, so it can resume).
 
     The defaults train the binary MLP of the hardware flow: bipolar weights and activations,
     hidden widths ``hidden``, thermometer-coded inputs. ``arch`` (a spec such as ``"mlp:256,256"``,
     ``"cnn:16,32"`` or ``"vit"``; it overrides ``hidden``), ``weight_format`` (a registry format,
     ``"tiled"`` with ``p``, or ``"fp32"``) and ``act`` (``"float"``, ``"bipolar"`` or ``"uK"``)
-    choose any other network; ``resume`` continues a checkpoint up to ``epochs`` in total.
+    choose any other network; ``input_encoding="pixels"`` feeds the integer pixels to the first
+    layer; ``head_format`` gives the last layer a format of its own; ``augment`` and ``teacher``
+    add flips and shifts, and distillation from a checkpoint;
+    ``resume`` continues a checkpoint up to ``epochs`` in total.
     See :func:`lowbit.training.train_model`. Returns the metrics dict.
     """
     from .training import train_model  # torch
@@ -51,7 +55,9 @@ def train_checkpoint(path, *, dataset="digits", hidden=DEFAULT_HIDDEN, epochs=DE
         arch = {"kind": "mlp", "hidden": list(hidden)}
     return train_model(path, arch=arch, weight_format_name=weight_format, act=act, p=p,
                        dataset=dataset, epochs=epochs, seed=seed, lr=lr, batch_size=batch_size,
-                       data_root=data_root, resume=resume, progress=progress)
+                       data_root=data_root, resume=resume, progress=progress,
+                       input_encoding_name=input_encoding, augment=augment, teacher=teacher,
+                       head_format=head_format)
 
 
 def evaluate_checkpoint(ckpt, *, data_root=None, ptq_bits=None, ptq_method="exponential"):
@@ -75,8 +81,10 @@ def export_checkpoint(ckpt, data_root=None):
     if meta.get("dataset") is None:
         raise LowbitError(f"checkpoint {str(ckpt)!r} does not name its dataset",
                           "re-create it with 'lowbit train'")
-    ds, enc = load_hardware_dataset(meta["dataset"]["name"], meta["dataset"]["seed"], data_root)
     recorded = {k: v for k, v in meta["input"].items() if k != "image_shape"}
+    # Integer pixels are a choice at training; the thermometer code is the dataset's own.
+    ds, enc = load_hardware_dataset(meta["dataset"]["name"], meta["dataset"]["seed"], data_root,
+                                    encoding=recorded if recorded.get("encoding") == "pixels" else None)
     if recorded != enc.to_dict():
         raise LowbitError(f"checkpoint {str(ckpt)!r} records the input encoding {recorded}, not the "
                           f"{meta['dataset']['name']} encoding {enc.to_dict()} that lowbit compiles and "

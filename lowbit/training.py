@@ -5,7 +5,9 @@ Two settings, as in the papers lowbit implements:
 * **weights-only** (``act="float"``): float activations (ReLU, GELU in the transformer) and float
   pixels in [0, 1]; only the weights are low-bit. This is how weight formats are usually compared.
 * **hardware** (``act`` = ``"bipolar"`` or ``"uK"``): quantized activations and the thermometer
-  input code of :func:`lowbit.model.data.load_hardware_dataset`, the network the compiler turns into hardware.
+  input code of :func:`lowbit.model.data.load_hardware_dataset`, or (``input_encoding="pixels"``)
+  the integer pixels themselves, K bits wide, into the first layer: the network the compiler turns
+  into hardware.
 
 A checkpoint is written atomically after every epoch with the state a resumed run needs
 (:class:`lowbit.model.train.TrainState`), so an interrupted run loses at most one epoch and
@@ -19,13 +21,14 @@ from pathlib import Path
 import numpy as np
 
 from lowbit.core.errors import LowbitError
+from lowbit.core.cache import sha256_file
 from lowbit.core.files import claim_output_file
 from lowbit.core.formats import (ALPHA_BITS, FORMAT_FAMILIES, WEIGHT_FORMATS, activation_format, format_family,
                                  weight_format)
-from lowbit.model.data import Thermometer, load_dataset, load_hardware_dataset
+from lowbit.model.data import THERMOMETER_LEVELS, PixelInput, Thermometer, load_dataset, load_hardware_dataset
 
-__all__ = ["FLOAT_FORMAT", "SETTINGS", "parse_arch", "parse_act", "setting_of", "image_shape",
-           "input_encoding", "encode_inputs", "build_arch", "train_model",
+__all__ = ["FLOAT_FORMAT", "SETTINGS", "INPUT_ENCODINGS", "parse_arch", "parse_act", "setting_of", "image_shape",
+           "input_encoding", "encode_inputs", "build_arch", "train_model", "parse_augment", "teacher_logits",
            "evaluate_model", "evaluate_loaded", "apply_ptq", "quantize_checkpoint", "weight_memory",
            "known_formats"]
 
@@ -135,12 +138,29 @@ def image_shape(ds):
     return side, side, 1
 
 
-def input_encoding(dataset, act, seed=0, data_root=None):
-    """``(Dataset, encoding dict)`` for a setting: the flow's thermometer code in the hardware
-    setting, float pixels in [0, 1] in the weights-only setting."""
-    if setting_of(act) == "hardware":
+INPUT_ENCODINGS = ("thermometer", "pixels")
+"""The input encodings of the hardware setting: the thermometer code, or the integer pixels."""
+
+
+def input_encoding(dataset, act, seed=0, data_root=None, encoding=None):
+    """``(Dataset, encoding dict)`` for a setting: in the hardware setting the flow's thermometer
+    code (the default), or with ``encoding="pixels"`` the integer pixels
+    (:class:`lowbit.model.data.PixelInput`); float pixels in [0, 1] in the weights-only setting."""
+    if encoding is not None and encoding not in INPUT_ENCODINGS:
+        raise LowbitError(f"unknown input encoding {encoding!r}", f"use one of {', '.join(INPUT_ENCODINGS)}")
+    if setting_of(act) == "hardware" and encoding == "pixels":
+        ds = load_dataset(dataset, root=data_root, seed=seed)
+        enc = PixelInput(int(ds.max_value).bit_length(), int(ds.max_value)).to_dict()
+    elif setting_of(act) == "hardware":
+        if dataset not in THERMOMETER_LEVELS:
+            raise LowbitError(f"dataset {dataset!r} has no thermometer code for the hardware setting yet",
+                              "train on the integer pixels: --input-encoding pixels")
         ds, enc = load_hardware_dataset(dataset, seed, data_root)
         enc = enc.to_dict()
+    elif encoding is not None:
+        raise LowbitError(f"--input-encoding {encoding} is for the hardware setting; with float activations "
+                          "the first layer takes the float pixels",
+                          f"drop --input-encoding {encoding}, or quantize the activations: --act-bits bipolar or K")
     else:
         ds = load_dataset(dataset, root=data_root, seed=seed)
         enc = {"encoding": "float", "max_value": int(ds.max_value)}
@@ -156,6 +176,8 @@ def encode_inputs(x, encoding, kind):
     x = np.asarray(x).reshape(len(x), h * w * c)
     if encoding["encoding"] == "thermometer":
         x = Thermometer.from_dict(encoding)(x).astype(np.float32)
+    elif encoding["encoding"] == "pixels":  # unscaled: the first layer's integer levels
+        x = x.astype(np.float32)
     elif encoding["encoding"] == "float":
         x = x.astype(np.float32) / np.float32(encoding["max_value"])
     else:
@@ -181,6 +203,8 @@ def build_arch(partial, ds, encoding, weight_format, act, p):
                               "give the patch size: --arch vit:patch=N")
         a["patch"] = h // 4
     a.update(classes=int(ds.classes), weight_format=weight_format, act=act, p=p)
+    if encoding["encoding"] == "pixels":
+        a["input"] = f"u{encoding['bits']}"
     return a
 
 
@@ -205,7 +229,8 @@ def _checked_format(fmt, p):
 
 def train_model(path, *, arch="mlp:64,64", weight_format_name="bipolar", act="bipolar", p=None,
                 dataset="digits", epochs=30, seed=0, lr=None, batch_size=None, data_root=None,
-                resume=None, progress=True, keep_model=False):
+                resume=None, progress=True, keep_model=False, input_encoding_name=None,
+                augment=None, teacher=None, head_format=None):
     """Train (or resume) a model and write its checkpoint to ``path`` after every epoch.
 
     Parameters
@@ -218,6 +243,16 @@ def train_model(path, *, arch="mlp:64,64", weight_format_name="bipolar", act="bi
         A registry weight format, ``"tiled"`` (with ``p``) or ``"fp32"``.
     act : str
         ``"float"`` (weights-only setting), ``"bipolar"`` or ``"uK"`` (hardware setting).
+    input_encoding_name : str, optional
+        In the hardware setting, ``"thermometer"`` (the default) or ``"pixels"`` (:data:`INPUT_ENCODINGS`).
+    augment : str, optional
+        Image augmentation while training (:func:`parse_augment`), e.g. ``"flip,shift=2"``.
+    head_format : str, optional
+        The last layer's weight format, when it differs from ``weight_format_name`` (a
+        higher-precision head, e.g. ``"levels17"``).
+    teacher : path-like, optional
+        A checkpoint of the same dataset to distill from (:func:`teacher_logits`), e.g. the
+        fp32 twin of the network; recorded with its hash, which a resumed run checks.
     resume : path-like, optional
         A checkpoint written by this function; its architecture, formats, dataset, seed, learning
         rate and batch size are used, and training goes on up to ``epochs`` in total.
@@ -238,9 +273,11 @@ def train_model(path, *, arch="mlp:64,64", weight_format_name="bipolar", act="bi
 
     if not isinstance(epochs, int) or epochs < 1:
         raise LowbitError(f"epochs must be at least 1, not {epochs}")
+    if teacher is not None and resume is None:
+        _check_teacher_file(teacher)
     # Resuming writes the checkpoint it reads; any other input must stay as it is.
     same = resume is not None and Path(os.path.realpath(resume)) == Path(os.path.realpath(path))
-    claim_output_file(path, inputs=(data_root, None if same else resume), owned=is_lowbit_checkpoint)
+    claim_output_file(path, inputs=(data_root, None if same else resume, teacher), owned=is_lowbit_checkpoint)
     if resume is not None:
         model, meta = load_checkpoint(resume)
         if "resume" not in meta or "training" not in meta:
@@ -251,26 +288,41 @@ def train_model(path, *, arch="mlp:64,64", weight_format_name="bipolar", act="bi
         a, enc = model.arch, meta["input"]
         dataset, seed = meta["dataset"]["name"], meta["dataset"]["seed"]
         lr, batch_size = cfg["lr"], cfg["batch_size"]
-        ds, _ = input_encoding(dataset, a["act"], seed, data_root)
+        augment, teacher_record = cfg.get("augment"), cfg.get("teacher")
+        if teacher_record is not None:  # the teacher of the run is an input too
+            claim_output_file(path, inputs=(teacher_record["path"],), owned=is_lowbit_checkpoint)
+        ds = load_dataset(dataset, root=data_root, seed=seed)
     else:
         fmt, p = _checked_format(weight_format_name, p)
         act = parse_act(act)
-        ds, enc = input_encoding(dataset, act, seed, data_root)
+        ds, enc = input_encoding(dataset, act, seed, data_root, input_encoding_name)
         partial = parse_arch(arch) if isinstance(arch, str) else dict(arch)
         a = build_arch(partial, ds, enc, fmt, act, p)
+        if head_format is not None:
+            trainable = [f for f, spec in WEIGHT_FORMATS.items() if spec.lane != "level-table" and f != "binary01"]
+            if head_format not in trainable:
+                raise LowbitError(f"the head format must be a trainable level-set format, not {head_format!r}",
+                                  f"use one of: {', '.join(trainable)}")
+            a["head_format"] = head_format
         set_seed(seed)  # the initial weights too, not just the batches
         model = build_model(a)
         state = None
         lr = DEFAULT_LR if lr is None else lr
         batch_size = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
+        augment = parse_augment(augment, a) if augment is not None else None
+        teacher_record = None if teacher is None else {"path": str(Path(teacher).resolve()),
+                                                       "sha256": sha256_file(teacher)}
     if not (isinstance(lr, (int, float)) and 0 < lr < math.inf):
         raise LowbitError(f"the learning rate must be a positive number, not {lr!r}")
     if not isinstance(batch_size, int) or batch_size < 2:
         raise LowbitError(f"the batch size must be an integer of at least 2, not {batch_size!r}")
     x_train = torch.from_numpy(encode_inputs(ds.x_train, enc, a["kind"]))
+    teach = None if teacher_record is None else teacher_logits(teacher_record, dataset, seed, enc, a["kind"])
     formats = {"weights": a["weight_format"], "activations": a["act"], "p": a["p"]}
+    if a.get("head_format"):
+        formats["head"] = a["head_format"]
     training = {"epochs": epochs, "lr": float(lr), "batch_size": batch_size,
-                "setting": setting_of(a["act"])}
+                "setting": setting_of(a["act"]), "augment": augment, "teacher": teacher_record}
     extra = {"dataset": {"name": dataset, "seed": seed}, "training": training}
     memory = weight_memory(model)
 
@@ -282,7 +334,7 @@ def train_model(path, *, arch="mlp:64,64", weight_format_name="bipolar", act="bi
         save(st, {"epochs": st.epoch, "final_loss": st.losses[-1]})
 
     state = train(model, x_train, ds.y_train, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-                  progress=progress, state=state, on_epoch=on_epoch)
+                  progress=progress, state=state, on_epoch=on_epoch, augment=augment, teacher=teach)
     acc, _ = evaluate(model, encode_inputs(ds.x_test, enc, a["kind"]), ds.y_test)
     metrics = {"test_accuracy": acc, "final_loss": state.losses[-1] if state.losses else None,
                "epochs": state.epoch, "setting": setting_of(a["act"]),
@@ -291,6 +343,97 @@ def train_model(path, *, arch="mlp:64,64", weight_format_name="bipolar", act="bi
     if keep_model:
         return metrics, model, {"dataset": extra["dataset"], "input": enc}
     return metrics
+
+
+def parse_augment(text, arch):
+    """``--augment`` for a network ``arch``: comma-separated ``flip`` (mirror left-right, half of
+    the time) and ``shift=N`` (move by up to N pixels each way, less than half the image);
+    returns ``{"flip": bool, "shift": int}``."""
+    if arch["kind"] not in ("cnn", "vit"):
+        raise LowbitError(f"augmentation flips and shifts images; an {arch['kind']} takes flat vectors",
+                          "augment a cnn or vit, or drop --augment")
+    side = min(arch["in_shape"][1:])
+    most = (side - 1) // 2
+    out, seen = {"flip": False, "shift": 0}, set()
+    for item in str(text).split(","):
+        key, eq, value = item.partition("=")
+        if key in seen:
+            raise LowbitError(f"augmentation {text!r} names {key!r} twice", "name each of flip and shift=N once")
+        seen.add(key)
+        if item == "flip":
+            out["flip"] = True
+        elif key == "shift" and eq and value.isascii() and value.isdigit() and 1 <= int(value) <= 8:
+            out["shift"] = int(value)
+        else:
+            raise LowbitError(f"bad augmentation {item!r}", "use flip, shift=N (N = 1..8), or both: flip,shift=2")
+    if out["shift"] > most:
+        raise LowbitError(f"a shift of {out['shift']} pixels moves {side}x{side} images half out of sight",
+                          f"shift by at most {most}: --augment shift={max(most, 1)}" if most else
+                          "drop the shift")
+    return out
+
+
+def _check_teacher_file(teacher):
+    if str(teacher) != "" and Path(teacher).is_dir():  # Path("") is the current folder
+        raise LowbitError(f"teacher checkpoint {str(teacher)!r} is a folder", "pass a checkpoint file")
+    if str(teacher) == "" or not Path(teacher).is_file():
+        raise LowbitError(f"teacher checkpoint {str(teacher)!r} does not exist",
+                          "pass a checkpoint written by 'lowbit train', e.g. the fp32 twin")
+
+
+def teacher_logits(record, dataset, seed, encoding, kind):
+    """The logits of the teacher checkpoint ``record["path"]`` as a function of a batch of the
+    student's inputs (encoded by ``encoding`` for an architecture of ``kind``).
+
+    The teacher must be of the same dataset and take the same inputs, or float pixels when the
+    student takes the integer pixels (divided by the largest pixel value, as its encoding does).
+    Its file must still have the recorded hash.
+    """
+    from .model.checkpoint import load_checkpoint
+
+    path = record["path"]
+    if not Path(path).is_file():
+        raise LowbitError(f"teacher checkpoint {path!r}, which this training distills from, is gone",
+                          "restore it at that path, or train again without --resume")
+    if sha256_file(path) != record["sha256"]:
+        raise LowbitError(f"teacher checkpoint {path!r} has changed since this training started",
+                          "restore it, or train again without --resume")
+    try:
+        model, meta = load_checkpoint(path)
+    except LowbitError as e:
+        raise LowbitError(f"teacher checkpoint {path!r} cannot be read: {e.message}",
+                          "pass a checkpoint written by 'lowbit train'") from None
+    theirs = meta.get("dataset") or {}
+    # The seed splits digits into training and test images; the file datasets have a fixed split.
+    if theirs.get("name") != dataset or (dataset == "digits" and theirs.get("seed") != seed):
+        raise LowbitError(f"teacher checkpoint {path!r} was trained on {theirs}, not on the "
+                          f"{dataset!r} training split of this run (seed {seed})",
+                          "distill from a network trained on the same training images")
+    mine = {k: v for k, v in encoding.items() if k != "image_shape"}
+    theirs = {k: v for k, v in meta["input"].items() if k != "image_shape"}  # now its encoding
+    if theirs == mine:
+        scale = 1.0
+    elif mine.get("encoding") == "pixels" and theirs.get("encoding") == "float":
+        scale = 1.0 / mine["max_value"]
+    else:
+        raise LowbitError(f"teacher checkpoint {path!r} takes inputs encoded as {theirs}, which cannot be "
+                          f"made from the student's {mine}",
+                          "distill from a teacher on the student's encoding, or from a float one "
+                          "(--act-bits float) for a student on --input-encoding pixels")
+    if kind == "mlp" and model.arch["kind"] != "mlp":
+        raise LowbitError(f"teacher checkpoint {path!r} is a {model.arch['kind']}, which takes images, and the "
+                          "student is an mlp, which takes flat vectors",
+                          "distill an mlp from an mlp; a cnn or vit student may learn from either")
+    model.eval()
+    flat = model.arch["kind"] == "mlp" and kind != "mlp"
+
+    def logits(xb):
+        x = xb * scale
+        if flat:  # an image (N, C, H, W) as the (h, w, c) vector an MLP takes
+            x = x.permute(0, 2, 3, 1).reshape(len(x), -1)
+        return model(x)
+
+    return logits
 
 
 def apply_ptq(model, bits, method="exponential", q=None):

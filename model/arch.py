@@ -9,7 +9,12 @@ defines both the PyTorch model and its hardware.
 for plain float weights), ``act``
 (``"float"``: ReLU, the weights-only setting of the papers; ``"bipolar"``; or ``"u1"``..``"u8"``)
 ``p`` (tile copies for Tiled Bit Networks, bipolar weights only; None for untiled) and
-``min_compress_size`` (tiled layers with fewer weights stay plain bipolar; default 64k).
+``min_compress_size`` (tiled layers with fewer weights stay plain bipolar; default 64k) and
+``input`` (the levels the first layer takes: ``"bipolar"``, the default, for the thermometer code;
+``"uK"`` for the integer pixels themselves, K bits, fed to the model unscaled so that its integer
+form sees the same numbers) and ``head_format`` (mlp and cnn: the last layer's weight format when
+it differs from the network's, such as ``levels17`` for a higher-precision head; not for
+``binary01`` or ``fp32`` networks; the head of a tiled network is then untiled).
 A post-training quantized model (:func:`lowbit.model.ptq.ptq`) has ``weight_format`` ``"expq"``
 or ``"linear-ptq"`` and ``ptq = {"method", "bits", "q"}``: its float layers are fixed-level
 layers whose levels, scales and magnitude tables are in the state dict.
@@ -43,7 +48,7 @@ from lowbit.core.formats import activation_format, weight_format
 from .layers import BinaryNormConv2d, BinaryNormLinear, BipolarAct, QuantAct, QuantConv2d, QuantLinear
 from .quant import DEFAULT_MIN_COMPRESS_SIZE, BinaryNormalize, BipolarActSTE, binary_normalize, normalized_sign
 
-__all__ = ["LowbitNet", "Stage", "NormalizedSign", "build_model", "stage_affine", "ARCH_KINDS"]
+__all__ = ["LowbitNet", "Stage", "NormalizedSign", "build_model", "stage_affine", "input_format", "ARCH_KINDS"]
 
 ARCH_KINDS = ("mlp", "cnn", "vit")
 
@@ -344,9 +349,16 @@ def stage_output_act(stage):
 
 def _head(a, n_in, flatten=False):
     fmt = a["weight_format"]
-    layer = _weight_layer(fmt, a["p"], False, n_in, a["classes"], None, a["min_compress_size"])
+    head = a.get("head_format") or fmt
+    layer = _weight_layer(head, a["p"] if head == fmt else None, False, n_in, a["classes"], None,
+                          a["min_compress_size"])
     norm = BinaryNormalize(-1) if fmt == "binary01" else nn.BatchNorm1d(a["classes"])
     return Stage(layer, norm, None, None, flatten)
+
+
+def input_format(arch):
+    """The activation format of the first layer's input (``arch["input"]``, bipolar by default)."""
+    return activation_format(arch.get("input", "bipolar"))
 
 
 def _build_stages(a):
@@ -364,8 +376,8 @@ def _build_stages(a):
     for out_c in a["channels"]:
         oh, ow = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
         skip = stages[-1] if a["residual"] and stages and (out_c, oh, ow) == (c, h, w) else None
-        # Bipolar maps (the encoded input, or bipolar activations) have no 0 to pad with.
-        bipolar_in = not stages or a["act"] == "bipolar"
+        # Bipolar maps (the thermometer-coded input, or bipolar activations) have no 0 to pad with.
+        bipolar_in = input_format(a).kind == "bipolar" if not stages else a["act"] == "bipolar"
         pad = Pad2d(p, a["pad_value"] if bipolar_in else 0) if p else None
         stages.append(_hidden_stage(a, True, c, out_c, pool=skip is None, pad=pad, stride=s,
                                     skip_from=skip))
@@ -414,6 +426,10 @@ def _check_arch(arch):
                           "train --format fp32, then 'lowbit quantize CKPT --bits K -o OUT'")
     if a["act"] != "float":
         activation_format(a["act"])
+    if "input" in a and (a["input"] == "float" or input_format(a).kind == "int"):
+        raise LowbitError(f"architecture 'input' must be 'bipolar' or 'u1'..'u8', not {a['input']!r}")
+    if a.get("head_format") is not None:
+        _check_head_format(a)
     if a["p"] is not None and a["weight_format"] != "bipolar":
         raise LowbitError(f"tiled weights (p={a['p']}) are bipolar, not {a['weight_format']!r}",
                           "use weight format 'bipolar' with p, or drop p")
@@ -444,6 +460,17 @@ def _check_arch(arch):
             raise LowbitError(f"architecture 'pad_value' pads bipolar maps and must be -1 or +1, "
                               f"not {a['pad_value']!r}")
     return a
+
+
+def _check_head_format(a):
+    """``head_format``: a trainable level-set format for the last layer of an mlp or cnn."""
+    head = a["head_format"]
+    if a["kind"] == "vit" or a["weight_format"] in ("fp32", "binary01") or a.get("ptq") is not None:
+        raise LowbitError(f"a head format ({head!r}) is for mlp and cnn networks of the level-set formats, "
+                          f"not a {a['kind']} of weight format {a['weight_format']!r}", "drop --head-format")
+    if head in ("fp32", "binary01") or weight_format(head).lane == "level-table":
+        raise LowbitError(f"the head format must be a trainable level-set format, not {head!r}",
+                          "use e.g. --head-format levels17, ternary or bipolar")
 
 
 def _check_ptq(a):

@@ -16,7 +16,7 @@ from .data import DATASET_NAMES
 __all__ = ["save_checkpoint", "load_checkpoint", "is_lowbit_checkpoint"]
 
 _FIX = "re-create it with 'lowbit train'"
-_INPUT = Record({"encoding": one_of("thermometer", "float"), "image_shape": list_of(POSITIVE, length=3)})
+_INPUT = Record({"encoding": one_of("thermometer", "pixels", "float"), "image_shape": list_of(POSITIVE, length=3)})
 # What a checkpoint holds beside its weights; the architecture is checked by building it.
 CHECKPOINT = Record({
     "lowbit_version": TEXT, "arch": DICT, "formats": DICT, "input": _INPUT, "state_dict": DICT,
@@ -25,6 +25,7 @@ CHECKPOINT = Record({
     "metrics": DICT, "resume": DICT,
 }, defaults={"dataset": None, "training": None, "metrics": None, "resume": None})
 _THERMOMETER = Record({"thresholds": list_of(NATURAL, least=1)})
+_PIXELS = Record({"bits": Check("1..8 bits", lambda v: isinstance(v, int) and 1 <= v <= 8), "max_value": POSITIVE})
 
 
 def save_checkpoint(path, model, *, formats, input_encoding, extra=None):
@@ -51,6 +52,8 @@ def _check_input(record, *, what, fix):
     validate(record, _INPUT, what=what, fix=fix)
     if record["encoding"] == "thermometer":
         validate(record, _THERMOMETER, what=what, fix=fix)
+    if record["encoding"] == "pixels":
+        validate(record, _PIXELS, what=what, fix=fix)
 
 
 def is_lowbit_checkpoint(path):

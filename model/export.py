@@ -40,7 +40,7 @@ from lowbit.compiler.ir import (BIPOLAR, ArgMax, Flatten, Graph, HostAffine, Mat
 from lowbit.core.bounds import row_bounds
 from lowbit.core.errors import LowbitError
 
-from .arch import LowbitNet, residual_affine, stage_affine
+from .arch import LowbitNet, input_format, residual_affine, stage_affine
 from .layers import BipolarAct, FixedLevelsConv2d, QuantAct
 
 __all__ = ["export_model", "step_thresholds", "SUPPORTED_LAYERS"]
@@ -222,7 +222,10 @@ def export_model(model, meta=None):
     else:
         c, h, w = arch["in_shape"]
         shape = (h, w, c)
-    in_type, in_scale = BIPOLAR, 1.0
+    # The first layer's input levels are the model's input numbers (scale 1): ±1 or integer pixels.
+    first = input_format(arch)
+    graph_input = BIPOLAR if first.kind == "bipolar" else ValueType(first.kind, first.bits)
+    in_type, in_scale = graph_input, 1.0
     nodes, ties, compute_once, stage_outputs = [], 0, {}, []
     last = len(model.stages) - 1
     for k, stage in enumerate(model.stages):
@@ -295,5 +298,5 @@ def export_model(model, meta=None):
     info = dict(meta or {})
     info["export"] = {"float_tie_thresholds": int(ties), "tiled_compute_once": compute_once,
                       "stage_outputs": stage_outputs}
-    return Graph(BIPOLAR, (arch["in_features"],) if arch["kind"] == "mlp" else
+    return Graph(graph_input, (arch["in_features"],) if arch["kind"] == "mlp" else
                  (arch["in_shape"][1], arch["in_shape"][2], arch["in_shape"][0]), nodes, info)

@@ -16,8 +16,8 @@ from tqdm.auto import tqdm
 
 from lowbit.core.errors import LowbitError
 
-__all__ = ["train", "evaluate", "set_seed", "TrainState", "cosine_lr", "DEFAULT_LR",
-           "DEFAULT_BATCH_SIZE"]
+__all__ = ["train", "evaluate", "augment_batch", "distillation_loss", "set_seed", "TrainState", "cosine_lr",
+           "DEFAULT_LR", "DEFAULT_BATCH_SIZE"]
 
 DEFAULT_LR = 0.01
 DEFAULT_BATCH_SIZE = 64
@@ -59,8 +59,39 @@ class TrainState:
                               "train again without --resume") from None
 
 
+def augment_batch(xb, augment, gen, fill):
+    """Random horizontal flips (``augment["flip"]``) and shifts by up to ``augment["shift"]`` pixels
+    of a batch of images (N, C, H, W), drawn from ``gen``; pixels shifted in take ``fill``."""
+    n, c, h, w = xb.shape
+    if augment.get("flip"):
+        flip = torch.rand(n, generator=gen) < 0.5
+        xb = torch.where(flip[:, None, None, None], xb.flip(3), xb)
+    s = augment.get("shift", 0)
+    if s:
+        padded = torch.nn.functional.pad(xb, (s, s, s, s), value=fill)
+        dy, dx = torch.randint(0, 2 * s + 1, (2, n), generator=gen)
+        rows = (dy[:, None] + torch.arange(h))[:, None, :, None]
+        cols = (dx[:, None] + torch.arange(w))[:, None, None, :]
+        xb = padded[torch.arange(n)[:, None, None, None], torch.arange(c)[None, :, None, None], rows, cols]
+    return xb
+
+
+def distillation_loss(logits, labels, teacher_logits, weight, temperature):
+    """Cross-entropy with the labels, mixed with the KL divergence from the teacher's softened
+    outputs (Hinton et al.): ``(1 - weight) * CE + weight * T**2 * KL``."""
+    ce = torch.nn.functional.cross_entropy(logits, labels)
+    if teacher_logits is None or weight == 0:
+        return ce
+    t = temperature
+    kl = torch.nn.functional.kl_div(torch.log_softmax(logits / t, dim=1),
+                                    torch.log_softmax(teacher_logits / t, dim=1), reduction="batchmean",
+                                    log_target=True)
+    return (1 - weight) * ce + weight * t * t * kl
+
+
 def train(model, x_train, y_train, *, epochs=40, batch_size=DEFAULT_BATCH_SIZE, lr=DEFAULT_LR, seed=0,
-          progress=True, state=None, on_epoch=None):
+          progress=True, state=None, on_epoch=None, augment=None, teacher=None, distill_weight=0.5,
+          temperature=4.0):
     """Train ``model`` on encoded inputs with Adam and cross-entropy.
 
     Parameters
@@ -76,6 +107,12 @@ def train(model, x_train, y_train, *, epochs=40, batch_size=DEFAULT_BATCH_SIZE, 
         weights of that same moment.
     on_epoch : callable, optional
         Called with the :class:`TrainState` after every epoch (to write a checkpoint).
+    augment : dict, optional
+        ``{"flip": bool, "shift": pixels}`` for image inputs (:func:`augment_batch`), drawn from the
+        same generator as the batches, so that a resumed run still takes the same steps.
+    teacher : callable, optional
+        Logits of a trained network for a batch of the (augmented) inputs: the loss then mixes in
+        distillation from it (:func:`distillation_loss` with ``distill_weight`` and ``temperature``).
 
     Returns
     -------
@@ -93,6 +130,10 @@ def train(model, x_train, y_train, *, epochs=40, batch_size=DEFAULT_BATCH_SIZE, 
         set_seed(seed)
     x = torch.as_tensor(x_train, dtype=torch.float32)
     y = torch.as_tensor(y_train, dtype=torch.long)
+    if augment and x.dim() != 4:
+        raise LowbitError("augmentation flips and shifts images; these inputs are flat vectors",
+                          "augment a cnn, or drop --augment")
+    fill = float(x.min()) if augment else 0.0  # the background: 0 for pixels, -1 for a thermometer code
     gen = torch.Generator().manual_seed(seed)
     if state.generator is not None:
         gen.set_state(state.generator)
@@ -115,7 +156,12 @@ def train(model, x_train, y_train, *, epochs=40, batch_size=DEFAULT_BATCH_SIZE, 
             idx = order[start:start + batch_size]
             if len(idx) < 2:  # BatchNorm needs two samples
                 continue
-            loss = torch.nn.functional.cross_entropy(model(x[idx]), y[idx])
+            xb = augment_batch(x[idx], augment, gen, fill) if augment else x[idx]
+            if teacher is not None:
+                with torch.no_grad():
+                    soft = teacher(xb)
+            loss = distillation_loss(model(xb), y[idx], soft if teacher is not None else None,
+                                     distill_weight, temperature)
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -78,8 +78,15 @@ def test_tiled_layer_is_really_tiled(tmp_path, capsys):
     assert model.weight_layers[1].copies == 1  # 2560 weights: below min_compress_size
 
 
-def test_interrupted_run_resumes_to_the_same_weights_as_an_uninterrupted_run(tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("recipe", ["plain", "augmented-distilled"])
+def test_interrupted_run_resumes_to_the_same_weights_as_an_uninterrupted_run(tmp_path, capsys, monkeypatch, recipe):
     common = ["--arch", "mlp:32", "--format", "levels5", "--act-bits", "2", "--seed", "3", "--epochs", "3"]
+    if recipe != "plain":  # the flips, shifts and teacher's logits must come out the same after a resume
+        teacher = tmp_path / "teacher.pt"
+        assert run(capsys, "train", "--arch", "cnn:4", "--format", "fp32", "--act-bits", "float", "--epochs", 1,
+                   "--seed", 3, "-o", teacher)[0] == 0
+        common = ["--arch", "cnn:4", "--format", "ternary", "--act-bits", "2", "--input-encoding", "pixels",
+                  "--augment", "flip,shift=1", "--teacher", teacher, "--seed", "3", "--epochs", "3"]
     full, cut = tmp_path / "full.pt", tmp_path / "cut.pt"
     assert run(capsys, "train", *common, "-o", full)[0] == 0
 
@@ -283,5 +290,153 @@ def test_missing_dataset_files_exit_2_with_the_loader_message(tmp_path, capsys, 
     rc, _, err = run(capsys, "train", "--dataset", "mnist", "-o", out / "m.pt")
     assert rc == 2 and "no data folder given for MNIST and LOWBIT_DATA is not set" in err
     rc, _, err = run(capsys, "train", "--dataset", "cifar10", "-o", out / "m.pt")
-    assert rc == 2 and "has no MLP input encoding yet" in err  # hardware setting: thermometer only
+    assert rc == 2 and "dataset 'cifar10' has no thermometer code for the hardware setting yet" in err
+    assert "--input-encoding pixels" in err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("options, lanes", [
+    (["--format", "ternary", "--act-bits", "2"], ["add-sub-skip", "add-sub-skip"]),
+    (["--format", "bipolar", "--head-format", "levels17"], ["add-sub", "lut-multiply"]),
+], ids=["ternary", "bipolar-levels17-head"])
+def test_a_cnn_on_integer_pixels_trains_compiles_and_runs_bit_exact(tmp_path, capsys, options, lanes):
+    """``--input-encoding pixels``: the first layer takes the 5-bit digits pixels, in PyTorch, the IR
+    and the hardware alike; ``--head-format`` gives the last layer a lane of its own."""
+    from lowbit.flow import compile_checkpoint, simulate_build
+
+    ckpt = tmp_path / "m.pt"
+    rc, out, err = run(capsys, "train", "--arch", "cnn:8+pad=1", *options, "--input-encoding", "pixels",
+                       "--epochs", 3, "-o", ckpt)
+    assert rc == 0, err
+    model, meta = load_checkpoint(ckpt)
+    assert meta["input"] == {"encoding": "pixels", "bits": 5, "max_value": 16, "image_shape": [8, 8, 1]}
+    assert model.arch["input"] == "u5" and model.arch["in_shape"] == [1, 8, 8]
+    assert meta["formats"].get("head") == model.arch.get("head_format")
+    assert meta["metrics"]["test_accuracy"] >= 0.7
+    manifest, check = compile_checkpoint(ckpt, tmp_path / "build")
+    assert [layer["lane"] for layer in manifest["layers"] if "lane" in layer] == lanes
+    assert (check["prediction_disagreements"], check["logit_mismatches"]) == (0, 0)
+    assert not any(check["activation_mismatches"].values())
+    assert check["torch_accuracy"] == meta["metrics"]["test_accuracy"]
+    assert manifest["layers"][0]["in_format"] == {"kind": "uint", "bits": 5, "count": 1}
+    sim = simulate_build(tmp_path / "build")
+    assert (sim["images"], sim["mismatches"]) == (360, 0)
+    assert sim["hw_accuracy"] == check["torch_accuracy"]
+    assert sim["cycles_measured"] == sim["cycles_predicted"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--act-bits", "float"], "--input-encoding pixels is for the hardware setting"),
+    (["--act-bits", "2", "--arch", "mlp:8"], None),
+])
+def test_pixel_inputs_in_the_weights_only_setting_exit_2(tmp_path, capsys, args, message):
+    rc, _, err = run(capsys, "train", "--input-encoding", "pixels", *args, "--epochs", 1, "-o", tmp_path / "m.pt")
+    if message is None:  # an MLP takes the pixels as well
+        assert rc == 0, err
+        assert load_checkpoint(tmp_path / "m.pt")[0].arch["input"] == "u5"
+    else:
+        assert rc == 2 and message in err, err
+        assert list(tmp_path.iterdir()) == []
+
+
+def test_augmentation_flips_and_shifts_with_the_background_filled_in():
+    from lowbit.model.train import augment_batch
+
+    x = torch.arange(2 * 1 * 3 * 4, dtype=torch.float32).reshape(2, 1, 3, 4) + 1
+    gen = torch.Generator().manual_seed(0)
+    flipped = augment_batch(x, {"flip": True}, gen, 0.0)
+    for k in range(2):  # each image is itself or its mirror
+        assert torch.equal(flipped[k], x[k]) or torch.equal(flipped[k], x[k].flip(2))
+    seen = set()
+    for _ in range(40):
+        y = augment_batch(x, {"shift": 1}, gen, -5.0)
+        for k in range(2):
+            # The image moved by (dy, dx) in -1..1: what stays inside is the original, the rest is fill.
+            matches = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)
+                       if torch.equal(y[k], _shifted(x[k], dy, dx, -5.0))]
+            assert len(matches) == 1
+            seen.add(matches[0])
+    assert len(seen) == 9
+
+
+def _shifted(img, dy, dx, fill):
+    out = torch.full_like(img, fill)
+    _, h, w = img.shape
+    for r in range(h):
+        for c in range(w):
+            if 0 <= r - dy < h and 0 <= c - dx < w:
+                out[:, r, c] = img[:, r - dy, c - dx]
+    return out
+
+
+def test_distillation_loss_is_cross_entropy_without_a_teacher_and_zero_kl_against_itself():
+    from lowbit.model.train import distillation_loss
+
+    logits, labels = torch.tensor([[2.0, -1.0, 0.5], [0.0, 1.0, 3.0]]), torch.tensor([0, 2])
+    ce = torch.nn.functional.cross_entropy(logits, labels)
+    assert torch.equal(distillation_loss(logits, labels, None, 0.5, 4.0), ce)
+    assert torch.allclose(distillation_loss(logits, labels, logits, 0.5, 4.0), 0.5 * ce)
+    other = torch.tensor([[0.0, 3.0, 0.0], [3.0, 0.0, 0.0]])
+    assert distillation_loss(logits, labels, other, 0.5, 4.0) > 0.5 * ce + 0.1
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--arch", "mlp:8", "--augment", "flip"], "augmentation flips and shifts images; an mlp takes flat vectors"),
+    (["--arch", "cnn:4", "--augment", "flop"], "bad augmentation 'flop'"),
+    (["--arch", "cnn:4", "--augment", "shift=9"], "bad augmentation 'shift=9'"),
+    (["--arch", "cnn:4", "--augment", "shift=²"], "bad augmentation 'shift=²'"),
+    (["--arch", "cnn:4", "--augment", "shift=1,shift=2"], "names 'shift' twice"),
+    (["--arch", "cnn:4", "--augment", "flip,"], "bad augmentation ''"),
+    (["--arch", "cnn:4", "--augment", "shift=4"], "a shift of 4 pixels moves 8x8 images half out of sight"),
+    (["--act-bits", "float", "--input-encoding", "thermometer"], "--input-encoding thermometer is for the hardware"),
+    (["--arch", "cnn:4", "--teacher", "."], "teacher checkpoint '.' is a folder"),
+    (["--arch", "cnn:4", "--teacher", ""], "teacher checkpoint '' does not exist"),
+    (["--arch", "cnn:4", "--teacher", "missing.pt"], "teacher checkpoint 'missing.pt' does not exist"),
+    (["--arch", "cnn:4", "--head-format", "expq"], "the head format must be a trainable level-set format, not 'expq'"),
+    (["--arch", "cnn:4", "--format", "binary01", "--head-format", "levels5"],
+     "a head format ('levels5') is for mlp and cnn networks of the level-set formats"),
+    (["--arch", "vit", "--act-bits", "float", "--head-format", "levels5"], "not a vit of weight format 'bipolar'"),
+])
+def test_bad_recipes_exit_2_and_write_nothing(tmp_path, capsys, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    rc, _, err = run(capsys, "train", *args, "--epochs", 1, "-o", tmp_path / "m.pt")
+    assert rc == 2 and message in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_resumed_run_never_writes_over_its_teacher_and_names_a_lost_one(tmp_path, capsys):
+    teacher, student = tmp_path / "t.pt", tmp_path / "s.pt"
+    assert run(capsys, "train", "--arch", "cnn:4", "--format", "fp32", "--act-bits", "float", "--epochs", 1,
+               "-o", teacher)[0] == 0
+    assert run(capsys, "train", "--arch", "cnn:4", "--input-encoding", "pixels", "--teacher", teacher,
+               "--epochs", 1, "-o", student)[0] == 0
+    before = teacher.read_bytes()
+    rc, _, err = run(capsys, "train", "--resume", student, "--epochs", 2, "-o", teacher)
+    assert rc == 2 and f"the output {str(teacher)!r} is the command's input" in err, err
+    assert teacher.read_bytes() == before
+    teacher.rename(tmp_path / "elsewhere.pt")
+    rc, _, err = run(capsys, "train", "--resume", student, "--epochs", 2)
+    assert rc == 2 and "which this training distills from, is gone" in err and "restore it at that path" in err
+    (tmp_path / "notes.txt").write_text("not a checkpoint")
+    rc, _, err = run(capsys, "train", "--arch", "cnn:4", "--input-encoding", "pixels", "--teacher",
+                     tmp_path / "notes.txt", "--epochs", 1, "-o", tmp_path / "x.pt")
+    assert rc == 2 and "teacher checkpoint" in err and "cannot be read" in err, err
+    assert not (tmp_path / "x.pt").exists()
+
+
+def test_a_teacher_on_thermometer_inputs_cannot_teach_from_float_pixels(tmp_path, capsys):
+    teacher = tmp_path / "t.pt"
+    assert run(capsys, "train", "--arch", "cnn:4", "--format", "fp32", "--act-bits", "float", "--epochs", 1,
+               "-o", teacher)[0] == 0
+    rc, _, err = run(capsys, "train", "--arch", "cnn:4", "--format", "ternary", "--act-bits", "2", "--teacher", teacher,
+                     "--epochs", 1, "-o", tmp_path / "s.pt")
+    assert rc == 2 and "which cannot be made from the student's" in err, err
+    # Another seed splits digits otherwise: the teacher has seen the student's test images.
+    rc, _, err = run(capsys, "train", "--arch", "cnn:4", "--format", "ternary", "--act-bits", "2", "--teacher", teacher,
+                     "--input-encoding", "pixels", "--seed", 1, "--epochs", 1, "-o", tmp_path / "s.pt")
+    assert rc == 2 and "not on the 'digits' training split of this run (seed 1)" in err, err
+    # An mlp student takes flat vectors, which a cnn teacher cannot.
+    rc, _, err = run(capsys, "train", "--arch", "mlp:8", "--format", "fp32", "--act-bits", "float", "--teacher",
+                     teacher, "--epochs", 1, "-o", tmp_path / "s.pt")
+    assert rc == 2 and "is a cnn, which takes images, and the student is an mlp" in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.pt"]
