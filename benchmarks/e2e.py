@@ -224,8 +224,9 @@ differ from the IR reference; cycles are measured in a stall-free phase and must
 manifest's prediction. The `-recipe` Fashion-MNIST rows train a wider CNN longer (`training`): the
 first layer takes the 8-bit pixels (`--input-encoding pixels`) and images are flipped
 (`--augment flip`); the `-head17` rows also give the last layer 17 levels (`--head-format levels17`)
-and the hidden activations more bits (`act`). The `fp32 twin` column is the test accuracy of the same network and recipe
-with fp32 weights, float activations and float pixels (the weights-only setting)."""
+and the hidden activations more bits (`act`). The `fp32 twin` column is the test accuracy of the
+same network and recipe with fp32 weights, float activations and float pixels (the weights-only
+setting)."""
 
 
 if __name__ == "__main__":

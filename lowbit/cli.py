@@ -4,6 +4,7 @@ import argparse
 import contextlib
 import json
 import math
+import os
 import signal
 import sys
 import threading
@@ -52,6 +53,7 @@ def cmd_train(args):
     arch = args.arch
     if arch is not None and args.hidden is not None:
         raise LowbitError("give either --arch or --hidden, not both", "use --arch mlp:64,64")
+    before = _file_identity(output)
     try:
         m = train_checkpoint(output, dataset=args.dataset or "digits", hidden=args.hidden or [64, 64],
                              arch=arch, weight_format=args.format or "bipolar",
@@ -62,10 +64,22 @@ def cmd_train(args):
                              input_encoding=args.input_encoding, augment=args.augment,
                              teacher=args.teacher, head_format=args.head_format)
     except KeyboardInterrupt as e:
-        print(f"interrupted; continue with: lowbit train --resume {output} --epochs N", file=sys.stderr)
+        if _file_identity(output) != before:  # an epoch's checkpoint was written (atomically: a new file)
+            print(f"interrupted; continue with: lowbit train --resume {output} --epochs N", file=sys.stderr)
+        else:
+            print("interrupted before the first epoch ended; no checkpoint was written", file=sys.stderr)
         return 128 + e.signum if isinstance(e, Terminated) else 130
     print(f"test accuracy {m['test_accuracy']:.4f} after {m['epochs']} epochs ({m['setting']}, "
           f"{m['bits_per_weight']:.3g} bits/weight, {m['weight_memory_bytes'] / 1024:.1f} KiB); wrote {output}")
+
+
+def _file_identity(path):
+    """What tells a file from the one written in its place: None if there is none."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
 
 
 def cmd_eval(args):

@@ -298,11 +298,7 @@ def train_model(path, *, arch="mlp:64,64", weight_format_name="bipolar", act="bi
         ds, enc = input_encoding(dataset, act, seed, data_root, input_encoding_name)
         partial = parse_arch(arch) if isinstance(arch, str) else dict(arch)
         a = build_arch(partial, ds, enc, fmt, act, p)
-        if head_format is not None:
-            trainable = [f for f, spec in WEIGHT_FORMATS.items() if spec.lane != "level-table" and f != "binary01"]
-            if head_format not in trainable:
-                raise LowbitError(f"the head format must be a trainable level-set format, not {head_format!r}",
-                                  f"use one of: {', '.join(trainable)}")
+        if head_format is not None:  # checked with the architecture
             a["head_format"] = head_format
         set_seed(seed)  # the initial weights too, not just the batches
         model = build_model(a)

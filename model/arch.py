@@ -43,7 +43,7 @@ import torch
 from torch import nn
 
 from lowbit.core.errors import LowbitError
-from lowbit.core.formats import activation_format, weight_format
+from lowbit.core.formats import WEIGHT_FORMATS, activation_format, weight_format
 
 from .layers import BinaryNormConv2d, BinaryNormLinear, BipolarAct, QuantAct, QuantConv2d, QuantLinear
 from .quant import DEFAULT_MIN_COMPRESS_SIZE, BinaryNormalize, BipolarActSTE, binary_normalize, normalized_sign
@@ -468,9 +468,10 @@ def _check_head_format(a):
     if a["kind"] == "vit" or a["weight_format"] in ("fp32", "binary01") or a.get("ptq") is not None:
         raise LowbitError(f"a head format ({head!r}) is for mlp and cnn networks of the level-set formats, "
                           f"not a {a['kind']} of weight format {a['weight_format']!r}", "drop --head-format")
-    if head in ("fp32", "binary01") or weight_format(head).lane == "level-table":
+    trainable = [f for f, spec in WEIGHT_FORMATS.items() if spec.lane != "level-table" and f != "binary01"]
+    if head not in trainable:
         raise LowbitError(f"the head format must be a trainable level-set format, not {head!r}",
-                          "use e.g. --head-format levels17, ternary or bipolar")
+                          f"use one of: {', '.join(trainable)}")
 
 
 def _check_ptq(a):

@@ -117,6 +117,23 @@ def test_interrupted_run_resumes_to_the_same_weights_as_an_uninterrupted_run(tmp
     assert mb["metrics"]["test_accuracy"] == ma["metrics"]["test_accuracy"]
 
 
+def test_a_run_interrupted_before_its_first_epoch_names_no_checkpoint_to_resume(tmp_path, capsys, monkeypatch):
+    from lowbit.model import train as train_module
+
+    def interrupted_at_once(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    out = tmp_path / "m.pt"
+    assert run(capsys, "train", "--arch", "mlp:8", "--epochs", 1, "-o", out)[0] == 0
+    earlier = out.read_bytes()  # a checkpoint of an earlier run is not this run's to resume
+    monkeypatch.setattr(train_module, "train", interrupted_at_once)
+    for path in (tmp_path / "new.pt", out):
+        rc, _, err = run(capsys, "train", "--arch", "mlp:16", "--epochs", 2, "-o", path)
+        assert rc == 130 and "interrupted before the first epoch ended; no checkpoint was written" in err, err
+        assert "--resume" not in err
+    assert not (tmp_path / "new.pt").exists() and out.read_bytes() == earlier
+
+
 def test_resume_errors(tmp_path, capsys):
     ckpt = tmp_path / "m.pt"
     assert run(capsys, "train", "--arch", "mlp:16", "--epochs", 2, "-o", ckpt)[0] == 0
