@@ -36,6 +36,10 @@ RECIPE_CNN = "cnn:32,64"
 # twin to train and report beside each row ("distill": also learn from it as a teacher). Shifts and
 # distillation each cost accuracy in trials (BENCHMARKS.md), so the recipe leaves them out.
 RECIPE = {"input_encoding": "pixels", "augment": "flip", "epochs": 20, "twin": True, "distill": False}
+VIT = "vit:dim=64,depth=2,heads=4,mlp_dim=128,patch=7+integer"
+# The ViT's 4-bit activations: MLP u4; normalized tokens, Q, K and V s4; the residual stream s6. A
+# smaller Adam step than the CNNs' for the attention.
+VIT_RECIPE = {"input_encoding": "pixels", "lr": 0.002}
 # Hardware-setting activations: one bit for the binary formats, two bits for the multi-level ones.
 CASES = {
     **{f"mnist-mlp-{f}": ("mnist", MLP, f, None, "bipolar") for f in ("bipolar", "binary01")},
@@ -51,6 +55,13 @@ CASES = {
     **{f"fashion-mnist-cnn-{f}-recipe-{act}-head17": ("fashion-mnist", RECIPE_CNN, f, None, act,
                                                       {**RECIPE, "head_format": "levels17"})
        for f, act in (("bipolar", "u2"), ("ternary", "u3"), ("levels5", "u3"), ("levels5", "u4"))},
+    # Bipolar in a wider network: its goal has no twin to be near, so none is trained.
+    "fashion-mnist-cnn-bipolar-recipe-wide": ("fashion-mnist", "cnn:64,128", "bipolar", None, "bipolar",
+                                              {**RECIPE, "twin": False}),
+    # Integer-only ViTs (lowbit.model.integer_vit): 16 tokens of 7x7 pixels, 2 blocks of 4 heads.
+    **{f"mnist-vit-{f}": ("mnist", VIT, f, None, "u4", {**VIT_RECIPE, "epochs": 15}) for f in ("ternary", "levels5")},
+    **{f"fashion-mnist-vit-{f}": ("fashion-mnist", VIT, f, None, "u4", {**VIT_RECIPE, "epochs": 20, "augment": "flip"})
+       for f in ("ternary", "levels5")},
 }
 
 
@@ -65,12 +76,12 @@ def run_case(name, *, work, data, epochs, limit, target_cycles, seed=0):
         twin = work / f"{dataset}-{arch.replace(':', '-').replace(',', '_')}-fp32-twin.pt"
         # Float pixels, and fp32 weights in every layer.
         options = {k: v for k, v in recipe.items() if k not in ("input_encoding", "head_format")}
-        _train(twin, dataset=dataset, arch=arch, weight_format="fp32", p=None, act="float", epochs=epochs,
+        train_once(twin, dataset=dataset, arch=arch, weight_format="fp32", p=None, act="float", epochs=epochs,
                seed=seed, data_root=data, **options)
         if distill:
             recipe["teacher"] = str(twin)
     ckpt = work / f"{name}.pt"
-    _train(ckpt, dataset=dataset, arch=arch, weight_format=fmt, p=p, act=act, epochs=epochs, seed=seed,
+    train_once(ckpt, dataset=dataset, arch=arch, weight_format=fmt, p=p, act=act, epochs=epochs, seed=seed,
            data_root=data, **recipe)
     build = work / name
     manifest, check = compile_checkpoint(ckpt, build, target_cycles=target_cycles, data_root=data)
@@ -91,7 +102,7 @@ def run_case(name, *, work, data, epochs, limit, target_cycles, seed=0):
     }
 
 
-def _train(ckpt, **options):
+def train_once(ckpt, **options):
     """Train ``ckpt`` unless it holds its epochs: a checkpoint is written after every epoch, so
     one left by a stopped run is resumed. Concurrent cases train a shared twin once (a lock)."""
     import fcntl

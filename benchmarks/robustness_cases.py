@@ -606,6 +606,24 @@ def _names():
             "use key=integer with keys dim, depth, heads, mlp_dim, patch",
         ),
         (
+            "a ViT '+' option that does not exist",
+            "lowbit train --epochs 1 --arch vit+int -o <out>/m.pt",
+            "bad vit option 'int'",
+            "options: integer",
+        ),
+        (
+            "an integer ViT with float activations",
+            "lowbit train --epochs 1 --arch vit+integer --act-bits float -o <out>/m.pt",
+            "the integer ViT needs k-bit hidden activations, not 'float'",
+            "use --act-bits 2..8",
+        ),
+        (
+            "an integer ViT with binary normalized weights",
+            "lowbit train --epochs 1 --arch vit+integer --format binary01 --act-bits 2 -o <out>/m.pt",
+            "the integer ViT takes level-set weights, not 'binary01' yet",
+            "use bipolar, ternary, levelsK, pow2 or tiled weights",
+        ),
+        (
             "empty list of formats in the accuracy sweep",
             "lowbit sweep-accuracy --formats , -o <out>/acc",
             "argument --formats: expected comma-separated names, not ','",

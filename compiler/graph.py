@@ -151,6 +151,12 @@ class Op(EngineCost):
         raise NotImplementedError
 
     # -- hardware -------------------------------------------------------------------------------
+    def with_cycle_target(self, target_cycles, vectors):
+        """This op as the folding searches leave it for ``target_cycles`` per inference, when it
+        handles ``vectors`` vectors per inference: the ops with a parallelism of their own that is
+        not a MatMul's folding (a normalization's PE) choose it here."""
+        return self
+
     def fuses(self, nxt):
         """Whether the op after this one runs inside this op's engine (a MatMul's thresholds)."""
         return False
@@ -160,7 +166,7 @@ class Op(EngineCost):
         ``lowering`` (:class:`lowbit.compiler.lowering.Lowering`) lowers a body."""
         raise LowbitError(f"{self.name}: a {type(self).__name__} here has no hardware engine yet",
                           "supported hardware ops: MatMul [+ MultiThreshold], SlidingWindow, MaxPool, "
-                          "Flatten, NormalizeSign, Residual, MultiThreshold")
+                          "Flatten, NormalizeSign, NormalizeLevels, PositionAdd, Residual, MultiThreshold")
 
     def engine_cycles(self, layer, engine):
         """Cycles per inference of ``engine``: its cycles per item times the items of an image,

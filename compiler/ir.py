@@ -12,12 +12,15 @@ from lowbit.core.errors import LowbitError
 
 from .graph import (BIPOLAR, Folding, Graph, Op, ValueType, chains, check_folding, check_last_axis,
                     divisors, flat_nodes, int_type_for, map_nodes, walk_nodes)
+from .ops.attention import Attention
 from .ops.fifo import Fifo
 from .ops.flatten import Flatten
 from .ops.host import ArgMax, HostAffine
 from .ops.matmul import WEIGHT_MEMORIES, MatMul
 from .ops.normalize import NormalizeSign
+from .ops.normalize_levels import NormalizeLevels
 from .ops.pool import MaxPool
+from .ops.position import PositionAdd
 from .ops.residual import Residual
 from .ops.rom import Rom
 from .ops.threshold import MultiThreshold
@@ -26,12 +29,13 @@ from .ops.window import SlidingWindow
 __all__ = ["ValueType", "BIPOLAR", "int_type_for", "Folding", "Op", "Graph", "divisors",
            "check_last_axis", "check_folding", "walk_nodes", "flat_nodes", "map_nodes", "chains",
            "MatMul", "WEIGHT_MEMORIES", "MultiThreshold", "SlidingWindow", "MaxPool", "Flatten",
-           "NormalizeSign", "Residual", "HostAffine", "ArgMax", "OPS", "ENGINE_KINDS", "op_kind",
-           "engine_kind"]
+           "NormalizeSign", "Residual", "HostAffine", "ArgMax", "PositionAdd", "NormalizeLevels", "Attention",
+           "OPS", "ENGINE_KINDS", "op_kind", "engine_kind"]
 
 # Every op kind of the graph, by the name graph.npz records it under.
 OPS = {kind.__name__: kind for kind in (
     MatMul, MultiThreshold, SlidingWindow, MaxPool, Flatten, NormalizeSign, Residual, HostAffine, ArgMax,
+    PositionAdd, NormalizeLevels, Attention,
 )}
 
 # Every kind of engine the estimator prices, by the "op" of its manifest entries: the ops that

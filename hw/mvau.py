@@ -19,7 +19,7 @@ from .lanes import lane_for, lane_stages
 from .pipe import Pipe, check_pipeline
 from .payload import VectorFormat
 from .rom import ROM
-from .threshold import check_invert, invert_masks, threshold_count
+from .threshold import check_invert, invert_masks, signed_levels, threshold_count
 
 # Pipelined, an input of more than SLICE_SELECT_MAX slices is selected in steps of at most
 # SLICE_SELECT_WAYS ways (see MatrixVectorUnit._select_slice): one multiplexer of 200 ways by the
@@ -65,10 +65,11 @@ class MatrixVectorUnit(wiring.Component):
         Rows whose output counts down, ``L - #{l : dot >= T[h, l]}`` (see
         ``lowbit.compiler.ir.MultiThreshold``): a tiled layer's copy with a negative scale keeps
         the shared tile row this way. Needs thresholds.
-    out_kind : {"bipolar", "uint"}
+    out_kind : {"bipolar", "uint", "int"}
         With one threshold per row, whether the output bit means -1/+1 (``"bipolar"``, the
         default) or 0/1 (``"uint"``, a 1-bit unsigned activation). The bit is the same; the
-        format tells the next engine how to read it. More thresholds always give ``uint``.
+        format tells the next engine how to read it. More thresholds give ``uint`` counts, or
+        with ``"int"`` signed levels ``count - 2**(k-1)`` (the count's top bit inverted).
     pe, simd : int
         Folding: PE must divide MH and SIMD must divide MW.
     copies : int
@@ -169,10 +170,12 @@ class MatrixVectorUnit(wiring.Component):
             # dot >= T  <=>  acc >= ceil((T - offset) / scale); clipped to one past the range ("never").
             acc_t = -(-(t.astype(np.int64) - offset) // scale)
             self._thresholds = np.clip(acc_t, self._acc_range[0], self._acc_range[1] + 1)
-            if out_kind not in ("bipolar", "uint"):
-                raise ValueError(f"Out kind must be 'bipolar' or 'uint', not {out_kind!r}")
+            if out_kind not in ("bipolar", "uint", "int"):
+                raise ValueError(f"Out kind must be 'bipolar', 'uint' or 'int', not {out_kind!r}")
+            if out_kind == "int" and levels == 1:
+                raise ValueError("A signed output needs 2**k - 1 >= 3 levels per row")
             self._out_format = (VectorFormat(out_kind, 1, mh) if levels == 1
-                                else VectorFormat("uint", levels.bit_length(), mh))
+                                else VectorFormat("int" if out_kind == "int" else "uint", levels.bit_length(), mh))
         else:
             if invert is not None:
                 raise ValueError("Invert needs thresholds: it inverts their counts")
@@ -537,6 +540,8 @@ class MatrixVectorUnit(wiring.Component):
             for i, out in enumerate(outs):
                 if inverted is not None:
                     out = out ^ mask[i * pe + p].replicate(len(out))
+                if self.has_thresholds and self.out_format.kind == "int":
+                    out = signed_levels(out)
                 groups[i].append(out)
 
         if piped:

@@ -13,7 +13,7 @@ from amaranth.lib.wiring import In, Out
 from .payload import VectorFormat
 from .compressor import add_behavioural
 
-__all__ = ["threshold_count", "MultiThresholdUnit", "check_invert", "invert_masks"]
+__all__ = ["threshold_count", "MultiThresholdUnit", "check_invert", "invert_masks", "signed_levels"]
 
 
 def threshold_count(value, thresholds):
@@ -51,6 +51,12 @@ def threshold_count(value, thresholds):
     # comparisons would repeat the whole Cat in the netlist for every bit: quadratic in L.)
     reached = [(value >= t).as_unsigned() for t in thresholds]
     return add_behavioural(reached)[:len(thresholds).bit_length()]
+
+
+def signed_levels(count):
+    """A k-bit count ``c`` as the two's complement of ``c - 2**(k-1)``, the levels of a signed
+    quantizer: the top bit inverted, no adder."""
+    return Cat(count[:-1], ~count[-1])
 
 
 def check_invert(invert, channels):
@@ -144,11 +150,14 @@ class MultiThresholdUnit(wiring.Component):
             raise ValueError(f"Thresholds must be a non-empty 2-D integer array, not {t.dtype} {t.shape}")
         channels, levels = t.shape
         _check_format("Input", in_format, ("int", "uint"), channels)
-        _check_format("Output", out_format, ("bipolar", "uint"), channels)
+        _check_format("Output", out_format, ("bipolar", "uint", "int"), channels)
+        if out_format.kind == "int" and out_format.bits < 2:
+            raise ValueError("A signed output needs at least 2 bits")
         want = 1 if out_format.kind == "bipolar" else 2 ** out_format.bits - 1
         if levels != want:
-            elem = "bipolar" if out_format.kind == "bipolar" else f"uint{out_format.bits}"
-            raise ValueError(f"A {elem} output needs {want} threshold{'s' * (want > 1)} per channel, "
+            elem = "bipolar" if out_format.kind == "bipolar" else f"{out_format.kind}{out_format.bits}"
+            article = "An" if elem.startswith("int") else "A"
+            raise ValueError(f"{article} {elem} output needs {want} threshold{'s' * (want > 1)} per channel, "
                              f"not {levels}")
         _check_pe(pe, channels)
         self._invert = check_invert(invert, channels)
@@ -264,6 +273,8 @@ class MultiThresholdUnit(wiring.Component):
                         c_x[p], [t_rd.data[p * levels + l] for l in range(levels)]))
                     if inverted is not None:
                         count = count ^ mask[p].replicate(len(count))
+                    if self._out_format.kind == "int":
+                        count = signed_levels(count)
                     counts.append(count)
                 group = Cat(*counts)
                 m.d.sync += out_build.word_select(c_fold, len(group)).eq(group)

@@ -506,7 +506,8 @@ def build_parser():
     s.add_argument("--dataset", default=None, choices=DATASETS, help="default digits")
     s.add_argument("--data", default=None, help=DATA_HELP)
     s.add_argument("--arch", default=None,
-                   help="mlp:H1,H2,... | cnn[:C1,C2[:F1,...]] | vit[:dim=64,depth=2,heads=4,mlp_dim=128,patch=P]")
+                   help="mlp:H1,H2,... | cnn[:C1,C2[:F1,...]] | vit[:dim=64,depth=2,heads=4,mlp_dim=128,patch=P]"
+                        "; +integer: the integer-only ViT")
     s.add_argument("--hidden", type=_hidden, default=None, help="MLP hidden widths, e.g. 64,64 (default)")
     s.add_argument("--format", default=None, metavar="FORMAT",
                    help="weight format: fp32, tiled (with --p) or a registry format (default bipolar)")

@@ -5,11 +5,13 @@ searches stand above it; parsing and applying a folding are IR passes
 (:mod:`lowbit.compiler.folding`).
 """
 
+import numpy as np
+
 from lowbit.boards.estimate import estimate_layer, estimate_manifest
 from lowbit.boards.fit import load_models
 from lowbit.compiler.codegen import describe
 from lowbit.compiler.folding import apply_folding
-from lowbit.compiler.graph import Folding, chains, divisors
+from lowbit.compiler.graph import Folding, chains, divisors, map_nodes, walk_nodes
 from lowbit.compiler.lowering import Layer, describe_engine
 from lowbit.core.errors import LowbitError
 
@@ -84,6 +86,11 @@ def fold_for_cycles(graph, target_cycles, *, cost=None):
             return (c, f.pe * f.simd, -f.simd)
         chosen.append(min(options, key=key))
     folded = apply_folding(graph, chosen)
+    # The other ops with a parallelism of their own choose it for the same target.
+    vectors = {n.name: int(np.prod(shape[:-1], dtype=np.int64))
+               for n, shape in walk_nodes(folded.nodes, folded.input_shape)}
+    folded = folded.replace_nodes(map_nodes(folded.nodes,
+                                            lambda n: n.with_cycle_target(target_cycles, vectors[n.name])))
     meta = dict(folded.meta, folding={"target_cycles": target_cycles, "cost": how})
     return folded.replace_meta(meta)
 

@@ -78,7 +78,8 @@ def parse_arch(spec):
 
     mlp and cnn specs take options after ``+``: ``+res`` (skip connections, arch key
     ``residual``), and for cnn ``+pad=N`` and ``+stride=N``, e.g. ``mlp:64,64,64+res`` or
-    ``cnn:8,8+pad=1+res``.
+    ``cnn:8,8+pad=1+res``. ``vit+integer`` is the integer-only ViT
+    (:mod:`lowbit.model.integer_vit`, arch key ``integer``).
 
     Raises
     ------
@@ -98,10 +99,12 @@ def parse_arch(spec):
         arch = {"kind": "cnn", "channels": _ints(channels, "CNN channels") if channels else [16, 32],
                 "fc": _ints(fc, "CNN fully connected widths") if fc else []}
         return _arch_options(arch, options)
-    if options:
-        raise LowbitError(f"a {kind!r} architecture takes no '+' options, not {'+'.join(options)!r}")
     if kind == "vit":
         arch = {"kind": "vit"}
+        for option in options:
+            if option != "integer":
+                raise LowbitError(f"bad vit option {option!r}", "options: integer")
+            arch["integer"] = True
         for item in filter(None, rest.split(",")):
             key, eq, value = item.partition("=")
             if key not in ("dim", "depth", "heads", "mlp_dim", "patch") or not eq or not value.isdigit():

@@ -31,8 +31,9 @@ layers whose levels, scales and magnitude tables are in the state dict.
   do not pool. Such a stage's activation is the very module that quantized its input, so both
   addends are integers of one scale ``s``; the stage outputs ``residual_act(s * (h + x))``
   (bipolar: ``+1 iff h + x >= 0``). Not for binary normalized layers.
-- ``{"kind": "vit", ...}``: a tiny vision transformer (``lowbit.model.transformer``); trainable,
-  not compilable to hardware yet.
+- ``{"kind": "vit", ...}``: a tiny vision transformer (``lowbit.model.transformer``) with float
+  softmax, norms and residual sums; trainable, not compilable. With ``"integer": True`` the
+  integer-only ViT (``lowbit.model.integer_vit``), which compiles.
 
 The last stage is the head: its weight layer and BatchNorm give the logits (binary normalized
 networks: the per-example normalization, which keeps the argmax).
@@ -46,7 +47,8 @@ from lowbit.core.errors import LowbitError
 from lowbit.core.formats import WEIGHT_FORMATS, activation_format, weight_format
 
 from .layers import BinaryNormConv2d, BinaryNormLinear, BipolarAct, QuantAct, QuantConv2d, QuantLinear
-from .quant import DEFAULT_MIN_COMPRESS_SIZE, BinaryNormalize, BipolarActSTE, binary_normalize, normalized_sign
+from .quant import (DEFAULT_MIN_COMPRESS_SIZE, BinaryNormalize, BipolarActSTE, binary_normalize, normalized_sign,
+                    row_scales)
 
 __all__ = ["LowbitNet", "Stage", "NormalizedSign", "build_model", "stage_affine", "input_format", "ARCH_KINDS"]
 
@@ -262,23 +264,6 @@ def residual_affine(stage, scale, channels):
     """Per-channel float64 ``(gain, bias)`` of a residual add: the sum ``z`` of two integer levels
     of scale ``scale`` is the value ``z * scale + 0``."""
     return np.full(channels, float(scale)), np.zeros(channels)
-
-
-def row_scales(iw, rows):
-    """One weight scale per output channel (float64, shape (rows,)) from an IntegerWeights.
-
-    Raises LowbitError when the scale varies within a row: a tiled layer whose copies do not
-    cover whole rows (p does not divide the output channels).
-    """
-    scale = iw.scale.detach().to(torch.float64)
-    if scale.dim() == 0:
-        return np.full(rows, float(scale))
-    flat = scale.reshape(scale.shape[0], -1)
-    if not torch.all(flat == flat[:, :1]):
-        raise LowbitError(f"the weight scale varies within an output channel (shape {tuple(iw.levels.shape)})",
-                          "for tiled layers choose p dividing the output channels, so each copy is "
-                          "whole rows")
-    return flat[:, 0].numpy().copy()
 
 
 def stage_affine(stage, in_scale, iw=None):
@@ -504,6 +489,9 @@ def build_model(arch):
         model = fixed_levels_model(model, a["ptq"]["bits"])
         model.arch = a
         return model
+    if a["kind"] == "vit" and a.get("integer"):
+        from .integer_vit import IntegerViT
+        return IntegerViT(a)
     if a["kind"] == "vit":
         from .transformer import build_vit
         return build_vit(a)

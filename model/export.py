@@ -26,10 +26,9 @@ Stage to ops:
 A post-training quantized layer (``expq`` with any q, or linear PTQ) has integer levels in its own
 level table, the MatMul's format ``table:c_1,..,c_K`` (or ``ternary``/``pow2`` when the levels are
 those); its fixed-point scale folds into ``gain`` like any weight scale.
-"""
 
-import math
-from fractions import Fraction
+The integer-only ViT has its own exporter (:mod:`lowbit.model.integer_vit_export`).
+"""
 
 import numpy as np
 import torch
@@ -41,92 +40,15 @@ from lowbit.core.bounds import row_bounds
 from lowbit.core.errors import LowbitError
 
 from .arch import LowbitNet, input_format, residual_affine, stage_affine
-from .layers import BipolarAct, FixedLevelsConv2d, QuantAct
+from .layers import FixedLevelsConv2d
+from .thresholds import step_thresholds
 
-__all__ = ["export_model", "step_thresholds", "SUPPORTED_LAYERS"]
+__all__ = ["export_model", "SUPPORTED_LAYERS"]
 
 SUPPORTED_LAYERS = ("QuantLinear", "QuantConv2d (square, explicit Pad2d padding, any stride)",
                     "BatchNorm1d/2d", "MaxPool2d 2x2", "BinaryNormLinear", "BinaryNormConv2d",
                     "bipolar or uK activations", "residual blocks",
                     "FixedLevelsLinear/Conv2d (post-training quantized: lowbit quantize)")
-
-
-def _activation_steps(act):
-    """(out type, levels L, step function y -> level index 0..L on float64 arrays)."""
-    if isinstance(act, BipolarAct):
-        return BIPOLAR, 1, lambda y: (y >= 0).astype(np.int64)
-    if isinstance(act, QuantAct) and act.format.kind == "uint":
-        s, top = float(act.scale().detach()), act.qmax
-        return ValueType("uint", act.format.bits), top, \
-            lambda y: np.clip(np.floor(y / s + 0.5), 0, top).astype(np.int64)
-    raise LowbitError(f"a {type(act).__name__} activation has no hardware form",
-                      "train with --act-bits bipolar or an unsigned K")
-
-
-def step_thresholds(gain, bias, lo, hi, act):
-    """Integer thresholds of ``level(d) = act(d * gain + bias)`` over ``d`` in ``[lo, hi]``.
-
-    Parameters
-    ----------
-    gain, bias : ndarray (C,)
-        float64 per channel.
-    lo, hi : ndarray (C,)
-        Reachable range of each channel's dot product.
-    act : BipolarAct or QuantAct
-        The activation that follows.
-
-    Returns
-    -------
-    thresholds : ndarray (C, L)
-        ``level = #{l : s*d >= T[c, l]}`` with ``s = -1`` on flipped channels; ``hi + 1`` (or
-        ``-lo + 1``) means never, ``lo`` always.
-    flip : ndarray of bool (C,)
-        Channels that compare ``-d`` (negative gain): their weight row must be negated.
-    out_type : ValueType
-    ties : int
-        Thresholds that differ from exact rational arithmetic on the same gain and bias.
-    """
-    out_type, levels, step = _activation_steps(act)
-    gain, bias = np.asarray(gain, np.float64), np.asarray(bias, np.float64)
-    flip = gain < 0
-    sign = np.where(flip, -1, 1)
-    # In the flipped coordinate e = -d the level rises with e; e spans [-hi, -lo].
-    e_lo = np.where(flip, -np.asarray(hi), np.asarray(lo)).astype(np.int64)
-    e_hi = np.where(flip, -np.asarray(lo), np.asarray(hi)).astype(np.int64)
-
-    def level(e):  # exactly the model's float64 computation, at d = sign * e
-        return step((sign * e).astype(np.float64) * gain + bias)
-
-    thresholds = np.empty((len(gain), levels), dtype=np.int64)
-    for lv in range(1, levels + 1):
-        a, b = e_lo.copy(), e_hi + 1  # invariant: level(b) >= lv (b = e_hi + 1 stands for never)
-        while np.any(a < b):
-            mid = (a + b) // 2
-            ok = (level(mid) >= lv) & (a < b)
-            b = np.where(ok, mid, b)
-            a = np.where(~ok & (a < b), mid + 1, a)
-        thresholds[:, lv - 1] = b
-    ties = _count_ties(thresholds, gain, bias, sign, e_lo, e_hi, act, levels)
-    return thresholds, flip, out_type, ties
-
-
-def _count_ties(thresholds, gain, bias, sign, e_lo, e_hi, act, levels):
-    """Thresholds that differ from the exact rational solution of the same step function."""
-    if isinstance(act, BipolarAct):
-        s, cuts = None, [Fraction(0)]
-    else:
-        s = Fraction(float(act.scale().detach()))
-        cuts = [(lv - Fraction(1, 2)) * s for lv in range(1, levels + 1)]
-    ties = 0
-    for c in range(len(gain)):
-        g, b = Fraction(float(gain[c])) * int(sign[c]), Fraction(float(bias[c]))
-        for lv, cut in enumerate(cuts):
-            if g == 0:
-                exact = int(e_lo[c]) if b >= cut else int(e_hi[c]) + 1
-            else:
-                exact = min(max(math.ceil((cut - b) / g), int(e_lo[c])), int(e_hi[c]) + 1)
-            ties += exact != thresholds[c, lv]
-    return ties
 
 
 def _check_conv(stage, name):
@@ -205,6 +127,11 @@ def export_model(model, meta=None):
         On a model or layer with no hardware form; the message names it and lists the supported
         layers.
     """
+    from .integer_vit import IntegerViT
+
+    if isinstance(model, IntegerViT):
+        from .integer_vit_export import export_integer_vit
+        return export_integer_vit(model, meta)
     if not isinstance(model, LowbitNet):
         raise LowbitError(f"{_first_unsupported(model)}: not supported in hardware yet",
                           f"supported layers: {', '.join(SUPPORTED_LAYERS)}")

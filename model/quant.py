@@ -19,6 +19,7 @@ exporter fold them into integer thresholds without a tie-breaking mismatch.
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -27,7 +28,7 @@ from lowbit.core.formats import activation_format, weight_format
 
 __all__ = [
     "bipolar_sign", "BipolarWeightSTE", "BipolarActSTE",
-    "IntegerWeights", "BipolarQuantizer", "SymmetricQuantizer", "Pow2Quantizer", "Binary01Quantizer",
+    "IntegerWeights", "row_scales", "BipolarQuantizer", "SymmetricQuantizer", "Pow2Quantizer", "Binary01Quantizer",
     "TiledQuantizer", "weight_quantizer", "nearest_level", "ABSMEAN_STEP",
     "binary_normalize", "BinaryNormalize", "normalized_sign",
     "ActivationQuantizer", "DEFAULT_MIN_COMPRESS_SIZE",
@@ -111,6 +112,23 @@ class IntegerWeights:
     def dequantize(self):
         """``scale * levels`` as float: the quantized weight."""
         return self.scale * self.levels.to(self.scale.dtype)
+
+
+def row_scales(iw, rows):
+    """One weight scale per output channel (float64, shape (rows,)) from an IntegerWeights.
+
+    Raises LowbitError when the scale varies within a row: a tiled layer whose copies do not
+    cover whole rows (p does not divide the output channels).
+    """
+    scale = iw.scale.detach().to(torch.float64)
+    if scale.dim() == 0:
+        return np.full(rows, float(scale))
+    flat = scale.reshape(scale.shape[0], -1)
+    if not torch.all(flat == flat[:, :1]):
+        raise LowbitError(f"the weight scale varies within an output channel (shape {tuple(iw.levels.shape)})",
+                          "for tiled layers choose p dividing the output channels, so each copy is "
+                          "whole rows")
+    return flat[:, 0].numpy().copy()
 
 
 def _check_granularity(granularity, allowed, fmt):

@@ -29,7 +29,8 @@ from lowbit.core.formats import activation_format
 from .layers import BinaryNormLinear, BipolarAct, QuantAct, QuantLinear
 from .quant import DEFAULT_MIN_COMPRESS_SIZE, BinaryNormalize
 
-__all__ = ["Projection", "LowbitAttention", "TransformerBlock", "TinyViT", "build_vit", "VIT_DEFAULTS"]
+__all__ = ["PatchNetwork", "Projection", "LowbitAttention", "TransformerBlock", "TinyViT", "build_vit", "check_vit",
+           "check_heads", "VIT_DEFAULTS"]
 
 VIT_DEFAULTS = {"dim": 64, "depth": 2, "heads": 4, "mlp_dim": 128}
 
@@ -89,6 +90,14 @@ def _activation(act):
     return QuantAct(act)
 
 
+def check_heads(dim, heads):
+    """Raise unless ``heads`` divides the token width ``dim``; the fix lists the divisors."""
+    if dim % heads:
+        divisors = ", ".join(str(h) for h in range(1, dim + 1) if dim % h == 0)
+        raise LowbitError(f"attention heads ({heads}) must divide the token width ({dim})",
+                          f"use heads in {{{divisors}}}")
+
+
 class LowbitAttention(nn.Module):
     """Multi-head self-attention whose Q, K, V and O projections are low-bit :class:`Projection`.
 
@@ -102,10 +111,7 @@ class LowbitAttention(nn.Module):
 
     def __init__(self, dim, heads, weight_format, p=None, min_compress_size=DEFAULT_MIN_COMPRESS_SIZE):
         super().__init__()
-        if dim % heads:
-            divisors = ", ".join(str(h) for h in range(1, dim + 1) if dim % h == 0)
-            raise LowbitError(f"attention heads ({heads}) must divide the token width ({dim})",
-                              f"use heads in {{{divisors}}}")
+        check_heads(dim, heads)
         self.heads = heads
         self.q, self.k, self.v, self.o = (Projection(dim, dim, weight_format, p, min_compress_size)
                                           for _ in range(4))
@@ -151,7 +157,8 @@ def _positive_int(a, key):
     return v
 
 
-def _check_vit(arch):
+def check_vit(arch):
+    """``arch`` with the ViT defaults filled in; a clear error on a bad key."""
     a = {**VIT_DEFAULTS, **arch}
     shape = a.get("in_shape")
     if not isinstance(shape, (list, tuple)) or len(shape) != 3 or \
@@ -167,7 +174,37 @@ def _check_vit(arch):
     return a
 
 
-class TinyViT(nn.Module):
+class PatchNetwork(nn.Module):
+    """What lowbit's vision transformers share: images cut into ``self.patch``-sized patches, and
+    low-bit :class:`Projection` weight layers. ``arch`` is checked and completed
+    (:func:`check_vit`) into ``self.arch``."""
+
+    def __init__(self, arch):
+        super().__init__()
+        self.arch = check_vit(arch)
+        c, h, w = self.arch["in_shape"]
+        self.patch = self.arch["patch"]
+        self.tokens = (h // self.patch) * (w // self.patch)
+
+    def patches(self, x):
+        """(N, C, H, W) -> (N, tokens, C*patch*patch), row-major over the patch grid."""
+        n, c, h, w = x.shape
+        s = self.patch
+        x = x.reshape(n, c, h // s, s, w // s, s).permute(0, 2, 4, 1, 3, 5)
+        return x.reshape(n, (h // s) * (w // s), c * s * s)
+
+    def clip_latent(self):
+        for m in self.modules():
+            if m is not self and hasattr(m, "clip_latent"):
+                m.clip_latent()
+
+    @property
+    def weight_layers(self):
+        """Every low-bit weight layer, in the order of the forward pass."""
+        return [m.layer for m in self.modules() if isinstance(m, Projection)]
+
+
+class TinyViT(PatchNetwork):
     """A tiny vision transformer: non-overlapping patches, a low-bit patch embedding, learned
     position embeddings, ``depth`` :class:`TransformerBlock`, mean pooling over the tokens and a
     low-bit head followed by BatchNorm (binary01: the per-example normalization), as the MLP's head.
@@ -186,28 +223,17 @@ class TinyViT(nn.Module):
     """
 
     def __init__(self, arch):
-        super().__init__()
-        a = _check_vit(arch)
-        self.arch = a
-        c, h, w = a["in_shape"]
+        super().__init__(arch)
+        a = self.arch
         fmt, p, dim = a["weight_format"], a.get("p"), a["dim"]
         mcs = a.get("min_compress_size", DEFAULT_MIN_COMPRESS_SIZE)
-        self.patch = a["patch"]
-        tokens = (h // self.patch) * (w // self.patch)
-        self.embed = Projection(c * self.patch ** 2, dim, fmt, p, mcs)
-        self.position = nn.Parameter(torch.randn(tokens, dim) * 0.02)
+        self.embed = Projection(a["in_shape"][0] * self.patch ** 2, dim, fmt, p, mcs)
+        self.position = nn.Parameter(torch.randn(self.tokens, dim) * 0.02)
         self.blocks = nn.ModuleList(
             TransformerBlock(dim, a["heads"], a["mlp_dim"], fmt, a["act"], p, mcs) for _ in range(a["depth"]))
         self.norm = _norm(dim, fmt)
         self.head = Projection(dim, a["classes"], fmt, p, mcs)
         self.head_norm = BinaryNormalize(-1) if fmt == "binary01" else nn.BatchNorm1d(a["classes"])
-
-    def patches(self, x):
-        """(N, C, H, W) -> (N, tokens, C*patch*patch), row-major over the patch grid."""
-        n, c, h, w = x.shape
-        s = self.patch
-        x = x.reshape(n, c, h // s, s, w // s, s).permute(0, 2, 4, 1, 3, 5)
-        return x.reshape(n, (h // s) * (w // s), c * s * s)
 
     def trace(self, x):
         """The embedded tokens, every block's output, then the logits."""
@@ -221,16 +247,6 @@ class TinyViT(nn.Module):
 
     def forward(self, x):
         return self.trace(x)[-1]
-
-    def clip_latent(self):
-        for m in self.modules():
-            if m is not self and hasattr(m, "clip_latent"):
-                m.clip_latent()
-
-    @property
-    def weight_layers(self):
-        """Every low-bit weight layer, in the order of the forward pass."""
-        return [m.layer for m in self.modules() if isinstance(m, Projection)]
 
 
 def build_vit(arch):

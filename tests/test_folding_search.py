@@ -68,9 +68,10 @@ def test_board_fit_and_too_big():
     fast = fold_for_board(g, "arty-a7-35")
     assert fast.cycles_per_inference() == 1
     rng = np.random.default_rng(1)
-    big = MatMul("big", rng.choice([-1, 1], size=(4096, 4096)), "bipolar", BIPOLAR)
-    with pytest.raises(LowbitError, match="does not fit the icebreaker board even fully folded"):
-        fold_for_board(Graph(BIPOLAR, 4096, [big]), "icebreaker")
+    # A million weights: three times the board's LUTs and eight times its block RAM, fully folded.
+    big = MatMul("big", rng.choice([-1, 1], size=(1024, 1024)), "bipolar", BIPOLAR)
+    with pytest.raises(LowbitError, match="does not fit the icebreaker board even fully folded: luts"):
+        fold_for_board(Graph(BIPOLAR, 1024, [big]), "icebreaker")
 
 
 def test_memory_choice_and_identity_removal():

@@ -26,7 +26,7 @@ INPUTS = {"bipolar": ValueType("bipolar", 1), "uint3": ValueType("uint", 3), "in
 
 
 
-def case(fmt_name, in_name, levels, n=30, seed=0, mh=MH, mw=MW):
+def case(fmt_name, in_name, levels, n=30, seed=0, mh=MH, mw=MW, out_kind="uint"):
     """Random weights of a format, inputs of a type, thresholds with ``levels`` levels (or None)."""
     r = np.random.default_rng(seed)
     fmt, vt = weight_format(fmt_name), INPUTS[in_name]
@@ -39,7 +39,7 @@ def case(fmt_name, in_name, levels, n=30, seed=0, mh=MH, mw=MW):
         return w, x, vt, None, mm.reference(x)
     lo, hi = mm.bounds
     t = np.sort(r.integers(lo - 1, hi + 2, size=(mh, levels)), axis=1)
-    out = BIPOLAR if levels == 1 else ValueType("uint", 2)
+    out = BIPOLAR if levels == 1 else ValueType(out_kind, 2)
     return w, x, vt, t, MultiThreshold("t", t, mm.out_type, out).reference(mm.reference(x))
 
 
@@ -141,6 +141,22 @@ def test_every_lane_matches_the_ir_with_stalls(fmt_name, in_name, levels, pe, si
     u = unit(w, fmt_name, vt, t, pe=pe, simd=simd)
     res = run_amaranth_stream(u, u.in_format.pack(x), stall=0.4, seed=pe * 10 + simd)
     assert res.outputs == u.out_format.pack(ref)
+
+
+@pytest.mark.parametrize("fmt_name, in_name, pe, simd", [("ternary", "int4", 4, 3), ("levels5", "uint3", 2, 12)])
+def test_signed_levels_out_of_the_thresholds(fmt_name, in_name, pe, simd):
+    """Three thresholds into an int2 output: the count less 2, also on rows that count down."""
+    w, x, vt, t, _ = case(fmt_name, in_name, 3, seed=pe + simd)
+    invert = np.arange(MH) % 3 == 1
+    mm = MatMul("m", w, fmt_name, vt)
+    ref = MultiThreshold("t", t, mm.out_type, ValueType("int", 2), invert).reference(mm.reference(x))
+    assert ref.min() < 0 <= ref.max()
+    u = unit(w, fmt_name, vt, t, pe=pe, simd=simd, out_kind="int", invert=invert)
+    assert u.out_format == VectorFormat("int", 2, MH)
+    res = run_amaranth_stream(u, u.in_format.pack(x), stall=0.4, seed=pe)
+    assert res.outputs == u.out_format.pack(ref)
+    raises_exactly(ValueError, "A signed output needs 2**k - 1 >= 3 levels per row",
+                   lambda: unit(w, fmt_name, vt, t[:, :1], out_kind="int"))
 
 
 @pytest.mark.parametrize("memory", ["auto", "const", "const-behavioural"])

@@ -34,7 +34,7 @@ def inputs_for(fmt, thresholds, n_random):
 
 
 def reference(thresholds, in_fmt, out_fmt, x, invert=None):
-    out_type = BIPOLAR if out_fmt.kind == "bipolar" else ValueType("uint", out_fmt.bits)
+    out_type = BIPOLAR if out_fmt.kind == "bipolar" else ValueType(out_fmt.kind, out_fmt.bits)
     return MultiThreshold("t", thresholds, ValueType(in_fmt.kind, in_fmt.bits), out_type,
                           invert).reference(x)
 
@@ -102,8 +102,8 @@ def test_construction_and_properties():
     ((T1, VectorFormat("int", 6, 8), BIP), {}, ValueError,
      "Input format must have 12 elements, one per channel, not 8"),
     ((T1, INT6, None), {}, TypeError, "Output format must be a VectorFormat, not None"),
-    ((T1, INT6, VectorFormat("int", 2, C)), {}, ValueError,
-     "Output format must have bipolar or uint elements, not int"),
+    ((T1, INT6, VectorFormat("int", 1, C)), {}, ValueError, "A signed output needs at least 2 bits"),
+    ((T1, INT6, VectorFormat("int", 2, C)), {}, ValueError, "An int2 output needs 3 thresholds per channel, not 1"),
     ((T1, INT6, VectorFormat("bipolar", 1, 6)), {}, ValueError,
      "Output format must have 12 elements, one per channel, not 6"),
     ((T3, INT6, BIP), {}, ValueError, "A bipolar output needs 1 threshold per channel, not 3"),
@@ -125,7 +125,8 @@ def test_bad_parameters(args, kwargs, exc, message):
     (T3, INT6, VectorFormat("uint", 2, C), 3),
     (np.clip(T3, 0, None), VectorFormat("uint", 5, C), VectorFormat("uint", 2, C), 4),
     (np.sort(rng.integers(-2, 10, size=(C, 7)), axis=1), VectorFormat("uint", 3, C), VectorFormat("uint", 3, C), 6),
-], ids=["bipolar-pe1", "bipolar-pe12", "uint2-pe3", "uint-in-pe4", "uint3-pe6"])
+    (np.sort(rng.integers(-20, 20, size=(C, 7)), axis=1), INT6, VectorFormat("int", 3, C), 4),
+], ids=["bipolar-pe1", "bipolar-pe12", "uint2-pe3", "uint-in-pe4", "uint3-pe6", "int3-pe4"])
 def test_both_simulators_match_reference_with_stalls(thresholds, in_fmt, out_fmt, pe):
     # A third of the channels count down (``invert``), the others up.
     invert = np.arange(C) % 3 == 2

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from lowbit.model.export import step_thresholds
+from lowbit.model.thresholds import step_thresholds
 from lowbit.compiler.folding import apply_folding, parse_folding
 from lowbit.folding import fold_for_cycles, lane_cost
 from lowbit.compiler.ir import (BIPOLAR, ArgMax, Folding, Graph, HostAffine, MatMul, MultiThreshold,

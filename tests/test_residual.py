@@ -184,7 +184,7 @@ def test_parse_arch_options():
         "kind": "cnn", "channels": [8, 8], "fc": [16], "padding": 1, "stride": 2, "residual": True}
     with pytest.raises(LowbitError, match="^bad mlp option 'pad=1'\n  fix: options: res$"):
         parse_arch("mlp:8+pad=1")
-    with pytest.raises(LowbitError, match="^a 'vit' architecture takes no '\\+' options, not 'res'$"):
+    with pytest.raises(LowbitError, match="^bad vit option 'res'\n  fix: options: integer$"):
         parse_arch("vit+res")
 
 

@@ -28,7 +28,8 @@ THRESHOLD_XILINX = {"luts_per_bit": 0.14, "luts_per_channel": 0.47}
 
 @dataclass(frozen=True, eq=False)
 class MultiThreshold(Op):
-    """``y[n, c] = #{l : x[n, c] >= T[c, l]}``; with one level and a bipolar output, ``+1 if x >= T else -1``.
+    """``y[n, c] = #{l : x[n, c] >= T[c, l]}``; with one level and a bipolar output, ``+1 if x >= T else -1``;
+    with a signed k-bit output the count less ``2**(k-1)`` (the levels of a signed quantizer).
 
     An inverted channel counts down instead: ``y = L - #{l : x[n, c] >= T[c, l]}`` (bipolar: ``-y``).
     That is how a channel whose activation falls as its dot product rises (a negative BatchNorm
@@ -40,11 +41,12 @@ class MultiThreshold(Op):
     name : str
         Layer name.
     thresholds : array (C, L)
-        Integer thresholds, non-decreasing along L. L = 1 for bipolar outputs, 2**k - 1 for uint k.
+        Integer thresholds, non-decreasing along L. L = 1 for bipolar outputs, 2**k - 1 for uint k
+        and int k.
     in_type : ValueType
         Type of the compared values (the range the thresholds are meaningful in).
     out_type : ValueType
-        ``BIPOLAR`` or ``uint k``.
+        ``BIPOLAR``, ``uint k`` or ``int k`` (k >= 2).
     invert : array of bool (C,), optional
         The inverted channels; None (or all False) for none.
     """
@@ -72,12 +74,14 @@ class MultiThreshold(Op):
         if self.out_type == BIPOLAR:
             if levels != 1:
                 raise LowbitError(f"{self.name}: a bipolar output needs 1 threshold per channel, not {levels}")
-        elif self.out_type.kind == "uint":
+        elif self.out_type.kind in ("uint", "int"):
+            if self.out_type.kind == "int" and self.out_type.bits < 2:
+                raise LowbitError(f"{self.name}: a signed output needs at least 2 bits, not {self.out_type}")
             if levels != 2 ** self.out_type.bits - 1:
                 raise LowbitError(f"{self.name}: a {self.out_type} output needs "
                                   f"{2 ** self.out_type.bits - 1} thresholds per channel, not {levels}")
         else:
-            raise LowbitError(f"{self.name}: MultiThreshold outputs bipolar or uint, not {self.out_type}")
+            raise LowbitError(f"{self.name}: MultiThreshold outputs bipolar, uint or int, not {self.out_type}")
         if levels > 1 and np.any(np.diff(t, axis=1) < 0):
             raise LowbitError(f"{self.name}: thresholds must be non-decreasing along each channel")
 
@@ -96,7 +100,9 @@ class MultiThreshold(Op):
         count = (x[..., None] >= self.thresholds).sum(axis=-1)
         if self.invert is not None:
             count = np.where(self.invert, self.thresholds.shape[1] - count, count)
-        return 2 * count - 1 if self.out_type == BIPOLAR else count
+        if self.out_type == BIPOLAR:
+            return 2 * count - 1
+        return count + self.out_type.min if self.out_type.kind == "int" else count
 
     # -- graph.npz ------------------------------------------------------------------------------
     def record(self):
