@@ -12,7 +12,9 @@ pool - fc 10) in bipolar, ternary and levels5, on the thermometer code of the pi
 ``-recipe`` cases train a wider Fashion-MNIST CNN in the recipe of :data:`RECIPE`: the integer
 pixels into the first layer, flips and a longer schedule; the network's fp32 twin (fp32 weights,
 float activations, float pixels, the same architecture and recipe) is trained first and its
-accuracy reported beside the row (and, with ``"distill"``, taught from). Checkpoints are trained once into
+accuracy reported beside the row (and, with ``"distill"``, taught from); ``-recipe-wide`` is the
+bipolar CNN at twice the channels. The ``-vit-`` cases are the integer-only ViT on MNIST and
+Fashion-MNIST in ternary and levels5. Checkpoints are trained once into
 ``--work`` (default build/e2e) and reused. Each row: ``{dataset, arch, format, images, mismatches,
 ir_accuracy, hw_accuracy, cycles_predicted, cycles_measured}``; ``mismatches`` counts output words
 of the hardware that differ from the IR reference, over every image with random stalls.
@@ -237,7 +239,9 @@ first layer takes the 8-bit pixels (`--input-encoding pixels`) and images are fl
 (`--augment flip`); the `-head17` rows also give the last layer 17 levels (`--head-format levels17`)
 and the hidden activations more bits (`act`). The `fp32 twin` column is the test accuracy of the
 same network and recipe with fp32 weights, float activations and float pixels (the weights-only
-setting)."""
+setting). The `vit...+integer` rows are the integer-only ViT (16 tokens of 7x7 pixels, 2 blocks of
+4 heads; `act` u4 is the MLP's, with s4 normalized tokens and Q, K, V and an s6 residual stream) on
+the 8-bit pixels, compiled for 1024 cycles per inference: its attention engines set the pace."""
 
 
 if __name__ == "__main__":
