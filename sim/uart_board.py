@@ -13,12 +13,12 @@ Fault injection on that wire (``fault_rate``, the chance that a frame is hit, ea
   the whole board top between two of its bytes (the harness holds ``rst`` for a few cycles);
 - towards the host, each hit frame gets one bit flipped or one byte dropped.
 
-A dropped byte is never one of a run of 0xA5 bytes that ends the frame: the next frame's SYNC
-would take its place and leave the frame's bytes as they were.
-
 Every fault is recorded with the span of the frame it hit, as offsets in the stream its receiver
-got. The harness logs the span of every image frame the board took as good, and the client
-reports the span of every frame it took: a fault is detected when no frame that its receiver took
+got. A dropped byte whose place the next byte takes with the same value (the next frame's SYNC
+after a run of 0xA5 bytes ends the frame) leaves the frame as it was sent: it is no fault, and
+the next frame's damage starts after it (``Wire.settled`` in :mod:`lowbit.sim.uart_board_test`).
+The harness logs the span of every image frame the board took as good, and the client reports
+the span of every frame it took: a fault is detected when no frame that its receiver took
 overlaps the frame it damaged (:func:`undetected_faults`).
 
 With a network clock period (``network_period_ns``), the network runs in its own clock domain as

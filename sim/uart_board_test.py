@@ -24,7 +24,8 @@ IDLE_WAKES = 64
 class Wire:
     """One direction of the serial line. Frames are held until whole, then a ``rate`` share of
     those of a ``targets`` type get one fault of ``kinds``; ``delivered`` counts the bytes passed
-    on, so offsets are the receiver's."""
+    on, so offsets are the receiver's. :meth:`settled` gives the faults that changed what their
+    receiver got."""
 
     def __init__(self, direction, lengths, targets, kinds, rng, rate):
         self.direction, self.targets, self.kinds, self.rng, self.rate = direction, targets, kinds, rng, rate
@@ -33,6 +34,8 @@ class Wire:
         self.base = 0
         self.delivered = 0
         self.faults = []
+        self.originals = []  # each fault's frame as it was sent
+        self.stream = bytearray()  # every byte passed on
         self.resets = []  # offsets to reset the board before, not yet handed to the harness
 
     def deliver(self, data):
@@ -48,6 +51,7 @@ class Wire:
                 out += frame
         out += self._take(self.parser.decided - self.base)
         self.delivered += len(out)
+        self.stream += out
         return bytes(out)
 
     def _take(self, n):
@@ -57,22 +61,41 @@ class Wire:
         return chunk
 
     def _damage(self, frame, event, start):
+        self.originals.append(bytes(frame))
         kind = self.rng.choice(self.kinds)
         if kind == "reset":  # between two bytes of the frame: after SYNC, before the last byte
             at = self.rng.randrange(1, len(frame))
             self.resets.append(start + at)
         else:
             at = self.rng.randrange(len(frame))
-            # A dropped byte in the last run of SYNC-valued bytes would leave the frame's bytes as
-            # they were (the next frame's SYNC moves up): no change to this frame, so not a fault of it.
-            while kind == "drop" and all(b == p.SYNC for b in frame[at:]):
-                at = self.rng.randrange(len(frame))
             if kind == "flip":
                 frame[at] ^= 1 << self.rng.randrange(8)
             else:
                 del frame[at]
         self.faults.append({"kind": kind, "direction": self.direction, "frame": event.kind, "seq": event.seq,
                             "at": start + at, "span": [start, start + len(frame)]})
+
+    def settled(self):
+        """The faults that changed what their receiver got.
+
+        A dropped byte pulls the next byte into its frame, and when that byte is the one dropped
+        (the next frame's SYNC after a run of SYNC values, or the next frame's second byte after
+        that frame lost its SYNC too) the frame arrives as it was sent: no fault of it. Its
+        receiver takes it whole, next frame's byte included, so the next frame's damage is counted
+        from the byte after it.
+        """
+        faults, intact_ends = [], {}
+        for fault, original in zip(self.faults, self.originals):
+            lo = fault["span"][0]
+            if fault["kind"] == "drop" and self.stream[lo:lo + len(original)] == original:
+                intact_ends[lo] = lo + len(original)
+            else:
+                faults.append({**fault, "span": list(fault["span"])})
+        for fault in faults:
+            for lo, end in intact_ends.items():
+                if lo < fault["span"][0] < end:
+                    fault["span"][0] = end
+        return faults
 
 
 @cocotb.test()
@@ -155,9 +178,10 @@ async def uart_board(dut):
         conn.close()
         sent, resets_done = int(dut.h2b_sent.value), int(dut.resets_done.value)
         # Faults that reached their receiver: the stream ended before the others.
-        resets = [f for f in to_board.faults if f["kind"] == "reset"][:resets_done]
-        faults = [f for f in to_board.faults if f["kind"] != "reset" and f["at"] < sent] + resets + \
-            [f for f in to_host.faults if f["at"] < host_got]
+        to_board_faults = to_board.settled()
+        resets = [f for f in to_board_faults if f["kind"] == "reset"][:resets_done]
+        faults = [f for f in to_board_faults if f["kind"] != "reset" and f["at"] < sent] + resets + \
+            [f for f in to_host.settled() if f["at"] < host_got]
         results.update({
             "faults": faults, "board_taken": taken, "bytes_to_board": sent, "bytes_to_host": host_got,
             "board_bytes_received": int(dut.rx_bytes.value), "resets": resets_done,

@@ -115,6 +115,44 @@ def test_undetected_faults_are_those_inside_a_taken_frame():
     assert undetected_faults(faults[:1], [[0, 10]], []) == faults[:1]
 
 
+class _Scripted:
+    """A fault source that hits every frame with the drops it is given, in order."""
+
+    def __init__(self, drops):
+        self.drops = list(drops)
+
+    def random(self):
+        return 0.0
+
+    def choice(self, kinds):
+        return "drop"
+
+    def randrange(self, n):
+        at = self.drops.pop(0)
+        return at if at >= 0 else n + at
+
+
+@pytest.mark.parametrize("last", [p.SYNC, p.RESULT])
+def test_a_drop_that_leaves_its_frame_as_sent_is_no_fault(last):
+    from lowbit.sim.uart_board_test import Wire
+
+    # A frame whose last byte is `last`, then two whole frames. With `last` the SYNC value, dropping
+    # it pulls in the next frame's SYNC; with `last` the RESULT type, dropping it and the next
+    # frame's SYNC pulls in that frame's type byte. Either way the first frame arrives as sent.
+    payload = next(data for data in (bytes([k, 0, 0, 0]) for k in range(256))
+                   if p.encode_frame(p.RESULT, 1, data)[-1] == last)
+    frames = [p.encode_frame(p.RESULT, seq, data) for seq, data in ((1, payload), (2, b"abcd"), (3, b"wxyz"))]
+    wire = Wire("to_host", {p.RESULT: 4}, {p.RESULT}, ("drop",), _Scripted([-1, 0 if last == p.RESULT else 3, 5]), 1.0)
+    stream = wire.deliver(b"".join(frames)) + wire.deliver(b"")
+    assert len(wire.faults) == 3
+    taken = [[f.start, f.end] for f in p.FrameParser({p.RESULT: 4}).feed(stream) if isinstance(f, p.Frame)]
+    assert taken == [[0, len(frames[0])]]  # the first frame, as it was sent; the others lost
+    faults = wire.settled()
+    assert [f["seq"] for f in faults] == [2, 3] and faults[0]["span"][0] == len(frames[0])
+    assert undetected_faults(faults, [], taken) == []
+    # the overlap test alone would call both the first and the second fault undetected
+    assert len(undetected_faults(wire.faults, [], taken)) == 2
+
 def test_the_whole_digits_test_set_through_the_simulated_board(digits_build):
     r = run_board(digits_build, sim=True, progress=False)
     assert r["images"] == 360 and r["mismatches"] == 0 and r["wrong_results_accepted"] == 0
