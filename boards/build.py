@@ -17,6 +17,7 @@ import math
 import shutil
 
 from lowbit.compiler.build import load_build
+from lowbit.compiler.cost import NoEstimatorModel
 from lowbit.core.errors import LowbitError
 from lowbit.core.files import atomic_dir, claim_output_dir
 
@@ -100,8 +101,14 @@ def build_for_board(build_dir, board_name, out_dir, *, cache_dir=None, force=Fal
     build = load_build(build_dir)
     manifest, verilog = build.manifest, build.verilog()
     board = get_board(board_name)
-    estimate = estimate_manifest(manifest, board.name)
-    if not estimate["fits"]:
+    warnings = []
+    try:
+        estimate = estimate_manifest(manifest, board.name)
+    except NoEstimatorModel as e:  # synthesis and placement still tell what it takes
+        estimate = None
+        warnings.append(f"{e.message}: no estimate, the design's fit on {board.name} is checked by "
+                        f"{'placement' if board.bitstream else 'synthesis'} only")
+    if estimate is not None and not estimate["fits"]:
         raise LowbitError(does_not_fit_message(estimate),
                           "fold the network further (lowbit compile --target-cycles N) or pick a "
                           "larger board")
@@ -114,7 +121,7 @@ def build_for_board(build_dir, board_name, out_dir, *, cache_dir=None, force=Fal
             raise LowbitError(f"the network clock must be a positive number of MHz, not {clock_mhz!r}")
         pll = find_pll(board.family, board.clock_hz, clock_mhz * 1e6)  # refused here, before any tool runs
     top = manifest["top"]
-    report = {"board": board.name, "device": board.device, "estimate": estimate, "warnings": []}
+    report = {"board": board.name, "device": board.device, "estimate": estimate, "warnings": warnings}
     if board.bitstream:
         if pll is None:
             design = UartTop(build)

@@ -16,9 +16,14 @@ those modules apart (``lowbit.boards.calibrate.lut_parts``).
 
 from lowbit.core.errors import LowbitError
 
-__all__ = ["EngineCost", "NO_PARTS", "xilinx_only"]
+__all__ = ["EngineCost", "NO_PARTS", "NoEstimatorModel", "xilinx_only"]
 
 NO_PARTS = {"rom": 0, "rows": 0, "glue": 0}
+
+
+class NoEstimatorModel(LowbitError):
+    """An engine kind the estimator was never given a model of: its resources are known only
+    from synthesis and placement."""
 
 
 class EngineCost:
@@ -35,7 +40,8 @@ class EngineCost:
     @classmethod
     def cost_features(cls, entry, family):
         """``(luts, ffs)``: the named LUT and FF features of one engine on ``family``."""
-        raise LowbitError(f"the estimator has no model for layer op {entry.get('op')!r}")
+        raise NoEstimatorModel(f"the estimator has no model for layer op {entry.get('op')!r}",
+                               "synthesize and place it: lowbit build BUILD --board NAME")
 
     @classmethod
     def structural_luts(cls, entry, family, model):

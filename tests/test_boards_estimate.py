@@ -223,6 +223,28 @@ def test_too_big_refused_with_numbers(tmp_path, capsys):
     assert f"over by {est['over']['luts']}" in capsys.readouterr().err
 
 
+def test_an_engine_without_a_model_is_synthesized_not_estimated(tmp_path, capsys):
+    # The position table of the integer ViT has no estimator model: estimate says so and names
+    # the way to real numbers, which build gives, with a warning that nothing was estimated.
+    import numpy as np
+
+    from lowbit.compiler.graph import Graph
+    from lowbit.compiler.ir import PositionAdd, ValueType
+    from lowbit.flow import compile_graph
+
+    table = np.random.default_rng(0).integers(-3, 4, (4, 4))
+    compile_graph(Graph(ValueType("uint", 3), (2, 2, 4), [PositionAdd("position", table, ValueType("uint", 3))]),
+                  tmp_path / "b")
+    assert main(["estimate", str(tmp_path / "b"), "--board", "ulx3s"]) == 2
+    err = capsys.readouterr().err
+    assert "the estimator has no model for layer op 'position_add'" in err and "lowbit build" in err
+    assert main(["build", str(tmp_path / "b"), "--board", "arty-a7-35", "--flat", "--quiet",
+                 "-o", str(tmp_path / "out")]) == 0
+    assert "warning: the estimator has no model for layer op 'position_add': no estimate, the design's fit on " \
+           "arty-a7-35 is checked by synthesis only" in capsys.readouterr().err
+    report = json.loads((tmp_path / "out" / "board_report.json").read_text())
+    assert report["estimate"] is None and report["synth"]["fits"] and report["synth"]["luts"] > 4 * 3
+
 def test_icebreaker_bitstream(tmp_path, capsys):
     # A small binary MLP on digits-sized input; place and route is cached in ~/.cache/lowbit/pnr.
     write_build(random_bipolar_mlp([64, 16, 10], [(1, 16), (2, 16)]), tmp_path / "b")
