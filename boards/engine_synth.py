@@ -38,6 +38,8 @@ GLUE = "glue"
 # A module of Amaranth's Verilog: optional attribute lines, ``module NAME (ports);`` ... ``endmodule``.
 _MODULE = re.compile(r"((?:^\(\*[^\n]*\*\)\n)*)^module (\\\S+|[A-Za-z_][A-Za-z0-9_$]*) ?\(.*?^endmodule\n",
                      re.M | re.S)
+# A module's header, from ``module`` to the ``;`` after its port list.
+_HEADER = re.compile(r"^module [^;]*;", re.M)
 # The last component of an engine module's hierarchical name (lowbit.hw.network names them so).
 _ENGINE = re.compile(r"engine\d+")
 # PE row modules (lowbit.hw.mvau), which the xc7 flow keeps apart.
@@ -89,10 +91,10 @@ def _renamed(texts, old, new):
 
 
 def _black_box(module_text):
-    """A black-box declaration of a module: its header and port directions, no body."""
-    lines = module_text.splitlines()
-    header = next(line for line in lines if line.startswith("module "))
-    ports = [line for line in lines if line.startswith(("  input ", "  output ", "  inout "))]
+    """A black-box declaration of a module: its header (which the Verilog writer wraps over
+    several lines when the port list is long) and port directions, no body."""
+    header = _HEADER.search(module_text).group(0)
+    ports = [line for line in module_text.splitlines() if line.startswith(("  input ", "  output ", "  inout "))]
     return "\n".join(["(* blackbox *)", header, *ports, "endmodule", ""])
 
 

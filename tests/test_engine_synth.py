@@ -109,3 +109,20 @@ def test_lowbit_synth_per_engine_and_flat(tmp_path, capsys, monkeypatch):
     flat = int(capsys.readouterr().out.split("flat: ")[1].split(" LUT")[0])
     # Out of context, nothing is shared across engines: the totals differ, by little.
     assert 0 < flat and abs(per_engine - flat) <= 0.1 * flat
+
+
+def test_an_engine_whose_port_list_wraps_is_a_black_box_of_the_glue(tmp_path):
+    # The position table of 48 channels drives its output as one port per channel: the Verilog
+    # writer wraps that port list over several lines, and the glue's black box must keep them all.
+    import numpy as np
+
+    from lowbit.compiler.graph import Graph
+    from lowbit.compiler.ir import PositionAdd, ValueType
+
+    table = np.random.default_rng(0).integers(-3, 4, (4, 48))
+    graph = Graph(ValueType("uint", 3), (2, 2, 48), [PositionAdd("position", table, ValueType("uint", 3))])
+    text = generate_verilog(graph, ports="axi-stream")[0]
+    header = text[text.index("module \\lowbit_top.network.engine0 ("):]
+    assert "\n" in header[:header.index(";")]  # the case at hand: a header of several lines
+    total, parts = synthesize_engines(text, "lowbit_top", "xilinx", cache_dir=tmp_path)
+    assert set(parts) == {"engine0", GLUE} and parts["engine0"].luts > 48 and total.ffs > 0
