@@ -6,8 +6,8 @@ the engine takes a whole sequence of Q|K|V tokens before its first output, into 
 and takes the next sequence into the other bank while it computes.
 """
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Shape, Signal, signed
-from amaranth.lib import stream, wiring
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Shape, Signal, signed, unsigned
+from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .compressor import add_behavioural
@@ -123,18 +123,20 @@ class Attention(wiring.Component):
         qb, frac = self._quotient_bits, self._frac_bits
         out_bits = self._out_format.bits
 
-        # Two banks of T tokens; bank b's token t is entry b*T + t.
-        banks = [Signal(self._in_format.width, name=f"token{b}_{t}") for b in range(2) for t in range(t_n)]
-        store = Array(banks)
+        # Two banks of T tokens; bank b's token t is word b*T + t. The memory's read ports are
+        # asynchronous (distributed RAM where the family has it), so a word is read in the cycle
+        # that addresses it: the query's (held over its scores) and the key's or value's.
+        m.submodules.tokens = store = memory.Memory(shape=unsigned(self._in_format.width), depth=2 * t_n, init=[])
+        write, q_read, kv_read = store.write_port(), store.read_port(domain="comb"), store.read_port(domain="comb")
         full = [Signal(name=f"full{b}") for b in range(2)]
 
         # Loader: fills bank w_bank, one token per handshake.
         w_bank, w_count = Signal(), Signal(range(t_n))
         w_full = Mux(w_bank, full[1], full[0])
-        m.d.comb += self.i.ready.eq(~w_full)
+        m.d.comb += [self.i.ready.eq(~w_full), write.addr.eq(w_bank * t_n + w_count),
+                     write.data.eq(self.i.payload.as_value()), write.en.eq(self.i.valid & self.i.ready)]
         with m.If(self.i.valid & self.i.ready):
-            m.d.sync += [store[w_bank * t_n + w_count].eq(self.i.payload.as_value()),
-                         w_count.eq(Mux(w_count == t_n - 1, 0, w_count + 1))]
+            m.d.sync += w_count.eq(Mux(w_count == t_n - 1, 0, w_count + 1))
             with m.If(w_count == t_n - 1):
                 m.d.sync += w_bank.eq(~w_bank)
                 for b in range(2):
@@ -149,15 +151,13 @@ class Attention(wiring.Component):
         head = Signal(range(heads))
         bit = Signal(range(max(qb, 2)))
 
-        def entry(t):
-            return store[r_bank * t_n + t]
-
         def head_field(word, part, d):  # channel d of this head's part (0: Q, 1: K, 2: V) of a token
             base = part * dim
             fields = (word[(base + h * dh + d) * k:(base + h * dh + d + 1) * k] for h in range(heads))
             return Array(fields)[head].as_signed()
 
-        q_word, k_word = entry(query), entry(key)
+        m.d.comb += [q_read.addr.eq(r_bank * t_n + query), kv_read.addr.eq(r_bank * t_n + key)]
+        q_word, k_word = q_read.data, kv_read.data
         scores = Array(Signal(self._score_shape, name=f"score{j}") for j in range(t_n))
         best = Signal(self._score_shape)
         score = Signal(self._score_shape)
@@ -190,9 +190,8 @@ class Attention(wiring.Component):
                 with m.If(last_key):
                     m.d.sync += [state.eq(weighting), den.eq(0), *(n.eq(0) for n in nums)]
             with m.Case(weighting):
-                v_word = entry(key)
                 m.d.sync += [den.eq(den + weight), key.eq(Mux(last_key, 0, key + 1)),
-                             *(n.eq(n + weight * head_field(v_word, 2, d)) for d, n in enumerate(nums))]
+                             *(n.eq(n + weight * head_field(kv_read.data, 2, d)) for d, n in enumerate(nums))]
                 with m.If(last_key):
                     m.d.sync += state.eq(setup)
             with m.Case(setup):
