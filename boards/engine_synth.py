@@ -104,7 +104,8 @@ def _below(name, modules):
 
 
 def split_engines(verilog, top, family, cache_dir=None):
-    """The :class:`SynthesisPlan` of a build's Verilog: one part per engine, in file order, then
+    """The :class:`SynthesisPlan` of a build's Verilog: one part per engine, named and ordered as
+    the network numbers them (``engine0``, ``engine1``...), then
     :data:`GLUE` (every other module, the engines as black boxes); on xc7 the PE rows are jobs
     of their own, shared by every instance of the same row."""
     modules = _modules(read_verilog(verilog))
@@ -117,6 +118,9 @@ def split_engines(verilog, top, family, cache_dir=None):
         path = name.split(".")
         if _ENGINE.fullmatch(path[-1]) and not any(".".join(path[:k]) in engines for k in range(1, len(path))):
             engines.append(name)
+    # Parts are named and ordered by the engines' own numbers, which the file orders as text
+    # (engine10 before engine2).
+    engines.sort(key=lambda name: int(name.rsplit("engine", 1)[1]))
     if not engines:
         raise LowbitError(f"the Verilog of {top!r} has no engine modules (…engineN)",
                           "pass the Verilog of a lowbit build, or synthesize it flat (--flat)")
@@ -130,7 +134,7 @@ def split_engines(verilog, top, family, cache_dir=None):
             jobs.append(part)
         return index[part.digest]
 
-    for k, engine in enumerate(engines):
+    for engine in engines:
         names = _below(engine, modules)
         rows = [n for n in names if _ROW.fullmatch(n.rsplit(".", 1)[-1])] if family == "xilinx" else []
         in_rows = {m for r in rows for m in _below(r, names)}
@@ -139,7 +143,7 @@ def split_engines(verilog, top, family, cache_dir=None):
         terms = [(job(_renamed(shell, engine, "engine"), "engine"), 1, boxes)]
         for r in rows:
             terms.append((job(_renamed([modules[m] for m in _below(r, names)], r, "row"), "row"), 1, frozenset()))
-        parts[f"engine{k}"] = terms
+        parts[engine.rsplit(".", 1)[1]] = terms
     owned = {m for e in engines for m in _below(e, modules)}
     glue_text = "".join(body for name, body in modules.items() if name not in owned)
     glue_text += "".join(_black_box(modules[e]) for e in engines)

@@ -126,3 +126,22 @@ def test_an_engine_whose_port_list_wraps_is_a_black_box_of_the_glue(tmp_path):
     assert "\n" in header[:header.index(";")]  # the case at hand: a header of several lines
     total, parts = synthesize_engines(text, "lowbit_top", "xilinx", cache_dir=tmp_path)
     assert set(parts) == {"engine0", GLUE} and parts["engine0"].luts > 48 and total.ffs > 0
+
+
+def test_parts_are_named_by_their_engines_past_ten():
+    # Eleven matrix engines: the file lists engine10 before engine2, and each part must still be
+    # the engine it is named after, which its number of PE rows tells.
+    import re
+
+    from lowbit.model.export import export_model
+
+    arch = random_model_arch("mlp:" + ",".join(["8"] * 10), "ternary", in_shape=(16,), classes=4)
+    graph = fold_for_cycles(export_model(_random_model(arch, 0), {}), 16)
+    text, top = generate_verilog(graph, ports="native")
+    assert len(top.engines) == 11 and text.index("engine10 ") < text.index("engine2 ")
+    plan = split_engines(text, "lowbit_top", "ice40")
+    assert list(plan.parts) == [f"engine{k}" for k in range(11)] + [GLUE]
+    rows = [len(set(re.findall(r"module \\engine\.pe\d+_row ", plan.jobs[plan.parts[f"engine{k}"][0][0]].text)))
+            for k in range(11)]
+    pes = [node.folding.pe for node in graph.nodes if getattr(node, "folding", None)]
+    assert rows == pes and len(set(pes)) > 1, (rows, pes)
