@@ -153,6 +153,7 @@ def test_a_drop_that_leaves_its_frame_as_sent_is_no_fault(last):
     # the overlap test alone would call both the first and the second fault undetected
     assert len(undetected_faults(wire.faults, [], taken)) == 2
 
+
 def test_the_whole_digits_test_set_through_the_simulated_board(digits_build):
     r = run_board(digits_build, sim=True, progress=False)
     assert r["images"] == 360 and r["mismatches"] == 0 and r["wrong_results_accepted"] == 0
