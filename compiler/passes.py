@@ -22,7 +22,10 @@ CONST_MAX_BITS = 64 * 1024
 
 def choose_memories(graph):
     """Give every MatMul left at ``"auto"`` a weight memory: constants when fully unrolled and
-    small enough, LUT ROM when small, block RAM otherwise. Hand-set choices are kept."""
+    small enough, LUT ROM when small. A larger ROM stays ``"auto"``: synthesis puts it in block
+    RAM or in logic by its shape, as the estimator models (``lowbit.hw.fabric.rom_brams``); a few
+    words of thousands of bits would fill a board's block RAMs and stay almost empty in each.
+    Hand-set choices are kept."""
     def choose(n):
         if isinstance(n, MatMul) and n.weight_memory == "auto":
             bits = n.tile_rows * n.mw * weight_format(n.weight_format).storage_bits
@@ -30,8 +33,6 @@ def choose_memories(graph):
                 n = n.with_weight_memory("const")
             elif bits <= LUT_ROM_MAX_BITS:
                 n = n.with_weight_memory("lut")
-            else:
-                n = n.with_weight_memory("block")
         return n
     return graph.replace_nodes(map_nodes(graph.nodes, choose)).check()
 
