@@ -239,7 +239,8 @@ def test_resets_and_faults_across_the_clock_crossing(digits_build):
                   progress=False)
     assert r["images"] == 100 and r["mismatches"] == 0 and r["wrong_results_accepted"] == 0
     assert r["faults_by_kind"]["reset to board"] >= 10 and r["board_resets"] == r["faults_by_kind"]["reset to board"]
-    assert r["faults_detected"] == r["faults_injected"] >= 40 and r["hw_accuracy"] == r["ir_accuracy"]
+    assert r["faults_detected"] == r["faults_injected"] >= 40, r["undetected_faults"]
+    assert r["hw_accuracy"] == r["ir_accuracy"]
 
 
 def test_the_crossing_link_and_its_bad_parameters(digits_build):
