@@ -1,13 +1,14 @@
 """A stream FIFO between two engines, to absorb the bursts of one and the stalls of the other."""
 
-from amaranth.hdl import Module, Value
+from amaranth.hdl import Elaboratable, Module, Mux, Signal, Value
 from amaranth.lib import fifo, stream, wiring
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .payload import VectorFormat
 from .skid import SkidBuffer
 
-__all__ = ["StreamFIFO"]
+__all__ = ["StreamFIFO", "FlaggedQueue"]
 
 
 class StreamFIFO(wiring.Component):
@@ -31,7 +32,8 @@ class StreamFIFO(wiring.Component):
     pipelined : bool
         Take payloads through a skid buffer (:class:`~lowbit.hw.skid.SkidBuffer`) in front of
         the queue, so that ``i.ready`` is a register: the engine in front then stalls on no
-        logic of the queue's. Two more payloads held, one more cycle of latency.
+        logic of the queue's. Two more payloads held, one more cycle of latency. The queue
+        then keeps its full and empty flags in registers (:class:`FlaggedQueue`).
 
     Members
     -------
@@ -85,7 +87,10 @@ class StreamFIFO(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.queue = queue = fifo.SyncFIFOBuffered(width=self._format.width, depth=self._depth)
+        if self._pipelined and self._depth >= 2:
+            m.submodules.queue = queue = FlaggedQueue(self._format.width, self._depth)
+        else:
+            m.submodules.queue = queue = fifo.SyncFIFOBuffered(width=self._format.width, depth=self._depth)
         source = self.i
         if self._pipelined:
             m.submodules.skid = skid = SkidBuffer(self._format.width)
@@ -100,4 +105,56 @@ class StreamFIFO(wiring.Component):
             self.o.valid.eq(queue.r_rdy),
             queue.r_en.eq(self.o.ready),
         ]
+        return m
+
+
+class FlaggedQueue(Elaboratable):
+    """:class:`amaranth.lib.fifo.SyncFIFOBuffered` cycle for cycle, with ``w_rdy`` and the
+    memory's "not empty" kept in registers.
+
+    The buffered FIFO compares its fill level with the depth to make ``w_rdy``, and that compare
+    gates the write enable of every bit of its memory: in a wide queue (144 bits of a CNN's
+    window) it was a placed network's critical path. Here the flags are set a cycle ahead, from
+    the level and the handshakes, so the write enable is one gate from registers.
+
+    Ports as :class:`~amaranth.lib.fifo.SyncFIFOBuffered`'s: ``w_data``, ``w_en``, ``w_rdy``,
+    ``r_data``, ``r_en``, ``r_rdy``. ``depth`` must be at least 2 (the memory holds ``depth - 1``
+    entries, the output register one).
+    """
+
+    def __init__(self, width, depth):
+        if not isinstance(depth, int) or isinstance(depth, bool) or depth < 2:
+            raise ValueError(f"Depth must be an integer of at least 2, not {depth!r}")
+        self.width, self.depth = width, depth
+        self.w_data, self.w_en, self.w_rdy = Signal(width), Signal(), Signal()
+        self.r_data, self.r_en, self.r_rdy = Signal(width), Signal(), Signal()
+
+    def elaborate(self, platform):
+        m = Module()
+        inner = self.depth - 1  # entries in the memory; the output register holds one more
+        level = Signal(range(inner + 1))
+        not_full, not_empty = Signal(init=1), Signal()
+        do_write = self.w_en & not_full
+        do_read = not_empty & (~self.r_rdy | self.r_en)  # into the output register
+
+        m.submodules.storage = storage = Memory(shape=self.width, depth=inner, init=[])
+        w_port, r_port = storage.write_port(), storage.read_port(domain="sync")
+        produce, consume = Signal(range(inner)), Signal(range(inner))
+        m.d.comb += [
+            self.w_rdy.eq(not_full),
+            w_port.addr.eq(produce), w_port.data.eq(self.w_data), w_port.en.eq(do_write),
+            r_port.addr.eq(consume), r_port.en.eq(do_read), self.r_data.eq(r_port.data),
+        ]
+        with m.If(do_write):
+            m.d.sync += produce.eq(Mux(produce == inner - 1, 0, produce + 1))
+        with m.If(do_read):
+            m.d.sync += consume.eq(Mux(consume == inner - 1, 0, consume + 1))
+        with m.If(do_write & ~do_read):
+            m.d.sync += [level.eq(level + 1), not_empty.eq(1), not_full.eq(level != inner - 1)]
+        with m.Elif(do_read & ~do_write):
+            m.d.sync += [level.eq(level - 1), not_full.eq(1), not_empty.eq(level != 1)]
+        with m.If(do_read):
+            m.d.sync += self.r_rdy.eq(1)
+        with m.Elif(self.r_en):
+            m.d.sync += self.r_rdy.eq(0)
         return m
