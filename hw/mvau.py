@@ -402,13 +402,16 @@ class MatrixVectorUnit(wiring.Component):
         r_data = Signal(self.out_format.width)
 
         advance = Signal()
+        # Whether sf is at its last fold. Pipelined, a register kept beside sf (set a cycle
+        # ahead), so that the fold counters and the slice's digits that step on it see no compare.
+        sf_end = Signal(init=sf_max == 0, name="sf_end") if piped else sf == sf_max
         split = None
         if piped and self.input_stages and sf_max + 1 > SLICE_SELECT_MAX:
             # The fewest multiplexers of at most SLICE_SELECT_WAYS ways each, one per register;
             # where the registers are too few (a ROM in LUTs has one fewer), one per register.
             steps = next((n for n in range(2, self.input_stages + 1)
                           if SLICE_SELECT_WAYS ** n >= sf_max + 1), self.input_stages + 1)
-            x_slice, split = self._select_slice(m, x_cur, xw, sf_max + 1, active, advance, sf == sf_max, steps)
+            x_slice, split = self._select_slice(m, x_cur, xw, sf_max + 1, active, advance, sf_end, steps)
         # The vector the issue stage takes: the input port's, or pipelined the input slice's.
         in_valid, in_ready, in_payload = self.i.valid, self.i.ready, self.i.payload
         if piped:
@@ -559,7 +562,7 @@ class MatrixVectorUnit(wiring.Component):
             m.d.sync += [
                 c_valid.eq(active),
                 c_first.eq(sf == 0),
-                c_last_sf.eq(sf == sf_max),
+                c_last_sf.eq(sf_end),
                 c_last.eq(issue_last),
                 c_nf.eq(nf),
             ]
@@ -567,10 +570,14 @@ class MatrixVectorUnit(wiring.Component):
                 m.d.sync += x_slice.eq(x_cur.word_select(sf, xw))
             with m.If(active):
                 m.d.sync += addr.eq(Mux(issue_last, 0, addr + 1))
-                with m.If(sf == sf_max):
+                with m.If(sf_end):
                     m.d.sync += [sf.eq(0), nf.eq(Mux(nf == nf_max, 0, nf + 1))]
+                    if piped:
+                        m.d.sync += sf_end.eq(sf_max == 0)
                 with m.Else():
                     m.d.sync += sf.eq(sf + 1)
+                    if piped:
+                        m.d.sync += sf_end.eq(sf == sf_max - 1)
             with m.If(in_valid & in_ready):
                 m.d.sync += [x_cur.eq(in_payload), active.eq(1)]
             with m.Elif(issue_last):
