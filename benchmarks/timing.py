@@ -15,6 +15,7 @@ Usage::
 
     python -m benchmarks.timing            # print the table
     python -m benchmarks.timing --write    # also benchmarks/results/timing.json, BENCHMARKS.md
+    python -m benchmarks.timing --only CNN # a trial of the rows whose board or network has "CNN"
 """
 
 import argparse
@@ -167,10 +168,18 @@ def table(rows):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--write", action="store_true", help="record benchmarks/results/timing.json and BENCHMARKS.md")
+    ap.add_argument("--only", metavar="TEXT", help="measure only the rows whose board or network contains TEXT "
+                    "(a trial: not with --write, which records every row)")
     args = ap.parse_args(argv)
+    if args.only is not None and args.write:
+        ap.error("--only measures a part of the table: run without --write, or record every row with --write alone")
+    chosen = [row for row in ROWS if args.only is None or args.only in f"{row[0]} {row[2]}"]
+    if not chosen:
+        ap.error(f"no row's board or network contains {args.only!r}; the rows: "
+                 + ", ".join(f"{row[0]} {row[2]}" for row in ROWS))
     start = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp:
-        rows = [measure(row, Path(tmp), lambda s: print(s, file=sys.stderr)) for row in ROWS]
+        rows = [measure(row, Path(tmp), lambda s: print(s, file=sys.stderr)) for row in chosen]
     print(table(rows))
     minutes = (time.monotonic() - start) / 60
     print(f"{minutes:.1f} min")
