@@ -1,5 +1,11 @@
+import signal
+
 import pytest
 import torch
+
+# A test worker process (pytest -n) ignores SIGINT, and every lowbit a test starts would inherit
+# that: the tests that stop a run with Ctrl-C would find it running to the end.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # The suite's models are tiny: one thread is as fast, and it cannot stall spinning against a
 # Verilator or Yosys process that holds the other core.
