@@ -36,25 +36,27 @@ from lowbit.folding import fold_for_cycles
 
 from .report import update_section, write_results
 
-# (board, goal MHz, network, widths, (PE, SIMD) per layer, weight format, pipeline levels[, the
-# first layer's weight memory]). The levels are chosen per row by hand, the lowest LUT cost that
+# (board, goal MHz, network, widths, (PE, SIMD) per layer, weight format, pipeline levels, layers
+# whose weights are in block RAM). The levels are chosen per row by hand, the lowest LUT cost that
 # placed at the goal in trials (placement varies by a few percent from one design to the next); the
-# compiler does not choose them yet.
+# compiler does not choose them yet. Block RAM is chosen by hand too: left to synthesis ("auto"),
+# the 256-64-10 network's first ROM (32 words of 512 bits) went to LUTs, with 31 % more LUTs and
+# 143.5 MHz instead of 152 MHz. iCE40 has no wide multiplexers: a 64-word ROM in its LUT4s is five
+# levels deep (56 MHz), so the iCEBreaker row's first layer is in block RAM too.
 ROWS = (
-    # iCE40 has no wide multiplexers: the first layer's 64-word ROM in LUT4s is five levels deep
-    # (56 MHz), so its weights go to block RAM, whose output register the pipeline already has.
-    ("icebreaker", 60, "64-16-10", (64, 16, 10), ((1, 16), (2, 16)), "bipolar", 2, "block"),
-    ("ulx3s", 150, "64-16-10", (64, 16, 10), ((1, 16), (2, 16)), "bipolar", 2),
-    ("ulx3s", 150, "256-64-10", (256, 64, 10), ((8, 64), (10, 16)), "bipolar", 2),
-    ("ulx3s", 150, "784-64-64-10", (784, 64, 64, 10), ((1, 196), (1, 16), (1, 4)), "bipolar", 2),
+    ("icebreaker", 60, "64-16-10", (64, 16, 10), ((1, 16), (2, 16)), "bipolar", 2, ("fc0",)),
+    ("ulx3s", 150, "64-16-10", (64, 16, 10), ((1, 16), (2, 16)), "bipolar", 2, ()),
+    ("ulx3s", 150, "256-64-10", (256, 64, 10), ((8, 64), (10, 16)), "bipolar", 2, ("fc0",)),
+    ("ulx3s", 150, "784-64-64-10", (784, 64, 64, 10), ((1, 196), (1, 16), (1, 4)), "bipolar", 2, ("fc0",)),
     ("ulx3s", 150, "TFC 784-64-64-64-10", (784, 64, 64, 64, 10), ((1, 196), (1, 16), (1, 16), (1, 4)),
-     "bipolar", 1),
+     "bipolar", 1, ("fc0",)),
     # The ternary lane's trees on bipolar inputs count bits of three signals: one counter level
     # between registers.
-    ("ulx3s", 150, "ternary 784-64-64-10", (784, 64, 64, 10), ((1, 196), (1, 16), (1, 4)), "ternary", 1),
+    ("ulx3s", 150, "ternary 784-64-64-10", (784, 64, 64, 10), ((1, 196), (1, 16), (1, 4)), "ternary", 1,
+     ("fc0", "fc1")),
     # The Fashion-MNIST CNN of the end-to-end benchmark (cnn:16,32 on 28 x 28) at its folding for
-    # 1024 cycles per inference; its windows, pools and collect are not pipelined.
-    ("ulx3s", 150, "Fashion-MNIST CNN 16,32", "cnn:16,32", 1024, "bipolar", 1),
+    # 1024 cycles per inference; its windows, pools and collect are pipelined too.
+    ("ulx3s", 150, "Fashion-MNIST CNN 16,32", "cnn:16,32", 1024, "bipolar", 1, ()),
 )
 SIM_IMAGES = 200
 LUT_GROWTH_GOAL_PCT = 15.0
@@ -119,11 +121,9 @@ def _placed(report):
 
 
 def measure(row, work, progress=print):
-    board, goal, name, widths, foldings, fmt, levels, *first_memory = row
+    board, goal, name, widths, foldings, fmt, levels, in_block = row
     graph = choose_memories(_network(widths, foldings, fmt))
-    if first_memory:
-        first = graph.matmuls()[0]
-        graph = graph.replace_nodes([n.with_weight_memory(first_memory[0]) if n is first else n for n in graph.nodes])
+    graph = graph.replace_nodes([n.with_weight_memory("block") if n.name in in_block else n for n in graph.nodes])
     out = {}
     for label, g in (("before", graph), ("after", set_pipeline(graph, levels))):
         build = work / f"{board}-{name.replace(' ', '_')}-{label}"
@@ -141,7 +141,7 @@ def measure(row, work, progress=print):
     return {
         "board": board, "network": name, "weights": fmt,
         "folding": ",".join(f"{m.folding.pe}x{m.folding.simd}" for m in graph.matmuls()), "pipeline": levels,
-        "first_weight_memory": graph.matmuls()[0].weight_memory,
+        "weights_in_block_ram": [m.name for m in graph.matmuls() if m.weight_memory == "block"],
         "cycles_per_inference": cycles, "latency_cycles": manifest["latency_cycles"],
         "placed_luts": placed["luts"], "ffs": placed["ffs"], "brams": placed["brams"],
         "fmax_mhz": placed["fmax_mhz"], "fmax_before_mhz": before["fmax_mhz"],
@@ -161,7 +161,7 @@ def table(rows):
             "|---|---|---|---|---|---|---|---|---|---|---|---|\n")
     return head + "".join(
         f"| {r['board']} | {r['network']} | {r['folding']}"
-        f"{' (first in block RAM)' if r.get('first_weight_memory') == 'block' else ''} | "
+        f"{_in_block(r)} | "
         f"every {r['pipeline']} levels | "
         f"{r['cycles_per_inference']} | {r['placed_luts']} ({r['luts_before']}, {r['lut_growth_pct']:+.1f} %) | "
         f"{r['ffs'] if r['ffs'] is not None else 'n/a'} ({r['ffs_before'] if r['ffs_before'] is not None else 'n/a'}) "
@@ -172,6 +172,11 @@ def table(rows):
            if r["latency_cycles"] is not None else
            f"latency {r['latency_measured']}; predicted {r['cycles_per_inference']} / no latency figure (CNN) |\n")
         for r in rows)
+
+
+def _in_block(row):
+    names = row.get("weights_in_block_ram")
+    return f" ({', '.join(names)} in block RAM)" if names else ""
 
 
 def main(argv=None):
@@ -213,7 +218,8 @@ Each pipelined network then runs in Verilator on random inputs with random stall
 In the pipelined CNN the windows and pools look their scan flags up a step ahead, the collect
 shifts its beats in, and a FIFO whose input ready is a register stands in front of every engine
 but a matrix engine; a CNN has no single latency figure (its window scans overlap images).
-"First in block RAM": the first layer's weights are in block RAM in both builds of the row.
+"(fc0 in block RAM)": that layer's weights are in block RAM in both builds of the row; the others
+are in LUTs, or where left to synthesis ("auto") wherever Yosys puts them.
 `python -m benchmarks.timing --write`."""
 
 
