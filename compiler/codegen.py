@@ -115,6 +115,9 @@ def build_manifest(graph, top, name=TOP_NAME, ports="native"):
     latency = top.latency if all(entry["vectors_per_inference"] == 1 for entry in layers) else None
     # The clock a pipeline depth was chosen for (lowbit.pipelining), only where one was.
     chosen = {"pipeline_choice": graph.meta["pipeline"]} if "pipeline" in graph.meta else {}
+    # A cycle target that an engine no folding speeds up held back (lowbit.folding.fold_for_cycles).
+    if "paced_at" in graph.meta.get("folding", {}):
+        chosen["folding_choice"] = graph.meta["folding"]
     return {**chosen,
         "lowbit_version": __version__,
         "top": name,

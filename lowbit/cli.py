@@ -202,6 +202,10 @@ def cmd_compile(args):
     if chosen:
         print(f"pipeline {chosen['levels']}: estimated fmax {chosen['estimated_fmax_mhz']:.1f} MHz on "
               f"{chosen['board']} for the {chosen['clock_mhz']:g} MHz clock (check it placed: lowbit build --clock)")
+    paced = manifest.get("folding_choice")
+    if paced:
+        print(f"target {paced['target_cycles']} cycles/inference not reachable: an engine that no folding speeds up "
+              f"takes {paced['paced_at']}, so the matrix engines are folded for {paced['paced_at']}")
     print(f"folding {folds}: {manifest['cycles_per_inference']} cycles/inference, {latency}; "
           f"wrote {args.output}/")
 

@@ -60,9 +60,23 @@ def fold_for_cycles(graph, target_cycles, *, cost=None):
     lane; ties go to the wider SIMD, since one wide popcount is cheaper than several narrow ones
     each with its own accumulator and threshold. The cost used is recorded in
     ``graph.meta["folding"]``.
+
+    An engine that no folding speeds up (an attention engine) can hold the network to more
+    cycles than the target. The matrix engines are then folded for that pace instead, which is
+    cheaper and no slower; ``graph.meta["folding"]["paced_at"]`` records it.
     """
     if not isinstance(target_cycles, int) or target_cycles < 1:
         raise LowbitError(f"target cycles per inference must be a positive integer, not {target_cycles!r}")
+    folded = _fold_for_cycles(graph, target_cycles, cost)
+    pace = describe(folded)["cycles_per_inference"]
+    if pace <= target_cycles:
+        return folded
+    at_pace = _fold_for_cycles(graph, pace, cost)
+    return at_pace.replace_meta(dict(at_pace.meta, folding={**at_pace.meta["folding"], "target_cycles": target_cycles,
+                                                            "paced_at": pace}))
+
+
+def _fold_for_cycles(graph, target_cycles, cost):
     chosen, positions, thresholds = [], graph.positions(), _thresholds(graph)
     how = "given"
     if cost is None:

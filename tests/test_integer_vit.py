@@ -168,13 +168,15 @@ def test_train_cli_trains_an_integer_vit_whose_checkpoint_evaluates_in_integers(
 
 
 def test_an_integer_vit_runs_bit_exact_in_verilator_over_the_whole_digits_test_split(trained, tmp_path):
-    """Compiled at 1024 cycles per inference (the attention engine sets the pace), every test
-    image through the Verilog with stalls: every output word as the IR's, the accuracy PyTorch's,
-    the cycles as predicted."""
+    """Compiled for 1024 cycles per inference, which the attention engine holds to more (the
+    matrix engines are folded for its pace), every test image through the Verilog with stalls:
+    every output word as the IR's, the accuracy PyTorch's, the cycles as predicted."""
     from lowbit.flow import compile_checkpoint, simulate_build, simulation_problems
 
     manifest, check = compile_checkpoint(trained[0], tmp_path / "build", target_cycles=1024)
     assert check["prediction_disagreements"] == 0 and check["logit_mismatches"] == 0
+    paced = manifest["folding_choice"]
+    assert paced["target_cycles"] == 1024 < paced["paced_at"] == manifest["cycles_per_inference"]
     ops = {layer["op"] for layer in manifest["layers"]}
     assert {"position_add", "residual"} <= ops
     body = {e["op"] for layer in manifest["layers"] if layer["op"] == "residual" for e in layer["body"]}
@@ -184,6 +186,25 @@ def test_an_integer_vit_runs_bit_exact_in_verilator_over_the_whole_digits_test_s
     assert r["hw_accuracy"] == r["ir_accuracy"] == check["torch_accuracy"]
     assert r["cycles_measured"] == r["cycles_predicted"] == manifest["cycles_per_inference"]
     assert simulation_problems(r) == []
+
+
+def test_matrix_engines_are_folded_for_the_pace_the_attention_engine_sets():
+    """A target no folding reaches: the network runs at the attention engine's pace either way,
+    and the matrix engines are folded for that pace, not for the target (fewer lanes: 75 instead
+    of 1,080 for this network)."""
+    from lowbit.compiler.codegen import describe
+    from lowbit.folding import fold_for_cycles
+    from lowbit.model.export import export_model
+
+    graph = export_model(_trained_stats_model()[0], {"input": {"encoding": "pixels"}})
+    paced = fold_for_cycles(graph, 64)
+    pace = describe(paced)["cycles_per_inference"]
+    assert pace > 64 and paced.meta["folding"]["target_cycles"] == 64 and paced.meta["folding"]["paced_at"] == pace
+    # the folding for the pace itself
+    assert [m.folding for m in fold_for_cycles(graph, pace).matmuls()] == [m.folding for m in paced.matmuls()]
+    positions = paced.positions()
+    cycles = [m.cycles() * positions[m.name] for m in paced.matmuls()]
+    assert max(cycles) <= pace and min(cycles) > 64  # every one slower than the target, none than the pace
 
 
 def _trained_stats_model(seed=0, **change):
