@@ -405,10 +405,6 @@ class MatrixVectorUnit(wiring.Component):
         # Whether sf is at its last fold. Pipelined, a register kept beside sf (set a cycle
         # ahead), so that the fold counters and the slice's digits that step on it see no compare.
         sf_end = Signal(init=sf_max == 0, name="sf_end") if piped else sf == sf_max
-        # Pipelined: whether addr is at the vector's last step but one, a register beside addr, so
-        # that the loop through the issue stage's "free" flag has no compare of addr in it.
-        cpi = self.cycles_per_item
-        addr_penult = Signal(init=cpi == 2, name="addr_penult")
         split = None
         if piped and self.input_stages and sf_max + 1 > SLICE_SELECT_MAX:
             # The fewest multiplexers of at most SLICE_SELECT_WAYS ways each, one per register;
@@ -465,7 +461,7 @@ class MatrixVectorUnit(wiring.Component):
             with m.If(in_valid & in_ready):
                 m.d.comb += last_next.eq(self.cycles_per_item == 1)
             with m.Elif(active & ~issue_last):
-                m.d.comb += last_next.eq(addr_penult)
+                m.d.comb += last_next.eq(addr == self.cycles_per_item - 2)
             m.d.sync += issue_last.eq(last_next)
             # Whether the issue stage can take a vector (idle, or on its last step), kept in a
             # register from the next state of both.
@@ -574,8 +570,6 @@ class MatrixVectorUnit(wiring.Component):
                 m.d.sync += x_slice.eq(x_cur.word_select(sf, xw))
             with m.If(active):
                 m.d.sync += addr.eq(Mux(issue_last, 0, addr + 1))
-                if piped:
-                    m.d.sync += addr_penult.eq(Mux(issue_last, cpi == 2, addr == cpi - 3 if cpi >= 3 else 0))
                 with m.If(sf_end):
                     m.d.sync += [sf.eq(0), nf.eq(Mux(nf == nf_max, 0, nf + 1))]
                     if piped:
