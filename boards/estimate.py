@@ -103,16 +103,18 @@ FMAX_DELAYS_NS = {"ice40": (3.2, 4.5), "ecp5": (0.5, 2.15), "xilinx": (1.0, 0.9)
 # A network whose engines are all pipelined (lowbit compile --pipeline) has no stall path through
 # its engines, and its placed fmax was flat across the rows of the timing benchmark at one and two
 # counter levels between registers: ECP5 152 to 200 MHz over five ULX3S networks, modelled as their
-# geometric middle (within 15 % of each); iCE40 the one iCEBreaker row. More levels between
+# geometric middle (within 15 % of each, and of the 154 to 199 MHz of the six MLP rows since); iCE40
+# the iCEBreaker row with its weights in LUTs (56.1 MHz; 61.1 with its first layer's in block
+# RAM, a choice the estimate does not see). More levels between
 # registers lengthen a stage: beyond two, the period grows in proportion (an extrapolation, not
 # measured). xc7: ECP5's figure, not calibrated (no open place and route exists for xc7).
 PIPELINED_FMAX_MHZ = {"ecp5": 174.3, "ice40": 56.1, "xilinx": 174.3}
 # A pipelined network with window scans, pools and a collect (a CNN) places slower: its critical
 # paths are the stall logic of a scan and the enables of its wide registers and FIFO memories,
 # each a few gates from registers but with a large fanout. ECP5: the one placed Fashion-MNIST CNN
-# of the timing benchmark (in-sample); iCE40 and xc7 scaled from their MLP figures by ECP5's
-# ratio (a model, not measured).
-PIPELINED_SCAN_FMAX_MHZ = {family: round(mhz * 146.9 / 174.3, 1) for family, mhz in PIPELINED_FMAX_MHZ.items()}
+# of the timing benchmark (in-sample; 156.5 MHz since its FIFOs keep their flags in registers);
+# iCE40 and xc7 scaled from their MLP figures by ECP5's ratio (a model, not measured).
+PIPELINED_SCAN_FMAX_MHZ = {family: round(mhz * 156.5 / 174.3, 1) for family, mhz in PIPELINED_FMAX_MHZ.items()}
 
 
 def estimate_fmax_mhz(layers, family):
