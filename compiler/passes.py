@@ -5,12 +5,14 @@ convolutions and tiled compute-once happen in the export, ``lowbit.model.export`
 ``lowbit.compiler.folding`` and FIFO depths in ``lowbit.compiler.fifo_depth``.)
 """
 
+from lowbit.core.errors import LowbitError
 from lowbit.core.formats import weight_format
 
 from .graph import map_nodes
-from .ops.matmul import MatMul
+from .ops.matmul import WEIGHT_MEMORIES, MatMul
 
-__all__ = ["choose_memories", "remove_identities", "set_pipeline", "LUT_ROM_MAX_BITS", "CONST_MAX_BITS"]
+__all__ = ["choose_memories", "set_weight_memories", "remove_identities", "set_pipeline", "LUT_ROM_MAX_BITS",
+           "CONST_MAX_BITS"]
 
 # A ROM this small costs less as LUTs than a block RAM (an xc7 RAMB18 holds 18 Kbit; Yosys's own
 # rule maps small ROMs to logic too).
@@ -55,3 +57,21 @@ def set_pipeline(graph, levels):
     graph = graph.replace_nodes(map_nodes(graph.nodes, pipelined)).check()
     # A depth set by hand replaces one chosen for a clock (lowbit.pipelining), whose record goes.
     return graph.replace_meta({k: v for k, v in graph.meta.items() if k != "pipeline"})
+
+
+def set_weight_memories(graph, choices):
+    """Put the weights of each MatMul named in ``choices`` (``{name: memory}``, a memory of
+    :data:`~lowbit.compiler.ops.matmul.WEIGHT_MEMORIES`) in that memory; :func:`choose_memories`
+    keeps hand-set choices."""
+    names = [m.name for m in graph.matmuls()]
+    for name, memory in choices.items():
+        if name not in names:
+            raise LowbitError(f"no matrix layer named {name!r} takes a weight memory",
+                              f"the matrix layers: {', '.join(names)}")
+        if memory not in WEIGHT_MEMORIES:
+            raise LowbitError(f"{name}: weight memory must be one of {', '.join(WEIGHT_MEMORIES)}, not {memory!r}",
+                              "block: block RAM; lut: a ROM in LUTs; const: weights in the logic; auto: the "
+                              "compiler chooses")
+    return graph.replace_nodes(map_nodes(
+        graph.nodes, lambda n: n.with_weight_memory(choices[n.name]) if isinstance(n, MatMul) and n.name in choices
+        else n)).check()

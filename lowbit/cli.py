@@ -170,6 +170,18 @@ def cmd_sweep_accuracy(args):
         return 1
 
 
+def _weight_memories(text):
+    """``fc0=block,fc1=lut`` -> ``{"fc0": "block", "fc1": "lut"}``."""
+    choices = {}
+    for item in text.split(","):
+        name, eq, memory = item.strip().partition("=")
+        if not eq or not name or not memory or name in choices:
+            raise argparse.ArgumentTypeError(f"expected LAYER=MEMORY,... with each layer once "
+                                             f"(e.g. fc0=block,fc1=lut), not {text!r}")
+        choices[name] = memory
+    return choices
+
+
 def cmd_compile(args):
     target = args.target_cycles
     if args.clock is not None and args.board is None and args.target_fps is None:
@@ -188,7 +200,8 @@ def cmd_compile(args):
                                          target_cycles=target, board=args.board, max_luts=args.max_luts,
                                          data_root=args.data, force=args.force, dataset=args.dataset,
                                          input_encoding=args.input_encoding, ports=args.ports,
-                                         pipeline=args.pipeline, clock=args.clock if args.board else None)
+                                         pipeline=args.pipeline, clock=args.clock if args.board else None,
+                                         weight_memory=args.weight_memory)
 
     folds = ",".join(foldings(manifest))
     if "reference_disagreements" in check:
@@ -618,6 +631,9 @@ def build_parser():
                    help="register every matrix engine's adder tree every LEVELS counter levels, and its ROM "
                         "outputs, accumulator and compare: a faster clock at the same cycles per inference, "
                         "a longer latency (default 0: none)")
+    s.add_argument("--weight-memory", type=_weight_memories, default=None, metavar="LAYER=MEMORY,...",
+                   help="where the named layers keep their weights: block (block RAM), lut (a ROM in LUTs), "
+                        "const (in the logic) or auto (the compiler chooses, as for the layers not named)")
     s.add_argument("--data", default=None, help=DATA_HELP + " (to check the IR against PyTorch)")
     s.add_argument("--dataset", choices=["digits", "mnist", "fashion-mnist"], default=None,
                    help="for a .onnx model: the dataset it was trained on (images scaled to [0, 1])")

@@ -17,7 +17,7 @@ from lowbit.boards.synth import synthesize
 from lowbit.compiler.build import BUILD_KIND, load_build, write_build
 from lowbit.compiler.codegen import PORT_STYLES, describe
 from lowbit.compiler.folding import apply_folding, most_folded, parse_folding
-from lowbit.compiler.passes import choose_memories, remove_identities, set_pipeline
+from lowbit.compiler.passes import choose_memories, remove_identities, set_pipeline, set_weight_memories
 from lowbit.core.errors import LowbitError
 from lowbit.core.files import claim_output_dir
 from lowbit.hw.payload import VectorFormat
@@ -242,7 +242,7 @@ def _check_fits(graph, board, how=""):
 
 
 def compile_graph(graph, out_dir, *, folding=None, target_cycles=None, board=None, max_luts=None,
-                  inputs=(), force=False, ports="axi-stream", pipeline=0, clock=None):
+                  inputs=(), force=False, ports="axi-stream", pipeline=0, clock=None, weight_memory=None):
     """IR graph -> build folder (Verilog, memory files, manifest.json, graph.npz); returns the manifest.
 
     The graph may come from :func:`export_checkpoint` or be built from numpy arrays with the ops
@@ -251,12 +251,16 @@ def compile_graph(graph, out_dir, *, folding=None, target_cycles=None, board=Non
     ``"axi-stream"`` or ``"native"`` (see :data:`lowbit.compiler.codegen.PORT_STYLES`).
     ``pipeline``: counter levels between the registers of every matrix engine's tree (0: none).
     ``clock`` (MHz, with ``board``) chooses it instead: the fewest registers expected to close that
-    clock on that board (:func:`lowbit.pipelining.pipeline_for_clock`).
+    clock on that board (:func:`lowbit.pipelining.pipeline_for_clock`). ``weight_memory``
+    (``{layer: "block" | "lut" | "const" | "auto"}``) puts those layers' weights in that memory;
+    the compiler chooses the others' (:func:`lowbit.compiler.passes.choose_memories`).
     """
     if ports not in PORT_STYLES:
         raise LowbitError(f"unknown port style {ports!r}", f"use one of {', '.join(PORT_STYLES)}")
     claim_output_dir(out_dir, BUILD_KIND, inputs=inputs, force=force)  # before any work
     graph = remove_identities(graph)
+    if weight_memory:
+        graph = set_weight_memories(graph, weight_memory)
     if clock is not None and (board is None or pipeline):
         raise LowbitError("a clock picks the pipeline for a board: give --clock with --board, without --pipeline",
                           "add --board NAME, or drop --clock and give --pipeline LEVELS yourself")
@@ -272,7 +276,7 @@ def compile_graph(graph, out_dir, *, folding=None, target_cycles=None, board=Non
 
 def compile_checkpoint(ckpt, out_dir, *, folding=None, target_cycles=None, board=None, max_luts=None,
                        data_root=None, force=False, dataset=None, input_encoding=None, ports="axi-stream",
-                       pipeline=0, clock=None):
+                       pipeline=0, clock=None, weight_memory=None):
     """Checkpoint or ``.onnx`` model -> build folder (Verilog, manifest.json, graph.npz). Returns
     the manifest and the check of the IR against PyTorch (or, for ONNX, against qonnx)."""
     inputs = (ckpt, data_root)
@@ -286,7 +290,7 @@ def compile_checkpoint(ckpt, out_dir, *, folding=None, target_cycles=None, board
         graph, check = export_checkpoint(ckpt, data_root)
     return compile_graph(graph, out_dir, folding=folding, target_cycles=target_cycles, board=board,
                          max_luts=max_luts, inputs=inputs, force=force, ports=ports, pipeline=pipeline,
-                         clock=clock), check
+                         clock=clock, weight_memory=weight_memory), check
 
 
 def _test_vectors(graph, manifest, *, dataset, data_root, inputs, labels, limit):

@@ -74,6 +74,31 @@ def test_board_fit_and_too_big():
         fold_for_board(Graph(BIPOLAR, 1024, [big]), "icebreaker")
 
 
+def test_weight_memories_set_by_hand_through_the_cli(digits_checkpoint, tmp_path, capsys):
+    import json
+
+    from lowbit.cli import main
+
+    ckpt = str(digits_checkpoint[0])
+    # fc0 (16 Kbit) would be left to synthesis, fc1 (4 Kbit) a ROM in LUTs: both set by hand
+    assert main(["compile", ckpt, "-o", str(tmp_path / "b"), "--target-cycles", "64",
+                 "--weight-memory", "fc0=block,fc1=block"]) == 0
+    layers = json.loads((tmp_path / "b" / "manifest.json").read_text())["layers"]
+    assert [layer["weight_memory"]["style"] for layer in layers] == ["block", "block", "lut"]
+    for value, message in [("fc9=block", "no matrix layer named 'fc9' takes a weight memory"),
+                           ("fc0=blok", "fc0: weight memory must be one of auto, block, lut, const, not 'blok'"),
+                           ("fc2=const", "fc2: constant weights need a fully unrolled folding"),
+                           ("fc0", "expected LAYER=MEMORY,... with each layer once"),
+                           ("fc0=lut,fc0=block", "expected LAYER=MEMORY,... with each layer once")]:
+        try:  # a malformed value is argparse's usage error, which exits
+            code = main(["compile", ckpt, "-o", str(tmp_path / "c"), "--target-cycles", "64",
+                         "--weight-memory", value])
+        except SystemExit as e:
+            code = e.code
+        assert code == 2 and message in capsys.readouterr().err
+        assert not (tmp_path / "c").exists()
+
+
 def test_memory_choice_and_identity_removal():
     from lowbit.compiler.passes import choose_memories, remove_identities
     from lowbit.compiler.ir import MaxPool
