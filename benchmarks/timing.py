@@ -30,7 +30,7 @@ from lowbit.boards.build import build_for_board
 from lowbit.boards.calibrate import random_bipolar_mlp
 from lowbit.compiler.build import write_build
 from lowbit.compiler.ir import BIPOLAR, Folding, Graph, MatMul, MultiThreshold
-from lowbit.compiler.passes import choose_memories, set_pipeline
+from lowbit.compiler.passes import choose_memories, set_pipeline, set_weight_memories
 from lowbit.flow import simulate_build
 from lowbit.folding import fold_for_cycles
 
@@ -122,8 +122,7 @@ def _placed(report):
 
 def measure(row, work, progress=print):
     board, goal, name, widths, foldings, fmt, levels, in_block = row
-    graph = choose_memories(_network(widths, foldings, fmt))
-    graph = graph.replace_nodes([n.with_weight_memory("block") if n.name in in_block else n for n in graph.nodes])
+    graph = set_weight_memories(choose_memories(_network(widths, foldings, fmt)), dict.fromkeys(in_block, "block"))
     out = {}
     for label, g in (("before", graph), ("after", set_pipeline(graph, levels))):
         build = work / f"{board}-{name.replace(' ', '_')}-{label}"
