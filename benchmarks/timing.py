@@ -112,10 +112,11 @@ def _network(widths, foldings, fmt):
 
 def _placed(report):
     used = {k: v["used"] for k, v in report["placed"]["utilization"].items()}
-    ice40 = "ICESTORM_LC" in used
-    return {"luts": used.get("ICESTORM_LC" if ice40 else "TRELLIS_COMB"),
-            "ffs": None if ice40 else used.get("TRELLIS_FF"),  # an iCE40 LC is a LUT and a flip-flop
-            "brams": used.get("ICESTORM_RAM" if ice40 else "DP16KD", 0),
+    cells = report["placed"].get("logic_cells")  # iCE40: a cell is a LUT and a flip-flop, counted apart here
+    return {"luts": cells["luts"] if cells else used["TRELLIS_COMB"],
+            "ffs": cells["ffs"] if cells else used["TRELLIS_FF"],
+            "logic_cells": cells["total"] if cells else None,
+            "brams": used.get("ICESTORM_RAM" if cells else "DP16KD", 0),
             "fmax_mhz": round(report["clock"]["network_fmax_mhz"], 1),
             "seconds": round(report["placed"]["seconds"], 1)}
 
@@ -147,6 +148,7 @@ def measure(row, work, progress=print):
         "fps_at_fmax": round(placed["fmax_mhz"] * 1e6 / cycles),
         "luts_before": before["luts"], "ffs_before": before["ffs"],
         "lut_growth_pct": round(100 * (placed["luts"] - before["luts"]) / before["luts"], 1),
+        "logic_cells": placed["logic_cells"], "logic_cells_before": before["logic_cells"],
         "goal_mhz": goal, "meets_goal": placed["fmax_mhz"] >= goal,
         "sim_images": sim["images"], "sim_mismatches": sim["mismatches"],
         "cycles_measured": sim["cycles_measured"], "latency_measured": sim["latency_measured"],
@@ -155,22 +157,29 @@ def measure(row, work, progress=print):
 
 
 def table(rows):
-    head = ("| board | network | PExSIMD | pipeline | cycles | placed LUT (before) | FF (before) | BRAM "
-            "| fmax MHz (before) | goal | inferences/s at fmax | Verilator |\n"
-            "|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+    head = ("| board | network | PExSIMD | pipeline | cycles | placed LUT (before) | FF (before) | iCE40 logic cells "
+            "(before) | BRAM | fmax MHz (before) | goal | inferences/s at fmax | Verilator |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
     return head + "".join(
         f"| {r['board']} | {r['network']} | {r['folding']}"
         f"{_in_block(r)} | "
         f"every {r['pipeline']} levels | "
         f"{r['cycles_per_inference']} | {r['placed_luts']} ({r['luts_before']}, {r['lut_growth_pct']:+.1f} %) | "
-        f"{r['ffs'] if r['ffs'] is not None else 'n/a'} ({r['ffs_before'] if r['ffs_before'] is not None else 'n/a'}) "
-        f"| {r['brams']} | **{r['fmax_mhz']}** ({r['fmax_before_mhz']}) | {r['goal_mhz']} "
+        f"{r['ffs']} ({r['ffs_before']}) | {_cells(r)} | {r['brams']} | "
+        f"**{r['fmax_mhz']}** ({r['fmax_before_mhz']}) | {r['goal_mhz']} "
         f"{'met' if r['meets_goal'] else 'missed'} | {r['fps_at_fmax']:,} | "
         f"{r['sim_images']} images, {r['sim_mismatches']} mismatches, cycles {r['cycles_measured']} / "
         + (f"latency {r['latency_measured']} = predicted {r['cycles_per_inference']} / {r['latency_cycles']} |\n"
            if r["latency_cycles"] is not None else
            f"latency {r['latency_measured']}; predicted {r['cycles_per_inference']} / no latency figure (CNN) |\n")
         for r in rows)
+
+
+def _cells(row):
+    if row.get("logic_cells") is None:
+        return "n/a"
+    now, before = row["logic_cells"], row["logic_cells_before"]
+    return f"{now} ({before}, {100 * (now - before) / before:+.1f} %)"
 
 
 def _in_block(row):
@@ -212,7 +221,11 @@ METHOD = """Each network is built with `lowbit build --clock GOAL` twice, unpipe
 outputs and the compare registered, and no stall after the issue stage), and placed by nextpnr
 with the network on the PLL's clock and the UART on the oscillator. fmax is the network clock
 domain's; LUTs, flip-flops and block RAMs are the whole board top's (link and UART included), in
-parentheses before pipelining. Weights are seeded random: timing and size do not depend on training.
+parentheses before pipelining. On the iCE40, where a logic cell holds a LUT4, a carry and a
+flip-flop, "LUT" counts the placed cells whose LUT or carry is used (the logic cells less those
+nextpnr's packer reports as "DFF only", like the ECP5's TRELLIS_COMB) and "FF" the cells whose
+flip-flop is used; the logic cells themselves are in their own column. Weights are seeded random:
+timing and size do not depend on training.
 Each pipelined network then runs in Verilator on random inputs with random stalls on both sides.
 In the pipelined CNN the windows and pools look their scan flags up a step ahead, the collect
 shifts its beats in, and a FIFO whose input ready is a register stands in front of every engine

@@ -150,6 +150,7 @@ def build_for_board(build_dir, board_name, out_dir, *, cache_dir=None, force=Fal
             "utilization": {k: {"used": u, "available": a} for k, (u, a) in placed.utilization.items()},
             "fmax_mhz": placed.fmax_mhz, "constraint_mhz": placed.constraint_mhz,
             "seconds": placed.seconds, "cached": placed.cached,
+            **({"logic_cells": placed.logic_cells} if placed.logic_cells else {}),
             "uart": {"baud": design.baud, "divisor": design.link.divisor, **vars(design.link.info)},
             "inferences_per_second_at_clock": clock["network_mhz"] * 1e6 / manifest["cycles_per_inference"],
             "inferences_per_second_at_fmax": (fmax * 1e6 / manifest["cycles_per_inference"]

@@ -18,6 +18,7 @@ import importlib.metadata
 import json
 import math
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -97,6 +98,34 @@ class PlacedResult:
     def min_fmax_mhz(self):
         """The slowest clock's fmax (the design's fmax when it has one clock)."""
         return min(self.fmax_mhz.values()) if self.fmax_mhz else None
+
+    @property
+    def logic_cells(self):
+        """How the iCE40 packer filled the placed logic cells, or None on another family.
+
+        ``total`` (the placed ``ICESTORM_LC``), ``dff_only`` (cells that hold a flip-flop and no
+        logic), ``luts`` (the other cells: those whose LUT or carry is used, what an ECP5
+        ``TRELLIS_COMB`` counts) and ``ffs`` (cells whose flip-flop is used). A flip-flop with no
+        LUT before it takes a cell of its own, so the cell count grows with pipeline registers
+        that add no logic.
+        """
+        if "ICESTORM_LC" not in self.utilization:
+            return None
+        used = _packed_lc_uses(Path(self.files["log"]).read_text(encoding="utf-8", errors="replace"))
+        total = self.utilization["ICESTORM_LC"][0]
+        return {"total": total, "dff_only": used["DFF only"], "luts": total - used["DFF only"],
+                "ffs": used["LUT4 and DFF"] + used["DFF only"]}
+
+
+def _packed_lc_uses(log_text):
+    """The packer's count of logic cells by use in a nextpnr-ice40 log ("Info:  709 LCs used as LUT4 only")."""
+    counts = {}
+    for use in ("LUT4 only", "LUT4 and DFF", "DFF only"):
+        found = re.findall(rf"^Info:\s+(\d+) LCs used as {re.escape(use)}$", log_text, re.M)
+        if len(found) != 1:
+            raise Damaged(f"the nextpnr log has {len(found)} lines of LCs used as {use}")
+        counts[use] = int(found[0])
+    return counts
 
 
 def _tool_argv(dist, name):

@@ -88,6 +88,13 @@ def lower_chain(layers, fmt, *, fifos=True, upstream_cycles=0):
         engines.append(engine)
         cycles.append(engine_cycles(layer, engine))
         fmt = engine.out_format
+    # An engine given one vector per inference is given it at the pace of the slowest engine: a
+    # pipelined matrix engine's output queue then needs room only for the results in flight at
+    # that pace (the last layer of an MLP: one slot, not one per result its own speed allows).
+    pace = max(upstream_cycles, *cycles, 0)
+    for engine, per_inference in zip(engines, cycles):
+        if hasattr(engine, "input_interval") and per_inference == engine.cycles_per_item:
+            engine.input_interval = pace
     vectors = [layer.vectors for layer in layers]
     depths = fifo_depths(engines, cycles, vectors, upstream_cycles) if fifos else [0] * len(engines)
     piped = fifos and any(_pipelined(e) for e in engines)

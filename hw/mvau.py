@@ -149,6 +149,7 @@ class MatrixVectorUnit(wiring.Component):
         if pipeline and behavioural:
             raise ValueError("Pipeline needs the compressor lanes; the behavioural baseline has no stages")
         self._tree_stages = None
+        self._input_interval = None
         self._weights = w.astype(np.int64)
         self._format = fmt
         self._lane = lane_for(fmt.name, in_format.kind, in_format.bits)
@@ -265,12 +266,25 @@ class MatrixVectorUnit(wiring.Component):
         return bool(self._pipeline) and self.cycles_per_item > 1
 
     @property
+    def input_interval(self):
+        """The fewest cycles between two vectors in steady running: :attr:`cycles_per_item`,
+        unless the lowering found a slower engine that paces this one's input (an engine given
+        one vector per inference runs at the network's pace, not at its own)."""
+        return max(self._input_interval or 0, self.cycles_per_item)
+
+    @input_interval.setter
+    def input_interval(self, cycles):
+        if not isinstance(cycles, int) or isinstance(cycles, bool) or cycles < 1:
+            raise ValueError(f"Input interval must be a positive integer, not {cycles!r}")
+        self._input_interval = cycles
+
+    @property
     def output_queue_depth(self):
         """Pipelined: output beats the unit can hold. A vector is taken only with room for its
-        beat, and vector j + 1 arrives ``cycles_per_item`` after vector j, while ``latency``
-        cycles pass before a beat leaves: floor(latency / cycles_per_item) beats wait at once,
-        and one more slot keeps the input from ever waiting on the count."""
-        return self.latency // self.cycles_per_item + 1
+        beat, and vector j + 1 arrives :attr:`input_interval` cycles after vector j, while
+        ``latency`` cycles pass before a beat leaves: floor(latency / input_interval) beats wait
+        at once, and one more slot keeps the input from ever waiting on the count at that pace."""
+        return self.latency // self.input_interval + 1
 
     @property
     def latency(self):

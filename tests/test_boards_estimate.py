@@ -1,5 +1,6 @@
 """lowbit.boards: board database, estimator against recorded synthesis, fit checks, CLI."""
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -258,6 +259,23 @@ def test_icebreaker_bitstream(tmp_path, capsys):
     assert 0 < lc["used"] <= lc["available"] == 5280
     assert min(report["placed"]["fmax_mhz"].values()) > 12.0
     assert "fmax" in capsys.readouterr().out
+    # The logic cells by use, from nextpnr's packer: the flip-flops are Yosys's, each in one cell.
+    cells = report["placed"]["logic_cells"]
+    assert cells["total"] == lc["used"] and cells["luts"] + cells["dff_only"] == cells["total"]
+    synth = (out / "yosys.log").read_text()
+    ffs = {kind: int(n) for n, kind in re.findall(r"^\s+(\d+)\s+(SB_DFF\w*)$", synth, re.M)}
+    assert cells["ffs"] == sum(ffs.values()) > cells["dff_only"] > 0
+
+
+def test_a_nextpnr_log_without_the_packers_counts_is_damaged():
+    from lowbit.boards.pnr import _packed_lc_uses
+    from lowbit.core.cache import Damaged
+
+    log = "Info:      709 LCs used as LUT4 only\nInfo:      478 LCs used as LUT4 and DFF\n"
+    with pytest.raises(Damaged, match="0 lines of LCs used as DFF only"):
+        _packed_lc_uses(log)
+    assert _packed_lc_uses(log + "Info:      673 LCs used as DFF only\n") == {
+        "LUT4 only": 709, "LUT4 and DFF": 478, "DFF only": 673}
 
 
 @pytest.mark.parametrize("arch, in_shape, fmt, ops", [

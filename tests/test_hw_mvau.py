@@ -367,6 +367,29 @@ def test_pipelined_lanes_match_the_ir_with_stalls_at_the_same_rate(fmt_name, in_
     assert set(clean.intervals) == {u.cycles_per_item}
 
 
+@pytest.mark.parametrize("interval", [9, 12, 17, 40])
+def test_a_unit_paced_by_a_slower_engine_keeps_that_pace_with_fewer_queue_slots(interval):
+    """Given one vector per ``interval`` cycles (6 its own), a pipelined unit needs queue slots
+    only for what is in flight at that pace. With them, fed as fast as it will take vectors, it
+    has taken vector k by cycle k * interval, so fed at that pace it never waits; and every word
+    is the IR's, with stalls."""
+    w, x, vt, t, ref = case("bipolar", "bipolar", 1, seed=7, mw=24)
+    own = unit(w, "bipolar", vt, t, pe=4, simd=8, pipeline=1)
+    paced = unit(w, "bipolar", vt, t, pe=4, simd=8, pipeline=1)
+    paced.input_interval = interval
+    assert own.cycles_per_item == 6 and paced.latency == own.latency == 17
+    assert paced.output_queue_depth < own.output_queue_depth
+    assert run_amaranth_stream(paced, paced.in_format.pack(x), stall=0.4, seed=interval).outputs == \
+        paced.out_format.pack(ref)
+    clean = run_amaranth_stream(paced, paced.in_format.pack(x[:12]))
+    assert all(cycle - clean.input_cycles[0] <= k * interval for k, cycle in enumerate(clean.input_cycles))
+    # Below its own cycles per vector the interval is its own: the engine is never paced faster.
+    paced.input_interval = 1
+    assert paced.input_interval == own.cycles_per_item
+    with pytest.raises(ValueError, match="Input interval must be a positive integer"):
+        paced.input_interval = 0
+
+
 @pytest.mark.parametrize("mw, simd, pe, steps", [(34, 2, 2, 3), (40, 1, 2, 3), (200, 1, 2, 4)])
 def test_pipelined_many_slices_are_selected_in_steps(mw, simd, pe, steps):
     """Beyond sixteen slices per vector, the slice is picked by several multiplexers of at most

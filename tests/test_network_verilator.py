@@ -42,6 +42,12 @@ def test_pipelined_network_is_bit_exact_with_stalls_at_the_same_rate(builds, dig
     assert [layer["pipeline"] for layer in piped["layers"]] == [1] * len(piped["layers"]) and stages > 0
     assert piped["cycles_per_inference"] == plain["cycles_per_inference"]
     assert piped["latency_cycles"] > plain["latency_cycles"]
+    # Each engine is given one vector per 256 cycles: its output queue holds what is in flight
+    # at that pace, not at its own (the faster engines would need more slots at their own).
+    for layer in piped["layers"]:
+        assert layer["input_interval"] == 256
+        assert layer["output_queue_depth"] == layer["latency"] // 256 + 1
+    assert any(layer["cycles_per_item"] < 256 for layer in piped["layers"])
     r = simulate_build(builds / "pipelined", seed=4, progress=False)
     assert r["images"] == 360 and r["mismatches"] == 0, r
     assert r["hw_accuracy"] == r["ir_accuracy"] == check["torch_accuracy"]

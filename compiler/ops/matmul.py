@@ -225,6 +225,8 @@ class MatMul(Op):
             "thresholds": th.name if th is not None else None,
             "threshold_levels": int(th.thresholds.shape[1]) if th is not None else 0,
             "pipeline": engine.pipeline, "pipeline_stages": engine.pipeline_stages,
+            "input_interval": engine.input_interval,
+            "output_queue_depth": engine.output_queue_depth if engine.pipeline else 0,
         }
 
     # -- cost -----------------------------------------------------------------------------------
