@@ -14,7 +14,7 @@ pixels into the first layer, flips and a longer schedule; the network's fp32 twi
 float activations, float pixels, the same architecture and recipe) is trained first and its
 accuracy reported beside the row (and, with ``"distill"``, taught from); ``-recipe-wide`` is the
 bipolar CNN at twice the channels. The ``-vit-`` cases are the integer-only ViT on MNIST and
-Fashion-MNIST in ternary and levels5. Checkpoints are trained once into
+Fashion-MNIST in ternary, levels5 and binary01. Checkpoints are trained once into
 ``--work`` (default build/e2e) and reused. Each row: ``{dataset, arch, format, images, mismatches,
 ir_accuracy, hw_accuracy, cycles_predicted, cycles_measured}``; ``mismatches`` counts output words
 of the hardware that differ from the IR reference, over every image with random stalls.
@@ -61,9 +61,11 @@ CASES = {
     "fashion-mnist-cnn-bipolar-recipe-wide": ("fashion-mnist", "cnn:64,128", "bipolar", None, "bipolar",
                                               {**RECIPE, "twin": False}),
     # Integer-only ViTs (lowbit.model.integer_vit): 16 tokens of 7x7 pixels, 2 blocks of 4 heads.
-    **{f"mnist-vit-{f}": ("mnist", VIT, f, None, "u4", {**VIT_RECIPE, "epochs": 15}) for f in ("ternary", "levels5")},
+    # binary01: binary normalized, each projection's {0,1} sums normalized per token.
+    **{f"mnist-vit-{f}": ("mnist", VIT, f, None, "u4", {**VIT_RECIPE, "epochs": 15})
+       for f in ("ternary", "levels5", "binary01")},
     **{f"fashion-mnist-vit-{f}": ("fashion-mnist", VIT, f, None, "u4", {**VIT_RECIPE, "epochs": 20, "augment": "flip"})
-       for f in ("ternary", "levels5")},
+       for f in ("ternary", "levels5", "binary01")},
 }
 
 
@@ -241,7 +243,10 @@ and the hidden activations more bits (`act`). The `fp32 twin` column is the test
 same network and recipe with fp32 weights, float activations and float pixels (the weights-only
 setting). The `vit...+integer` rows are the integer-only ViT (16 tokens of 7x7 pixels, 2 blocks of
 4 heads; `act` u4 is the MLP's, with s4 normalized tokens and Q, K, V and an s6 residual stream) on
-the 8-bit pixels, compiled for 1024 cycles per inference: its attention engines set the pace."""
+the 8-bit pixels, compiled for 1024 cycles per inference: its attention engines set the pace. In the
+binary01 rows (binary normalized) every projection has {0,1} weights and a {0,1} bias on its
+inputs' integer levels, and its sums are normalized per token before the next quantizer: the
+Q|K|V sums together, with one s4 quantizer for Q, K and V."""
 
 
 if __name__ == "__main__":

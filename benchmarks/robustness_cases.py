@@ -618,10 +618,10 @@ def _names():
             "use --act-bits 2..8",
         ),
         (
-            "an integer ViT with binary normalized weights",
-            "lowbit train --epochs 1 --arch vit+integer --format binary01 --act-bits 2 -o <out>/m.pt",
-            "the integer ViT takes level-set weights, not 'binary01' yet",
-            "use bipolar, ternary, levelsK, pow2 or tiled weights",
+            "an integer ViT with float weights",
+            "lowbit train --epochs 1 --arch vit+integer --format fp32 --act-bits 2 -o <out>/m.pt",
+            "the integer ViT takes low-bit weights, not 'fp32'",
+            "use bipolar, ternary, levelsK, pow2, binary01 or tiled weights",
         ),
         (
             "empty list of formats in the accuracy sweep",

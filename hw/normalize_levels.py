@@ -4,7 +4,7 @@ derivation: ``lowbit.compiler.ops.normalize_levels.NormalizeLevels``).
 For a vector x of C integers, ``u_i = C*x_i - sum_j x_j`` and ``V = sum_j u_j**2``; level ``l`` is
 reached when, for a positive threshold, ``u_i > 0`` and ``C * u_i**2 * 2**F >= a_l * V``, and for
 the others when ``u_i >= 0`` or ``C * u_i**2 * 2**F <= a_l * V``. The output element is the count
-less ``2**(k-1)``.
+less ``2**(k-1)`` (signed levels), or the count itself (unsigned levels).
 """
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Shape, Signal
@@ -19,7 +19,7 @@ __all__ = ["NormalizeLevels"]
 
 
 class NormalizeLevels(wiring.Component):
-    """Signed levels of the per-example normalization of a vector of C integers, PE channels per
+    """Signed (or unsigned) levels of the per-example normalization of a vector of C integers, PE channels per
     cycle, one vector at a time in four phases:
 
     1. *sum*: ``S = sum_j x_j``, C/PE cycles;
@@ -44,11 +44,13 @@ class NormalizeLevels(wiring.Component):
         F.
     pe : int
         Channels per cycle in the sum, squares and compare phases; must divide C.
+    out_kind : {"int", "uint"}
+        Signed levels ``count - 2**(k-1)`` (the default) or the count ``0 .. 2**k - 1``.
 
     Members
     -------
     i : In(stream.Signature(in_format.shape))
-    o : Out(stream.Signature(VectorFormat("int", k, C).shape))
+    o : Out(stream.Signature(VectorFormat(out_kind, k, C).shape))
 
     Raises
     ------
@@ -59,7 +61,7 @@ class NormalizeLevels(wiring.Component):
         2**k - 1 (k >= 2) of each.
     """
 
-    def __init__(self, in_format, squares, positive, frac_bits, *, pe=1):
+    def __init__(self, in_format, squares, positive, frac_bits, *, pe=1, out_kind="int"):
         channels = in_format.count if isinstance(in_format, VectorFormat) else None
         _check_format("Input", in_format, ("int", "uint"), channels)
         _check_pe(pe, channels)
@@ -70,6 +72,8 @@ class NormalizeLevels(wiring.Component):
                              f"not {len(squares)} and {len(positive)}")
         if not isinstance(frac_bits, int) or isinstance(frac_bits, bool) or frac_bits < 0:
             raise ValueError(f"Fraction bits must be a non-negative integer, not {frac_bits!r}")
+        if out_kind not in ("int", "uint"):
+            raise ValueError(f"Out kind must be 'int' or 'uint', not {out_kind!r}")
         lo, hi = in_format.element.min, in_format.element.max
         u = (channels - 1) * (hi - lo)  # |C*x_i - S| at most
         self._squares, self._positive, self._frac_bits = tuple(squares), tuple(positive), frac_bits
@@ -79,7 +83,7 @@ class NormalizeLevels(wiring.Component):
         self._product_shape = Shape.cast(range(max(squares) * channels * u * u + 1))
         self._lhs_shape = Shape.cast(range((channels * u * u << frac_bits) + 1))
         self._in_format, self._pe = in_format, pe
-        self._out_format = VectorFormat("int", levels.bit_length(), channels)
+        self._out_format = VectorFormat(out_kind, levels.bit_length(), channels)
         super().__init__({"i": In(stream.Signature(in_format.shape)),
                           "o": Out(stream.Signature(self._out_format.shape))})
 
@@ -163,7 +167,7 @@ class NormalizeLevels(wiring.Component):
                             reached.append((u[p] >= 0) | (lhs <= products[n]))
                     count = Signal(self._out_format.bits, name=f"count{p}")
                     m.d.comb += count.eq(add_behavioural(reached))
-                    fields.append(signed_levels(count))
+                    fields.append(signed_levels(count) if self._out_format.kind == "int" else count)
                 fields = Cat(*fields)
                 advance = ~(last_fold & r_valid & ~self.o.ready)
                 with m.If(advance):

@@ -41,11 +41,12 @@ from lowbit.compiler.ir import Attention, NormalizeLevels, ValueType, int_type_f
 from lowbit.core.errors import LowbitError
 from lowbit.core.formats import activation_format
 
-from .layers import QuantAct
+from .layers import BinaryNormLinear, QuantAct
 from .quant import DEFAULT_MIN_COMPRESS_SIZE, row_scales
 from .transformer import PatchNetwork, Projection, check_heads
 
-__all__ = ["IntegerViT", "NormQuant", "IntegerAttention", "SOFTMAX_BITS", "ATTN_FRAC_BITS", "NORM_FRAC_BITS",
+__all__ = ["IntegerViT", "NormQuant", "IntegerAttention", "BinaryProjection", "normalized", "normalize_op",
+           "normalize_integer", "SOFTMAX_BITS", "ATTN_FRAC_BITS", "NORM_FRAC_BITS",
            "norm_levels", "softmax_table"]
 
 SOFTMAX_BITS = 8      # the exponent table's values are integers up to 2**8
@@ -89,17 +90,43 @@ def softmax_table(lam):
     return table[: zero + 1]
 
 
-def _matmul(projection, x):
-    """``(acc, scale)``: the int64 dot products of a projection with integer inputs ``x`` (..., in)
-    and the float64 scale per output channel that makes them the projection's output."""
+def _matmul(projection, x, bias=True):
+    """``(acc, scale)``: the int64 dot products of a projection with integer inputs ``x`` (..., in),
+    plus (with ``bias``) its bias levels where it has them (binary01), and the float64 scale per
+    output channel that makes them the projection's output."""
     iw = projection.layer.integer_weights()
     acc = torch.einsum("...i,oi->...o", x.to(torch.int64), iw.levels.to(torch.int64))
+    if bias and iw.bias_levels is not None:
+        acc = acc + iw.bias_levels
     return acc, torch.from_numpy(row_scales(iw, iw.levels.shape[0]) * projection.gain)
 
 
 def _requantize(quantizer, acc, scale, in_scale):
     """The levels of ``quantizer`` for integer dot products ``acc`` of inputs of step ``in_scale``."""
     return quantizer.integer(acc.to(torch.float64) * (scale * in_scale))[0]
+
+
+def normalized(r):
+    """The per-token normalization ``(r - mean) / std`` over the last axis, in float."""
+    n = r.shape[-1]
+    u = r - r.mean(-1, keepdim=True)
+    var = (u * u).sum(-1, keepdim=True) / n
+    # A constant token normalizes to 0 (u is 0 there).
+    return torch.where(var > 0, u / torch.sqrt(torch.clamp(var, min=1e-30)), torch.zeros_like(u))
+
+
+def normalize_op(name, quantizer, channels, in_type):
+    """The IR op of ``quantizer(normalized(r))`` over ``channels``, for inputs of ``in_type``."""
+    t, a = norm_levels(quantizer)
+    return NormalizeLevels(name, channels, in_type, a.numpy(), (t > 0).numpy(),
+                           ValueType(quantizer.format.kind, quantizer.format.bits), NORM_FRAC_BITS)
+
+
+@torch.no_grad()
+def normalize_integer(quantizer, r):
+    """int64 levels of ``quantizer(normalized(r))`` for int64 tokens ``r`` (..., n): the IR op's reference."""
+    op = normalize_op("norm", quantizer, r.shape[-1], int_type_for(int(r.min()), int(r.max())))
+    return torch.from_numpy(op.reference(r.numpy()))
 
 
 class NormQuant(nn.Module):
@@ -119,30 +146,44 @@ class NormQuant(nn.Module):
         self.quant = QuantAct(fmt)
 
     def forward(self, r):
-        n = r.shape[-1]
-        u = r - r.mean(-1, keepdim=True)
-        var = (u * u).sum(-1, keepdim=True) / n
-        # A constant token normalizes to 0 (u is 0 there).
-        y = torch.where(var > 0, u / torch.sqrt(torch.clamp(var, min=1e-30)), torch.zeros_like(u))
-        return self.quant(y)
+        return self.quant(normalized(r))
 
     def op(self, name, in_type):
         """The IR op of this normalization, for inputs of ``in_type``."""
-        t, a = norm_levels(self.quant)
-        return NormalizeLevels(name, self.channels, in_type, a.numpy(), (t > 0).numpy(),
-                               ValueType("int", self.quant.format.bits), NORM_FRAC_BITS)
+        return normalize_op(name, self.quant, self.channels, in_type)
 
-    @torch.no_grad()
     def integer(self, r):
         """int64 levels for the int64 residual tokens ``r`` (..., n): the IR op's reference."""
-        op = self.op("norm", int_type_for(int(r.min()), int(r.max())))
-        return torch.from_numpy(op.reference(r.numpy()))
+        return normalize_integer(self.quant, r)
+
+
+class BinaryProjection(Projection):
+    """A binary normalized projection: {0,1} weights and a {0,1} bias on the integer levels of its
+    input, ``acc = W x + b`` (:class:`~lowbit.model.layers.BinaryNormLinear` without its float
+    normalization). The per-token normalization that follows it is the next quantizer's
+    (:func:`normalized`), which makes the sums' scale irrelevant and keeps them integers.
+    """
+
+    def __init__(self, in_features, out_features):
+        nn.Module.__init__(self)
+        self.layer = BinaryNormLinear(in_features, out_features, normalize=False)
+        self.gain = 1.0
+
+
+def _projection(in_features, out_features, fmt, p, mcs):
+    if fmt == "binary01":
+        return BinaryProjection(in_features, out_features)
+    return Projection(in_features, out_features, fmt, p, mcs)
 
 
 class IntegerAttention(nn.Module):
     """Multi-head self-attention on integers (module docstring): one Q|K|V projection, signed
     quantizers for Q, K and V, the table softmax, the rounded weighted mean of V, and the output
     projection (whose quantizer, the residual stream's, the caller applies).
+
+    With ``binary01`` weights the projections are :class:`BinaryProjection` on their inputs'
+    levels, and Q|K|V is normalized per token (all 3 * dim channels together) before one
+    quantizer that Q, K and V share.
 
     Parameters
     ----------
@@ -158,9 +199,14 @@ class IntegerAttention(nn.Module):
         super().__init__()
         check_heads(dim, heads)
         self.heads = heads
-        self.qkv = Projection(dim, 3 * dim, weight_format, p, min_compress_size)
-        self.quant_q, self.quant_k, self.quant_v = (QuantAct(act) for _ in range(3))
-        self.o = Projection(dim, dim, weight_format, p, min_compress_size)
+        self.binary = weight_format == "binary01"
+        self.qkv = _projection(dim, 3 * dim, weight_format, p, min_compress_size)
+        if self.binary:
+            self.quant_qkv = QuantAct(act)
+            self.quant_q = self.quant_k = self.quant_v = self.quant_qkv
+        else:
+            self.quant_q, self.quant_k, self.quant_v = (QuantAct(act) for _ in range(3))
+        self.o = _projection(dim, dim, weight_format, p, min_compress_size)
 
     def _split(self, z):
         n, t, d = z.shape
@@ -172,17 +218,24 @@ class IntegerAttention(nn.Module):
 
     def lam(self):
         """The logits' scale per unit of the integer scores: ``s_q * s_k / sqrt(head width)``."""
-        dh = self.qkv.layer.out_features // 3 // self.heads
+        dh = self.o.layer.in_features // self.heads
         return float(self.quant_q.scale().detach() * self.quant_k.scale().detach()) / math.sqrt(dh)
 
-    def forward(self, x):
-        q, k, v = self.qkv(x).chunk(3, dim=-1)
-        q, k, v = (self._split(quant(z)) for quant, z in ((self.quant_q, q), (self.quant_k, k), (self.quant_v, v)))
+    def forward(self, x, in_step):
+        """The output projection's outputs for normalized tokens ``x`` of step ``in_step``
+        (binary01: its sums, which the caller normalizes)."""
+        if self.binary:
+            q, k, v = self.quant_qkv(normalized(self.qkv(x / in_step))).chunk(3, dim=-1)
+        else:
+            q, k, v = (quant(z) for quant, z in zip((self.quant_q, self.quant_k, self.quant_v),
+                                                     self.qkv(x).chunk(3, dim=-1)))
+        q, k, v = (self._split(z) for z in (q, k, v))
         z = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
         e = _round_ste(2.0 ** SOFTMAX_BITS * torch.exp(z - z.amax(-1, keepdim=True).detach()))
         mean = (e @ v) / e.sum(-1, keepdim=True)
         step = self.quant_v.scale() / 2 ** ATTN_FRAC_BITS
-        return self.o(self._merge(step * _round_ste(mean / step)))
+        levels = self._merge(_round_ste(mean / step))
+        return self.o(levels) if self.binary else self.o(step * levels)
 
     def op(self, name):
         """The IR op of the attention between the Q|K|V quantizers and the output projection."""
@@ -195,9 +248,12 @@ class IntegerAttention(nn.Module):
         """``(acc, scale, step)`` of the output projection for integer normalized tokens ``x`` of
         step ``in_scale``: its dot products, their scale per channel and the step of its inputs."""
         acc, scale = _matmul(self.qkv, x)
-        qkv = torch.cat([_requantize(quant, a, s, in_scale)
-                         for quant, a, s in zip((self.quant_q, self.quant_k, self.quant_v), acc.chunk(3, dim=-1),
-                                                scale.chunk(3))], dim=-1)
+        if self.binary:
+            qkv = normalize_integer(self.quant_qkv, acc)
+        else:
+            qkv = torch.cat([_requantize(quant, a, s, in_scale)
+                             for quant, a, s in zip((self.quant_q, self.quant_k, self.quant_v), acc.chunk(3, dim=-1),
+                                                    scale.chunk(3))], dim=-1)
         n, t, _ = qkv.shape
         mean = torch.from_numpy(self.op("attn").reference(qkv.reshape(n, t, 1, -1).numpy())).reshape(n, t, -1)
         acc, scale = _matmul(self.o, mean)
@@ -206,31 +262,43 @@ class IntegerAttention(nn.Module):
 
 class IntegerBlock(nn.Module):
     """Pre-norm block on the integer residual stream: ``r + R(Attn(N(r)))``, then
-    ``r + R(fc2(act(fc1(N(r)))))``, R being the residual stream's quantizer."""
+    ``r + R(fc2(act(fc1(N(r)))))``, R being the residual stream's quantizer. With ``binary01``
+    weights every projection's sums are normalized per token before the quantizer after it."""
 
     def __init__(self, dim, heads, mlp_dim, weight_format, act, p=None,
                  min_compress_size=DEFAULT_MIN_COMPRESS_SIZE):
         super().__init__()
         k = activation_format(act).bits
+        self.binary = weight_format == "binary01"
         self.norm1 = NormQuant(dim, f"s{k}")
         self.attn = IntegerAttention(dim, heads, weight_format, f"s{k}", p, min_compress_size)
         self.norm2 = NormQuant(dim, f"s{k}")
-        self.fc1 = Projection(dim, mlp_dim, weight_format, p, min_compress_size)
+        self.fc1 = _projection(dim, mlp_dim, weight_format, p, min_compress_size)
         self.act = QuantAct(act)
-        self.fc2 = Projection(mlp_dim, dim, weight_format, p, min_compress_size)
+        self.fc2 = _projection(mlp_dim, dim, weight_format, p, min_compress_size)
+
+    def _quantize(self, quant, z):
+        return quant(normalized(z)) if self.binary else quant(z)
+
+    def _project(self, projection, x, step):
+        return projection(x / step) if self.binary else projection(x)
 
     def forward(self, r, residual):
-        r = r + residual(self.attn(self.norm1(r)))
-        return r + residual(self.fc2(self.act(self.fc1(self.norm2(r)))))
+        r = r + self._quantize(residual, self.attn(self.norm1(r), self.norm1.quant.scale()))
+        h = self._quantize(self.act, self._project(self.fc1, self.norm2(r), self.norm2.quant.scale()))
+        return r + self._quantize(residual, self._project(self.fc2, h, self.act.scale()))
+
+    def _integer(self, quant, acc, scale, in_scale):
+        return normalize_integer(quant, acc) if self.binary else _requantize(quant, acc, scale, in_scale)
 
     @torch.no_grad()
     def integer(self, r, residual):
         n = self.norm1.integer(r)
-        r = r + _requantize(residual, *self.attn.integer(n, self.norm1.quant.scale()))
+        r = r + self._integer(residual, *self.attn.integer(n, self.norm1.quant.scale()))
         acc, scale = _matmul(self.fc1, self.norm2.integer(r))
-        h = _requantize(self.act, acc, scale, self.norm2.quant.scale())
+        h = self._integer(self.act, acc, scale, self.norm2.quant.scale())
         acc, scale = _matmul(self.fc2, h)
-        return r + _requantize(residual, acc, scale, self.act.scale())
+        return r + self._integer(residual, acc, scale, self.act.scale())
 
 
 def _check_integer(a):
@@ -242,9 +310,9 @@ def _check_integer(a):
     if fmt is None or fmt.kind != "uint" or fmt.bits < 2:
         raise LowbitError(f"the integer ViT needs k-bit hidden activations, not {act!r}",
                           "use --act-bits 2..8")
-    if a["weight_format"] in ("fp32", "binary01"):
-        raise LowbitError(f"the integer ViT takes level-set weights, not {a['weight_format']!r} yet",
-                          "use bipolar, ternary, levelsK, pow2 or tiled weights")
+    if a["weight_format"] == "fp32":
+        raise LowbitError("the integer ViT takes low-bit weights, not 'fp32'",
+                          "use bipolar, ternary, levelsK, pow2, binary01 or tiled weights")
     return fmt.bits
 
 
@@ -260,7 +328,7 @@ class IntegerViT(PatchNetwork):
     ------
     LowbitError
         As :class:`~lowbit.model.transformer.TinyViT`, and for activations that are not ``uK``
-        (K >= 2) or weights in fp32 or binary01.
+        (K >= 2) or weights in fp32.
     """
 
     def __init__(self, arch):
@@ -272,13 +340,14 @@ class IntegerViT(PatchNetwork):
         inp = activation_format(a.get("input", "bipolar"))
         # Integer pixels enter unscaled; this constant keeps the embedding's outputs near 1.
         self.input_gain = 1.0 / max(inp.levels) if inp.kind == "uint" else 1.0
-        self.embed = Projection(a["in_shape"][0] * self.patch ** 2, dim, fmt, p, mcs)
+        self.binary = fmt == "binary01"
+        self.embed = _projection(a["in_shape"][0] * self.patch ** 2, dim, fmt, p, mcs)
         self.residual = QuantAct(f"s{min(k + 2, 8)}")
         self.position = nn.Parameter(torch.randn(self.tokens, dim) * 0.5)
         self.blocks = nn.ModuleList(
             IntegerBlock(dim, a["heads"], a["mlp_dim"], fmt, a["act"], p, mcs) for _ in range(a["depth"]))
         self.norm = NormQuant(dim, f"s{k}")
-        self.head = Projection(dim, a["classes"], fmt, p, mcs)
+        self.head = _projection(dim, a["classes"], fmt, p, mcs)
         self.head_norm = nn.BatchNorm1d(a["classes"])
 
     def position_levels(self):
@@ -296,10 +365,14 @@ class IntegerViT(PatchNetwork):
         q = self.residual
         s = q.scale()
         pos = s * torch.clamp(_round_ste(self.position / s), q.qmin, q.qmax)
-        r = q(self.embed(self.patches(x) * self.input_gain)) + pos
+        if self.binary:  # on the pixels' levels, normalized per token
+            r = q(normalized(self.embed(self.patches(x)))) + pos
+        else:
+            r = q(self.embed(self.patches(x) * self.input_gain)) + pos
         for block in self.blocks:
             r = block(r, q)
-        return self.head_norm(self.head(self.norm(r).sum(1)))
+        tokens = self.norm(r).sum(1)
+        return self.head_norm(self.head(tokens / self.norm.quant.scale() if self.binary else tokens))
 
     @torch.no_grad()
     def integer_tokens(self, x):
@@ -310,7 +383,10 @@ class IntegerViT(PatchNetwork):
             raise LowbitError("the integer ViT's inputs must hold integer levels",
                               "encode the images with the checkpoint's input encoding")
         acc, scale = _matmul(self.embed, self.patches(xi.to(torch.int64)))
-        r = _requantize(self.residual, acc, scale, self.input_gain) + self.position_levels()
+        if self.binary:
+            r = normalize_integer(self.residual, acc) + self.position_levels()
+        else:
+            r = _requantize(self.residual, acc, scale, self.input_gain) + self.position_levels()
         outs = [r]
         for block in self.blocks:
             r = block.integer(r, self.residual)
@@ -319,19 +395,25 @@ class IntegerViT(PatchNetwork):
 
     def head_affine(self):
         """float64 ``(scale, shift)`` per class: the logits are ``acc * scale + shift``, ``acc`` the
-        head's dot products with the sum of the normalized tokens' levels (BatchNorm folded in)."""
+        head's dot products with the sum of the normalized tokens' levels, BatchNorm and a binary01
+        head's bias levels folded in."""
         iw = self.head.layer.integer_weights()
-        gain = row_scales(iw, iw.levels.shape[0]) * self.head.gain * float(self.norm.quant.scale().detach())
+        gain = row_scales(iw, iw.levels.shape[0]) * self.head.gain
+        if not self.binary:  # a binary01 head takes the levels themselves
+            gain = gain * float(self.norm.quant.scale().detach())
         bn = self.head_norm
         a = bn.weight.detach().double().numpy() / np.sqrt(bn.running_var.double().numpy() + bn.eps)
-        return gain * a, bn.bias.detach().double().numpy() - bn.running_mean.double().numpy() * a
+        shift = bn.bias.detach().double().numpy() - bn.running_mean.double().numpy() * a
+        if iw.bias_levels is not None:  # (acc + b) * gain * a: the bias's share goes to the shift
+            shift = shift + iw.bias_levels.double().numpy() * gain * a
+        return gain * a, shift
 
     @torch.no_grad()
     def trace(self, x):
         """The integer residual stream after the embedding and after every block, as int64
         (N, dim, H/patch, W/patch) maps, then the float64 logits."""
         tokens = self.integer_tokens(x)
-        acc, _ = _matmul(self.head, self.norm.integer(tokens[-1]).sum(1))
+        acc, _ = _matmul(self.head, self.norm.integer(tokens[-1]).sum(1), bias=False)
         scale, shift = self.head_affine()
         n, c, h, w = x.shape
         side = (h // self.patch, w // self.patch)

@@ -9,6 +9,10 @@ Every integer operator of the model becomes the IR op whose reference it already
 - head: ``NormalizeLevels Flatten MatMul HostAffine ArgMax``, the MatMul's weights the head's
   repeated once per token, which sums the tokens as the model does.
 
+With binary01 weights each ``MatMul MultiThreshold`` is ``MatMul PositionAdd NormalizeLevels``
+instead: the {0,1} weights' sums, the {0,1} bias added to every token, then the per-token
+normalization and the next quantizer (a binary01 head's bias goes to the host's shift).
+
 The thresholds are read off the model's own float64 requantization by
 :func:`~lowbit.model.thresholds.step_thresholds`, as for the other networks, so the IR agrees with the
 model on every integer by construction; float ties are counted and reported.
@@ -22,7 +26,7 @@ from lowbit.compiler.ir import (BIPOLAR, ArgMax, Flatten, Graph, HostAffine, Mat
 from lowbit.core.bounds import row_bounds
 
 from .arch import input_format
-from .integer_vit import ATTN_FRAC_BITS
+from .integer_vit import ATTN_FRAC_BITS, normalize_op
 from .quant import row_scales
 from .thresholds import step_thresholds
 
@@ -49,6 +53,14 @@ def _requantize(name, projection, levels, in_type, in_scale, quantizers):
     return [mm, MultiThreshold(f"{name}_act", thresholds, mm.out_type, parts[0][2])], sum(p[3] for p in parts)
 
 
+def _normalized(name, projection, levels, in_type, quantizer, tokens):
+    """``[MatMul, PositionAdd, NormalizeLevels]`` of a binary01 projection (module docstring)."""
+    mm = MatMul(name, levels, "binary01", in_type)
+    bias = projection.layer.integer_weights().bias_levels.numpy().astype(np.int64)
+    add = PositionAdd(f"{name}_bias", np.tile(bias, (tokens, 1)), mm.out_type)
+    return [mm, add, normalize_op(f"{name}_norm", quantizer, len(bias), add.out_type)]
+
+
 def _levels(projection):
     return projection.layer.integer_weights().levels.numpy().astype(np.int64)
 
@@ -72,7 +84,12 @@ def export_integer_vit(model, meta=None):
     # Patch embedding: the model's patches are (c, dy, dx), the window's vectors (dy, dx, c).
     window = SlidingWindow("embed_window", c, s, s, 0, None, in_type)
     levels = _levels(model.embed).reshape(dim, c, s, s).transpose(0, 2, 3, 1).reshape(dim, -1)
-    ops, n = _requantize("embed", model.embed, levels, in_type, model.input_gain, [(residual, dim)])
+    tokens = (h // s) * (w // s)
+    binary = model.binary
+    if binary:
+        ops, n = _normalized("embed", model.embed, levels, in_type, residual, tokens), 0
+    else:
+        ops, n = _requantize("embed", model.embed, levels, in_type, model.input_gain, [(residual, dim)])
     ties += n
     position = PositionAdd("position", model.position_levels().numpy(), ops[-1].out_type)
     nodes = [window, *ops, position]
@@ -81,18 +98,29 @@ def export_integer_vit(model, meta=None):
     for i, block in enumerate(model.blocks):
         attn, k = block.attn, block.norm1.quant
         norm = block.norm1.op(f"block{i}_norm1", stream)
-        qkv, n1 = _requantize(f"block{i}_qkv", attn.qkv, _levels(attn.qkv), norm.out_type, k.scale(),
-                              [(attn.quant_q, dim), (attn.quant_k, dim), (attn.quant_v, dim)])
         scores = attn.op(f"block{i}_attn")
-        o, n2 = _requantize(f"block{i}_o", attn.o, _levels(attn.o), scores.out_type,
-                            attn.quant_v.scale() / 2 ** ATTN_FRAC_BITS, [(residual, dim)])
+        if binary:
+            qkv, n1 = _normalized(f"block{i}_qkv", attn.qkv, _levels(attn.qkv), norm.out_type, attn.quant_qkv,
+                                  tokens), 0
+            o, n2 = _normalized(f"block{i}_o", attn.o, _levels(attn.o), scores.out_type, residual, tokens), 0
+        else:
+            qkv, n1 = _requantize(f"block{i}_qkv", attn.qkv, _levels(attn.qkv), norm.out_type, k.scale(),
+                                  [(attn.quant_q, dim), (attn.quant_k, dim), (attn.quant_v, dim)])
+            o, n2 = _requantize(f"block{i}_o", attn.o, _levels(attn.o), scores.out_type,
+                                attn.quant_v.scale() / 2 ** ATTN_FRAC_BITS, [(residual, dim)])
         first_res = Residual(f"block{i}_attn_res", (norm, *qkv, scores, *o), stream)
         stream = first_res.out_type
         norm = block.norm2.op(f"block{i}_norm2", stream)
-        fc1, n3 = _requantize(f"block{i}_fc1", block.fc1, _levels(block.fc1), norm.out_type,
-                              block.norm2.quant.scale(), [(block.act, a["mlp_dim"])])
-        fc2, n4 = _requantize(f"block{i}_fc2", block.fc2, _levels(block.fc2), fc1[-1].out_type,
-                              block.act.scale(), [(residual, dim)])
+        if binary:
+            fc1, n3 = _normalized(f"block{i}_fc1", block.fc1, _levels(block.fc1), norm.out_type, block.act,
+                                  tokens), 0
+            fc2, n4 = _normalized(f"block{i}_fc2", block.fc2, _levels(block.fc2), fc1[-1].out_type, residual,
+                                  tokens), 0
+        else:
+            fc1, n3 = _requantize(f"block{i}_fc1", block.fc1, _levels(block.fc1), norm.out_type,
+                                  block.norm2.quant.scale(), [(block.act, a["mlp_dim"])])
+            fc2, n4 = _requantize(f"block{i}_fc2", block.fc2, _levels(block.fc2), fc1[-1].out_type,
+                                  block.act.scale(), [(residual, dim)])
         second_res = Residual(f"block{i}_mlp_res", (norm, *fc1, *fc2), stream)
         stream = second_res.out_type
         nodes += [first_res, second_res]

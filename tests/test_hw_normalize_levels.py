@@ -1,4 +1,4 @@
-"""The normalization engine of the integer ViT: signed levels of ``(x - mean) / std``, in both
+"""The normalization engine of the integer ViT: signed or unsigned levels of ``(x - mean) / std``, in both
 simulators, against the IR reference, with its cycles as stated."""
 
 import numpy as np
@@ -20,14 +20,16 @@ def _op(channels, in_type, fmt, clip, pe):
     with torch.no_grad():
         quant.clip.fill_(clip)
     t, a = norm_levels(quant)
-    return NormalizeLevels("norm", channels, in_type, a.numpy(), (t > 0).numpy(), ValueType("int", quant.format.bits),
-                           16, pe)
+    return NormalizeLevels("norm", channels, in_type, a.numpy(), (t > 0).numpy(),
+                           ValueType(quant.format.kind, quant.format.bits), 16, pe)
 
 
 @pytest.mark.parametrize("channels, in_type, fmt, clip, pe", [
     (12, ValueType("int", 7), "s3", 2.1, 1),
     (12, ValueType("int", 7), "s4", 1.3, 4),
     (8, ValueType("uint", 5), "s2", 0.9, 8),
+    # unsigned levels (a binary01 ViT's hidden activations): only positive thresholds, from 0
+    (12, ValueType("int", 7), "u3", 1.7, 2),
 ])
 def test_both_simulators_match_the_reference_with_stalls(channels, in_type, fmt, clip, pe):
     rng = np.random.default_rng(pe)
@@ -40,7 +42,8 @@ def test_both_simulators_match_the_reference_with_stalls(channels, in_type, fmt,
     in_fmt = VectorFormat(in_type.kind, in_type.bits, channels)
     unit = op.engine(None, in_fmt, None)
     ref = op.reference(x)
-    assert ref.min() < 0 < ref.max()
+    assert ref.min() < 0 < ref.max() if fmt.startswith("s") else ref.min() == 0 < ref.max()
+    assert unit.out_format.kind == op.out_type.kind
     expected = unit.out_format.pack(ref)
     r = run_both(unit, in_fmt.pack(x), expected, stall=0.4, seed=pe, name="normalize_levels")
     assert r.mismatches(expected) == 0
@@ -60,3 +63,5 @@ def test_bad_parameters():
                    lambda: NormalizeLevelsUnit(fmt, [1, 2, 3], [True] * 3, -1))
     raises_exactly(ValueError, "PE must divide the 4 channels, not 3",
                    lambda: NormalizeLevelsUnit(fmt, [1, 2, 3], [True] * 3, 16, pe=3))
+    raises_exactly(ValueError, "Out kind must be 'int' or 'uint', not 'bipolar'",
+                   lambda: NormalizeLevelsUnit(fmt, [1, 2, 3], [True] * 3, 16, out_kind="bipolar"))

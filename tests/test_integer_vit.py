@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from lowbit.compiler.ir import Attention, MultiThreshold, NormalizeLevels, PositionAdd, ValueType
+from lowbit.compiler.ir import BIPOLAR, Attention, MultiThreshold, NormalizeLevels, PositionAdd, ValueType
 from lowbit.core.errors import LowbitError
 from lowbit.model.arch import build_model
 from lowbit.model.checkpoint import load_checkpoint
@@ -120,8 +120,7 @@ def test_the_position_embedding_is_an_integer_table_of_residual_steps():
     ({"act": "float"}, "needs k-bit hidden activations, not 'float'"),
     ({"act": "bipolar"}, "needs k-bit hidden activations, not 'bipolar'"),
     ({"act": "u1"}, "needs k-bit hidden activations, not 'u1'"),
-    ({"weight_format": "binary01"}, "takes level-set weights, not 'binary01' yet"),
-    ({"weight_format": "fp32"}, "takes level-set weights, not 'fp32' yet"),
+    ({"weight_format": "fp32"}, "takes low-bit weights, not 'fp32'"),
     ({"input": "s4"}, "'input' must be 'bipolar' or 'u1'..'u8', not 's4'"),
     ({"heads": 3}, r"attention heads \(3\) must divide the token width \(16\)"),
 ])
@@ -136,14 +135,15 @@ def test_the_integer_option_of_the_vit_spec():
         parse_arch("vit+int")
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """An integer ViT trained on digits through the CLI: ``(checkpoint path, exit code, stderr)``."""
+@pytest.fixture(scope="module", params=["ternary", "binary01"])
+def trained(tmp_path_factory, request):
+    """An integer ViT trained on digits through the CLI: ``(checkpoint path, exit code)``; ternary
+    weights, or binary01 (binary normalized: every projection's sums normalized per token)."""
     from lowbit.cli import main
 
     out = tmp_path_factory.mktemp("vit") / "vit.pt"
     code = main(["train", "--dataset", "digits", "--arch", "vit:dim=32,depth=2,heads=2,mlp_dim=64,patch=2+integer",
-                 "--format", "ternary", "--act-bits", "3", "--input-encoding", "pixels", "--epochs", "20",
+                 "--format", request.param, "--act-bits", "3", "--input-encoding", "pixels", "--epochs", "20",
                  "--lr", "0.01", "-o", str(out)])
     return out, code
 
@@ -155,6 +155,9 @@ def test_train_cli_trains_an_integer_vit_whose_checkpoint_evaluates_in_integers(
     assert isinstance(model, IntegerViT) and meta["arch"]["integer"] is True
     acc = meta["metrics"]["test_accuracy"]
     assert acc > 0.85, acc
+    # every projection's weights counted: a {0,1} weight (and bias) is one bit, a ternary one log2(3)
+    bits = {"binary01": 1.0, "ternary": math.log2(3)}[meta["arch"]["weight_format"]]
+    assert meta["metrics"]["bits_per_weight"] == pytest.approx(bits)
     # The recorded accuracy is the integer arithmetic's, reproduced from the file.
     from lowbit.model.data import load_dataset
     from lowbit.training import encode_inputs
@@ -216,7 +219,7 @@ def _trained_stats_model(seed=0, **change):
     return model.eval(), x
 
 
-@pytest.mark.parametrize("fmt", ["ternary", "levels5", "bipolar"])
+@pytest.mark.parametrize("fmt", ["ternary", "levels5", "bipolar", "binary01"])
 def test_the_ir_reproduces_every_stage_and_logit_and_survives_a_save(tmp_path, fmt):
     from lowbit.compiler.serialize import load_graph, save_graph
     from lowbit.model.check import compare_with_torch
@@ -225,10 +228,13 @@ def test_the_ir_reproduces_every_stage_and_logit_and_survives_a_save(tmp_path, f
     model, x = _trained_stats_model(weight_format=fmt)
     graph = export_model(model, {"input": {"encoding": "pixels"}})
     kinds = [type(n).__name__ for n in graph.nodes]
-    assert kinds == ["SlidingWindow", "MatMul", "MultiThreshold", "PositionAdd", *["Residual"] * 4,
+    # binary01: each projection's {0,1} sums, its {0,1} bias, then the per-token normalization
+    # and the next quantizer, in place of a requantization
+    quantize = ["PositionAdd", "NormalizeLevels"] if fmt == "binary01" else ["MultiThreshold"]
+    assert kinds == ["SlidingWindow", "MatMul", *quantize, "PositionAdd", *["Residual"] * 4,
                      "NormalizeLevels", "Flatten", "MatMul", "HostAffine", "ArgMax"]
-    body = [type(n).__name__ for n in graph.nodes[4].body]
-    assert body == ["NormalizeLevels", "MatMul", "MultiThreshold", "Attention", "MatMul", "MultiThreshold"]
+    body = [type(n).__name__ for n in graph.nodes[kinds.index("Residual")].body]
+    assert body == ["NormalizeLevels", "MatMul", *quantize, "Attention", "MatMul", *quantize]
     images = np.random.default_rng(0).integers(0, 16, (200, 8, 8, 1))
     labels = np.zeros(200, dtype=np.int64)
     check = compare_with_torch(model, graph, images, labels)
@@ -272,6 +278,10 @@ def test_signed_step_thresholds_match_the_quantizer_on_every_integer():
      None),
     (lambda: NormalizeLevels("n", 4, ValueType("int", 8), np.ones(2), np.ones(3, bool), ValueType("int", 2), 16),
      "needs 3 squares and 3 signs"),
+    (lambda: NormalizeLevels("n", 4, ValueType("int", 8), np.ones(3), np.ones(3, bool), ValueType("uint", 2), 16),
+     None),
+    (lambda: NormalizeLevels("n", 4, ValueType("int", 8), np.ones(1), np.ones(1, bool), BIPOLAR, 16),
+     "outputs signed or unsigned levels of at least 2 bits, not"),
     (lambda: NormalizeLevels("n", 4096, ValueType("int", 30), np.ones(3), np.ones(3, bool), ValueType("int", 2), 16),
      "overflow the int64 comparisons"),
     (lambda: PositionAdd("p", np.zeros((16, 4)), ValueType("int", 4)).out_shape((4, 4, 5)),

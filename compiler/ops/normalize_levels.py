@@ -1,5 +1,5 @@
-"""NormalizeLevels: a per-example normalization without parameters, then a signed quantizer,
-exact in integers.
+"""NormalizeLevels: a per-example normalization without parameters, then a signed (or unsigned)
+quantizer, exact in integers.
 
 The normalization of n channels is ``y_i = (x_i - mean) / std``. With ``u_i = n*x_i - sum_j x_j``
 (n times the distance to the mean) and ``V = sum_j u_j**2``, ``y_i = u_i / sqrt(V/n)``, and a
@@ -39,7 +39,7 @@ _INT64_MAX = np.iinfo(np.int64).max
 @dataclass(frozen=True, eq=False)
 class NormalizeLevels(Op):
     """``y_i = qmin + #{l : (x_i - mean) / std >= t_l}`` over the last axis, in integers (module
-    docstring); ``qmin = -2**(k-1)`` of the signed output type.
+    docstring); ``qmin`` the output type's least level: ``-2**(k-1)`` signed, 0 unsigned.
 
     Parameters
     ----------
@@ -53,7 +53,7 @@ class NormalizeLevels(Op):
     positive : array of bool (L,)
         Which thresholds are positive.
     out_type : ValueType
-        ``int k`` (k >= 2).
+        ``int k`` or ``uint k`` (k >= 2).
     frac_bits : int
         F.
     pe : int
@@ -79,8 +79,10 @@ class NormalizeLevels(Op):
             raise LowbitError(f"{self.name}: channels must be a positive integer, not {self.channels!r}")
         if not isinstance(self.in_type, ValueType) or self.in_type.kind == "bipolar":
             raise LowbitError(f"{self.name}: normalizes uint or int values, not {self.in_type!r}")
-        if not isinstance(self.out_type, ValueType) or self.out_type.kind != "int" or self.out_type.bits < 2:
-            raise LowbitError(f"{self.name}: outputs signed levels of at least 2 bits, not {self.out_type!r}")
+        if (not isinstance(self.out_type, ValueType) or self.out_type.kind not in ("int", "uint")
+                or self.out_type.bits < 2):
+            raise LowbitError(f"{self.name}: outputs signed or unsigned levels of at least 2 bits, "
+                              f"not {self.out_type!r}")
         if not isinstance(self.pe, int) or isinstance(self.pe, bool) or self.pe < 1 or self.channels % self.pe:
             raise LowbitError(f"{self.name}: PE must be a positive divisor of the {self.channels} channels, "
                               f"not {self.pe!r}")
@@ -137,15 +139,17 @@ class NormalizeLevels(Op):
         """The fewest channels per cycle that meet the target, else all of them."""
         fmt = VectorFormat(self.in_type.kind, self.in_type.bits, self.channels)
         for pe in divisors(self.channels):
-            unit = unelaborated(NormalizeLevelsUnit(fmt, self.squares.tolist(), self.positive.tolist(),
-                                                    self.frac_bits, pe=pe))
+            unit = unelaborated(self._unit(fmt, pe))
             if unit.cycles_per_item * vectors <= target_cycles:
                 break
         return replace(self, pe=pe)
 
-    def engine(self, layer, in_format, lowering):
+    def _unit(self, in_format, pe):
         return NormalizeLevelsUnit(in_format, self.squares.tolist(), self.positive.tolist(), self.frac_bits,
-                                   pe=self.pe)
+                                   pe=pe, out_kind=self.out_type.kind)
+
+    def engine(self, layer, in_format, lowering):
+        return self._unit(in_format, self.pe)
 
     def engine_cycles(self, layer, engine):
         return engine.cycles_per_item * layer.vectors

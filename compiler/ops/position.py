@@ -69,7 +69,9 @@ class PositionAdd(Op):
 
     # -- hardware -------------------------------------------------------------------------------
     def engine(self, layer, in_format, lowering):
-        out = self.out_type
+        # The sums' type for the elements the engine is given, which may be wider than in_type (a
+        # matrix engine emits its dot products signed even where none is negative).
+        out = int_type_for(in_format.element.min + int(self.table.min()), in_format.element.max + int(self.table.max()))
         return PositionAddUnit(self.table, in_format, VectorFormat(out.kind, out.bits, self.table.shape[1]))
 
     def entry(self, layer, engine):
