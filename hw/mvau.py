@@ -430,6 +430,7 @@ class MatrixVectorUnit(wiring.Component):
         in_valid, in_ready, in_payload = self.i.valid, self.i.ready, self.i.payload
         if piped:
             in_valid, in_ready, in_payload = Signal(), Signal(), Signal(self.in_format.width)
+        load_vector = in_valid & in_ready  # the vector register's load (a register of its own below)
         # Pipelined, the step's control follows its data: the accumulator sees it when it leaves
         # the ROM's output registers and the tree (stage S), the compare one cycle later, and
         # the output the compare's registered result (stage D = S + 2).
@@ -482,6 +483,13 @@ class MatrixVectorUnit(wiring.Component):
             free = Signal(init=1)
             active_next = Mux(in_valid & in_ready, 1, Mux(issue_last, 0, active))
             m.d.sync += free.eq(~active_next | last_next)
+            if self.input_slice:
+                # The wide vector register's load enable, known a cycle ahead and kept in a
+                # register of its own: its fanout (every bit of the vector) then pulls no gate of
+                # the issue logic away from the issue logic's registers.
+                load_vector = Signal(name="load_vector")
+                held_next = Mux(take, 1, Mux(held & free, 0, held))
+                m.d.sync += load_vector.eq(held_next & (~active_next | last_next))
             m.d.comb += [
                 in_ready.eq((room | self.input_slice) & free),
                 self.o.valid.eq(queue.r_rdy),
@@ -592,8 +600,10 @@ class MatrixVectorUnit(wiring.Component):
                     m.d.sync += sf.eq(sf + 1)
                     if piped:
                         m.d.sync += sf_end.eq(sf == sf_max - 1)
+            with m.If(load_vector):
+                m.d.sync += x_cur.eq(in_payload)
             with m.If(in_valid & in_ready):
-                m.d.sync += [x_cur.eq(in_payload), active.eq(1)]
+                m.d.sync += active.eq(1)
             with m.Elif(issue_last):
                 m.d.sync += active.eq(0)
 

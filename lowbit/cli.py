@@ -10,7 +10,7 @@ import sys
 import threading
 from pathlib import Path
 
-from lowbit.boards.build import build_for_board, does_not_fit_message
+from lowbit.boards.build import MAX_SEEDS, build_for_board, does_not_fit_message
 from lowbit.boards.estimate import estimate_manifest
 from lowbit.compiler.build import load_build
 from lowbit.compiler.codegen import PORT_STYLES, describe, foldings
@@ -368,7 +368,7 @@ def cmd_build(args):
     with _parts_bar(args, "synthesis per engine") as progress:
         report = build_for_board(args.build, args.board, args.output, force=args.force, flat=args.flat,
                                  executor=_executor(args), progress=progress, clock_mhz=args.clock,
-                                 allow_slower=args.allow_slower)
+                                 allow_slower=args.allow_slower, seeds=args.seeds)
     for warning in report["warnings"]:
         print(f"lowbit build: warning: {warning}", file=sys.stderr)
     if "placed" in report:
@@ -378,6 +378,9 @@ def cmd_build(args):
         where = "the board clock" if ck["pll"] is None else "the PLL clock"
         pll = "" if ck["pll"] is None else (f"; network clock {ck['network_mhz']:g} MHz from the PLL "
                                             f"(asked {ck['requested_mhz']:g}, oscillator {ck['oscillator_mhz']:g})")
+        if len(pl["fmax_by_seed"]) > 1:
+            tried = ", ".join(f"seed {k}: {v:.1f}" for k, v in pl["fmax_by_seed"].items())
+            print(f"{report['board']}: placed with seed {pl['seed']} (fmax MHz by seed: {tried})")
         print(f"{report['board']}: {used}; fmax {ck['network_fmax_mhz']:.1f} MHz{pll} "
               f"({pl['inferences_per_second_at_fmax']:,.0f} inferences/s at fmax, "
               f"{pl['inferences_per_second_at_clock']:,.0f} at {where}); wrote {args.output}/")
@@ -685,6 +688,9 @@ def build_parser():
                         "the oscillator (default: everything on the oscillator)")
     s.add_argument("--allow-slower", action="store_true",
                    help="build even if the network's placed fmax is below --clock (a warning, not an error)")
+    s.add_argument("--seeds", type=_integer(1, MAX_SEEDS, "a number of placement seeds"), default=1, metavar="N",
+                   help="place with nextpnr seeds 1..N until one reaches --clock (without --clock: all N) and "
+                        "keep the fastest; one design's fmax moves by about 10 %% from seed to seed (default 1)")
     _add_synthesis_options(s)
     s.set_defaults(func=cmd_build)
 

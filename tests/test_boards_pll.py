@@ -2,6 +2,7 @@
 clock while the UART stays on the oscillator (``lowbit build --clock``)."""
 
 import json
+import math
 import re
 import time
 from fractions import Fraction
@@ -196,6 +197,35 @@ def test_a_clock_beyond_the_placed_fmax_is_refused_unless_allowed(mlp_build, tmp
                                   f"its critical path runs from {path['start']} to {path['end']} "
                                   f"({path['delay_ns']:.2f} ns) (built anyway: --allow-slower)"]
     assert (out / "icebreaker.bin").stat().st_size > 100_000
+
+
+def test_placement_seeds_are_tried_until_one_reaches_the_clock_and_the_fastest_is_kept(mlp_build, tmp_path, capsys):
+    # 120 MHz is beyond every placement of this network: each of the 3 seeds is tried.
+    out = tmp_path / "out"
+    assert main(["build", str(mlp_build), "--board", "icebreaker", "--clock", "120", "--allow-slower",
+                 "--seeds", "3", "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    placed = json.loads((out / "board_report.json").read_text())["placed"]
+    tried = {int(k): v for k, v in placed["fmax_by_seed"].items()}
+    assert list(tried) == [1, 2, 3] and len(set(tried.values())) > 1  # the seeds place it differently
+    assert tried[placed["seed"]] == max(tried.values())
+    ck = json.loads((out / "board_report.json").read_text())["clock"]
+    assert round(ck["network_fmax_mhz"], 2) == max(tried.values())  # the report is the kept placement's
+    assert f"placed with seed {placed['seed']} (fmax MHz by seed: seed 1: {tried[1]:.1f}" in printed
+    # A clock the first seed reaches: no other seed is tried.
+    reached = math.floor(tried[1])
+    assert main(["build", str(mlp_build), "--board", "icebreaker", "--clock", str(reached), "--seeds", "3",
+                 "-o", str(tmp_path / "first")]) == 0
+    first = json.loads((tmp_path / "first" / "board_report.json").read_text())["placed"]
+    assert first["seed"] == 1 and list(first["fmax_by_seed"]) == ["1"]
+    for bad in ("0", "21", "two"):
+        with pytest.raises(SystemExit) as e:
+            main(["build", str(mlp_build), "--board", "icebreaker", "--seeds", bad, "-o", str(tmp_path / "o")])
+        assert e.value.code == 2
+    assert "--seeds: must be a number of placement seeds in [1, 20], not 'two'" in capsys.readouterr().err
+    with pytest.raises(LowbitError, match="the placement seeds must be a whole number from 1 to 20, not 0"):
+        build_for_board(mlp_build, "icebreaker", tmp_path / "o", seeds=0)
+    assert not (tmp_path / "o").exists()
 
 
 def test_a_clock_the_pll_cannot_make_is_refused_before_any_tool(mlp_build, tmp_path, capsys):
