@@ -519,6 +519,11 @@ def _numbers():
             [("--clock", ("nan", "0", "-100", "inf"), "a finite rate above 0")],
         ),
         (
+            "build",
+            "lowbit build <build> --board icebreaker -o <out>/board {opt} {v}",
+            [("--seeds", ("0", "21", "two"), "a number of placement seeds in [1, 20]")],
+        ),
+        (
             "sim",
             "lowbit sim <build> {opt} {v}",
             [("--limit", ("-1", "nan"), "an integer >= 1"), ("--seed", ("-1",), "a seed in [0, 4294967295]")],
@@ -742,6 +747,25 @@ def _names():
             "unknown board to build for",
             "lowbit build <build> --board nosuch -o <out>/board",
             "unknown board 'nosuch'; known boards: icebreaker, ulx3s, arty-a7-35, arty-z7-20",
+            "",
+        ),
+        (
+            "a weight memory for a layer the model does not have",
+            "lowbit compile <ckpt> -o <out>/b --weight-memory fc9=block",
+            "no matrix layer named 'fc9' takes a weight memory",
+            "",
+        ),
+        (
+            "an unknown weight memory for a layer",
+            "lowbit compile <ckpt> -o <out>/b --weight-memory fc0=blok",
+            "fc0: weight memory must be one of auto, block, lut, const, not 'blok'",
+            "",
+        ),
+        (
+            "a layer's weight memory given twice",
+            "lowbit compile <ckpt> -o <out>/b --weight-memory fc0=lut,fc0=block",
+            "argument --weight-memory: expected LAYER=MEMORY,... with each layer once (e.g. fc0=block,fc1=lut), "
+            "not 'fc0=lut,fc0=block'",
             "",
         ),
         (
