@@ -85,11 +85,14 @@ def export_integer_vit(model, meta=None):
     window = SlidingWindow("embed_window", c, s, s, 0, None, in_type)
     levels = _levels(model.embed).reshape(dim, c, s, s).transpose(0, 2, 3, 1).reshape(dim, -1)
     tokens = (h // s) * (w // s)
-    binary = model.binary
-    if binary:
-        ops, n = _normalized("embed", model.embed, levels, in_type, residual, tokens), 0
-    else:
-        ops, n = _requantize("embed", model.embed, levels, in_type, model.input_gain, [(residual, dim)])
+
+    def project(name, projection, levels, in_type, in_scale, quantizers):
+        """A projection's ops and float ties: requantized, or binary01's normalized (its one quantizer)."""
+        if model.binary:
+            return _normalized(name, projection, levels, in_type, quantizers[0][0], tokens), 0
+        return _requantize(name, projection, levels, in_type, in_scale, quantizers)
+
+    ops, n = project("embed", model.embed, levels, in_type, model.input_gain, [(residual, dim)])
     ties += n
     position = PositionAdd("position", model.position_levels().numpy(), ops[-1].out_type)
     nodes = [window, *ops, position]
@@ -99,28 +102,18 @@ def export_integer_vit(model, meta=None):
         attn, k = block.attn, block.norm1.quant
         norm = block.norm1.op(f"block{i}_norm1", stream)
         scores = attn.op(f"block{i}_attn")
-        if binary:
-            qkv, n1 = _normalized(f"block{i}_qkv", attn.qkv, _levels(attn.qkv), norm.out_type, attn.quant_qkv,
-                                  tokens), 0
-            o, n2 = _normalized(f"block{i}_o", attn.o, _levels(attn.o), scores.out_type, residual, tokens), 0
-        else:
-            qkv, n1 = _requantize(f"block{i}_qkv", attn.qkv, _levels(attn.qkv), norm.out_type, k.scale(),
-                                  [(attn.quant_q, dim), (attn.quant_k, dim), (attn.quant_v, dim)])
-            o, n2 = _requantize(f"block{i}_o", attn.o, _levels(attn.o), scores.out_type,
-                                attn.quant_v.scale() / 2 ** ATTN_FRAC_BITS, [(residual, dim)])
+        # binary01: Q, K and V share one quantizer, so the first is all of them
+        qkv, n1 = project(f"block{i}_qkv", attn.qkv, _levels(attn.qkv), norm.out_type, k.scale(),
+                          [(attn.quant_q, dim), (attn.quant_k, dim), (attn.quant_v, dim)])
+        o, n2 = project(f"block{i}_o", attn.o, _levels(attn.o), scores.out_type,
+                        attn.quant_v.scale() / 2 ** ATTN_FRAC_BITS, [(residual, dim)])
         first_res = Residual(f"block{i}_attn_res", (norm, *qkv, scores, *o), stream)
         stream = first_res.out_type
         norm = block.norm2.op(f"block{i}_norm2", stream)
-        if binary:
-            fc1, n3 = _normalized(f"block{i}_fc1", block.fc1, _levels(block.fc1), norm.out_type, block.act,
-                                  tokens), 0
-            fc2, n4 = _normalized(f"block{i}_fc2", block.fc2, _levels(block.fc2), fc1[-1].out_type, residual,
-                                  tokens), 0
-        else:
-            fc1, n3 = _requantize(f"block{i}_fc1", block.fc1, _levels(block.fc1), norm.out_type,
-                                  block.norm2.quant.scale(), [(block.act, a["mlp_dim"])])
-            fc2, n4 = _requantize(f"block{i}_fc2", block.fc2, _levels(block.fc2), fc1[-1].out_type,
-                                  block.act.scale(), [(residual, dim)])
+        fc1, n3 = project(f"block{i}_fc1", block.fc1, _levels(block.fc1), norm.out_type,
+                          block.norm2.quant.scale(), [(block.act, a["mlp_dim"])])
+        fc2, n4 = project(f"block{i}_fc2", block.fc2, _levels(block.fc2), fc1[-1].out_type,
+                          block.act.scale(), [(residual, dim)])
         second_res = Residual(f"block{i}_mlp_res", (norm, *fc1, *fc2), stream)
         stream = second_res.out_type
         nodes += [first_res, second_res]
