@@ -34,7 +34,8 @@ class Wire:
         self.base = 0
         self.delivered = 0
         self.faults = []
-        self.originals = []  # each fault's frame as it was sent
+        self.originals = []  # each fault's frame as it was sent, and where its receiver's last whole frame ended
+        self.whole_end = 0  # receiver's offset after the last frame passed on undamaged
         self.stream = bytearray()  # every byte passed on
         self.resets = []  # offsets to reset the board before, not yet handed to the harness
 
@@ -46,9 +47,12 @@ class Wire:
             if isinstance(event, p.Frame):
                 out += self._take(event.start - self.base)  # bytes in no frame pass as they are
                 frame = bytearray(self._take(event.end - event.start))
-                if event.kind in self.targets and self.rng.random() < self.rate:
+                damaged = event.kind in self.targets and self.rng.random() < self.rate
+                if damaged:
                     self._damage(frame, event, self.delivered + len(out))
                 out += frame
+                if not damaged:
+                    self.whole_end = self.delivered + len(out)
         out += self._take(self.parser.decided - self.base)
         self.delivered += len(out)
         self.stream += out
@@ -61,7 +65,7 @@ class Wire:
         return chunk
 
     def _damage(self, frame, event, start):
-        self.originals.append(bytes(frame))
+        self.originals.append((bytes(frame), self.whole_end))
         kind = self.rng.choice(self.kinds)
         if kind == "reset":  # between two bytes of the frame: after SYNC, before the last byte
             at = self.rng.randrange(1, len(frame))
@@ -82,19 +86,26 @@ class Wire:
         (the next frame's SYNC after a run of SYNC values, or the next frame's second byte after
         that frame lost its SYNC too) the frame arrives as it was sent: no fault of it. Its
         receiver takes it whole, next frame's byte included, so the next frame's damage is counted
-        from the byte after it.
+        from the byte after it. Likewise a dropped SYNC after a SYNC value in no whole frame (the end
+        of a frame cut short by a reset, or of a damaged one): the frame arrives as sent, a byte
+        early, and a damaged frame before it is counted up to that byte.
         """
-        faults, intact_ends = [], {}
-        for fault, original in zip(self.faults, self.originals):
+        faults, intact_ends, early_starts = [], {}, []
+        for fault, (original, whole_end) in zip(self.faults, self.originals):
             lo = fault["span"][0]
             if fault["kind"] == "drop" and self.stream[lo:lo + len(original)] == original:
                 intact_ends[lo] = lo + len(original)
+            elif fault["kind"] == "drop" and lo > whole_end and self.stream[lo - 1:lo - 1 + len(original)] == original:
+                early_starts.append(lo - 1)
             else:
                 faults.append({**fault, "span": list(fault["span"])})
         for fault in faults:
             for lo, end in intact_ends.items():
                 if lo < fault["span"][0] < end:
                     fault["span"][0] = end
+            for start in early_starts:
+                if fault["span"][0] < start < fault["span"][1]:
+                    fault["span"][1] = start
         return faults
 
 

@@ -154,6 +154,34 @@ def test_a_drop_that_leaves_its_frame_as_sent_is_no_fault(last):
     assert len(undetected_faults(wire.faults, [], taken)) == 2
 
 
+@pytest.mark.parametrize("before", ["cut", "damaged"])
+def test_a_dropped_sync_after_a_loose_sync_value_is_no_fault(before):
+    from lowbit.sim.uart_board_test import Wire
+
+    # A SYNC value in no whole frame: the first byte of a frame cut short by a reset, or the last
+    # byte of a frame that lost a byte. The next frame loses its SYNC, so its receiver takes it
+    # from that byte: whole and as sent, one byte early. An error frame, never damaged, follows.
+    payload = next(data for data in (bytes([k, 0, 0, 0]) for k in range(256))
+                   if p.encode_frame(p.RESULT, 1, data)[-1] == p.SYNC)
+    first = bytes([p.SYNC]) if before == "cut" else p.encode_frame(p.RESULT, 1, payload)
+    second, error = p.encode_frame(p.RESULT, 2, b"abcd"), p.encode_frame(p.ERROR, 3, b"\x01")
+    drops = [0] if before == "cut" else [3, 0]
+    wire = Wire("to_host", {p.RESULT: 4, p.ERROR: 1}, {p.RESULT}, ("drop",), _Scripted(drops), 1.0)
+    stream = wire.deliver(first + second + error) + wire.deliver(b"")
+    assert len(wire.faults) == len(drops)
+    taken = [[f.start, f.end] for f in p.FrameParser({p.RESULT: 4, p.ERROR: 1}).feed(stream) if isinstance(f, p.Frame)]
+    start = len(stream) - len(second) - len(error)  # the second frame, from the loose SYNC value
+    assert taken == [[start, start + len(second)], [start + len(second), len(stream)]]
+    assert stream[start:start + len(second)] == second
+    faults = wire.settled()
+    if before == "cut":
+        assert faults == []
+    else:  # the first frame's damage ends where the second frame now starts
+        assert [f["seq"] for f in faults] == [1] and faults[0]["span"] == [0, start]
+    assert undetected_faults(faults, [], taken) == []
+    assert len(undetected_faults(wire.faults, [], taken)) == len(drops)  # the overlap test alone
+
+
 def test_the_whole_digits_test_set_through_the_simulated_board(digits_build):
     r = run_board(digits_build, sim=True, progress=False)
     assert r["images"] == 360 and r["mismatches"] == 0 and r["wrong_results_accepted"] == 0
