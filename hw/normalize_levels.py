@@ -7,7 +7,7 @@ the others when ``u_i >= 0`` or ``C * u_i**2 * 2**F <= a_l * V``. The output ele
 less ``2**(k-1)`` (signed levels), or the count itself (unsigned levels).
 """
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Shape, Signal
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Shape, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -79,9 +79,10 @@ class NormalizeLevels(wiring.Component):
         self._squares, self._positive, self._frac_bits = tuple(squares), tuple(positive), frac_bits
         self._sum_shape = Shape.cast(range(channels * lo, channels * hi + 1))
         self._u_shape = Shape.cast(range(-u, u + 1))
-        self._var_shape = Shape.cast(range(channels * u * u + 1))
-        self._product_shape = Shape.cast(range(max(squares) * channels * u * u + 1))
-        self._lhs_shape = Shape.cast(range((channels * u * u << frac_bits) + 1))
+        # Unsigned widths from the largest values (a range of 2**63 or more has no length).
+        self._var_shape = unsigned((channels * u * u).bit_length())
+        self._product_shape = unsigned((max(squares) * channels * u * u).bit_length())
+        self._lhs_shape = unsigned((channels * u * u << frac_bits).bit_length())
         self._in_format, self._pe = in_format, pe
         self._out_format = VectorFormat(out_kind, levels.bit_length(), channels)
         super().__init__({"i": In(stream.Signature(in_format.shape)),

@@ -30,6 +30,8 @@ def _op(channels, in_type, fmt, clip, pe):
     (8, ValueType("uint", 5), "s2", 0.9, 8),
     # unsigned levels (a binary01 ViT's hidden activations): only positive thresholds, from 0
     (12, ValueType("int", 7), "u3", 1.7, 2),
+    # a binary01 ViT's embedding: 64 sums of 49 pixels, whose compared products pass 64 bits
+    (64, ValueType("uint", 14), "s4", 2.6, 16),
 ])
 def test_both_simulators_match_the_reference_with_stalls(channels, in_type, fmt, clip, pe):
     rng = np.random.default_rng(pe)

@@ -77,6 +77,42 @@ def test_normalization_levels_equal_the_rounded_normalized_value(fmt):
     assert (level == got[1:]).double().mean() > 0.999
 
 
+def test_normalization_compares_exactly_where_its_products_pass_int64():
+    """64 channels of uint14 (a binary01 ViT's embedding: sums of 49 pixels): ``n*u**2 * 2**F`` and
+    ``a*V`` reach 2**66, and the reference still gives the sign of their difference, as Python's
+    integers do, on both sides of every threshold and at equality."""
+    quant = NormQuant(64, "s4").quant
+    with torch.no_grad():
+        quant.clip.fill_(2.6)
+    t, a = norm_levels(quant)
+    op = NormalizeLevels("n", 64, ValueType("uint", 14), a.numpy(), (t > 0).numpy(), ValueType("int", 4),
+                         NORM_FRAC_BITS)
+    rng = np.random.default_rng(3)
+    v = rng.integers(0, 64 * (64 * 16383) ** 2, 200, dtype=np.int64)
+    v[:3] = 0, 1 << NORM_FRAC_BITS, 64 * (64 * 16383) ** 2
+    level = rng.integers(0, len(a), 200)
+    # p near a_l * v / 2**F, on either side and at equality, and anywhere
+    p = np.array([(int(a[k]) * int(w) >> NORM_FRAC_BITS) + int(e) for k, w, e in
+                  zip(level, v, rng.integers(-2, 3, 200))], dtype=np.int64).clip(0)
+    p[-20:] = rng.integers(0, 64 * (64 * 16383) ** 2, 20)
+    got = op._compare(p[:, None], v[:, None])[:, 0, :]
+    want = [[int(np.sign((int(pi) << NORM_FRAC_BITS) - ak * int(vi))) for ak in a.tolist()]
+            for pi, vi in zip(p, v)]
+    assert got.tolist() == want
+    assert {-1, 0, 1} <= {w[k] for w, k in zip(want, level)}
+    # and the levels, element by element
+    x = rng.integers(0, 16384, (30, 64))
+    x[0, :32], x[1], x[1, 0] = 16383, 0, 16383  # the widest spread; one channel far from the others
+    n = 64
+    for row, levels in zip(x.tolist(), op.reference(x).tolist()):
+        u = [n * e - sum(row) for e in row]
+        var = sum(e * e for e in u)
+        want = [quant.qmin + sum((e > 0 and (n * e * e << NORM_FRAC_BITS) >= aj * var) if tj > 0
+                                 else (e >= 0 or (n * e * e << NORM_FRAC_BITS) <= aj * var)
+                                 for tj, aj in zip(t.tolist(), a.tolist())) for e in u]
+        assert levels == want
+
+
 def _model(seed=0, **change):
     torch.manual_seed(seed)
     return build_model({**ARCH, **change})

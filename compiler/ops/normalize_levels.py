@@ -100,10 +100,10 @@ class NormalizeLevels(Op):
         pos.setflags(write=False)
         object.__setattr__(self, "squares", a)
         object.__setattr__(self, "positive", pos)
-        # Both sides of every comparison must stay in int64.
+        # Every term of the comparisons (see _compare) must stay in int64.
         u = max(abs(b) for b in normalize_sign_bounds(self.channels, self.in_type.min, self.in_type.max))
         v = self.channels * u * u
-        if max(self.channels * u * u * 2 ** self.frac_bits, int(a.max()) * v) > _INT64_MAX:
+        if max(v, int(a.max()) * (v >> self.frac_bits), int(a.max()) << self.frac_bits) > _INT64_MAX:
             raise LowbitError(f"{self.name}: {self.channels} channels of {self.in_type} overflow the int64 "
                               f"comparisons at {self.frac_bits} fraction bits",
                               "narrow the input or use fewer fraction bits")
@@ -117,11 +117,21 @@ class NormalizeLevels(Op):
         n = self.channels
         u = n * x - x.sum(-1, keepdims=True)
         v = (u * u).sum(-1, keepdims=True)
-        lhs = (n * u * u * 2 ** self.frac_bits)[..., None]
-        rhs = self.squares * v[..., None]
+        side = self._compare(n * u * u, v)
         u = u[..., None]
-        reached = np.where(self.positive, (u > 0) & (lhs >= rhs), (u >= 0) | (lhs <= rhs))
+        reached = np.where(self.positive, (u > 0) & (side >= 0), (u >= 0) | (side <= 0))
         return self.out_type.min + reached.sum(-1)
+
+    def _compare(self, p, v):
+        """The sign of ``p * 2**F - a_l * v`` for each level l (p: (..., n), v: (..., 1), both
+        non-negative), exactly in int64 where the two products may not fit. With ``v = q * 2**F + r``
+        it is the sign of ``d * 2**F - a_l * r``, ``d = p - a_l * q``, and ``0 <= a_l * r < a_l * 2**F``:
+        negative for d < 0, positive for d > a_l, else computed with d * 2**F <= a_l * 2**F."""
+        f, a = self.frac_bits, self.squares
+        q, r = (v >> f)[..., None], (v & ((1 << f) - 1))[..., None]
+        d = p[..., None] - a * q
+        near = np.sign((np.clip(d, 0, a) << f) - a * r)
+        return np.where(d < 0, -1, np.where(d > a, 1, near))
 
     def record(self):
         return ({"channels": self.channels, "in_type": type_record(self.in_type),
