@@ -40,12 +40,16 @@ _LOGIC_COST_PER_BIT = 1 / 16
 LUT_BITS = {"xilinx": 64, "ice40": 16, "ecp5": 16}
 
 
-def rom_brams(depth, width, family):
-    """Block RAM units Yosys maps a ``depth`` x ``width`` ROM to (0: it stays in logic)."""
+def rom_brams(depth, width, family, style=None):
+    """Block RAM units Yosys maps a ``depth`` x ``width`` ROM to (0: it stays in logic). ``style``
+    is the ROM's ``rom_style`` (:class:`lowbit.hw.rom.ROM`): "block" takes the fewest block RAMs
+    that hold it, "logic" none; without one, Yosys weighs the two costs."""
     best = None
     for (d, w), units in BRAM_SHAPES[family]:
         n = math.ceil(depth / d) * math.ceil(width / w) * units
         best = n if best is None else min(best, n)
+    if style is not None:
+        return best if style == "block" else 0
     logic_cost = int(depth * width * _LOGIC_COST_PER_BIT)
     return best if logic_cost > best * BRAM_COST[family] else 0
 
@@ -65,11 +69,11 @@ def rom_class(depth):
     return 1 << max(0, (depth - 1).bit_length())
 
 
-def isolated_rom(depth, width, family):
+def isolated_rom(depth, width, family, style=None):
     """Whether synthesis maps a ``depth`` x ``width`` ROM of an engine as a module of its own: on
     xc7 every ROM of two words or more that stays out of block RAM (the flow keeps ``*_rom``
     modules, see :mod:`lowbit.hw.rom`; a one-word ROM is a constant of the engine)."""
-    return family == "xilinx" and depth > 1 and not rom_brams(depth, width, family)
+    return family == "xilinx" and depth > 1 and not rom_brams(depth, width, family, style)
 
 
 def distinct_columns(depth, width, family):
@@ -87,11 +91,11 @@ def distinct_columns(depth, width, family):
     return min(distinct, depth) if family == "xilinx" and depth <= 4 else distinct
 
 
-def rom_luts(depth, width, family, rom_table):
+def rom_luts(depth, width, family, rom_table, style=None):
     """LUTs of a ``depth`` x ``width`` ROM mapped on its own: its distinct bits
     (:func:`distinct_columns`) times the LUTs per bit that the sweep's lone ROMs of its depth
     class took (``rom_table``, class -> LUTs per distinct bit)."""
-    if rom_brams(depth, width, family):
+    if rom_brams(depth, width, family, style):
         return 0
     per_bit = rom_table.get(str(rom_class(depth))) if rom_table else None
     if per_bit is None:

@@ -27,7 +27,11 @@ from .threshold import check_invert, invert_masks, signed_levels, threshold_coun
 SLICE_SELECT_MAX = 16
 SLICE_SELECT_WAYS = 4
 
-__all__ = ["MatrixVectorUnit"]
+# The rom_style of the weight and threshold ROMs per weight memory (Yosys: block RAM or LUTs; LUT
+# RAM needs a write port); "auto" leaves the choice to synthesis.
+ROM_STYLES = {"block": "block", "lut": "logic"}
+
+__all__ = ["MatrixVectorUnit", "ROM_STYLES"]
 
 class MatrixVectorUnit(wiring.Component):
     """``y = W x`` over a stream of vectors, optionally followed by per-row thresholds.
@@ -326,9 +330,7 @@ class MatrixVectorUnit(wiring.Component):
         word (or ``"const"`` weights) no port and the word as a constant."""
         if self._weight_memory == "const" or len(words) == 1:
             return None, Const(words[0], width)
-        # Yosys reads rom_style/ram_style; a ROM in LUTs is "logic" (LUT RAM needs a write port).
-        style = {"block": "block", "lut": "logic"}.get(self._weight_memory)
-        m.submodules[f"{name}_rom"] = rom = ROM(words, width, style=style)
+        m.submodules[f"{name}_rom"] = rom = ROM(words, width, style=ROM_STYLES.get(self._weight_memory))
         return rom, rom.data
 
     def _row(self, m, p, x, w, t, first, en, suffix):

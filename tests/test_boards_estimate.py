@@ -193,6 +193,25 @@ def test_rom_mapping_rule(depth, width, family, brams):
     assert rom_brams(depth, width, family) == brams
 
 
+@pytest.mark.parametrize("family, board, widths, folds, memory", [
+    # A first layer of 64 x 8 bits in block RAM, where Yosys would keep so small a ROM in logic...
+    ("ice40", "icebreaker", [64, 16, 10], [(1, 16), (2, 16)], "block"),
+    # ... and one of 128 x 72 bits in logic, where it would take block RAM.
+    ("ecp5", "ulx3s", [288, 32, 10], [(1, 72), (2, 16)], "lut"),
+])
+def test_a_chosen_weight_memory_is_estimated_where_synthesis_puts_it(tmp_path, family, board, widths, folds, memory):
+    from lowbit.boards.synth import synthesize
+    from lowbit.compiler.build import load_build
+    from lowbit.compiler.passes import choose_memories, set_weight_memories
+
+    graph = set_weight_memories(choose_memories(random_bipolar_mlp(widths, folds)), {"fc0": memory})
+    manifest = write_build(graph, tmp_path / "b")
+    layers = estimate_manifest(manifest, board)["layers"]
+    assert (layers[0]["name"], layers[0]["brams"] > 0) == ("fc0", memory == "block")
+    assert synthesize(load_build(tmp_path / "b").verilog(), manifest["top"], family).brams == \
+        sum(layer["brams"] for layer in layers)
+
+
 def test_cycles_exact_vs_manifest(tmp_path):
     graph = random_bipolar_mlp([64, 32, 16, 10], [(2, 16), (4, 8), (5, 4)])
     manifest = write_build(graph, tmp_path / "b")

@@ -19,7 +19,7 @@ from lowbit.core.schema import NATURAL, POSITIVE, TEXT, Check, Record, list_of, 
 from lowbit.core.types import BIPOLAR, ValueType, int_type_for
 from lowbit.hw.fabric import LUT_BITS, isolated_rom, mux_luts, rom_brams, rom_depth_class, rom_logic_luts, rom_luts
 from lowbit.hw.lanes import lane_counters, signed_digits
-from lowbit.hw.mvau import MatrixVectorUnit
+from lowbit.hw.mvau import ROM_STYLES, MatrixVectorUnit
 from lowbit.hw.payload import VectorFormat
 
 from ..graph import TYPE_RECORD, Folding, Op, check_folding, check_last_axis, int_array, type_record
@@ -242,14 +242,15 @@ class MatMul(Op):
         sf, nf = mw // simd, _rows(layer) // pe
         out_bits = layer["out_format"]["bits"]
         (wd, ww), t_rom = _roms(layer)
+        style = _rom_style(layer)
         prefix = "row:" if cls.separate_rows(layer) else "flat:"
         luts = {prefix + name: pe * v for name, v in _row_features(layer, family).items()}
         # ROMs in logic that are not modules of their own, as LUTs of the ROM alone (a one-word ROM
         # is a constant of the logic it feeds; the others are counted by :meth:`structural_luts`).
-        w_rom = 0 if rom_brams(wd, ww, family) or wd <= 1 or isolated_rom(wd, ww, family) \
+        w_rom = 0 if rom_brams(wd, ww, family, style) or wd <= 1 or isolated_rom(wd, ww, family, style) \
             else rom_logic_luts(wd, ww, family)
         t_luts = 0
-        if t_rom is not None and not rom_brams(*t_rom, family) and not isolated_rom(*t_rom, family):
+        if t_rom is not None and not rom_brams(*t_rom, family, style) and not isolated_rom(*t_rom, family, style):
             t_luts = rom_logic_luts(*t_rom, family)
         luts.update({
             "const": 1.0,
@@ -270,7 +271,7 @@ class MatMul(Op):
         # Flip-flops: input vector and slice, accumulators, output registers, ROM output registers
         # of ROMs in logic.
         rom_width = sum(w for d, w in filter(None, ((wd, ww), t_rom))
-                        if d > 1 and not rom_brams(d, w, family))
+                        if d > 1 and not rom_brams(d, w, family, style))
         ffs = {"const": 1.0, "ff_in": in_bits * (mw + simd), "acc": pe * layer["accumulator_bits"],
                "ff_out": mh * out_bits, "ff_rom": rom_width}
         return luts, ffs
@@ -284,10 +285,11 @@ class MatMul(Op):
         products = table_product_luts(entry, family)
         parts["rows" if cls.separate_rows(entry) and family == "xilinx" else "glue"] += products
         weights, thresholds = _roms(entry)
-        if isolated_rom(*weights, family):
-            parts["rom"] += rom_luts(*weights, family, rom_table)
-        if thresholds and isolated_rom(*thresholds, family):
-            parts["rom"] += model.get("threshold_rom_scale", 1.0) * rom_luts(*thresholds, family, rom_table)
+        style = _rom_style(entry)
+        if isolated_rom(*weights, family, style):
+            parts["rom"] += rom_luts(*weights, family, rom_table, style)
+        if thresholds and isolated_rom(*thresholds, family, style):
+            parts["rom"] += model.get("threshold_rom_scale", 1.0) * rom_luts(*thresholds, family, rom_table, style)
         return parts
 
     @classmethod
@@ -299,7 +301,8 @@ class MatMul(Op):
     @classmethod
     def brams(cls, entry, family):
         w_rom, t_rom = _roms(entry)
-        return rom_brams(*w_rom, family) + (rom_brams(*t_rom, family) if t_rom else 0)
+        style = _rom_style(entry)
+        return rom_brams(*w_rom, family, style) + (rom_brams(*t_rom, family, style) if t_rom else 0)
 
     @classmethod
     def dsps(cls, entry, family):
@@ -344,11 +347,12 @@ class MatMul(Op):
             if layer.get("op", "mvau") != cls.engine_op or "lut_parts" not in r:
                 continue
             weights, thresholds = _roms(layer)
-            if not thresholds or not isolated_rom(*thresholds, family):
+            style = _rom_style(layer)
+            if not thresholds or not isolated_rom(*thresholds, family, style):
                 continue
-            own = rom_luts(*thresholds, family, rom_table)
-            rest = r["lut_parts"]["rom"] - (rom_luts(*weights, family, rom_table)
-                                            if isolated_rom(*weights, family) else 0)
+            own = rom_luts(*thresholds, family, rom_table, style)
+            rest = r["lut_parts"]["rom"] - (rom_luts(*weights, family, rom_table, style)
+                                            if isolated_rom(*weights, family, style) else 0)
             weight = 1 / max(r["luts"], 1) ** 2
             num += weight * own * rest
             den += weight * own * own
@@ -408,6 +412,12 @@ def _rows(layer):
     return layer["mh"] // layer.get("copies", 1)
 
 
+def _rom_style(layer):
+    """The ``rom_style`` of the unit's weight and threshold ROMs: "block" or "logic" when its
+    weight memory is chosen, None when left to synthesis."""
+    return ROM_STYLES.get(layer["weight_memory"].get("style"))
+
+
 def _roms(layer):
     """(depth, width) of the weight ROM and of the threshold ROM (None without thresholds)."""
     pe, simd, mw = layer["pe"], layer["simd"], layer["mw"]
@@ -449,7 +459,8 @@ def _row_features(layer, family):
     # the accumulator, which synthesis folds into the compare's LUTs.
     t_depth = t_rom[0] if t_rom else 0
     source = ("compare:const" if t_depth <= 1 else
-              "compare:shallow" if t_depth <= 4 and not isolated_rom(*t_rom, family) else "compare")
+              "compare:shallow" if t_depth <= 4 and not isolated_rom(*t_rom, family, _rom_style(layer))
+              else "compare")
     return {
         "const": 1.0,
         f"lane:{variant}": simd * term,
