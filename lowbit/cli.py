@@ -36,8 +36,8 @@ def _hidden(text):
     return widths
 
 
-_FROM_CHECKPOINT = ("dataset", "arch", "hidden", "format", "act_bits", "input_encoding", "p", "seed", "lr",
-                    "batch_size", "augment", "teacher", "head_format")
+_FROM_CHECKPOINT = ("dataset", "arch", "hidden", "format", "act_bits", "input_encoding", "p", "min_compress_size",
+                    "seed", "lr", "batch_size", "augment", "teacher", "head_format")
 
 
 def cmd_train(args):
@@ -57,7 +57,7 @@ def cmd_train(args):
     try:
         m = train_checkpoint(output, dataset=args.dataset or "digits", hidden=args.hidden or [64, 64],
                              arch=arch, weight_format=args.format or "bipolar",
-                             act=args.act_bits or "bipolar", p=args.p,
+                             act=args.act_bits or "bipolar", p=args.p, min_compress_size=args.min_compress_size,
                              epochs=30 if args.epochs is None else args.epochs,
                              seed=args.seed or 0, lr=args.lr, batch_size=args.batch_size,
                              data_root=args.data, resume=args.resume,
@@ -532,6 +532,8 @@ def build_parser():
     s.add_argument("--format", default=None, metavar="FORMAT",
                    help="weight format: fp32, tiled (with --p) or a registry format (default bipolar)")
     s.add_argument("--p", type=_positive, default=None, help="tile copies of the tiled format (2, 4, 8, ...)")
+    s.add_argument("--min-compress-size", type=_positive, default=None, metavar="N",
+                   help="tiled: layers with fewer than N weights stay bipolar (default 65536)")
     s.add_argument("--head-format", default=None, metavar="FORMAT",
                    help="the last layer's weight format, e.g. levels17 for a higher-precision head (mlp, cnn)")
     s.add_argument("--act-bits", default=None,

@@ -34,14 +34,15 @@ DEFAULT_EPOCHS = 30
 def train_checkpoint(path, *, dataset="digits", hidden=DEFAULT_HIDDEN, epochs=DEFAULT_EPOCHS,
                      seed=0, data_root=None, progress=True, arch=None, weight_format="bipolar",
                      act="bipolar", p=None, lr=None, batch_size=None, resume=None, input_encoding=None,
-                     augment=None, teacher=None, head_format=None):
+                     augment=None, teacher=None, head_format=None, min_compress_size=None):
     """Train a model and write its checkpoint atomically (after every epoch, so it can resume).
 
     The defaults train the binary MLP of the hardware flow: bipolar weights and activations,
     hidden widths ``hidden``, thermometer-coded inputs. ``arch`` (a spec such as ``"mlp:256,256"``,
     ``"cnn:16,32"`` or ``"vit"``; it overrides ``hidden``), ``weight_format`` (a registry format,
     ``"tiled"`` with ``p``, or ``"fp32"``) and ``act`` (``"float"``, ``"bipolar"`` or ``"uK"``)
-    choose any other network; ``input_encoding="pixels"`` feeds the integer pixels to the first
+    choose any other network (``min_compress_size``: tiled layers with fewer weights stay bipolar);
+    ``input_encoding="pixels"`` feeds the integer pixels to the first
     layer; ``head_format`` gives the last layer a format of its own; ``augment`` and ``teacher``
     add flips and shifts, and distillation from a checkpoint;
     ``resume`` continues a checkpoint up to ``epochs`` in total.
@@ -57,7 +58,7 @@ def train_checkpoint(path, *, dataset="digits", hidden=DEFAULT_HIDDEN, epochs=DE
                        dataset=dataset, epochs=epochs, seed=seed, lr=lr, batch_size=batch_size,
                        data_root=data_root, resume=resume, progress=progress,
                        input_encoding_name=input_encoding, augment=augment, teacher=teacher,
-                       head_format=head_format)
+                       head_format=head_format, min_compress_size=min_compress_size)
 
 
 def evaluate_checkpoint(ckpt, *, data_root=None, ptq_bits=None, ptq_method="exponential"):

@@ -230,10 +230,24 @@ def _checked_format(fmt, p):
     return fmt, None
 
 
+def _check_tiles_are_whole_rows(model, p):
+    """Before training: in the hardware setting each copy of a tiled layer's tile must be whole
+    output channels (one scale per channel; :func:`lowbit.model.quant.row_scales`)."""
+    from .model.quant import TiledQuantizer
+
+    for name, module in model.named_modules():
+        q = getattr(module, "quantizer", None)
+        if isinstance(q, TiledQuantizer) and q.compressed and q.shape[0] % q.p:
+            raise LowbitError(f"tiled layer {name!r} has {q.shape[0]} output channels, which its p = {p} copies "
+                              "do not split into whole channels as the hardware needs",
+                              f"use a --p that divides {q.shape[0]}, or a --min-compress-size above its "
+                              f"{q.numel} weights so that it stays bipolar")
+
+
 def train_model(path, *, arch="mlp:64,64", weight_format_name="bipolar", act="bipolar", p=None,
                 dataset="digits", epochs=30, seed=0, lr=None, batch_size=None, data_root=None,
                 resume=None, progress=True, keep_model=False, input_encoding_name=None,
-                augment=None, teacher=None, head_format=None):
+                augment=None, teacher=None, head_format=None, min_compress_size=None):
     """Train (or resume) a model and write its checkpoint to ``path`` after every epoch.
 
     Parameters
@@ -253,6 +267,9 @@ def train_model(path, *, arch="mlp:64,64", weight_format_name="bipolar", act="bi
     head_format : str, optional
         The last layer's weight format, when it differs from ``weight_format_name`` (a
         higher-precision head, e.g. ``"levels17"``).
+    min_compress_size : int, optional
+        Tiled weights only: layers with fewer weights stay plain bipolar (the model's default,
+        :data:`lowbit.model.quant.DEFAULT_MIN_COMPRESS_SIZE`, when None).
     teacher : path-like, optional
         A checkpoint of the same dataset to distill from (:func:`teacher_logits`), e.g. the
         fp32 twin of the network; recorded with its hash, which a resumed run checks.
@@ -303,8 +320,19 @@ def train_model(path, *, arch="mlp:64,64", weight_format_name="bipolar", act="bi
         a = build_arch(partial, ds, enc, fmt, act, p)
         if head_format is not None:  # checked with the architecture
             a["head_format"] = head_format
+        if min_compress_size is not None:
+            if p is None:
+                raise LowbitError(f"a minimum compressed layer size ({min_compress_size}) is for tiled weights, "
+                                  f"not format {weight_format_name!r}",
+                                  "drop --min-compress-size or use --format tiled")
+            if isinstance(min_compress_size, bool) or not isinstance(min_compress_size, int) or min_compress_size < 1:
+                raise LowbitError(f"the minimum compressed layer size must be a positive integer, not "
+                                  f"{min_compress_size!r}")
+            a["min_compress_size"] = min_compress_size
         set_seed(seed)  # the initial weights too, not just the batches
         model = build_model(a)
+        if setting_of(act) == "hardware":
+            _check_tiles_are_whole_rows(model, p)
         state = None
         lr = DEFAULT_LR if lr is None else lr
         batch_size = DEFAULT_BATCH_SIZE if batch_size is None else batch_size

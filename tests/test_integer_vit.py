@@ -171,15 +171,22 @@ def test_the_integer_option_of_the_vit_spec():
         parse_arch("vit+int")
 
 
-@pytest.fixture(scope="module", params=["ternary", "binary01"])
+# The tiled ViT tiles every block's projections (512 weights and more) four times, and keeps its
+# patch embedding (128 weights) and its head (320, whose 10 rows four copies do not split) bipolar.
+_FORMATS = {"ternary": ["--format", "ternary"], "binary01": ["--format", "binary01"],
+            "tiled": ["--format", "tiled", "--p", "4", "--min-compress-size", "512"]}
+
+
+@pytest.fixture(scope="module", params=list(_FORMATS))
 def trained(tmp_path_factory, request):
     """An integer ViT trained on digits through the CLI: ``(checkpoint path, exit code)``; ternary
-    weights, or binary01 (binary normalized: every projection's sums normalized per token)."""
+    weights, binary01 (binary normalized: every projection's sums normalized per token), or tiled
+    (sub-bit: one bipolar tile per projection, repeated with a scale per copy)."""
     from lowbit.cli import main
 
     out = tmp_path_factory.mktemp("vit") / "vit.pt"
     code = main(["train", "--dataset", "digits", "--arch", "vit:dim=32,depth=2,heads=2,mlp_dim=64,patch=2+integer",
-                 "--format", request.param, "--act-bits", "3", "--input-encoding", "pixels", "--epochs", "20",
+                 *_FORMATS[request.param], "--act-bits", "3", "--input-encoding", "pixels", "--epochs", "20",
                  "--lr", "0.01", "-o", str(out)])
     return out, code
 
@@ -191,8 +198,18 @@ def test_train_cli_trains_an_integer_vit_whose_checkpoint_evaluates_in_integers(
     assert isinstance(model, IntegerViT) and meta["arch"]["integer"] is True
     acc = meta["metrics"]["test_accuracy"]
     assert acc > 0.85, acc
-    # every projection's weights counted: a {0,1} weight (and bias) is one bit, a ternary one log2(3)
-    bits = {"binary01": 1.0, "ternary": math.log2(3)}[meta["arch"]["weight_format"]]
+    # every projection's weights counted: a {0,1} weight (and bias) is one bit, a ternary one log2(3),
+    # a tiled projection's a quarter bit and its four float32 scales, the bipolar ones a bit each
+    if meta["arch"]["p"]:
+        from lowbit.model.quant import TiledQuantizer
+
+        counts = [(m.weight.numel(), m.quantizer.p) for m in model.modules()
+                  if isinstance(getattr(m, "quantizer", None), TiledQuantizer)]
+        tiled = sum(n for n, p in counts if p == 4)
+        assert tiled == 2 * 32 * (96 + 32 + 64 + 64) and sorted(n for n, p in counts if p == 1) == [128, 320]
+        bits = (tiled / 4 + 32 * 4 * sum(p == 4 for _, p in counts) + 448) / (tiled + 448)
+    else:
+        bits = {"binary01": 1.0, "ternary": math.log2(3)}[meta["arch"]["weight_format"]]
     assert meta["metrics"]["bits_per_weight"] == pytest.approx(bits)
     # The recorded accuracy is the integer arithmetic's, reproduced from the file.
     from lowbit.model.data import load_dataset

@@ -158,6 +158,12 @@ def test_resume_errors(tmp_path, capsys):
     (["--arch", "vit:width=3"], "bad ViT option 'width=3'"),
     (["--arch", "mlp:4", "--hidden", "8"], "give either --arch or --hidden"),
     (["--epochs", "0"], "argument --epochs: must be an integer >= 1, not '0'"),
+    (["--format", "ternary", "--min-compress-size", "512"],
+     "a minimum compressed layer size (512) is for tiled weights, not format 'ternary'"),
+    (["--format", "tiled", "--p", "4", "--min-compress-size", "0"], "--min-compress-size: must be an integer >= 1"),
+    # refused before the first epoch: the head's 640 weights tiled in four copies of 2.5 rows
+    (["--arch", "mlp:64", "--act-bits", "2", "--format", "tiled", "--p", "4", "--min-compress-size", "512"],
+     "tiled layer 'stages.1.layer' has 10 output channels, which its p = 4 copies do not split into whole channels"),
 ])
 def test_bad_train_options_exit_2_and_write_nothing(tmp_path, capsys, args, message):
     rc, _, err = run(capsys, "train", *args, "-o", tmp_path / "m.pt")
