@@ -22,7 +22,7 @@ from lowbit.core.errors import LowbitError
 from lowbit.core.files import claim_output_dir
 from lowbit.hw.payload import VectorFormat
 from lowbit.model.data import input_encoding, load_hardware_dataset
-from lowbit.sim.runner import StallConfig, run_stream
+from lowbit.sim.runner import MAX_GAP, StallConfig, run_stream
 
 from .folding import fold_for_board, fold_for_cycles, fold_for_luts
 from .pipelining import pipeline_for_clock
@@ -324,6 +324,13 @@ def _test_vectors(graph, manifest, *, dataset, data_root, inputs, labels, limit)
     return x, y, beats, out_fmt.pack(graph.hardware_output(x))
 
 
+def quiet_cycles(manifest):
+    """How long a build's ports may stay still before a simulation calls its beats missing: a
+    slow build (a ViT folded 1 x 1 takes 196,608 cycles per image, and holds about three
+    images) can go that long, stalls included, without a beat in or out."""
+    return max(100_000, 4 * manifest["cycles_per_inference"] + 2 * (manifest["latency_cycles"] or 0))
+
+
 def simulate_build(build_dir, *, dataset=None, limit=None, stalls=True, seed=0, timing_items=8,
                    data_root=None, progress=True, inputs=None, labels=None):
     """Run the dataset's test split through the build's Verilog in Verilator; compare every word.
@@ -340,12 +347,13 @@ def simulate_build(build_dir, *, dataset=None, limit=None, stalls=True, seed=0, 
                                           labels=labels, limit=limit)
     out_fmt = VectorFormat(**manifest["ports"]["o"]["format"])
     # Gaps up to twice the bottleneck's cycles per input beat, so that stalls really starve and
-    # block the pipeline (a feature map has one beat per pixel, so its gaps are per pixel).
+    # block the pipeline (a feature map has one beat per pixel, so its gaps are per pixel), as
+    # long as the harness draws them.
     per_beat = manifest["cycles_per_inference"] // manifest.get("beats_per_inference", 1)
-    stall = StallConfig(seed=seed, max_gap=max(2, 2 * per_beat)) if stalls else None
+    stall = StallConfig(seed=seed, max_gap=min(max(2, 2 * per_beat), MAX_GAP)) if stalls else None
     result = run_stream(build.verilog(), manifest["top"], beats, expected,
                         n_items=len(x), timing_items=min(timing_items, len(x)), stall=stall,
-                        seed=seed, progress=progress)
+                        seed=seed, progress=progress, timeout_cycles=quiet_cycles(manifest))
     hw = out_fmt.unpack(result.outputs)
     for node in graph.host_nodes:
         hw = node.reference(hw)
@@ -382,7 +390,7 @@ def simulate_axi_stream(build_dir, *, dataset=None, limit=None, seed=0, pause=0.
     x, y, beats, expected = _test_vectors(graph, manifest, dataset=dataset, data_root=data_root, inputs=None,
                                           labels=None, limit=limit)
     r = run_axi_stream(build.verilog(), manifest["top"], beats, expected, n_items=len(x), in_pause=pause,
-                       out_pause=pause, seed=seed)
+                       out_pause=pause, seed=seed, timeout_cycles=2 * quiet_cycles(manifest))
     hw = VectorFormat(**manifest["ports"]["o"]["format"]).unpack(r.pop("outputs"))
     for node in graph.host_nodes:
         hw = node.reference(hw)

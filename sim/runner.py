@@ -26,7 +26,7 @@ from .build import STREAM_PORTS, build_simulation, test_runner
 from .harness import HARNESS_NAME, batch_depth, design_ports, harness_verilog
 from .job import JOB_ENV
 
-__all__ = ["StallConfig", "StreamResult", "SimulationError", "Phase", "JobResult", "run_phases",
+__all__ = ["MAX_GAP", "StallConfig", "StreamResult", "SimulationError", "Phase", "JobResult", "run_phases",
            "run_stream", "run_testbench", "SIMULATORS"]
 
 SIMULATORS = ("verilator", "icarus")
@@ -51,6 +51,9 @@ class SimulationError(LowbitError):
     """The simulation did not run to the end: the testbench raised or the simulator crashed."""
 
 
+MAX_GAP = 65_535
+
+
 @dataclass(frozen=True)
 class StallConfig:
     """Random stalls for the stalled phase.
@@ -67,7 +70,7 @@ class StallConfig:
     out_stall : float
         Chance of a backpressure gap before an output beat, in [0, 1].
     max_gap : int
-        Longest gap in cycles.
+        Longest gap in cycles, at most :data:`MAX_GAP` (the harness draws gaps from 16 bits).
     seed : int, optional
         Seed of the gaps; ``run_stream``'s ``seed`` if omitted.
     """
@@ -82,8 +85,8 @@ class StallConfig:
             p = getattr(self, name)
             if not isinstance(p, numbers.Real) or not 0.0 <= p <= 1.0:
                 raise ValueError(f"Stall {name} must be a probability in [0, 1], not {p!r}")
-        if not isinstance(self.max_gap, int) or isinstance(self.max_gap, bool) or self.max_gap < 1:
-            raise ValueError(f"Stall max_gap must be a positive integer, not {self.max_gap!r}")
+        if not isinstance(self.max_gap, int) or isinstance(self.max_gap, bool) or not 1 <= self.max_gap <= MAX_GAP:
+            raise ValueError(f"Stall max_gap must be an integer from 1 to {MAX_GAP}, not {self.max_gap!r}")
 
 
 @dataclass

@@ -65,6 +65,25 @@ def test_most_folded_network_is_bit_exact_and_on_time(builds):
     assert r["latency_measured"] == r["latency_predicted"]
 
 
+def test_a_build_slower_than_the_harness_default_is_waited_for(tmp_path):
+    """131,072 cycles per image: the ports stay still longer than the harness's default 100,000
+    quiet cycles, and gaps of twice a beat's cycles do not fit its 16-bit draw. The simulation
+    waits as long as the build may take, and every beat comes, on time."""
+    import numpy as np
+
+    from lowbit.boards.calibrate import random_bipolar_mlp
+    from lowbit.compiler.build import write_build
+    from lowbit.flow import quiet_cycles
+
+    manifest = write_build(random_bipolar_mlp([64, 2048, 10], [(1, 1), (1, 1)]), tmp_path / "b")
+    assert quiet_cycles(manifest) > manifest["latency_cycles"] > manifest["cycles_per_inference"] > 100_000
+    x = np.where(np.random.default_rng(0).random((3, 64)) < 0.5, -1, 1)
+    r = simulate_build(tmp_path / "b", inputs=x, timing_items=2, progress=False)
+    assert r["images"] == 3 and r["mismatches"] == 0
+    assert r["cycles_measured"] == r["cycles_predicted"] == 64 * 2048
+    assert r["latency_measured"] == r["latency_predicted"]
+
+
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 

@@ -322,6 +322,10 @@ def test_missing_make_is_named(monkeypatch):
 def test_bad_arguments():
     with pytest.raises(ValueError, match="Stall in_idle must be a probability"):
         StallConfig(in_idle=1.5)
+    for gap in (0, 65_536, True):  # the harness draws gaps from 16 bits
+        with pytest.raises(ValueError, match=f"Stall max_gap must be an integer from 1 to 65535, not {gap!r}"):
+            StallConfig(max_gap=gap)
+    assert StallConfig(max_gap=65_535).max_gap == 65_535
     with pytest.raises(ValueError, match=r"inputs\[1\] must be a non-negative integer"):
         run_stream("", "top", [1, -1], [1, 1])
     with pytest.raises(ValueError, match="Number of items must be a positive divisor"):
