@@ -95,7 +95,7 @@ def test_normalization_compares_exactly_where_its_products_pass_int64():
     p = np.array([(int(a[k]) * int(w) >> NORM_FRAC_BITS) + int(e) for k, w, e in
                   zip(level, v, rng.integers(-2, 3, 200))], dtype=np.int64).clip(0)
     p[-20:] = rng.integers(0, 64 * (64 * 16383) ** 2, 20)
-    got = op._compare(p[:, None], v[:, None])[:, 0, :]
+    got = np.stack([op._compare(p, v, ak) for ak in a.tolist()], 1)
     want = [[int(np.sign((int(pi) << NORM_FRAC_BITS) - ak * int(vi))) for ak in a.tolist()]
             for pi, vi in zip(p, v)]
     assert got.tolist() == want
