@@ -66,6 +66,11 @@ CASES = {
        for f in ("ternary", "levels5", "binary01")},
     **{f"fashion-mnist-vit-{f}": ("fashion-mnist", VIT, f, None, "u4", {**VIT_RECIPE, "epochs": 20, "augment": "flip"})
        for f in ("ternary", "levels5", "binary01")},
+    # Tiled p = 4: every projection and the patch embedding (1,024 weights and more) one bipolar tile
+    # repeated four times; the head (640 weights, whose 10 rows four copies do not split) bipolar.
+    "mnist-vit-tiled-p4": ("mnist", VIT, "tiled", 4, "u4", {**VIT_RECIPE, "epochs": 15, "min_compress_size": 1024}),
+    "fashion-mnist-vit-tiled-p4": ("fashion-mnist", VIT, "tiled", 4, "u4",
+                                   {**VIT_RECIPE, "epochs": 20, "augment": "flip", "min_compress_size": 1024}),
 }
 
 
