@@ -123,6 +123,19 @@ PINNED = [
         group="api",
     ),
     _c(
+        "minimum compressed layer size for a format that is not tiled",
+        "lowbit train --epochs 1 --format ternary --min-compress-size 512 -o <out>/m.pt",
+        "a minimum compressed layer size (512) is for tiled weights, not format 'ternary'",
+        "drop --min-compress-size or use --format tiled",
+    ),
+    _c(
+        "tiled layer whose copies do not split its output channels, in the hardware setting",
+        "lowbit train --epochs 1 --arch mlp:64 --act-bits 2 --format tiled --p 4 --min-compress-size 512 -o <out>/m.pt",
+        "tiled layer 'stages.1.layer' has 10 output channels, which its p = 4 copies do not split into whole "
+        "channels as the hardware needs",
+        "use a --p that divides 10, or a --min-compress-size above its 640 weights so that it stays bipolar",
+    ),
+    _c(
         "integer pixel inputs with float activations",
         "lowbit train --epochs 1 --act-bits float --input-encoding pixels -o <out>/m.pt",
         "--input-encoding pixels is for the hardware setting; with float activations the first layer takes the "

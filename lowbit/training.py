@@ -230,7 +230,7 @@ def _checked_format(fmt, p):
     return fmt, None
 
 
-def _check_tiles_are_whole_rows(model, p):
+def _check_tiles_are_whole_rows(model):
     """Before training: in the hardware setting each copy of a tiled layer's tile must be whole
     output channels (one scale per channel; :func:`lowbit.model.quant.row_scales`)."""
     from .model.quant import TiledQuantizer
@@ -238,7 +238,7 @@ def _check_tiles_are_whole_rows(model, p):
     for name, module in model.named_modules():
         q = getattr(module, "quantizer", None)
         if isinstance(q, TiledQuantizer) and q.compressed and q.shape[0] % q.p:
-            raise LowbitError(f"tiled layer {name!r} has {q.shape[0]} output channels, which its p = {p} copies "
+            raise LowbitError(f"tiled layer {name!r} has {q.shape[0]} output channels, which its p = {q.p} copies "
                               "do not split into whole channels as the hardware needs",
                               f"use a --p that divides {q.shape[0]}, or a --min-compress-size above its "
                               f"{q.numel} weights so that it stays bipolar")
@@ -332,7 +332,7 @@ def train_model(path, *, arch="mlp:64,64", weight_format_name="bipolar", act="bi
         set_seed(seed)  # the initial weights too, not just the batches
         model = build_model(a)
         if setting_of(act) == "hardware":
-            _check_tiles_are_whole_rows(model, p)
+            _check_tiles_are_whole_rows(model)
         state = None
         lr = DEFAULT_LR if lr is None else lr
         batch_size = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
